@@ -1,0 +1,433 @@
+"""SiT / DiT with a switchable stream: the residual baseline or DAR (Diffusion-Adaptive Routing).
+
+One model class. ``ModelConfig.routing`` picks how each sublayer (every attention and every MLP, so
+``L = 2 * depth`` sublayers) reads its input:
+
+* ``residual``: h_{l+1} = h_l + v_l  (h_l = v_0 + sum_{i<l} v_i)
+* ``dar``:      h_l = sum_i alpha_{i->l} v_i,  alpha = softmax_i(q_l . RMSNorm_l(v_i) / sqrt(d))
+
+over the sources v_0 (patch + position embedding) and earlier sublayer outputs, grouped into chunks of
+S sublayers (DAR-METHOD.md sections 3-4). Everything else is the DiT block with adaLN-Zero, with the
+public DiT/SiT/REPA state-dict key names and shapes, so released checkpoints load unchanged.
+
+Tap points (see :mod:`dartool.models.hooks`), for a model of depth K, block k in 0..K-1:
+
+* ``hook_embed``             v_0 = patch embedding + position embedding        [B, T, D]
+* ``blocks.k.hook_attn_in``  h read by the attention sublayer                  [B, T, D]
+* ``blocks.k.hook_attn_out`` v written by the attention sublayer (gated)       [B, T, D]
+* ``blocks.k.hook_mlp_in``   h read by the MLP sublayer                        [B, T, D]
+* ``blocks.k.hook_mlp_out``  v written by the MLP sublayer (gated)             [B, T, D]
+* ``blocks.k.hook_out``      z_k, the state handed on from block k: the residual stream after the
+                             block, or for DAR the aggregated state read by the next sublayer (for
+                             the last block: the state fed to the head)         [B, T, D]
+* ``routers.r.hook_alpha``   DAR only: router weights alpha, r = 2k (attention of block k),
+                             2k+1 (MLP of block k), 2K (the head)               [B, T, N_r]
+* ``hook_cond``              c = t_emb + y_emb                                  [B, D]
+
+The routers of a DAR model are ``routers.0 .. routers.{2K}``; the last one feeds the head.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .hooks import HookPoint
+
+# --------------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------------
+
+
+def timestep_frequencies(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of (possibly fractional) timesteps: [B] -> [B, dim], cosines first."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]                                   # [B, half]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)              # [B, 2*half]
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """t -> frequency features (256) -> Linear -> SiLU -> Linear -> [B, D]."""
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256) -> None:
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, t_freq: torch.Tensor) -> torch.Tensor:
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels -> [B, D]; the last table row is the null class used for classifier-free guidance."""
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
+
+    def forward(self, y: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        if drop is not None:
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        return self.embedding_table(y)
+
+
+class PatchEmbed(nn.Module):
+    """[B, C, H, W] -> [B, T, D] with a stride-p convolution (timm layout: ``proj``)."""
+
+    def __init__(self, patch: int, in_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden, kernel_size=patch, stride=patch, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> np.ndarray:
+    """Fixed 2-D sin-cos position table [grid*grid, dim] (MAE layout: half for rows, half for columns)."""
+
+    def one_d(d: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    gw, gh = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64))
+    return np.concatenate([one_d(dim // 2, gw), one_d(dim // 2, gh)], axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The block: two sublayers with adaLN-Zero
+# --------------------------------------------------------------------------------------------------
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.heads, D // self.heads)      # [B, T, 3, H, hd]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # 3 x [B, H, T, hd]
+        x = F.scaled_dot_product_attention(q, k, v)                          # [B, H, T, hd]
+        return self.proj(x.transpose(1, 2).reshape(B, T, D))                 # [B, T, D]
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """A DiT block seen as two sublayers; the stream between them belongs to the model."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.dim = dim
+        self.attn = Attention(dim, heads)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim, bias=True))
+        for name in ("attn_in", "attn_out", "mlp_in", "mlp_out", "out"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # shift/scale/gate for attention, then for the MLP: 6 x [B, D]
+        return self.adaLN_modulation(c).chunk(6, dim=1)
+
+    def sublayer(self, which: int, h: torch.Tensor, mod: Sequence[torch.Tensor], eps: float) -> torch.Tensor:
+        """v = gate * F(modulate(LN(h), shift, scale)) for sublayer 0 (attention) or 1 (MLP)."""
+        shift, scale, gate = mod[3 * which: 3 * which + 3]
+        x = F.layer_norm(h, (self.dim,), eps=eps)                             # [B, T, D]
+        fn = self.attn if which == 0 else self.mlp
+        return gate.unsqueeze(1) * fn(modulate(x, shift, scale))             # [B, T, D]
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, patch: int, out_channels: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(dim, patch * patch * out_channels, bias=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim, bias=True))
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor, eps: float) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)              # 2 x [B, D]
+        x = modulate(F.layer_norm(h, (self.dim,), eps=eps), shift, scale)    # [B, T, D]
+        return self.linear(x)                                                # [B, T, p*p*C_out]
+
+
+# --------------------------------------------------------------------------------------------------
+# DAR: routers and the source bookkeeping of chunked routing
+# --------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+class Router(nn.Module):
+    """alpha_i = softmax_i(q . RMSNorm(v_i) / sqrt(d)) per token; h = sum_i alpha_i v_i.
+
+    The query is ``query`` (a vector, ``static``), ``query + e(t)`` (``static_t``; e(t) is passed in),
+    or ``q_proj(v_prev)`` per token (``dynamic``). Zero-initialised queries route uniformly.
+    """
+
+    def __init__(self, dim: int, kind: str, learned: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.kind = kind
+        self.norm = RMSNorm(dim)
+        if kind == "dynamic":
+            self.q_proj = nn.Linear(dim, dim, bias=False)
+        else:
+            self.query = nn.Parameter(torch.zeros(dim))
+        if not learned:  # a fixed uniform mean (final_router=False)
+            for p in self.parameters():
+                p.requires_grad_(False)
+        self.hook_alpha = HookPoint()
+
+    def make_query(self, t_emb: torch.Tensor | None, v_prev: torch.Tensor) -> torch.Tensor:
+        """The query: [D] (static), [B, 1, D] (static_t), or [B, T, D] (dynamic)."""
+        if self.kind == "dynamic":
+            return self.q_proj(v_prev)                                       # [B, T, D]
+        if self.kind == "static_t":
+            return (self.query + t_emb).unsqueeze(1)                         # [B, 1, D]
+        return self.query                                                    # [D]
+
+    def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
+        """Reference implementation (also the CPU path). sources: N x [B, T, D]."""
+        V = torch.stack(list(sources), dim=0)                                # [N, B, T, D]
+        K = self.norm(V)                                                     # [N, B, T, D]
+        logits = (K.float() * q.float()).sum(-1) / math.sqrt(self.dim)      # [N, B, T]
+        alpha = torch.softmax(logits, dim=0).permute(1, 2, 0)                # [B, T, N]
+        alpha = self.hook_alpha(alpha)
+        return torch.einsum("btn,nbtd->btd", alpha.to(V.dtype), V)           # [B, T, D]
+
+
+def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
+    """Number of sources each sublayer router reads, and the head router's count.
+
+    Sources for sublayer l (1-based) in chunk n: summaries c_0..c_{n-1} of finished chunks (c_0 = v_0)
+    and the raw outputs so far in chunk n. The head reads the summaries of all chunks but the last,
+    plus the raw outputs of the last chunk (DAR-METHOD.md section 4).
+    """
+    n_summaries, current, counts = 1, 0, []
+    for _ in range(num_sublayers):
+        if current == chunk:  # the previous chunk is finished: summarise it
+            n_summaries, current = n_summaries + 1, 0
+        counts.append(n_summaries + current)
+        current += 1
+    return counts, n_summaries + current
+
+
+class DARStream:
+    """Per-forward bookkeeping of the sources (summaries + the current chunk's raw outputs)."""
+
+    def __init__(self, v0: torch.Tensor, chunk: int, summary: str) -> None:
+        self.chunk, self.summary = chunk, summary
+        self.summaries = [v0]
+        self.current: list[torch.Tensor] = []
+        self.last = v0
+
+    def write(self, v: torch.Tensor) -> None:
+        self.current.append(v)
+        self.last = v
+
+    def sources(self, final: bool = False) -> list[torch.Tensor]:
+        if not final and len(self.current) == self.chunk:
+            done = self.current
+            self.summaries.append(done[-1] if self.summary == "last" else torch.stack(done).sum(0))
+            self.current = []
+        return self.summaries + self.current
+
+
+def write(stream: "DARStream | torch.Tensor", h: torch.Tensor, v: torch.Tensor) -> "DARStream | torch.Tensor":
+    """Hand sublayer output v to the stream: add it (residual) or record it as a source (DAR)."""
+    if isinstance(stream, DARStream):
+        stream.write(v)
+        return stream
+    return h + v
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+
+class SiT(nn.Module):
+    """SiT/DiT backbone; ``config.routing`` switches the stream between residual and DAR."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        D = cfg.hidden_size
+        self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, D)
+        self.t_embedder = TimestepEmbedder(D)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, D, cfg.class_dropout_prob)
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, D), requires_grad=False)
+        self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.final_layer = FinalLayer(D, cfg.patch_size, cfg.out_channels)
+        self.hook_embed = HookPoint()
+        self.hook_cond = HookPoint()
+
+        L = cfg.num_sublayers
+        self.source_counts, head_sources = dar_source_plan(L, cfg.chunk_size)
+        self.source_counts.append(head_sources)
+        if cfg.routing == "dar":
+            self.routers = nn.ModuleList(
+                [Router(D, cfg.query) for _ in range(L)] + [Router(D, cfg.query, learned=cfg.final_router)]
+            )
+            if cfg.query == "static_t":  # e(t): shared across routers; last Linear zero-init => starts as static
+                self.router_t_embedder = TimestepEmbedder(D)
+        # Post-router LayerNorm eps per router (see ModelConfig.router_eps).
+        if cfg.routing == "dar" and cfg.router_eps == "per_source_count":
+            self.ln_eps = [cfg.norm_eps / n**2 for n in self.source_counts]
+        else:
+            self.ln_eps = [cfg.norm_eps] * (L + 1)
+        if cfg.projector_dims:
+            self.projectors = nn.ModuleList([
+                nn.Sequential(
+                    nn.Linear(D, cfg.projector_hidden), nn.SiLU(),
+                    nn.Linear(cfg.projector_hidden, cfg.projector_hidden), nn.SiLU(),
+                    nn.Linear(cfg.projector_hidden, z),
+                )
+                for z in cfg.projector_dims
+            ])
+        self.initialize_weights()
+
+    # ------------------------------------------------------------------ initialisation
+    def initialize_weights(self) -> None:
+        """adaLN-Zero: every block and the head start as zero maps; DAR queries start at zero (uniform)."""
+
+        def xavier(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+        self.apply(xavier)
+        cfg = self.config
+        self.pos_embed.data.copy_(torch.from_numpy(sincos_pos_embed_2d(cfg.hidden_size, cfg.grid_size)).float()[None])
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+        if cfg.routing == "dar":
+            for r in self.routers:
+                nn.init.ones_(r.norm.weight)
+                if cfg.query == "dynamic":
+                    nn.init.zeros_(r.q_proj.weight)
+                else:
+                    nn.init.zeros_(r.query)
+            if cfg.query == "static_t":
+                nn.init.normal_(self.router_t_embedder.mlp[0].weight, std=0.02)
+                nn.init.zeros_(self.router_t_embedder.mlp[2].weight)
+                nn.init.zeros_(self.router_t_embedder.mlp[2].bias)
+
+    # ------------------------------------------------------------------ forward
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, p*p*C] -> [B, C, H, W]."""
+        cfg = self.config
+        p, c, g = cfg.patch_size, cfg.out_channels, cfg.grid_size
+        x = x.reshape(x.shape[0], g, g, p, p, c)                             # [B, h, w, p, p, C]
+        x = torch.einsum("nhwpqc->nchpwq", x)                                # [B, C, h, p, w, p]
+        return x.reshape(x.shape[0], c, g * p, g * p)                        # [B, C, H, W]
+
+    def condition(self, t: torch.Tensor, y: torch.Tensor, drop: torch.Tensor | None = None):
+        """c = t_emb + y_emb, plus the router time embedding e(t) for static_t (else None)."""
+        t_freq = timestep_frequencies(t, self.t_embedder.frequency_size)     # [B, 256]
+        c = self.t_embedder(t_freq) + self.y_embedder(y, drop)               # [B, D]
+        e_t = self.router_t_embedder(t_freq) if hasattr(self, "router_t_embedder") else None
+        return self.hook_cond(c), e_t
+
+    def route(self, r: int, stream: "DARStream | torch.Tensor", e_t, final: bool = False) -> torch.Tensor:
+        """The input of sublayer r (or of the head): the residual sum, or router r over its sources."""
+        if not isinstance(stream, DARStream):
+            return stream
+        router = self.routers[r]
+        q = router.make_query(e_t, stream.last)
+        return router(stream.sources(final), q)                              # [B, T, D]
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [B, C, H, W], t [B] in the model's time convention, y [B] int -> [B, C_out, H, W]."""
+        cfg = self.config
+        v0 = self.hook_embed(self.x_embedder(x) + self.pos_embed)            # [B, T, D]
+        c, e_t = self.condition(t, y, drop_labels)                           # [B, D]
+        # residual: the stream is the running sum h; DAR: the sources seen so far
+        stream = DARStream(v0, cfg.chunk_size, cfg.summary) if cfg.routing == "dar" else v0
+        h = self.route(0, stream, e_t)                                       # [B, T, D]
+        for k, block in enumerate(self.blocks):
+            mod = block.modulation(c)                                        # 6 x [B, D]
+            h = block.hook_attn_in(h)                                        # [B, T, D]
+            v = block.hook_attn_out(block.sublayer(0, h, mod, self.ln_eps[2 * k]))   # [B, T, D]
+            stream = write(stream, h, v)
+            h = block.hook_mlp_in(self.route(2 * k + 1, stream, e_t))        # [B, T, D]
+            v = block.hook_mlp_out(block.sublayer(1, h, mod, self.ln_eps[2 * k + 1]))  # [B, T, D]
+            stream = write(stream, h, v)
+            head_next = k == cfg.depth - 1
+            h = block.hook_out(self.route(2 * k + 2, stream, e_t, final=head_next))   # z_k [B, T, D]
+            if not isinstance(stream, DARStream):
+                stream = h  # the tapped tensor carries on, so gradients taken at z_k are exact
+        out = self.final_layer(h, c, self.ln_eps[-1])                        # [B, T, p*p*C_out]
+        return self.unpatchify(out)                                          # [B, C_out, H, W]
+
+    def forward_with_cfg(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, scale: float, guided_channels: int | None = None
+    ) -> torch.Tensor:
+        """Classifier-free guidance: one batched pass over (cond, null). Guides all channels unless
+        ``guided_channels`` is given (3 reproduces the DiT/SiT reference behaviour)."""
+        null = torch.full_like(y, self.config.num_classes)
+        out = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+        cond, uncond = out.chunk(2)
+        n = self.config.in_channels if guided_channels is None else guided_channels
+        guided = uncond[:, :n] + scale * (cond[:, :n] - uncond[:, :n])
+        return torch.cat([guided, cond[:, n:]], dim=1)
+
+    # ------------------------------------------------------------------ helpers
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def router_names(self) -> list[str]:
+        """Human names of the routers: ``block3.attn``, ``block3.mlp``, ..., ``head``."""
+        names = [f"block{k}.{s}" for k in range(self.config.depth) for s in ("attn", "mlp")]
+        return names + ["head"]
