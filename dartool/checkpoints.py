@@ -62,16 +62,16 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - turned into one clear line
-        msg = str(e).strip().splitlines()
-        unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        text = str(e)
+        unsupported = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
         if unsupported:
             raise CheckpointError(
                 f"{path}: refuses to unpickle {unsupported.group(1)} (only tensors, plain data and "
                 f"argparse.Namespace are loaded); re-save the weights alone with torch.save(model.state_dict())"
             ) from None
         raise CheckpointError(
-            f"could not read {path} as a torch or safetensors checkpoint ({msg[0] if msg else type(e).__name__}); "
-            f"is the file complete?"
+            f"could not read {path} as a torch or safetensors checkpoint ({type(e).__name__}); "
+            f"the file is corrupt, truncated or not a checkpoint"
         ) from None
 
 

@@ -183,6 +183,11 @@ class FinalLayer(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in float32 at least (bf16/fp16 -> fp32; fp64 stays fp64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -190,7 +195,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = x.to(acc_dtype(x.dtype))
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 
@@ -227,7 +232,8 @@ class Router(nn.Module):
         """Reference implementation (also the CPU path). sources: N x [B, T, D]."""
         V = torch.stack(list(sources), dim=0)                                # [N, B, T, D]
         K = self.norm(V)                                                     # [N, B, T, D]
-        logits = (K.float() * q.float()).sum(-1) / math.sqrt(self.dim)      # [N, B, T]
+        acc = acc_dtype(V.dtype)
+        logits = (K.to(acc) * q.to(acc)).sum(-1) / math.sqrt(self.dim)      # [N, B, T]
         alpha = torch.softmax(logits, dim=0).permute(1, 2, 0)                # [B, T, N]
         alpha = self.hook_alpha(alpha)
         return torch.einsum("btn,nbtd->btd", alpha.to(V.dtype), V)           # [B, T, D]
