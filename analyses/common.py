@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
@@ -63,17 +64,50 @@ def load(store: StoreLike, allow_partial: bool = False) -> xr.Dataset:
     if isinstance(store, xr.Dataset):
         ds = store
     else:
-        path = Path(store)
-        if not path.exists():
-            raise FileNotFoundError(f"probe store {path} does not exist")
+        ds = _open_path(Path(store), allow_partial)
+    _check_status(ds, allow_partial)
+    if ds.attrs.get("status") not in (None, "complete"):
+        ds = fill_partial_means(ds)
+    return _decode_attrs(ds)
+
+
+def fill_partial_means(ds: xr.Dataset) -> xr.Dataset:
+    """In an unfinished store the sample means are NaN until the probe closes: recompute every all-NaN mean
+    that has a ``{name}_per_sample`` array as the NaN-mean over the samples written so far."""
+    for name in list(ds.data_vars):
+        per = f"{name}_per_sample"
+        if per in ds.variables and not has_values(ds, name) and has_values(ds, per):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unwritten units
+                ds[name] = ds[per].mean("sample", skipna=True).transpose(*ds[name].dims).astype(ds[name].dtype)
+    return ds
+
+
+def _open_path(path: Path, allow_partial: bool) -> xr.Dataset:
+    """Open a store folder with :func:`dartool.store.open_store` (schema and completeness checks), load it."""
+    if not path.exists():
+        raise FileNotFoundError(f"probe store {path} does not exist")
+    try:
+        from dartool.store import open_store, read_attrs
+    except ImportError:  # pragma: no cover - the store module ships with dartool
+        open_store = None
+    if open_store is not None:
+        try:
+            status = read_attrs(path).get("status")
+        except Exception:  # noqa: BLE001 - open_store gives the one-line message for unreadable stores
+            status = None
+        if status == "in_progress" and not allow_partial:
+            raise StoreContentError(f"{path} is an unfinished probe: finish it with `dartool probe ... --resume`, "
+                                    "or pass --partial to report what it holds so far")
+        ds = open_store(path, allow_partial=allow_partial)
+    else:  # pragma: no cover
         try:
             ds = xr.open_zarr(path, consolidated=None, zarr_format=3)
         except Exception as e:  # noqa: BLE001 - any failure to open is one user-facing line
             raise StoreContentError(f"{path} is not a readable zarr v3 probe store ({type(e).__name__}: {e})") from e
-        ds = ds.load()
-        ds.attrs.setdefault("store_path", str(path))
-    _check_status(ds, allow_partial)
-    return _decode_attrs(ds)
+    ds = ds.load()
+    ds.attrs.setdefault("store_path", str(path))
+    return ds
 
 
 def _check_status(ds: xr.Dataset, allow_partial: bool) -> None:
@@ -215,7 +249,7 @@ def times(x: float) -> str:
         return f"{x:,.0f}×"
     if x >= 10:
         return f"{x:.0f}×"
-    return f"{x:.2g}×" if x < 1 else f"{x:.3g}×"
+    return f"{x:.2g}×" if x < 0.995 else f"{x:.2f}×"
 
 
 def sci(x: float) -> str:

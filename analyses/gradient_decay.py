@@ -77,7 +77,8 @@ def _findings(v: dict, K: int) -> list[str]:
     s = fmt_s(v["noise_level"])
     ne = v["n_early"]
     early = "block 1" if ne == 1 else f"blocks 1–{ne}"
-    out = [f"gradient RMS in {early} is {times(v['ratio_early_deep'])} that of blocks {ne + 1}–{K} at noise level {s} "
+    out = [f"gradient RMS in {early} is {times(v['ratio_early_deep'])} that of blocks {ne + 1}–{K} "
+           f"at noise level {s} "
            f"({sci(v['early_mean'])} vs {sci(v['deep_mean'])})"]
     if v["drop_block"] >= 2:
         out.append(f"the largest single drop is from block {v['drop_block'] - 1} to {v['drop_block']} "

@@ -81,7 +81,7 @@ def _findings(v: dict, K: int) -> list[str]:
         f"({sci(v['first'])} → {sci(v['last'])}); it rises in {v['monotone_fraction']:.0%} of block-to-block steps, "
         f"{times(v['growth_per_block'])} per block on a log fit",
         f"{'inflating' if v['inflating'] else 'not inflating'} (ratio > {RATIO_THRESHOLD:g} and ≥ "
-        f"{MONOTONE_THRESHOLD:.0%} rising steps) at {v['inflating_fraction']:.0%} of noise levels; the largest growth is "
-        f"{times(v['ratio_last_first_max'])} at noise level {fmt_s(v['noise_level_of_max'])}",
+        f"{MONOTONE_THRESHOLD:.0%} rising steps) at {v['inflating_fraction']:.0%} of noise levels; "
+        f"the largest growth is {times(v['ratio_last_first_max'])} at noise level {fmt_s(v['noise_level_of_max'])}",
     ]
     return out

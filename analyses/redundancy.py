@@ -108,5 +108,6 @@ def _findings(v: dict, K: int) -> list[str]:
            f"(minimum {v['deep_min_adjacent_cos']:.3f}); {v['frac_adjacent_above_0.9']:.0%} of blocks have cos > 0.9"]
     if "effective_blocks" in v:
         out.append(f"the {K} blocks act like {v['effective_blocks']:.1f} effectively distinct blocks (participation "
-                   f"ratio of the block × block cosine matrix); {v['clusters_at_0.9']} groups with all pairs at cos ≥ 0.9")
+                   f"ratio of the block × block cosine matrix); {v['clusters_at_0.9']} groups with all pairs at "
+                   "cos ≥ 0.9")
     return out

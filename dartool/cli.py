@@ -24,6 +24,12 @@ console = Console()
 
 # Verbs defined in other modules: (name, "module:function"). Each function is a typer command.
 EXTERNAL_COMMANDS: list[tuple[str, str]] = [
+    ("probe", "dartool.probe_cli:probe"),
+    ("bench", "dartool.bench:bench_command"),
+    ("report", "dartool.report:report_command"),
+    ("train", "dartool.train.cli:train"),
+    ("sample", "dartool.sample:sample_command"),
+    ("eval", "dartool.evaluate:eval_command"),
 ]
 
 

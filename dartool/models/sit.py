@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels as _kernels
 from .config import ModelConfig
 from .hooks import HookPoint
 
@@ -229,7 +230,12 @@ class Router(nn.Module):
         return self.query                                                    # [D]
 
     def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
-        """Reference implementation (also the CPU path). sources: N x [B, T, D]."""
+        """Reference implementation (also the CPU path). sources: N x [B, T, D].
+
+        On CUDA the fused Triton kernel runs instead (``dartool.kernels``; ``DARTOOL_FUSED=0`` disables
+        it); with a hook on ``hook_alpha`` this reference runs, so probes see and may replace alpha."""
+        if _kernels.use_fused(self, sources, q):
+            return _kernels.fused_router(sources, q, self.norm.weight, self.norm.eps)
         V = torch.stack(list(sources), dim=0)                                # [N, B, T, D]
         K = self.norm(V)                                                     # [N, B, T, D]
         acc = acc_dtype(V.dtype)

@@ -1,0 +1,865 @@
+"""``dartool bench``: what DAR costs. Router kernels against the unfused reference and the byte floor,
+and the end-to-end training step / sampling of residual vs DAR models.
+
+On CUDA, in one run (planned to finish in about 8 minutes on one H100):
+
+1. correctness of the fused router against float64 (``dartool.kernels.check``; every shape class);
+2. device-to-device copy bandwidth (bytes read + written), the byte floor's rate;
+3. router microbench at N = 9, 18, 57 sources, B=32, T=256, D=1152, bf16: forward and forward+backward
+   time, the backward alone, peak memory, fused vs the PyTorch reference, % of the byte floor;
+4. end-to-end training step (AdamW, bf16 autocast, the SiT velocity loss) and peak memory of residual
+   vs DAR static / static_t / dynamic c4 and static c1 / c8, for SiT-B/2 (batch 256) and SiT-XL/2
+   (batch 64, or 128 where the card has > 100 GB), eager and (time-bounded) torch.compile;
+5. sampling images/s (SiT-B/2, batch 256, 50 Euler steps), residual vs DAR (fused and reference).
+
+Results: ``bench-<card>-<date>.json`` and ``.md`` under ``--out``, with the card, date, commit and versions.
+Without CUDA it runs a small CPU bench of the reference router and a tiny training step, and says that
+the fused kernels need CUDA.
+
+The core is :func:`run_bench` (no typer needed, so ``python benchmarks/bench.py`` works with only
+torch + triton); :func:`bench_command` is the typer verb.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+# --------------------------------------------------------------------------------------------------
+# Small utilities
+# --------------------------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _git_commit() -> str:
+    env = os.environ.get("DARTOOL_COMMIT")
+    if env:
+        return env
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def env_info() -> dict:
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "host": platform.node(),
+    }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info.update(card=torch.cuda.get_device_name(0), sms=p.multi_processor_count,
+                    memory_gb=round(p.total_memory / 1e9, 1), cuda=torch.version.cuda,
+                    capability=f"{p.major}.{p.minor}")
+    else:
+        info.update(card="cpu", cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+    return info
+
+
+def bench_ms(fn: Callable[[], Any], warmup_ms: float = 25, rep_ms: float = 100) -> float:
+    """Median time of fn in ms (CUDA events, L2 flushed between reps by triton's do_bench)."""
+    try:
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    except Exception:  # no triton: events by hand
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(20):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        return float(sorted(times)[len(times) // 2])
+
+
+def _cleanup() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> dict:
+    """Device-to-device copy rate, counting bytes read + written (the byte floor's rate)."""
+    n = nbytes // 2
+    src = torch.randn(n, device="cuda", dtype=torch.float32).to(torch.bfloat16)
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src), 25, 200)
+    bw = 2 * src.numel() * src.element_size() / (ms * 1e-3)
+    del src, dst
+    _cleanup()
+    return {"bytes_moved": 2 * nbytes, "ms": ms, "bytes_per_s": bw, "tb_per_s": bw / 1e12}
+
+
+# --------------------------------------------------------------------------------------------------
+# Router microbench
+# --------------------------------------------------------------------------------------------------
+
+
+def _router_inputs(N: int, B: int, T: int, D: int, query: str, dtype=torch.bfloat16, seed: int = 0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    srcs = [(torch.randn(B, T, D, device="cuda", generator=g) * (0.5 + i % 5)).to(dtype).requires_grad_()
+            for i in range(N)]
+    qshape = {"static": (D,), "static_t": (B, 1, D), "dynamic": (B, T, D)}[query]
+    qdt = dtype if query == "dynamic" else torch.float32
+    q = (torch.randn(qshape, device="cuda", generator=g) * 2).to(qdt).requires_grad_()
+    gain = (1 + 0.1 * torch.randn(D, device="cuda", generator=g)).requires_grad_()
+    dh = torch.randn(B, T, D, device="cuda", generator=g).to(dtype)
+    return srcs, q, gain, dh
+
+
+def _peak_mb(fn: Callable[[], Any]) -> float:
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return peak / 2**20
+
+
+def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: float | None = None,
+                      with_reference: bool = True) -> list[dict]:
+    from .kernels import dispatch
+    from .kernels import router_triton as rt
+    from .models.sit import Router
+
+    rows = []
+    for N in ns:
+        srcs, q, gain, dh = _router_inputs(N, B, T, D, query)
+        ref = Router(D, query if query != "static_t" else "static").cuda()
+        with torch.no_grad():
+            ref.norm.weight.copy_(gain)
+        leaves = srcs + [q, gain]
+        eb = srcs[0].element_size()
+        R = B * T
+        fwd_bytes = N * R * D * eb + R * D * eb                         # sources once + h
+        bwd_bytes = N * R * D * eb + R * D * eb + N * R * D * eb        # sources + dh, grads written once
+        row: dict[str, Any] = dict(N=N, B=B, T=T, D=D, query=query, dtype="bf16",
+                                   fwd_floor_bytes=fwd_bytes, bwd_floor_bytes=bwd_bytes)
+
+        def fused_fwd():
+            with torch.no_grad():
+                return rt.fused_router(srcs, q, gain, 1e-6)
+
+        def fused_fwdbwd():
+            h = rt.fused_router(srcs, q, gain, 1e-6)
+            return torch.autograd.grad(h, leaves, dh)
+
+        needs = True
+        h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, needs)
+        hb = h32_ if h32_.numel() else h_
+
+        def fused_bwd_only():
+            return rt.router_bwd(dh, srcs, q, gain, hb, lse_, 1e-6)
+
+        def fused_fwd_train():
+            return rt.fused_router(srcs, q, gain, 1e-6)
+
+        row["fused_fwd_ms"] = bench_ms(fused_fwd)
+        row["fused_fwd_train_ms"] = bench_ms(fused_fwd_train)   # grad enabled: also writes fp32 h if h is 16-bit
+        row["fused_fwdbwd_ms"] = bench_ms(fused_fwdbwd)
+        row["fused_bwd_kernel_ms"] = bench_ms(fused_bwd_only)
+        row["fused_peak_mb"] = _peak_mb(fused_fwdbwd)
+        if with_reference:
+            def ref_fwd():
+                with torch.no_grad(), dispatch.fused(False):
+                    return ref(srcs, q)
+
+            def ref_fwdbwd():
+                with dispatch.fused(False):
+                    h = ref(srcs, q)
+                return torch.autograd.grad(h, srcs + [q, ref.norm.weight], dh)
+
+            try:
+                row["ref_fwd_ms"] = bench_ms(ref_fwd, 10, 60)
+                row["ref_fwdbwd_ms"] = bench_ms(ref_fwdbwd, 10, 60)
+                row["ref_peak_mb"] = _peak_mb(ref_fwdbwd)
+                row["speedup_fwd"] = row["ref_fwd_ms"] / row["fused_fwd_ms"]
+                row["speedup_fwdbwd"] = row["ref_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
+                row["ref_bwd_ms"] = row["ref_fwdbwd_ms"] - row["ref_fwd_ms"]
+            except torch.cuda.OutOfMemoryError:
+                row["ref_error"] = "OOM"
+        row["fused_bwd_ms"] = row["fused_fwdbwd_ms"] - row["fused_fwd_ms"]
+        if "ref_bwd_ms" in row:
+            row["speedup_bwd"] = row["ref_bwd_ms"] / max(row["fused_bwd_ms"], 1e-9)
+        if bw:
+            row["fwd_floor_ms"] = fwd_bytes / bw * 1e3
+            row["bwd_floor_ms"] = bwd_bytes / bw * 1e3
+            row["fwd_pct_floor"] = 100 * row["fwd_floor_ms"] / row["fused_fwd_ms"]
+            row["bwd_pct_floor"] = 100 * row["bwd_floor_ms"] / row["fused_bwd_kernel_ms"]
+            row["fwd_achieved_tb_s"] = fwd_bytes / (row["fused_fwd_ms"] * 1e-3) / 1e12
+            row["bwd_achieved_tb_s"] = bwd_bytes / (row["fused_bwd_kernel_ms"] * 1e-3) / 1e12
+        try:
+            row["kernel_resources"] = rt.kernel_resources()
+        except Exception:
+            pass
+        rows.append(row)
+        log(f"  router N={N:2d}: fused fwd {row['fused_fwd_ms']:.3f} ms"
+            + (f" ({row.get('fwd_pct_floor', 0):.0f}% floor)" if bw else "")
+            + f", bwd kernel {row['fused_bwd_kernel_ms']:.3f} ms"
+            + (f" ({row.get('bwd_pct_floor', 0):.0f}% floor)" if bw else "")
+            + f", fwd+bwd {row['fused_fwdbwd_ms']:.3f} ms"
+            + f" [fwd train {row['fused_fwd_train_ms']:.3f} ms; {row.get('kernel_resources')}]"
+            + (f" | ref fwd {row['ref_fwd_ms']:.2f} fwd+bwd {row['ref_fwdbwd_ms']:.2f} ms"
+               f" ({row['speedup_fwd']:.1f}x / {row['speedup_fwdbwd']:.1f}x)" if "ref_fwd_ms" in row else ""))
+        del srcs, q, gain, dh, h_, lse_, h32_, hb, ref
+        _cleanup()
+    return rows
+
+
+def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: float | None = None) -> dict:
+    """Time the launch configurations of both kernels; returns the table and the best of each."""
+    from .kernels import router_triton as rt
+
+    srcs, q, gain, dh = _router_inputs(N, B, T, D, "static")
+    old_f, old_b = dict(rt.FWD_CONFIG), dict(rt.BWD_CONFIG)
+    eb = srcs[0].element_size()
+    R = B * T
+    fwd_bytes = (N + 1) * R * D * eb
+    bwd_bytes = (2 * N + 1) * R * D * eb
+    fwd_rows, bwd_rows = [], []
+    fwd_cfgs = [dict(block_r=br, num_warps=nw, num_stages=1, split=0, unroll=2, prefetch=pf)
+                for br, nw in ((1, 2), (1, 4), (2, 4), (1, 8)) for pf in (1, 0)]
+    fwd_cfgs += [dict(block_r=1, num_warps=4, num_stages=1, split=0, unroll=1, prefetch=0),
+                 dict(block_r=2, num_warps=8, num_stages=1, split=1, unroll=2, prefetch=1)]
+    bwd_cfgs = [dict(block_r=br, rows=8, num_warps=nw, num_stages=1, split=0, unroll=2, prefetch=pf)
+                for br, nw in ((1, 2), (1, 4), (2, 4), (1, 8)) for pf in (1, 0)]
+    bwd_cfgs += [dict(block_r=1, rows=32, num_warps=4, num_stages=1, split=0, unroll=2, prefetch=1),
+                 dict(block_r=1, rows=8, num_warps=4, num_stages=1, split=0, unroll=1, prefetch=0)]
+    try:
+        for cfg in fwd_cfgs:
+            rt.FWD_CONFIG.update(cfg)
+            try:
+                with torch.no_grad():
+                    ms = bench_ms(lambda: rt.router_fwd(srcs, q, gain, 1e-6, False, False), 10, 50)
+                fwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * fwd_bytes / bw / (ms * 1e-3) if bw else None))
+            except Exception as e:
+                fwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
+        rt.FWD_CONFIG.update(old_f)
+        h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, True)
+        hb = h32_ if h32_.numel() else h_
+        for cfg in bwd_cfgs:
+            rt.BWD_CONFIG.update(cfg)
+            try:
+                ms = bench_ms(lambda: rt.router_bwd(dh, srcs, q, gain, hb, lse_, 1e-6), 10, 50)
+                bwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * bwd_bytes / bw / (ms * 1e-3) if bw else None))
+            except Exception as e:
+                bwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
+    finally:
+        rt.FWD_CONFIG.clear(); rt.FWD_CONFIG.update(old_f)
+        rt.BWD_CONFIG.clear(); rt.BWD_CONFIG.update(old_b)
+    best_f = min((r for r in fwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
+    best_b = min((r for r in bwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
+    for name, rows_, best in (("fwd", fwd_rows, best_f), ("bwd", bwd_rows, best_b)):
+        for r in sorted((r for r in rows_ if "ms" in r), key=lambda r: r["ms"])[:6]:
+            log(f"  sweep {name} {r}")
+        errs = [r for r in rows_ if "error" in r]
+        if errs:
+            log(f"  sweep {name}: {len(errs)} configs failed, e.g. {errs[0]}")
+    del srcs, q, gain, dh
+    _cleanup()
+    return dict(N=N, fwd=fwd_rows, bwd=bwd_rows, best_fwd=best_f, best_bwd=best_b)
+
+
+# --------------------------------------------------------------------------------------------------
+# End-to-end training step and sampling
+# --------------------------------------------------------------------------------------------------
+
+
+def _build(size: str, routing: str, query: str, chunk: int, device: str):
+    from .models import SiT, model_config
+
+    cfg = model_config(size, 2, routing=routing, query=query, chunk_size=chunk)
+    with torch.device(device):
+        model = SiT(cfg)
+    return model, cfg
+
+
+def dar_flops_ratio(size: str, chunk: int = 4, query: str = "dynamic", tokens: int = 256) -> float:
+    """Extra matmul FLOPs of DAR over residual, per token (dynamic: one D x D query projection per router)."""
+    from .models import SIZES
+
+    depth, D, _ = SIZES[size]
+    base = depth * (12 * D * D + 2 * tokens * D)          # qkv+proj 4D^2, MLP 8D^2, attention 2TD (MACs)
+    if query != "dynamic":
+        return 0.0
+    return (2 * depth + 1) * D * D / base
+
+
+def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
+                     steps: int = 10, warmup: int = 3, deadline: float | None = None,
+                     compile_est_s: float = 0.0) -> list[dict]:
+    """variants: (routing, query, chunk, fused). Returns one row per variant."""
+    from .diffusion import diffusion_loss
+    from .kernels import dispatch
+
+    rows = []
+    for routing, query, chunk, fused in variants:
+        name = "residual" if routing == "residual" else f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
+        row: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=name, routing=routing, query=query,
+                                   chunk=chunk, fused=fused, compiled=compiled)
+        if deadline is not None and time.time() + compile_est_s > deadline:
+            row["skipped"] = "time budget"
+            rows.append(row)
+            log(f"  skip {row['model']} {name} compiled={compiled}: time budget")
+            continue
+        t_start = time.time()
+        model = opt = None
+        try:
+            _cleanup()
+            model, cfg = _build(size, routing, query, chunk, "cuda")
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+            fwd = torch.compile(model) if compiled else model
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device="cuda", generator=gen),
+                        torch.randint(0, cfg.num_classes, (batch,), device="cuda", generator=gen),
+                        torch.rand(batch, device="cuda", generator=gen),
+                        torch.rand(batch, device="cuda", generator=gen) < 0.1) for _ in range(2)]
+
+            def step(i: int) -> None:
+                x, y, s, drop = batches[i % len(batches)]
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = diffusion_loss(fwd, x, y, s, drop_labels=drop)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            with dispatch.fused(fused):
+                t0 = time.time()
+                step(0)
+                torch.cuda.synchronize()
+                row["first_step_s"] = time.time() - t0
+                for i in range(1, warmup):
+                    step(i)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                times = []
+                for i in range(steps):
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    step(i)
+                    b.record()
+                    times.append((a, b))
+                torch.cuda.synchronize()
+            ms = sorted(a.elapsed_time(b) for a, b in times)
+            row["step_ms"] = ms[len(ms) // 2]
+            row["step_ms_min"] = ms[0]
+            row["img_per_s"] = batch / (row["step_ms"] * 1e-3)
+            row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+            row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+        except torch.cuda.OutOfMemoryError:
+            row["error"] = "OOM"
+        except Exception as e:  # keep going: report the failure in the table
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        finally:
+            del model, opt
+            if compiled:
+                torch._dynamo.reset()
+            _cleanup()
+        row["wall_s"] = time.time() - t_start
+        rows.append(row)
+        log(f"  {row['model']} b{batch} {name:24s} {'compiled' if compiled else 'eager   '} "
+            + (f"{row['step_ms']:7.1f} ms/step {row['peak_gb']:6.1f} GB (first step {row['first_step_s']:.1f} s)"
+               if "step_ms" in row else row.get("error", "")))
+    # ratios against residual
+    base = next((r for r in rows if r["routing"] == "residual" and "step_ms" in r), None)
+    if base:
+        for r in rows:
+            if "step_ms" in r:
+                r["time_ratio"] = r["step_ms"] / base["step_ms"]
+                r["mem_ratio"] = r["peak_gb"] / base["peak_gb"]
+    return rows
+
+
+@torch.no_grad()
+def sampling_bench(size: str = "B", batch: int = 256, steps: int = 50,
+                   variants=(("residual", "static", 4, True), ("dar", "static", 4, True),
+                             ("dar", "static", 4, False))) -> list[dict]:
+    from .kernels import dispatch
+
+    rows = []
+    for routing, query, chunk, fused in variants:
+        name = "residual" if routing == "residual" else f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
+        row: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, steps=steps, variant=name, fused=fused)
+        model = None
+        try:
+            _cleanup()
+            model, cfg = _build(size, routing, query, chunk, "cuda")
+            model.eval()
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            with torch.no_grad():  # away from the zero init (gates, head)
+                for p in model.parameters():
+                    p.add_(0.01 * torch.randn(p.shape, device="cuda", generator=gen))
+            y = torch.randint(0, cfg.num_classes, (batch,), device="cuda", generator=gen)
+
+            def sample():
+                x = torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device="cuda", generator=gen)
+                dt = 1.0 / steps
+                for k in range(steps):  # SiT: t = 0 noise -> 1 data, Euler on the velocity
+                    t = torch.full((batch,), k * dt, device="cuda")
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        v = model(x, t, y)[:, : cfg.in_channels]
+                    x = x + dt * v.float()
+                return x
+
+            with dispatch.fused(fused):
+                sample()  # warm-up (compiles kernels)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                ts = []
+                for _ in range(2):
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    sample()
+                    b.record()
+                    torch.cuda.synchronize()
+                    ts.append(a.elapsed_time(b))
+            row["ms"] = min(ts)
+            row["img_per_s"] = batch / (row["ms"] * 1e-3)
+            row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        except torch.cuda.OutOfMemoryError:
+            row["error"] = "OOM"
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        finally:
+            del model
+            _cleanup()
+        rows.append(row)
+        log(f"  sampling {row['model']} {name:24s} " +
+            (f"{row['img_per_s']:8.1f} img/s ({row['ms'] / 1e3:.2f} s for {batch} images, {steps} steps)"
+             if "ms" in row else row.get("error", "")))
+    base = next((r for r in rows if r["variant"] == "residual" and "ms" in r), None)
+    if base:
+        for r in rows:
+            if "ms" in r:
+                r["time_ratio"] = r["ms"] / base["ms"]
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU bench (no CUDA)
+# --------------------------------------------------------------------------------------------------
+
+
+def cpu_bench() -> dict:
+    from .diffusion import diffusion_loss
+    from .models.sit import Router
+
+    res: dict[str, Any] = {"note": "no CUDA device: the fused router kernels need CUDA; this is the PyTorch "
+                                   "reference path on the CPU."}
+    rows = []
+    B, T, D = 4, 64, 384
+    for N in (9, 18):
+        srcs = [torch.randn(B, T, D).requires_grad_() for _ in range(N)]
+        r = Router(D, "static")
+        q = torch.randn(D)
+        for _ in range(2):  # warm-up
+            h = r(srcs, q)
+            torch.autograd.grad(h.sum(), srcs)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            with torch.no_grad():
+                r(srcs, q)
+        fwd = (time.perf_counter() - t0) / 5 * 1e3
+        t0 = time.perf_counter()
+        for _ in range(3):
+            h = r(srcs, q)
+            torch.autograd.grad(h.sum(), srcs)
+        fb = (time.perf_counter() - t0) / 3 * 1e3
+        rows.append(dict(N=N, B=B, T=T, D=D, dtype="fp32", ref_fwd_ms=fwd, ref_fwdbwd_ms=fb))
+        log(f"  cpu reference router N={N} B={B} T={T} D={D}: fwd {fwd:.1f} ms, fwd+bwd {fb:.1f} ms")
+    res["router"] = rows
+    steps = []
+    from .models import SiT, model_config
+
+    for routing, query in (("residual", "static"), ("dar", "static"), ("dar", "dynamic")):
+        cfg = model_config("S", 2, input_size=16, routing=routing, query=query, chunk_size=4).replace(depth=2)
+        torch.manual_seed(0)
+        model = SiT(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x = torch.randn(8, 4, 16, 16)
+        y = torch.randint(0, 1000, (8,))
+        s = torch.rand(8)
+        ts = []
+        for i in range(4):
+            t0 = time.perf_counter()
+            loss = diffusion_loss(model, x, y, s)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ts.append((time.perf_counter() - t0) * 1e3)
+        ms = sorted(ts[1:])[1]
+        steps.append(dict(model="SiT-S/2 depth 2, 16x16 input", batch=8, variant=cfg.label, step_ms=ms))
+        log(f"  cpu training step {cfg.label:28s} batch 8: {ms:.1f} ms")
+    res["train"] = steps
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+TARGETS = {
+    "router_fwd_pct_floor": 70.0,
+    "router_bwd_pct_floor": 50.0,
+    "router_speedup_n57": 12.0,
+    "static_c4_time_ratio": 1.10,
+    "mem_ratio": 1.15,
+    "dynamic_extra": 0.10,
+}
+
+
+def _f(x, fmt="{:.2f}") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return fmt.format(x)
+
+
+def evaluate_targets(res: dict) -> list[dict]:
+    out = []
+    micro = {r["N"]: r for r in res.get("router", [])}
+    r57 = micro.get(57)
+    if r57:
+        out.append(dict(target="router fwd >= 70% of byte floor (N=57)", value=r57.get("fwd_pct_floor"),
+                        ok=(r57.get("fwd_pct_floor") or 0) >= TARGETS["router_fwd_pct_floor"]))
+        out.append(dict(target="router bwd >= 50% of byte floor (N=57)", value=r57.get("bwd_pct_floor"),
+                        ok=(r57.get("bwd_pct_floor") or 0) >= TARGETS["router_bwd_pct_floor"]))
+        for k, lab in (("speedup_fwd", "fwd"), ("speedup_fwdbwd", "fwd+bwd"), ("speedup_bwd", "bwd")):
+            out.append(dict(target=f"router {lab} >= 12x over unfused (N=57)", value=r57.get(k),
+                            ok=(r57.get(k) or 0) >= TARGETS["router_speedup_n57"]))
+    for r in res.get("train", []):
+        if "time_ratio" not in r or r["routing"] == "residual" or not r["fused"]:
+            continue
+        tag = f"{r['model']} {r['variant']} {'compiled' if r['compiled'] else 'eager'}"
+        if r["query"] == "static" and r["chunk"] == 4:
+            out.append(dict(target=f"{tag}: step / residual <= 1.10", value=r["time_ratio"],
+                            ok=r["time_ratio"] <= TARGETS["static_c4_time_ratio"]))
+        if r["query"] == "dynamic" and r["chunk"] == 4:
+            size = r["model"].split("-")[1].split("/")[0]
+            lim = 1 + dar_flops_ratio(size) + TARGETS["dynamic_extra"]
+            out.append(dict(target=f"{tag}: step / residual <= {lim:.2f} (1 + extra FLOPs + 0.10)",
+                            value=r["time_ratio"], ok=r["time_ratio"] <= lim))
+        if r["chunk"] == 4:
+            out.append(dict(target=f"{tag}: peak memory / residual <= 1.15", value=r["mem_ratio"],
+                            ok=r["mem_ratio"] <= TARGETS["mem_ratio"]))
+    chk = res.get("check")
+    if chk:
+        out.append(dict(target="fused router matches float64 reference (every shape class)", value=None,
+                        ok=bool(chk.get("ok"))))
+    return out
+
+
+def markdown(res: dict) -> str:
+    e = res["env"]
+    L = [f"# dartool bench — {e.get('card')} — {e['date']}", "",
+         f"commit `{e['commit']}` · torch {e['torch']} · triton {e.get('triton')} · python {e['python']}"
+         + (f" · CUDA {e.get('cuda')} · {e.get('sms')} SMs · {e.get('memory_gb')} GB" if e.get("sms") else ""), ""]
+    if res.get("note"):
+        L += [f"> {res['note']}", ""]
+    if res.get("skipped"):
+        L += ["Skipped: " + "; ".join(res["skipped"]), ""]
+    bw = res.get("copy")
+    if bw:
+        L += [f"Device-to-device copy (bytes read + written): **{bw['tb_per_s']:.2f} TB/s** "
+              f"({bw['bytes_moved'] / 1e9:.1f} GB in {bw['ms']:.3f} ms). Byte floor = bytes that must move / this rate.", ""]
+    chk = res.get("check")
+    if chk:
+        n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
+        n = len(chk["cases"]) + len(chk.get("models", []))
+        L += [f"Correctness (fused vs float64 reference, `python -m dartool.kernels.check`): "
+              f"**{'PASS' if chk['ok'] else 'FAIL'}** ({n_ok}/{n} cases).", ""]
+    rt = res.get("router")
+    if rt:
+        L += ["## Router (B=32, T=256, D=1152, bf16, static query)", "",
+              "| N | fused fwd ms | % floor | fused bwd ms (kernel) | % floor | fused fwd+bwd ms | unfused fwd ms | "
+              "unfused fwd+bwd ms | speedup fwd / bwd / fwd+bwd | peak MB fused / unfused |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rt:
+            L.append(f"| {r['N']} | {_f(r['fused_fwd_ms'], '{:.3f}')} | {_f(r.get('fwd_pct_floor'), '{:.0f}')} | "
+                     f"{_f(r['fused_bwd_kernel_ms'], '{:.3f}')} | {_f(r.get('bwd_pct_floor'), '{:.0f}')} | "
+                     f"{_f(r['fused_fwdbwd_ms'], '{:.3f}')} | {_f(r.get('ref_fwd_ms'))} | {_f(r.get('ref_fwdbwd_ms'))} | "
+                     f"{_f(r.get('speedup_fwd'), '{:.1f}')} / {_f(r.get('speedup_bwd'), '{:.1f}')} / "
+                     f"{_f(r.get('speedup_fwdbwd'), '{:.1f}')} | {_f(r['fused_peak_mb'], '{:.0f}')} / "
+                     f"{_f(r.get('ref_peak_mb'), '{:.0f}')} |")
+        L += ["", "Floors: forward reads N sources and writes h; backward reads N sources and dh and writes N "
+                  "gradients (the kernel also reads h and the per-row log-sum-exp).", ""]
+    tr = res.get("train")
+    if tr:
+        L += ["## Training step (AdamW, bf16 autocast, SiT velocity loss)", "",
+              "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for r in tr:
+            mode = "compile" if r["compiled"] else "eager"
+            if "step_ms" in r:
+                L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | {r['step_ms']:.1f} | "
+                         f"{r['img_per_s']:.0f} | {r['peak_gb']:.1f} | {_f(r.get('time_ratio'), '{:.3f}')} | "
+                         f"{_f(r.get('mem_ratio'), '{:.3f}')} |")
+            else:
+                L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | "
+                         f"{r.get('error') or r.get('skipped')} | | | | |")
+        L.append("")
+    sp = res.get("sampling")
+    if sp:
+        L += ["## Sampling (50 Euler steps, bf16 autocast, no guidance)", "",
+              "| model | batch | variant | s / batch | img / s | time / residual |", "|---|---|---|---|---|---|"]
+        for r in sp:
+            if "ms" in r:
+                L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {r['ms'] / 1e3:.2f} | "
+                         f"{r['img_per_s']:.1f} | {_f(r.get('time_ratio'), '{:.3f}')} |")
+            else:
+                L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {r.get('error')} | | |")
+        L.append("")
+    cpu = res.get("cpu")
+    if cpu:
+        L += ["## CPU (reference path only)", "", "| what | ms |", "|---|---|"]
+        for r in cpu["router"]:
+            L.append(f"| reference router N={r['N']} B={r['B']} T={r['T']} D={r['D']} fwd / fwd+bwd | "
+                     f"{r['ref_fwd_ms']:.1f} / {r['ref_fwdbwd_ms']:.1f} |")
+        for r in cpu["train"]:
+            L.append(f"| training step {r['variant']} ({r['model']}, batch {r['batch']}) | {r['step_ms']:.1f} |")
+        L.append("")
+    tg = res.get("targets")
+    if tg:
+        L += ["## Targets (issue #6)", "", "| target | value | met |", "|---|---|---|"]
+        for t in tg:
+            L.append(f"| {t['target']} | {_f(t['value'], '{:.3f}')} | {'yes' if t['ok'] else '**no**'} |")
+        L.append("")
+    return "\n".join(L)
+
+
+def summary_lines(res: dict) -> list[str]:
+    out = [f"card {res['env'].get('card')} | commit {res['env']['commit']} | {res['env']['date']}"]
+    if res.get("copy"):
+        out.append(f"copy bandwidth {res['copy']['tb_per_s']:.2f} TB/s")
+    if res.get("check"):
+        out.append(f"correctness: {'PASS' if res['check']['ok'] else 'FAIL'}")
+    for r in res.get("router", []):
+        out.append(f"router N={r['N']:2d}: fwd {r['fused_fwd_ms']:.3f} ms ({_f(r.get('fwd_pct_floor'), '{:.0f}')}% floor, "
+                   f"{_f(r.get('speedup_fwd'), '{:.1f}')}x) bwd {r['fused_bwd_kernel_ms']:.3f} ms "
+                   f"({_f(r.get('bwd_pct_floor'), '{:.0f}')}% floor) fwd+bwd {_f(r.get('speedup_fwdbwd'), '{:.1f}')}x "
+                   f"peak {r['fused_peak_mb']:.0f}/{_f(r.get('ref_peak_mb'), '{:.0f}')} MB")
+    for r in res.get("train", []):
+        mode = "compile" if r["compiled"] else "eager"
+        if "step_ms" in r:
+            out.append(f"{r['model']} b{r['batch']} {r['variant']:22s} {mode:7s} {r['step_ms']:7.1f} ms "
+                       f"x{_f(r.get('time_ratio'), '{:.3f}')} mem x{_f(r.get('mem_ratio'), '{:.3f}')} ({r['peak_gb']:.1f} GB)")
+        else:
+            out.append(f"{r['model']} b{r['batch']} {r['variant']:22s} {mode:7s} {r.get('error') or r.get('skipped')}")
+    for r in res.get("sampling", []):
+        if "img_per_s" in r:
+            out.append(f"sampling {r['model']} {r['variant']:22s} {r['img_per_s']:.0f} img/s x{_f(r.get('time_ratio'), '{:.3f}')}")
+    for t in res.get("targets", []):
+        out.append(f"[{'met' if t['ok'] else 'MISSED'}] {t['target']}: {_f(t['value'], '{:.3f}')}")
+    return out
+
+
+def write_results(res: dict, out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    card = "".join(ch if ch.isalnum() else "-" for ch in str(res["env"].get("card", "cpu"))).strip("-")
+    while "--" in card:
+        card = card.replace("--", "-")
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M")
+    stem = f"bench-{card}-{stamp}"
+    jp, mp = out / f"{stem}.json", out / f"{stem}.md"
+    jp.write_text(json.dumps(res, indent=1, default=str))
+    mp.write_text(markdown(res))
+    return jp, mp
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+
+
+def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 200.0,
+              sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
+              router: bool = True, xl_batch: int | None = None, time_budget_s: float = 480.0) -> dict:
+    t_begin = time.time()
+    res: dict[str, Any] = {"env": env_info(), "skipped": []}
+    log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
+        f"commit {res['env']['commit']})")
+    if not torch.cuda.is_available():
+        from .kernels import why_not_fused
+
+        res["note"] = f"No CUDA device, so the fused kernels were not run ({why_not_fused()}). CPU reference only."
+        log(res["note"])
+        res["cpu"] = cpu_bench()
+        jp, mp = write_results(res, out)
+        log(f"wrote {jp} and {mp}")
+        return res
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    deadline = t_begin + time_budget_s
+
+    from .kernels import why_not_fused
+
+    reason = why_not_fused()
+    if reason:
+        res["note"] = f"fused router unavailable: {reason}"
+        log(res["note"])
+
+    if check and not reason:
+        log("[1/5] correctness of the fused router (float64 reference)")
+        from .kernels.check import run_all
+
+        res["check"] = run_all(device="cuda", model=True)
+        log(f"  correctness: {'PASS' if res['check']['ok'] else 'FAIL'} ({res['check']['seconds']:.0f} s)")
+    log("[2/5] copy bandwidth")
+    res["copy"] = copy_bandwidth()
+    bw = res["copy"]["bytes_per_s"]
+    log(f"  {res['copy']['tb_per_s']:.2f} TB/s")
+    if sweep and not reason:
+        log("  launch-configuration sweep (N=57)")
+        res["sweep"] = config_sweep(bw=bw)
+        from .kernels import router_triton as rt
+
+        if res["sweep"]["best_fwd"]:
+            rt.set_configs(fwd={k: res["sweep"]["best_fwd"][k]
+                                for k in ("block_r", "num_warps", "num_stages", "split", "unroll", "prefetch")})
+        if res["sweep"]["best_bwd"]:
+            rt.set_configs(bwd={k: res["sweep"]["best_bwd"][k]
+                                for k in ("block_r", "rows", "num_warps", "num_stages", "split", "unroll",
+                                          "prefetch")})
+        log(f"  using fwd {rt.FWD_CONFIG} bwd {rt.BWD_CONFIG}")
+    if router and not reason:
+        log("[3/5] router microbench")
+        from .kernels import router_triton as rt
+
+        res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG))
+        res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
+        if not quick:
+            res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)
+    if train:
+        log("[4/5] training step: residual vs DAR")
+        big = torch.cuda.get_device_properties(0).total_memory > 100e9
+        xlb = xl_batch or (128 if big else 64)
+        full = [("residual", "static", 4, True), ("dar", "static", 4, True), ("dar", "static_t", 4, True),
+                ("dar", "dynamic", 4, True), ("dar", "static", 1, True), ("dar", "static", 8, True)]
+        if reason:
+            full = [v for v in full if v[0] == "residual"] + [("dar", "static", 4, False)]
+        sizes = [("B", 256), ("XL", xlb)]
+        if quick:
+            full = full[:2] + [full[3]]
+        res["train"] = []
+        for size, batch in sizes:
+            res["train"] += train_step_bench(size, batch, full, compiled=False, deadline=deadline)
+        if compile:
+            cdead = min(deadline, time.time() + compile_budget_s)
+            cvars = [("residual", "static", 4, True), ("dar", "static", 4, True), ("dar", "dynamic", 4, True)]
+            for size, batch in sizes:
+                est = 60.0 if size == "B" else 90.0
+                res["train"] += train_step_bench(size, batch, cvars, compiled=True, deadline=cdead,
+                                                 compile_est_s=est, steps=8)
+        else:
+            res["skipped"].append("torch.compile (--no-compile)")
+    if sampling and time.time() < deadline:
+        log("[5/5] sampling")
+        res["sampling"] = sampling_bench(variants=(("residual", "static", 4, True), ("dar", "static", 4, True),
+                                                   ("dar", "static", 4, False)) if not reason else
+                                         (("residual", "static", 4, True), ("dar", "static", 4, False)))
+    elif sampling:
+        res["skipped"].append("sampling (time budget)")
+    skipped_train = [f"{r['model']} {r['variant']} {'compiled' if r['compiled'] else 'eager'}"
+                     for r in res.get("train", []) if r.get("skipped")]
+    if skipped_train:
+        res["skipped"].append("time budget: " + ", ".join(skipped_train))
+    res["targets"] = evaluate_targets(res)
+    res["seconds"] = time.time() - t_begin
+    jp, mp = write_results(res, out)
+    log("")
+    log(f"wrote {jp} and {mp} ({res['seconds']:.0f} s)")
+    log("=" * 100)
+    for line in summary_lines(res):
+        log(line)
+    return res
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="dartool bench: fused DAR router and DAR vs residual costs")
+    ap.add_argument("--out", default="benchmarks/results", help="directory for the JSON + Markdown results")
+    ap.add_argument("--quick", action="store_true", help="fewer sizes and variants")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--compile-budget", type=float, default=200.0, help="seconds allowed for the compiled runs")
+    ap.add_argument("--time-budget", type=float, default=480.0, help="overall seconds; later parts are skipped")
+    ap.add_argument("--sweep", action="store_true", help="sweep kernel launch configurations first")
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--no-sampling", action="store_true")
+    ap.add_argument("--no-router", action="store_true")
+    ap.add_argument("--xl-batch", type=int, default=None)
+    a = ap.parse_args(argv)
+    res = run_bench(Path(a.out), quick=a.quick, compile=not a.no_compile, compile_budget_s=a.compile_budget,
+                    sweep=a.sweep, check=not a.no_check, train=not a.no_train, sampling=not a.no_sampling,
+                    router=not a.no_router, xl_batch=a.xl_batch, time_budget_s=a.time_budget)
+    ok = res.get("check", {}).get("ok", True)
+    return 0 if ok else 1
+
+
+try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main usable
+    import typer
+
+    def bench_command(
+        out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Directory for JSON + Markdown results."),
+        quick: bool = typer.Option(False, help="Fewer sizes and variants."),
+        compile: bool = typer.Option(True, "--compile/--no-compile", help="Also time torch.compile (time-bounded)."),
+        compile_budget: float = typer.Option(200.0, help="Seconds allowed for the compiled runs."),
+        time_budget: float = typer.Option(480.0, help="Overall seconds; later parts are skipped past it."),
+        sweep: bool = typer.Option(False, help="Sweep the kernels' launch configurations first."),
+        check: bool = typer.Option(True, "--check/--no-check", help="Correctness against float64 first."),
+        train: bool = typer.Option(True, "--train/--no-train"),
+        sampling: bool = typer.Option(True, "--sampling/--no-sampling"),
+        router: bool = typer.Option(True, "--router/--no-router"),
+        xl_batch: int = typer.Option(0, help="SiT-XL/2 batch (0: 128 on cards with > 100 GB, else 64)."),
+    ) -> None:
+        """Benchmark the fused DAR router and what DAR costs against the residual baseline (JSON + Markdown)."""
+        res = run_bench(out, quick=quick, compile=compile, compile_budget_s=compile_budget, sweep=sweep, check=check,
+                        train=train, sampling=sampling, router=router, xl_batch=xl_batch or None,
+                        time_budget_s=time_budget)
+        if not res.get("check", {}).get("ok", True):
+            raise typer.Exit(1)
+except ImportError:  # pragma: no cover
+    pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

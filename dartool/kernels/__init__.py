@@ -1,0 +1,13 @@
+"""Fused GPU kernels (Triton). Importing this package never imports Triton; the kernels load on first use.
+
+* :func:`fused_router` - the DAR router, forward + backward (``router_triton``).
+* :func:`use_fused` - whether ``Router.forward`` takes the fused path for a call (``dispatch``).
+"""
+from .dispatch import (
+    fused, fused_available, fused_enabled, fused_router, set_fused, triton_available, use_fused, why_not_fused,
+)
+
+__all__ = [
+    "fused", "fused_available", "fused_enabled", "fused_router", "set_fused", "triton_available", "use_fused",
+    "why_not_fused",
+]

@@ -1,0 +1,317 @@
+"""Correctness of the fused router against a float64 reference, on every shape class.
+
+    python -m dartool.kernels.check                 # on CUDA: the full matrix (about a minute, mostly compiles)
+    TRITON_INTERPRET=1 python -m dartool.kernels.check --interpret   # CPU, Triton's interpreter, small shapes
+
+Every case draws fresh random inputs (never zeros), poisons the kernel outputs with NaN before the
+launch (so an unwritten element fails), and compares ``||out - ref|| / ||ref||`` of h, alpha and the
+gradients of every source, the query and the RMSNorm gain with float64 autograd of the reference
+formula on the same (already rounded) inputs. Bounds: fp32 data 1e-4, fp16 4e-3, bf16 1.6e-2
+(the outputs themselves are stored in the source dtype, so a bf16 result carries ~2e-3 rounding).
+
+Shape classes: N = 1 (no loop), small, and up to 57 sources; D a power of two, a sum of two (1152 = 1024
++ 128, 768, 384), and odd (40); T not a multiple of the row blocks; query static [D], static_t [B, 1, D],
+dynamic [B, T, D]; source dtypes all-bf16, fp32 v_0 + bf16 rest (bf16 autocast), all-fp32, fp16;
+sources that are slices of one history buffer and a source listed twice. The model check runs a small
+DAR SiT (every query kind, chunk sizes 1 and 2) with and without the kernel, under bf16 autocast on
+CUDA, and compares the output and every parameter gradient.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+TOL = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 1.6e-2}
+
+
+def reference_router(sources, q, g, eps):
+    """float64 reference of Router.forward (the formula, in float64 throughout). Returns (h, alpha)."""
+    V = torch.stack([s.double() for s in sources])                             # [N, B, T, D]
+    D = V.shape[-1]
+    K = V * torch.rsqrt(V.pow(2).mean(-1, keepdim=True) + eps) * g.double()
+    logits = (K * q.double()).sum(-1) / math.sqrt(D)                         # [N, B, T]
+    a = torch.softmax(logits, 0)
+    return (a.unsqueeze(-1) * V).sum(0), a.permute(1, 2, 0)
+
+
+def rel(x: torch.Tensor, y: torch.Tensor, floor: float = 0.0) -> float:
+    x, y = x.double(), y.double()
+    if not torch.isfinite(x).all():
+        return float("nan")
+    return ((x - y).norm() / y.norm().clamp_min(max(floor, 1e-300))).item()
+
+
+@dataclass
+class Case:
+    name: str
+    B: int
+    T: int
+    D: int
+    N: int
+    query: str                    # static | static_t | dynamic
+    dtypes: str                   # bf16 | f32v0_bf16 | f32 | f16
+    layout: str = "separate"      # separate | history (slices of one buffer) | repeat (a source twice)
+    config: dict = field(default_factory=dict)       # launch-configuration override (split, unroll, ...)
+    errors: dict = field(default_factory=dict)
+    ref_errors: dict = field(default_factory=dict)   # the PyTorch reference module's own error, same dtype
+    tol: float = 0.0
+    ok: bool = False
+
+
+def _dtypes(kind: str, N: int):
+    if kind == "bf16":
+        return [torch.bfloat16] * N
+    if kind == "f32v0_bf16":
+        return [torch.float32] + [torch.bfloat16] * (N - 1)
+    if kind == "f32":
+        return [torch.float32] * N
+    if kind == "f16":
+        return [torch.float16] * N
+    raise ValueError(kind)
+
+
+def run_case(c: Case, device: str, gen: torch.Generator) -> Case:
+    from . import router_triton as rt
+
+    dts = _dtypes(c.dtypes, c.N)
+    B, T, D, N = c.B, c.T, c.D, c.N
+    # sources with different scales (and a few large ones) so the softmax is far from uniform
+    scales = [float(torch.empty(()).uniform_(0.3, 3.0, generator=gen)) for _ in range(N)]
+    if c.layout == "history":
+        buf = torch.randn(N + 1, B, T, D, generator=gen)
+        for i in range(1, N):
+            buf[i + 1] *= scales[i]
+        buf = buf.to(device=device, dtype=dts[-1])     # sources 1.. are slices of one history buffer
+        srcs = [(torch.randn(B, T, D, generator=gen) * scales[0]).to(device=device, dtype=dts[0])]
+        srcs += [buf[i + 1] for i in range(1, N)]
+        srcs = [s.detach().requires_grad_() for s in srcs]
+    else:
+        srcs = [(torch.randn(B, T, D, generator=gen) * scales[i]).to(device=device, dtype=dts[i]).requires_grad_()
+                for i in range(N)]
+    if c.layout == "repeat" and N >= 3:
+        srcs[2] = srcs[1]
+    qshape = {"static": (D,), "static_t": (B, 1, D), "dynamic": (B, T, D)}[c.query]
+    qdt = dts[-1] if c.query == "dynamic" else torch.float32
+    q = (torch.randn(qshape, generator=gen) * 3.0).to(device=device, dtype=qdt).requires_grad_()
+    g = (1.0 + 0.3 * torch.randn(D, generator=gen)).to(device).requires_grad_()
+    eps = 1e-6
+
+    old_f, old_b = dict(rt.FWD_CONFIG), dict(rt.BWD_CONFIG)
+    rt.set_configs(fwd={k: v for k, v in c.config.items() if k != "rows"}, bwd=c.config)
+    rt.POISON = True
+    try:
+        h, alpha = rt.fused_router(srcs, q, g, eps, return_alpha=True)
+        dh = torch.randn(h.shape, generator=gen).to(device=device, dtype=h.dtype)
+        leaves = list({id(s): s for s in srcs}.values()) + [q, g]
+        grads = torch.autograd.grad(h, leaves, dh)
+    finally:
+        rt.POISON = False
+        rt.FWD_CONFIG.update(old_f)
+        rt.BWD_CONFIG.update(old_b)
+    # float64 leaves holding the same (already rounded) values: gradients stay float64 (autograd would
+    # round a gradient to its leaf's dtype)
+    d64 = {id(x): x.detach().double().requires_grad_() for x in leaves}
+    hr, ar = reference_router([d64[id(s)] for s in srcs], d64[id(q)], d64[id(g)], eps)
+    rgrads = torch.autograd.grad(hr, [d64[id(x)] for x in leaves], dh.double())
+    # the PyTorch reference module in the working precision: what "bf16 bounds" means for this case
+    pgrads = _module_reference_grads(srcs, leaves, q, g, eps, dh)
+
+    out_dt = h.dtype
+    c.tol = max(TOL[out_dt], max(TOL[d] for d in dts))
+    c.errors = {"h": rel(h, hr), "alpha": rel(alpha, ar)}
+    c.ref_errors = {}
+    for i, (x, y, z) in enumerate(zip(grads[:-2], rgrads[:-2], pgrads[:-2])):
+        c.errors[f"dv{i}"] = rel(x, y)
+        c.ref_errors[f"dv{i}"] = rel(z, y)
+    # with one source the query and gain get exactly zero gradient: measure against |dh| instead
+    floor = 1e-2 * dh.double().norm().item() if c.N == 1 else 0.0
+    c.errors["dq"] = rel(grads[-2], rgrads[-2], floor)
+    c.errors["dg"] = rel(grads[-1], rgrads[-1], floor)
+    c.ref_errors["dq"] = rel(pgrads[-2], rgrads[-2])
+    c.ref_errors["dg"] = rel(pgrads[-1], rgrads[-1])
+    # pass: within the dtype bound, or within twice the reference module's own error in the same dtype
+    c.ok = all(math.isfinite(e) and (e <= c.tol or e <= 2 * c.ref_errors.get(k, 0.0))
+               for k, e in c.errors.items())
+    return c
+
+
+def _module_reference_grads(srcs, leaves, q, g, eps, dh):
+    from ..models.sit import Router
+    from . import dispatch
+
+    D = srcs[0].shape[-1]
+    r = Router(D, "static").to(srcs[0].device)
+    with torch.no_grad():
+        r.norm.weight.copy_(g.detach())
+    r.norm.eps = eps
+    r.norm.weight.requires_grad_(True)
+    with dispatch.fused(False):
+        h = r(srcs, q)
+    leaves2 = leaves[:-1] + [r.norm.weight]
+    return torch.autograd.grad(h, leaves2, dh.to(h.dtype))
+
+
+def cases(interpret: bool, quick: bool = False) -> list[Case]:
+    out = []
+    if interpret and quick:  # the pytest interpreter test: a few seconds
+        return [Case("small-dynamic", 2, 3, 40, 4, "dynamic", "f32v0_bf16"),
+                Case("n1", 1, 2, 16, 1, "static", "bf16"),
+                Case("history-f32", 1, 3, 32, 5, "static_t", "f32", layout="history"),
+                Case("split-unroll1", 1, 3, 40, 4, "static", "bf16", config=dict(split=1, unroll=1, block_r=2, rows=2))]
+    if interpret:
+        for q in ("static", "static_t", "dynamic"):
+            out.append(Case(f"small-{q}", 2, 5, 40, 4, q, "f32v0_bf16"))
+        out += [
+            Case("n1", 2, 3, 48, 1, "static", "bf16"),
+            Case("pow2-f32", 1, 3, 32, 3, "dynamic", "f32"),
+            Case("f16", 2, 3, 24, 2, "static_t", "f16"),
+            Case("history", 2, 3, 40, 4, "static", "bf16", layout="history"),
+            Case("repeat", 2, 3, 40, 4, "dynamic", "bf16", layout="repeat"),
+            Case("split-unroll1", 2, 5, 40, 5, "dynamic", "f32v0_bf16", config=dict(split=1, unroll=1, block_r=2, rows=4)),
+            Case("split-unroll2", 2, 5, 40, 6, "static_t", "f32v0_bf16", config=dict(split=1, unroll=2, block_r=2, rows=2)),
+        ]
+        return out
+    for q in ("static", "static_t", "dynamic"):
+        out.append(Case(f"xl-n57-{q}", 4, 256, 1152, 57, q, "f32v0_bf16"))
+        out.append(Case(f"b-n9-{q}", 3, 255, 768, 9, q, "bf16"))
+    out += [
+        Case("xl-n1", 2, 256, 1152, 1, "static", "bf16"),
+        Case("xl-n2-f32", 2, 33, 1152, 2, "static_t", "f32"),
+        Case("s-n18-f16", 2, 64, 384, 18, "dynamic", "f16"),
+        Case("pow2-1024", 2, 17, 1024, 5, "static", "bf16"),
+        Case("odd-40", 3, 7, 40, 6, "dynamic", "f32v0_bf16"),
+        Case("xl-history", 2, 128, 1152, 12, "static", "f32v0_bf16", layout="history"),
+        Case("xl-repeat", 2, 64, 1152, 6, "dynamic", "bf16", layout="repeat"),
+        Case("xl-split-unroll1", 2, 100, 1152, 8, "dynamic", "f32v0_bf16",
+             config=dict(split=1, unroll=1, block_r=2, num_warps=8, rows=16)),
+        Case("b-split-n10", 2, 100, 768, 10, "static_t", "bf16", config=dict(split=1, block_r=4, num_warps=8, rows=8)),
+        Case("xl-noprefetch", 2, 64, 1152, 9, "dynamic", "f32v0_bf16", config=dict(unroll=2, prefetch=0)),
+        Case("xl-n3-warps2", 2, 64, 1152, 3, "static", "bf16", config=dict(num_warps=2)),
+    ]
+    return out
+
+
+def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]:
+    """A small DAR SiT, fused vs reference: output and every parameter gradient."""
+    from ..diffusion import diffusion_loss
+    from ..models import SiT, model_config
+    from . import dispatch
+
+    res = []
+    gen = torch.Generator().manual_seed(1)
+    if interpret:
+        variants = [("dynamic", 2)] if quick else [("static", 2), ("dynamic", 1), ("static_t", 2)]
+        base = dict(size="S", depth=2 if not quick else 1, hidden=64 if not quick else 32, heads=4,
+                    input_size=8 if not quick else 4, batch=2)
+    else:
+        variants = [("static", 1), ("static", 2), ("static_t", 2), ("dynamic", 2)]
+        base = dict(size="S", depth=4, hidden=384, heads=6, input_size=16, batch=4)
+    for query, chunk in variants:
+        cfg = model_config(base["size"], 2, input_size=base["input_size"], routing="dar", query=query,
+                           chunk_size=chunk).replace(depth=base["depth"], hidden_size=base["hidden"],
+                                                     num_heads=base["heads"])
+        torch.manual_seed(0)
+        model = SiT(cfg).to(device)
+        with torch.no_grad():  # move away from the zero init so routing and gates matter
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen).to(device))
+        bs = base["batch"]
+        x = torch.randn(bs, cfg.in_channels, cfg.input_size, cfg.input_size, generator=gen).to(device)
+        y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
+        s = torch.rand(bs, generator=gen).to(device)
+        eps = torch.randn(x.shape, generator=gen).to(device)
+        outs = {}
+        for fused in (False, True):
+            model.zero_grad(set_to_none=True)
+            with dispatch.fused(fused, allow_cpu=interpret):
+                ac = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+                with ac:
+                    loss = diffusion_loss(model, x, y, s, eps=eps)
+                loss.backward()
+            outs[fused] = (loss.detach().double(), {n: p.grad.detach().double().clone()
+                                                   for n, p in model.named_parameters() if p.grad is not None})
+        (l0, g0), (l1, g1) = outs[False], outs[True]
+        worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
+        tol = 5e-2 if device == "cuda" else 1e-4   # bf16 autocast: both paths round differently
+        err_loss = abs(l1 - l0).item() / abs(l0).item()
+        ok = set(g0) == set(g1) and err_loss < tol / 5 and worst[0] < tol
+        res.append(dict(name=f"model-{query}-c{chunk}", loss_rel=err_loss, worst_grad_rel=worst[0],
+                        worst_param=worst[1], tol=tol, ok=bool(ok)))
+    return res
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def run_all(device: str | None = None, interpret: bool = False, verbose: bool = True, model: bool = True,
+            quick: bool = False) -> dict:
+    device = device or ("cuda" if torch.cuda.is_available() and not interpret else "cpu")
+    gen = torch.Generator().manual_seed(1234)
+    t0 = time.time()
+    results = []
+    for c in cases(interpret, quick):
+        try:
+            run_case(c, device, gen)
+        except Exception as e:  # report, don't stop
+            c.errors = {"exception": f"{type(e).__name__}: {e}"}
+            c.ok = False
+        results.append(asdict(c))
+        if verbose:
+            errs = " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in c.errors.items()
+                            if not k.startswith("dv") or k in ("dv0", "dv1"))
+            worst_dv = max((v for k, v in c.errors.items() if k.startswith("dv")), default=float("nan"))
+            ref_dq = c.ref_errors.get("dq", float("nan"))
+            print(f"  [{'ok' if c.ok else 'FAIL'}] {c.name:18s} N={c.N:2d} D={c.D:4d} {c.dtypes:10s} "
+                  f"{errs} max_dv={worst_dv:.1e} tol={c.tol:.0e} (torch ref dq={ref_dq:.1e})", flush=True)
+    models = []
+    if model:
+        try:
+            models = model_check(device, interpret, quick)
+        except Exception as e:
+            models = [dict(name="model", ok=False, error=f"{type(e).__name__}: {e}")]
+        if verbose:
+            for m in models:
+                print(f"  [{'ok' if m['ok'] else 'FAIL'}] {m['name']:18s} " +
+                      " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
+                               if k not in ("name", "ok")), flush=True)
+    ok = all(r["ok"] for r in results) and all(m["ok"] for m in models)
+    return dict(ok=ok, device=device, interpret=interpret, seconds=time.time() - t0, cases=results, models=models)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--interpret", action="store_true", help="small shapes on the CPU (set TRITON_INTERPRET=1)")
+    ap.add_argument("--no-model", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="a few cases only (the pytest interpreter test)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    if a.interpret:
+        import os
+
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            print("--interpret needs TRITON_INTERPRET=1 in the environment", file=sys.stderr)
+            return 2
+    elif not torch.cuda.is_available():
+        print("no CUDA device: run with TRITON_INTERPRET=1 ... --interpret for the CPU interpreter check")
+        return 2
+    out = run_all(interpret=a.interpret, model=not a.no_model, quick=a.quick)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    print(f"router check: {'PASS' if out['ok'] else 'FAIL'} ({out['seconds']:.1f} s on {out['device']})")
+    return 0 if out["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Fused or reference router: the decision, made per call.
+
+The fused Triton router (:mod:`dartool.kernels.router_triton`) is used when
+
+* it is enabled (default; ``DARTOOL_FUSED=0`` in the environment at import, :func:`set_fused` or the
+  :func:`fused` context manager turn it off),
+* Triton imports and the sources are CUDA tensors on one device (or, for CPU development only, Triton's
+  interpreter is on and :func:`fused` was entered with ``allow_cpu=True``),
+* the sources are N >= 1 tensors of one shape [B, T, D] with D equal to the router's width, floating
+  point, and the query is [D], [B, 1, D] or [B, T, D],
+* nobody listens on the router's ``hook_alpha`` tap (module forward hooks or pre-hooks on it, or global
+  module hooks). A probe that reads or replaces alpha therefore gets the exact reference path, alpha
+  tensor and all. (:func:`fused_router` with ``return_alpha=True`` gives alpha from the kernel for
+  code that wants it without a hook.)
+
+Otherwise ``Router.forward`` runs its PyTorch reference body, unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, Sequence
+
+import torch
+
+_state = {
+    "enabled": os.environ.get("DARTOOL_FUSED", "1").strip().lower() not in ("0", "false", "no", "off"),
+    "allow_cpu": False,
+}
+_triton_ok: "bool | None" = None
+_triton_err: str = ""
+
+
+def triton_available() -> bool:
+    """Whether Triton and the fused router module import (cached)."""
+    global _triton_ok, _triton_err
+    if _triton_ok is None:
+        try:
+            from . import router_triton  # noqa: F401
+
+            _triton_ok = True
+        except Exception as e:  # ImportError, or a broken Triton install
+            _triton_ok, _triton_err = False, f"{type(e).__name__}: {e}"
+    return _triton_ok
+
+
+def fused_available() -> bool:
+    """Fused kernels can run here: Triton imports and CUDA is present."""
+    return torch.cuda.is_available() and triton_available()
+
+
+def why_not_fused() -> str:
+    """One line saying why the fused router cannot run here ('' if it can)."""
+    if not _state["enabled"]:
+        return "disabled (DARTOOL_FUSED=0 or set_fused(False))"
+    if not torch.cuda.is_available():
+        return "no CUDA device: the fused router needs CUDA (the PyTorch reference runs instead)"
+    if not triton_available():
+        return f"Triton unavailable ({_triton_err})"
+    return ""
+
+
+def set_fused(enabled: bool) -> None:
+    _state["enabled"] = bool(enabled)
+
+
+def fused_enabled() -> bool:
+    return _state["enabled"]
+
+
+@contextlib.contextmanager
+def fused(enabled: bool = True, allow_cpu: bool = False) -> Iterator[None]:
+    """Temporarily switch the fused router on or off (``allow_cpu``: interpreter development only)."""
+    old = dict(_state)
+    _state["enabled"], _state["allow_cpu"] = bool(enabled), bool(allow_cpu)
+    try:
+        yield
+    finally:
+        _state.update(old)
+
+
+def _probed(router) -> bool:
+    hp = getattr(router, "hook_alpha", None)
+    if hp is not None and (hp._forward_hooks or hp._forward_pre_hooks):
+        return True
+    from torch.nn.modules import module as _m
+
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks)
+
+
+def use_fused(router, sources: Sequence[torch.Tensor], q: torch.Tensor) -> bool:
+    """True when ``router(sources, q)`` should run the fused kernel (see the module docstring)."""
+    if not _state["enabled"] or not sources:
+        return False
+    s0 = sources[0]
+    if s0.is_cuda:
+        if not triton_available():
+            return False
+        dev = s0.device
+        if any(s.device != dev for s in sources) or q.device != dev:
+            return False
+    elif not (_state["allow_cpu"] and os.environ.get("TRITON_INTERPRET") == "1" and triton_available()):
+        return False
+    if s0.dim() != 3:
+        return False
+    B, T, D = s0.shape
+    if D != getattr(router, "dim", D) or any(s.shape != s0.shape for s in sources):
+        return False
+    if not all(s.is_floating_point() and s.dtype != torch.float64 for s in sources):
+        return False
+    if q.dtype == torch.float64:
+        return False
+    if not (q.shape == (D,) or q.shape == (B, 1, D) or q.shape == (B, T, D)):
+        return False
+    return not _probed(router)
+
+
+def fused_router(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.Tensor, eps: float = 1e-6,
+                 return_alpha: bool = False):
+    """The fused router (imports Triton on first use)."""
+    from .router_triton import fused_router as _fr
+
+    return _fr(sources, q, g, eps, return_alpha=return_alpha)

@@ -1,0 +1,310 @@
+"""dartool train on the CPU: loss falls, pairing pairs, resume is bit-for-bit, failures leave good checkpoints."""
+from __future__ import annotations
+
+import errno
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dartool.train import ArmConfig, ConfigError, TrainConfig, pair_arms
+from dartool.train import arms as arms_mod
+from dartool.train.arms import paired_models
+from dartool.train.logs import read_log
+from dartool.train.loop import NonFiniteLoss, train
+from dartool.train.state import CheckpointWriteError, step_files
+from dartool.train.streams import PairedStreams
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> str:
+    """A small synthetic image set: 96 grey 8 x 8 images in 4 classes (class = brightness)."""
+    rng = np.random.default_rng(0)
+    y = np.arange(96) % 4
+    x = (rng.normal(size=(96, 8, 8)) * 20 + 40 + 50 * y[:, None, None]).clip(0, 255).astype(np.uint8)
+    p = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(p, x=x, y=y)
+    return str(p)
+
+
+def tiny(out: Path, data: str, **kw) -> TrainConfig:
+    base = dict(out=str(out), data=data, size="S", depth=2, hidden_size=32, num_heads=4, patch=2, input_size=8,
+                steps=6, batch_size=8, lr=1e-3, log_every=1, ckpt_every=3, ema_decay=0.9, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def losses(folder: Path) -> list[float]:
+    return [r["loss"] for r in read_log(folder / "log.jsonl", "train")]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)   # must work: plain data + tensors only
+
+
+# ------------------------------------------------------------------------------------------------ learning
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+def test_tiny_pair_loss_falls_on_fashion_mnist(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path / "run"), data="fashion-mnist", data_limit=2000, size="S", depth=2,
+                      hidden_size=64, num_heads=4, patch=4, input_size=16, arms=pair_arms(), steps=30, batch_size=32,
+                      lr=2e-3, log_every=10, ckpt_every=30, ema_decay=0.9, device="cpu")
+    summary = train(cfg, progress=False)
+    run = tmp_path / "run"
+    for name in ("residual", "dar-static-c4"):
+        curve = losses(run / name)
+        assert len(curve) == 3
+        assert curve[-1] < 0.8 * curve[0], (name, curve)
+        assert (run / name / "checkpoints" / "last.pt").exists()
+        assert (run / name / "metrics.csv").read_text().startswith("step,epoch,loss,loss_s0.00_0.25")
+    assert {r["run"] for r in summary["runs"]} == {"residual", "dar-static-c4"}
+    assert json.loads((run / "config.json").read_text())["train"]["arms"][1]["routing"] == "dar"
+    assert "| residual |" in (run / "summary.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ pairing
+
+
+def test_pairing_identical_batches_noise_times_and_drops(tmp_path, npz):
+    seen: dict[str, list] = defaultdict(list)
+
+    def rec(name, b):
+        seen[name].append([b.x.clone(), b.eps.clone(), b.s.clone(), b.y.clone(), b.drop.clone(),
+                           torch.from_numpy(b.index.copy())])
+
+    arms = [ArmConfig(), ArmConfig(routing="dar"), ArmConfig(routing="dar", query="dynamic", chunk_size=1)]
+    train(tiny(tmp_path / "a", npz, arms=arms, steps=5, label_dropout=0.5, ckpt_every=5), recorder=rec, progress=False)
+    # a separate run of one arm with the same seed draws the same streams (counter-based)
+    alone: dict[str, list] = defaultdict(list)
+    train(tiny(tmp_path / "b", npz, arms=[ArmConfig(routing="dar", query="static_t")], steps=5, label_dropout=0.5,
+               ckpt_every=5), recorder=lambda n, b: alone[n].append([b.x, b.eps, b.s, b.y, b.drop,
+                                                                     torch.from_numpy(b.index)]), progress=False)
+    ref = seen["residual"]
+    assert len(ref) == 5
+    for other in (seen["dar-static-c4"], seen["dar-dynamic-c1"], alone["dar-statict-c4"]):
+        for a, b in zip(ref, other):
+            for u, v in zip(a, b):
+                assert torch.equal(u, v)
+    drops = torch.cat([r[4] for r in ref])
+    assert 0 < int(drops.sum()) < len(drops)                  # label dropout really drops some
+    assert not torch.equal(ref[0][1], ref[1][1])              # fresh noise every step
+    s = torch.cat([r[2] for r in ref])
+    assert float(s.min()) >= 0 and float(s.max()) <= 1
+
+
+def test_paired_models_share_every_non_router_parameter():
+    cfg = TrainConfig(size="S", depth=2, hidden_size=32, num_heads=4, patch=2,
+                      arms=[ArmConfig(), ArmConfig(routing="dar"), ArmConfig(routing="dar", query="static_t")])
+    res, dar, dart = paired_models(cfg, 3, input_size=8, in_channels=1, num_classes=4)
+    shared = res.state_dict()
+    for m in (dar, dart):
+        for k, v in m.state_dict().items():
+            if k.startswith(arms_mod.ROUTER_PREFIXES):
+                continue
+            assert torch.equal(v, shared[k]), k
+    again = paired_models(cfg, 3, input_size=8, in_channels=1, num_classes=4)[1]
+    assert all(torch.equal(a, b) for a, b in zip(dar.state_dict().values(), again.state_dict().values()))
+
+
+def test_streams_split_across_ranks_equal_the_global_batch(npz):
+    from dartool.data import load_dataset
+
+    data = load_dataset(npz)
+    kw = dict(seed=1, global_batch=8, input_size=8, device=torch.device("cpu"), label_dropout=0.3)
+    whole = PairedStreams(data, **kw).batch(13)       # crosses an epoch boundary (96 / 8 = 12 steps per epoch)
+    parts = [PairedStreams(data, rank=r, world_size=2, **kw).batch(13) for r in range(2)]
+    for f in ("x", "eps", "s", "y", "drop"):
+        assert torch.equal(torch.cat([getattr(p, f) for p in parts]), getattr(whole, f)), f
+    assert whole.epoch == 1
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def test_resume_continues_bit_for_bit(tmp_path, npz):
+    arms = pair_arms()
+    full = tmp_path / "full"
+    train(tiny(full, npz, arms=arms, steps=6, ckpt_every=3), progress=False)
+    part = tmp_path / "part"
+    train(tiny(part, npz, arms=arms, steps=3, ckpt_every=3), progress=False)
+    train(tiny(part, npz, arms=arms, steps=6, ckpt_every=3), resume=True, progress=False)
+    for arm in ("residual", "dar-static-c4"):
+        assert losses(full / arm) == losses(part / arm) and len(losses(full / arm)) == 6
+        a, b = load(full / arm / "checkpoints" / "last.pt"), load(part / arm / "checkpoints" / "last.pt")
+        assert a["step"] == b["step"] == 6
+        for key in ("model", "ema"):
+            for k in a[key]:
+                assert torch.equal(a[key][k], b[key][k]), (arm, key, k)
+        for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+            for k in pa:
+                assert torch.equal(pa[k], pb[k])
+
+
+def test_resume_falls_back_over_an_unreadable_checkpoint(tmp_path, npz):
+    run = tmp_path / "run"
+    train(tiny(run, npz, steps=4, ckpt_every=2), progress=False)
+    newest = run / "residual" / "checkpoints" / "step_0000004.pt"
+    (run / "residual" / "checkpoints" / "last.pt").unlink()
+    newest.write_bytes(newest.read_bytes()[:100])               # truncated
+    (run / "residual" / "checkpoints" / ".last.pt.junk.tmp").write_bytes(b"half")   # a killed writer's leftovers
+    train(tiny(run, npz, steps=5, ckpt_every=2), resume=True, progress=False)
+    recs = read_log(run / "residual" / "log.jsonl", "train")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]         # steps 3-4 redone from the step-2 checkpoint
+    assert load(run / "residual" / "checkpoints" / "last.pt")["step"] == 5
+
+
+def test_refuses_a_non_empty_run_folder(tmp_path, npz):
+    run = tmp_path / "run"
+    train(tiny(run, npz, steps=1), progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny(run, npz, steps=1), progress=False)
+    train(tiny(run, npz, steps=2), overwrite=True, progress=False)
+    assert len(losses(run / "residual")) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a dartool run"):
+        train(tiny(other, npz, steps=1), overwrite=True, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ failures
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, npz, monkeypatch):
+    calls = {"n": 0}
+    orig = arms_mod.TrainModule.forward
+
+    def poisoned(self, *a, **k):
+        per, aux = orig(self, *a, **k)
+        calls["n"] += 1
+        return (per * float("nan") if calls["n"] >= 6 else per), aux
+
+    monkeypatch.setattr(arms_mod.TrainModule, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match="non-finite loss.*step 6.*last good checkpoint.*step 4"):
+        train(tiny(run, npz, steps=20, ckpt_every=4, log_every=2), progress=False)
+    ck = load(run / "residual" / "checkpoints" / "last.pt")
+    assert ck["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert sorted(step_files(run / "residual" / "checkpoints")) == [4]
+    assert any(r.get("event") == "non_finite" for r in read_log(run / "residual" / "log.jsonl"))
+
+
+def test_a_full_disk_never_leaves_a_half_written_latest_checkpoint(tmp_path, npz, monkeypatch):
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def full_disk(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            f.write(b"\0" * 1000)                               # partly written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointWriteError, match="No space left.*previous checkpoint is intact"):
+        train(tiny(run, npz, steps=6, ckpt_every=2), progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    folder = run / "residual" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step_0000002.pt"]   # no temporary files
+    assert load(folder / "last.pt")["step"] == 2
+
+
+def test_time_budget_ends_every_arm_after_the_same_steps(tmp_path, npz):
+    summary = train(tiny(tmp_path / "run", npz, arms=pair_arms(), steps=10**6, ckpt_every=10**6, log_every=50,
+                         time_budget=1.5), progress=False)
+    runs = summary["runs"]
+    assert {r["stopped"] for r in runs} == {"time_budget"}
+    steps = {r["steps"] for r in runs}
+    assert len(steps) == 1 and 0 < steps.pop() < 10**6
+    for r in runs:
+        assert load(Path(r["checkpoint"]))["step"] == r["steps"]
+
+
+# ------------------------------------------------------------------------------------------------ fine-tuning
+
+
+def test_trainable_patterns_freeze_everything_else(tmp_path, npz):
+    # routers get no gradient at the adaLN-zero init (every v_i = 0), so fine-tune a briefly trained DAR model
+    train(tiny(tmp_path / "base", npz, arms=[ArmConfig(routing="dar", chunk_size=1)], steps=3), progress=False)
+    base = tmp_path / "base" / "dar-static-c1" / "checkpoints" / "last.pt"
+    init = load(base)["ema"]
+    cfg = tiny(tmp_path / "run", npz, arms=[ArmConfig(routing="dar", chunk_size=1)], trainable=["routers.*"],
+               steps=3, lr=1e-2, init_from=str(base))
+    train(cfg, progress=False)
+    ck = load(tmp_path / "run" / "dar-static-c1" / "checkpoints" / "last.pt")
+    changed = {k for k, v in ck["model"].items() if not torch.equal(v, init[k])}
+    assert changed and all(k.startswith("routers.") for k in changed)
+    assert any(k.endswith(".query") for k in changed)
+    n_opt = len(ck["optimizer"]["param_groups"][0]["params"])
+    assert n_opt == sum(1 for k in init if k.startswith("routers."))
+    with pytest.raises(ConfigError, match="matches no trainable parameter"):
+        train(tiny(tmp_path / "bad", npz, trainable=["nothing.*"]), progress=False)
+
+
+def test_init_from_a_residual_checkpoint_starts_dar_at_the_same_function(tmp_path, npz):
+    train(tiny(tmp_path / "base", npz, steps=3), progress=False)
+    ck = tmp_path / "base" / "residual" / "checkpoints" / "last.pt"
+    cfg = tiny(tmp_path / "ft", npz, arms=[ArmConfig(), ArmConfig(routing="dar", chunk_size=1)], steps=1,
+               init_from=str(ck))
+    summary = train(cfg, progress=False)
+    a, b = (r["last_train"]["loss"] for r in summary["runs"])
+    assert abs(a - b) < 1e-5 * abs(a)
+    assert load(tmp_path / "ft" / "dar-static-c1" / "checkpoints" / "last.pt")["init_from"] == str(ck)
+    with pytest.raises(ConfigError, match="dense DAR"):
+        train(tiny(tmp_path / "ft2", npz, arms=[ArmConfig(routing="dar")], init_from=str(ck)), progress=False)
+
+
+def test_repa_auxiliary_loss_plugs_in(tmp_path, npz):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    cfg = tiny(tmp_path / "run", npz, steps=2, batch_size=4, repa="efficientnet-lite0", repa_block=1, ckpt_every=2)
+    train(cfg, progress=False)
+    recs = read_log(tmp_path / "run" / "residual" / "log.jsonl", "train")
+    assert all(np.isfinite(r["loss_repa"]) and r["loss_repa"] < 0 for r in recs)    # weighted negative cosine
+    ck = load(tmp_path / "run" / "residual" / "checkpoints" / "last.pt")
+    assert ck["config"]["projector_dims"] == [1280]
+    assert "projectors.0.0.weight" in ck["model"]
+
+
+# ------------------------------------------------------------------------------------------------ config + CLI
+
+
+def test_arm_specs_and_config_round_trip():
+    a = ArmConfig.parse("dar:dynamic:c8:sum")
+    assert (a.routing, a.query, a.chunk_size, a.summary, a.name) == ("dar", "dynamic", 8, "sum", "dar-dynamic-c8-sum")
+    assert ArmConfig.parse("residual").name == "residual"
+    with pytest.raises(ConfigError, match="unknown part"):
+        ArmConfig.parse("dar:fast")
+    cfg = TrainConfig(arms=pair_arms(), seeds=[0, 1], trainable=["routers.*"])
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert [n for _, _, n in cfg.run_names()] == ["residual-seed0", "dar-static-c4-seed0", "residual-seed1",
+                                                  "dar-static-c4-seed1"]
+    with pytest.raises(ConfigError, match="arm names must differ"):
+        TrainConfig(arms=[ArmConfig(), ArmConfig()])
+
+
+def test_cli_train_pair_and_resume_rules(tmp_path, npz):
+    from typer.testing import CliRunner
+
+    from dartool.cli import app
+
+    run = tmp_path / "run"
+    args = ["train", "--pair", "--out", str(run), "--data", npz, "--depth", "2", "--hidden", "32", "--heads", "4",
+            "--input-size", "8", "--steps", "2", "--batch-size", "8", "--log-every", "1", "--device", "cpu", "--quiet"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (run / "dar-static-c4" / "checkpoints" / "step_0000002.pt").exists()
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "not empty" in r.output and "--resume" in r.output
+    r = CliRunner().invoke(app, ["train", "--out", str(run), "--resume", "--lr", "0.5", "--quiet"])
+    assert r.exit_code == 2 and "--lr cannot change" in r.output
+    r = CliRunner().invoke(app, ["train", "--out", str(run), "--resume", "--steps", "3", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert len(losses(run / "residual")) == 3
