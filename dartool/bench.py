@@ -187,12 +187,17 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
         h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, needs)
         hb = h32_ if h32_.numel() else h_
 
-        def fused_bwd_only():
-            return rt.router_bwd(dh, srcs, q, gain, hb, lse_, 1e-6)
+        Pb = rt._bwd_prepare(dh, srcs, q, gain, hb, lse_, 1e-6)
+
+        def fused_bwd_only():  # the kernel alone (outputs preallocated, tables built)
+            rt._bwd_launch(Pb)
 
         def fused_fwd_train():
             return rt.fused_router(srcs, q, gain, 1e-6)
 
+        Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False)
+        row["fused_fwd_kernel_ms"] = bench_ms(lambda: rt._fwd_launch(Pf))     # the kernel alone
+        del Pf
         row["fused_fwd_ms"] = bench_ms(fused_fwd)
         row["fused_fwd_train_ms"] = bench_ms(fused_fwd_train)   # grad enabled: also writes fp32 h if h is 16-bit
         row["fused_fwdbwd_ms"] = bench_ms(fused_fwdbwd)
@@ -223,16 +228,16 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
         if bw:
             row["fwd_floor_ms"] = fwd_bytes / bw * 1e3
             row["bwd_floor_ms"] = bwd_bytes / bw * 1e3
-            row["fwd_pct_floor"] = 100 * row["fwd_floor_ms"] / row["fused_fwd_ms"]
+            row["fwd_pct_floor"] = 100 * row["fwd_floor_ms"] / row["fused_fwd_kernel_ms"]
             row["bwd_pct_floor"] = 100 * row["bwd_floor_ms"] / row["fused_bwd_kernel_ms"]
-            row["fwd_achieved_tb_s"] = fwd_bytes / (row["fused_fwd_ms"] * 1e-3) / 1e12
+            row["fwd_achieved_tb_s"] = fwd_bytes / (row["fused_fwd_kernel_ms"] * 1e-3) / 1e12
             row["bwd_achieved_tb_s"] = bwd_bytes / (row["fused_bwd_kernel_ms"] * 1e-3) / 1e12
         try:
             row["kernel_resources"] = rt.kernel_resources()
         except Exception:
             pass
         rows.append(row)
-        log(f"  router N={N:2d}: fused fwd {row['fused_fwd_ms']:.3f} ms"
+        log(f"  router N={N:2d}: fused fwd {row['fused_fwd_ms']:.3f} ms (kernel {row['fused_fwd_kernel_ms']:.3f})"
             + (f" ({row.get('fwd_pct_floor', 0):.0f}% floor)" if bw else "")
             + f", bwd kernel {row['fused_bwd_kernel_ms']:.3f} ms"
             + (f" ({row.get('bwd_pct_floor', 0):.0f}% floor)" if bw else "")
@@ -240,7 +245,7 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
             + f" [fwd train {row['fused_fwd_train_ms']:.3f} ms; {row.get('kernel_resources')}]"
             + (f" | ref fwd {row['ref_fwd_ms']:.2f} fwd+bwd {row['ref_fwdbwd_ms']:.2f} ms"
                f" ({row['speedup_fwd']:.1f}x / {row['speedup_fwdbwd']:.1f}x)" if "ref_fwd_ms" in row else ""))
-        del srcs, q, gain, dh, h_, lse_, h32_, hb, ref
+        del srcs, q, gain, dh, h_, lse_, h32_, hb, ref, Pb
         _cleanup()
     return rows
 
@@ -256,20 +261,20 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
     fwd_bytes = (N + 1) * R * D * eb
     bwd_bytes = (2 * N + 1) * R * D * eb
     fwd_rows, bwd_rows = [], []
-    fwd_cfgs = [dict(block_r=br, num_warps=nw, num_stages=1, split=0, unroll=2, prefetch=pf)
-                for br, nw in ((1, 2), (1, 4), (2, 4), (1, 8)) for pf in (1, 0)]
-    fwd_cfgs += [dict(block_r=1, num_warps=4, num_stages=1, split=0, unroll=1, prefetch=0),
-                 dict(block_r=2, num_warps=8, num_stages=1, split=1, unroll=2, prefetch=1)]
-    bwd_cfgs = [dict(block_r=br, rows=8, num_warps=nw, num_stages=1, split=0, unroll=2, prefetch=pf)
-                for br, nw in ((1, 2), (1, 4), (2, 4), (1, 8)) for pf in (1, 0)]
-    bwd_cfgs += [dict(block_r=1, rows=32, num_warps=4, num_stages=1, split=0, unroll=2, prefetch=1),
-                 dict(block_r=1, rows=8, num_warps=4, num_stages=1, split=0, unroll=1, prefetch=0)]
+    fwd_cfgs = [dict(block_r=br, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
+                for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 2), (1, 2, 4))
+                for pf in (1, 0)]
+    bwd_cfgs = [dict(block_r=br, rows=8, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
+                for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 4)) for pf in (1, 0)]
+    bwd_cfgs += [dict(block_r=1, rows=8, num_warps=1, num_stages=1, split=1, unroll=1, prefetch=0),
+                 dict(block_r=1, rows=32, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=1)]
     try:
         for cfg in fwd_cfgs:
             rt.FWD_CONFIG.update(cfg)
             try:
-                with torch.no_grad():
-                    ms = bench_ms(lambda: rt.router_fwd(srcs, q, gain, 1e-6, False, False), 10, 50)
+                Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False)
+                ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 50)
+                del Pf
                 fwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * fwd_bytes / bw / (ms * 1e-3) if bw else None))
             except Exception as e:
                 fwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
@@ -279,7 +284,9 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
         for cfg in bwd_cfgs:
             rt.BWD_CONFIG.update(cfg)
             try:
-                ms = bench_ms(lambda: rt.router_bwd(dh, srcs, q, gain, hb, lse_, 1e-6), 10, 50)
+                Pb = rt._bwd_prepare(dh, srcs, q, gain, hb, lse_, 1e-6)
+                ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 50)
+                del Pb
                 bwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * bwd_bytes / bw / (ms * 1e-3) if bw else None))
             except Exception as e:
                 bwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))

@@ -152,6 +152,9 @@ class FeatureStats:
         try:
             np.savez(tmp, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), subset=self.subset,
                      meta=np.array(json.dumps(self.meta)))
+            from .sample import _umask
+
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

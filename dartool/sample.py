@@ -336,11 +336,20 @@ def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = N
     os.close(fd)
     try:
         np.savez(tmp, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def read_npz_meta(path: str | Path) -> dict:

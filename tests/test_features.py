@@ -12,14 +12,24 @@ from dartool.features import FEATURE_DIM, FEATURE_NET_NAME, feature_map, load_fe
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), via symmetric eigen-decompositions."""
-    mu1, mu2 = a.mean(0), b.mean(0)
+    """Fréchet distance ||mu_a - mu_b||^2 + tr S_a + tr S_b - 2 tr (S_a^1/2 S_b S_a^1/2)^1/2, exactly, in the
+    n x n sample space: with centred rows A, B, tr (S_a^1/2 S_b S_a^1/2)^1/2 is the sum of the singular values
+    of A B^T / sqrt((n_a - 1)(n_b - 1)) (no 1280 x 1280 eigen-decomposition; milliseconds)."""
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    na, nb = len(a) - 1, len(b) - 1
+    cross = np.linalg.svd(ac @ bc.T, compute_uv=False).sum() / np.sqrt(na * nb)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + (ac**2).sum() / na + (bc**2).sum() / nb - 2 * cross)
+
+
+def test_frechet_helper_against_the_textbook_formula():
+    g = np.random.default_rng(0)
+    a, b = g.normal(size=(12, 5)), g.normal(1.0, 2.0, size=(9, 5))
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = r1 @ s2 @ r1
-    tr = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr)
+    r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr = np.sqrt(np.clip(np.linalg.eigvalsh(r @ s2 @ r), 0, None)).sum()
+    ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr
+    assert abs(frechet(a, b) - ref) < 1e-9 * ref
 
 
 def test_net_is_frozen_cached_and_from_the_package_file():

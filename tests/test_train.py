@@ -308,3 +308,22 @@ def test_cli_train_pair_and_resume_rules(tmp_path, npz):
     r = CliRunner().invoke(app, ["train", "--out", str(run), "--resume", "--steps", "3", "--quiet"])
     assert r.exit_code == 0, r.output
     assert len(losses(run / "residual")) == 3
+
+
+def test_latent_training_and_a_config_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from dartool.cli import app
+
+    rng = np.random.default_rng(1)
+    lat = tmp_path / "latents.npz"
+    np.savez(lat, latents=rng.normal(size=(32, 4, 8, 8)).astype(np.float32), y=np.arange(32) % 3)
+    cfg = tiny(tmp_path / "run", str(lat), arms=[ArmConfig(routing="dar", query="static_t", chunk_size=2)], steps=2,
+               final_eval_samples=4, eval_steps=2)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "cfg.json"), "--steps", "3", "--quiet"])
+    assert r.exit_code == 0, r.output
+    ck = load(tmp_path / "run" / "dar-statict-c2" / "checkpoints" / "last.pt")
+    assert ck["step"] == 3 and ck["data_kind"] == "latents" and ck["config"]["in_channels"] == 4
+    assert ck["train_config"]["steps"] == 3 and ck["config"]["query"] == "static_t"
+    assert not (tmp_path / "run" / "dar-statict-c2" / "samples").exists()     # no image metrics for latents

@@ -2,12 +2,14 @@
 
 * :func:`fused_router` - the DAR router, forward + backward (``router_triton``).
 * :func:`use_fused` - whether ``Router.forward`` takes the fused path for a call (``dispatch``).
+* :func:`tap_source` - marks a DAR source so fused routers accumulate its gradient in-kernel.
 """
 from .dispatch import (
-    fused, fused_available, fused_enabled, fused_router, set_fused, triton_available, use_fused, why_not_fused,
+    fused, fused_available, fused_enabled, fused_router, set_fused, tap_source, triton_available, use_fused,
+    why_not_fused,
 )
 
 __all__ = [
-    "fused", "fused_available", "fused_enabled", "fused_router", "set_fused", "triton_available", "use_fused",
-    "why_not_fused",
+    "fused", "fused_available", "fused_enabled", "fused_router", "set_fused", "tap_source", "triton_available",
+    "use_fused", "why_not_fused",
 ]

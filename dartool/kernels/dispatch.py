@@ -121,3 +121,55 @@ def fused_router(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.Tens
     from .router_triton import fused_router as _fr
 
     return _fr(sources, q, g, eps, return_alpha=return_alpha)
+
+
+# --------------------------------------------------------------------------------------------------
+# Gradient accumulation for DAR sources read by several fused routers
+# --------------------------------------------------------------------------------------------------
+
+
+class GradSlot:
+    """Where the fused routers' backward kernels accumulate one source's gradient."""
+
+    __slots__ = ("grad",)
+
+    def __init__(self) -> None:
+        self.grad: "torch.Tensor | None" = None
+
+
+class _SourceTap(torch.autograd.Function):
+    """Identity on a DAR source. Fused routers that read the tapped tensor add their gradient for it into
+    its slot inside the backward kernel (and return none to autograd); this node hands the sum on, plus
+    whatever reached it through ordinary autograd (reference routers, the dynamic query, probes)."""
+
+    @staticmethod
+    def forward(ctx, v, slot):
+        ctx.slot = slot
+        ctx.set_materialize_grads(False)
+        return v.view_as(v)
+
+    @staticmethod
+    def backward(ctx, g):
+        acc, ctx.slot.grad = ctx.slot.grad, None
+        if acc is None:
+            return g, None
+        if g is not None:
+            acc = acc + g
+        return acc, None
+
+
+def tap_source(v: torch.Tensor) -> torch.Tensor:
+    """Mark a DAR source for in-kernel gradient accumulation (a no-op unless the fused router will run:
+    CUDA, enabled, gradients on, eager mode). Semantics are unchanged: the result is an alias of v."""
+    on_device = v.is_cuda or (_state["allow_cpu"] and os.environ.get("TRITON_INTERPRET") == "1")
+    if not (_state["enabled"] and on_device and v.requires_grad and torch.is_grad_enabled() and TAP_SOURCES):
+        return v
+    if torch.compiler.is_compiling() or not triton_available():
+        return v
+    slot = GradSlot()
+    out = _SourceTap.apply(v, slot)
+    out._dar_slot = slot
+    return out
+
+
+TAP_SOURCES = os.environ.get("DARTOOL_TAP_SOURCES", "1") != "0"

@@ -301,11 +301,24 @@ def _bwd_step2(v1_a, v1_b, v2_a, v2_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps,
 
 
 @triton.jit
-def _store_dv(po, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB: tl.constexpr):
+def _out_ptr(base, otab_ptr, i, mask, OALIGN: tl.constexpr):
+    """Gradient pointer of source i and its accumulate flag: the table holds 2 * offset + flag."""
+    x = tl.load(otab_ptr + i, mask=mask, other=0)
+    return base + ((x >> 1) // OALIGN) * OALIGN, (x & 1) != 0
+
+
+@triton.jit
+def _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b,
+              DB: tl.constexpr, ACCUM: tl.constexpr):
+    """dv = alpha*dh + cw*w - cv*v, added to the gradient already there when the flag says so."""
     dv_a = alpha[:, None] * dh_a + cw[:, None] * w_a - cv[:, None] * v_a
+    if ACCUM:
+        dv_a += tl.load(po + o_a, mask=m_a & fl, other=0.0).to(tl.float32)
     tl.store(po + o_a, dv_a.to(po.dtype.element_ty), mask=m_a)
     if DB > 0:
         dv_b = alpha[:, None] * dh_b + cw[:, None] * w_b - cv[:, None] * v_b
+        if ACCUM:
+            dv_b += tl.load(po + o_b, mask=m_b & fl, other=0.0).to(tl.float32)
         tl.store(po + o_b, dv_b.to(po.dtype.element_ty), mask=m_b)
 
 
@@ -318,6 +331,7 @@ def _router_bwd_kernel(
     T, D, eps, scale, n_tprog,
     BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
+    ACCUM: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -356,7 +370,8 @@ def _router_bwd_kernel(
         # source 0 (own dtype)
         v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
         alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
-        _store_dv(dv0_ptr, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB)
+        fl0 = (tl.load(otab_ptr) & 1) != 0           # source 0: its own pointer, only the flag from the table
+        _store_dv(dv0_ptr, fl0, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
         u_a = (cw * scale)[:, None] * v_a
         if DB > 0:
             u_b = (cw * scale)[:, None] * v_b
@@ -382,8 +397,8 @@ def _router_bwd_kernel(
                 n1_a, n1_b = _load_raw(p1, o_a, o_b, m_a & ok1, m_b & ok1, DB)
                 n2_a, n2_b = _load_raw(p2, o_a, o_b, m_a & ok2, m_b & ok2, DB)
                 has2 = i + 1 < N
-                po1 = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
-                po2 = dvrest_ptr + (tl.load(otab_ptr + i + 1, mask=has2, other=0) // OALIGN) * OALIGN
+                po1, fl1 = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
+                po2, fl2 = _out_ptr(dvrest_ptr, otab_ptr, i + 1, has2, OALIGN)
                 v1_a = c1_a.to(tl.float32)
                 v1_b = c1_b.to(tl.float32)
                 v2_a = c2_a.to(tl.float32)
@@ -393,9 +408,10 @@ def _router_bwd_kernel(
                 al2 = tl.where(has2, al2, 0.0)
                 cw2 = tl.where(has2, cw2, 0.0)
                 cv2 = tl.where(has2, cv2, 0.0)
-                _store_dv(po1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b, DB)
-                _store_dv(po2, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b, w_a, w_b,
-                          v2_a, v2_b, DB)
+                _store_dv(po1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
+                          DB, ACCUM)
+                _store_dv(po2, fl2, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b, w_a, w_b,
+                          v2_a, v2_b, DB, ACCUM)
                 u_a += (cw1 * scale)[:, None] * v1_a + (cw2 * scale)[:, None] * v2_a
                 if DB > 0:
                     u_b += (cw1 * scale)[:, None] * v1_b + (cw2 * scale)[:, None] * v2_b
@@ -404,14 +420,16 @@ def _router_bwd_kernel(
             for i in range(1, N - 1, 2):
                 p1 = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
                 p2 = rest_ptr + (tl.load(tab_ptr + i + 1) // ALIGN) * ALIGN
-                po1 = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
-                po2 = dvrest_ptr + (tl.load(otab_ptr + i + 1) // OALIGN) * OALIGN
+                po1, fl1 = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
+                po2, fl2 = _out_ptr(dvrest_ptr, otab_ptr, i + 1, i + 1 < N, OALIGN)
                 v1_a, v1_b = _load_row(p1, o_a, o_b, m_a, m_b, DB)
                 v2_a, v2_b = _load_row(p2, o_a, o_b, m_a, m_b, DB)
                 al1, cw1, cv1, al2, cw2, cv2 = _bwd_step2(v1_a, v1_b, v2_a, v2_b, w_a, w_b, dh_a, dh_b,
                                                           lse, delta, D, eps, DB)
-                _store_dv(po1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b, DB)
-                _store_dv(po2, o_a, o_b, m_a, m_b, al2, cw2, cv2, dh_a, dh_b, w_a, w_b, v2_a, v2_b, DB)
+                _store_dv(po1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
+                          DB, ACCUM)
+                _store_dv(po2, fl2, o_a, o_b, m_a, m_b, al2, cw2, cv2, dh_a, dh_b, w_a, w_b, v2_a, v2_b,
+                          DB, ACCUM)
                 u_a += (cw1 * scale)[:, None] * v1_a + (cw2 * scale)[:, None] * v2_a
                 if DB > 0:
                     u_b += (cw1 * scale)[:, None] * v1_b + (cw2 * scale)[:, None] * v2_b
@@ -421,10 +439,10 @@ def _router_bwd_kernel(
 
         for i in range(start, N):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
-            po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
+            po, fl = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
             v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
             alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
-            _store_dv(po, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB)
+            _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
             u_a += (cw * scale)[:, None] * v_a
             if DB > 0:
                 u_b += (cw * scale)[:, None] * v_b
@@ -466,8 +484,8 @@ def _tiles(D: int, split: bool) -> tuple[int, int]:
 
 # Defaults (from the sweep on an H100, see benchmarks/KERNEL_NOTES.md), overridable by environment for
 # experiments: DARTOOL_ROUTER_FWD="block_r,warps,stages,split,unroll", DARTOOL_ROUTER_BWD="block_r,rows,...".
-_DEFAULT_FWD = dict(block_r=1, num_warps=4, num_stages=1, split=0, unroll=2, prefetch=1)
-_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=4, num_stages=1, split=0, unroll=2, prefetch=1)
+_DEFAULT_FWD = dict(block_r=1, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=0)
+_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=1)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -512,10 +530,14 @@ _TABLE_CACHE: "OrderedDict[tuple, Tensor]" = OrderedDict()
 _TABLE_CACHE_SIZE = 512
 
 
-def _offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.device) -> Tensor:
-    """int64 device tensor of element offsets (ptr - base) / elsize, cached by value (training reuses
-    the same addresses step after step, so the host->device copy happens only on a miss)."""
+def _offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.device,
+                  flags: "Sequence[int] | None" = None) -> Tensor:
+    """int64 device tensor of element offsets (ptr - base) / elsize (with ``flags``: 2 * offset + flag),
+    cached by value (training reuses the same addresses step after step, so the host->device copy
+    happens only on a miss)."""
     offs = tuple((p - base) // elsize for p in ptrs)
+    if flags is not None:
+        offs = tuple(2 * o + f for o, f in zip(offs, flags))
     key = (device.type, device.index, offs)
     t = _TABLE_CACHE.get(key)
     if t is not None:
@@ -570,7 +592,8 @@ def _check(sources: Sequence[Tensor], q: Tensor) -> tuple[int, int, int]:
     return B, T, D
 
 
-def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logits: bool, want_h32: bool = False):
+def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logits: bool,
+                 want_h32: bool = False) -> dict:
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
@@ -584,54 +607,92 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
     base = rest[0] if rest else src0
     tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(), dev)
     qc, q_sb, q_st, _ = _query_view(q, B, T, D)
-    cfg = FWD_CONFIG
+    cfg = dict(FWD_CONFIG)
     DA, DB = _tiles(D, bool(cfg["split"]))
-    grid = (triton.cdiv(T, cfg["block_r"]), B)
-    LAST_KERNELS["fwd"] = _router_fwd_kernel[grid](
-        src0, base, tab, N,
-        qc, q_sb, q_st, g.contiguous(),
-        h, h32, lse, logits,
-        T, D, float(eps), 1.0 / math.sqrt(D),
-        BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
-        ALIGN=max(1, 16 // base.element_size()),
-        WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
-    return h, lse, logits, h32
+    args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h, h32, lse, logits,
+            T, D, float(eps), 1.0 / math.sqrt(D))
+    meta = dict(BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
+                ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32))
 
 
-def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float):
+def _fwd_launch(P: dict) -> None:
+    LAST_KERNELS["fwd"] = _router_fwd_kernel[P["grid"]](*P["args"], **P["meta"])
+
+
+def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logits: bool, want_h32: bool = False):
+    P = _fwd_prepare(sources, q, g, eps, want_logits, want_h32)
+    _fwd_launch(P)
+    return P["out"]
+
+
+def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
+                 slots: "Sequence | None" = None) -> dict:
+    """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
+
+    ``slots`` (one per source, or None): gradient accumulators of tapped sources
+    (:func:`dartool.kernels.dispatch.tap_source`). A tapped source's gradient is added in the kernel to
+    the buffer its earlier readers wrote (or starts it), and no gradient is returned for it, so autograd
+    does no separate add per reader."""
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
     dev = src0.device
     dh = _aligned(dh)
     h = _aligned(h)
-    dv0 = _empty(src0.shape, src0.dtype, dev)
-    dvrest = [_empty(s.shape, s.dtype, dev) for s in rest]
+    if slots is not None:
+        live = [id(sl) for sl in slots if sl is not None]
+        if len(live) != len(set(live)):        # a source listed twice: plain gradients
+            slots = None
+    outs, flags, returned = [], [], []
+    for i, s in enumerate([src0] + rest):
+        sl = slots[i] if slots is not None else None
+        if sl is not None and (sl.grad is None or (sl.grad.shape == s.shape and sl.grad.dtype == s.dtype)):
+            if sl.grad is None:
+                sl.grad = _empty(s.shape, s.dtype, dev)
+                flags.append(0)
+            else:
+                flags.append(1)
+            outs.append(sl.grad)
+            returned.append(None)
+        else:
+            o = _empty(s.shape, s.dtype, dev)
+            outs.append(o)
+            flags.append(0)
+            returned.append(o)
+    dv0, dvrest = outs[0], outs[1:]
     base = rest[0] if rest else src0
     obase = dvrest[0] if dvrest else dv0
     tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(), dev)
-    otab = _offset_table([dv0.data_ptr()] + [s.data_ptr() for s in dvrest], obase.data_ptr(),
-                         obase.element_size(), dev)
+    otab = _offset_table([dv0.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(), obase.element_size(),
+                         dev, flags)
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
-    cfg = BWD_CONFIG
+    cfg = dict(BWD_CONFIG)
     rows = max(cfg["rows"], cfg["block_r"])
     n_tprog = triton.cdiv(T, rows)
     part = _empty((B, n_tprog, D), torch.float32, dev)
     dq_rows = _empty((B, T, D), q.dtype, dev) if mode == 2 else part
     DA, DB = _tiles(D, bool(cfg["split"]))
-    LAST_KERNELS["bwd"] = _router_bwd_kernel[(n_tprog, B)](
-        src0, base, tab, dv0, obase, otab, N,
-        qc, q_sb, q_st, g.contiguous(),
-        h, dh, lse.contiguous(),
-        dq_rows, part,
-        T, D, float(eps), 1.0 / math.sqrt(D), n_tprog,
-        BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
-        PREFETCH=bool(cfg.get("prefetch", 0)),
-        ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
-        DYNAMIC=mode == 2, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    args = (src0, base, tab, dv0, obase, otab, N,
+            qc, q_sb, q_st, g.contiguous(),
+            h, dh, lse.contiguous(),
+            dq_rows, part,
+            T, D, float(eps), 1.0 / math.sqrt(D), n_tprog)
+    meta = dict(BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
+                PREFETCH=bool(cfg.get("prefetch", 0)),
+                ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
+                DYNAMIC=mode == 2, ACCUM=any(flags), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
+                B=B, D=D, returned=returned)
+
+
+def _bwd_launch(P: dict) -> None:
+    LAST_KERNELS["bwd"] = _router_bwd_kernel[P["grid"]](*P["args"], **P["meta"])
+
+
+def _bwd_finish(P: dict):
+    q, g, part, mode, B, D = P["q"], P["g"], P["part"], P["mode"], P["B"], P["D"]
     gf = g.float()
     if mode == 0:
         U = part.sum((0, 1))                                           # [D]
@@ -642,9 +703,16 @@ def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor
         dq = (gf * Ub).reshape(q.shape).to(q.dtype)
         dg = (q.float().reshape(B, D) * Ub).sum(0).to(g.dtype)
     else:
-        dq = dq_rows
+        dq = P["dq_rows"]
         dg = part.sum((0, 1)).to(g.dtype)
-    return [dv0] + dvrest, dq, dg
+    return P["returned"], dq, dg
+
+
+def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
+              slots: "Sequence | None" = None):
+    P = _bwd_prepare(dh, sources, q, g, h, lse, eps, slots)
+    _bwd_launch(P)
+    return _bwd_finish(P)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -712,9 +780,10 @@ class _FusedRouterFn(torch.autograd.Function):
     Under torch.compile the custom op (``router_fwd`` with its registered autograd) is used instead."""
 
     @staticmethod
-    def forward(ctx, q, g, eps, want_logits, want_h32, *sources):
+    def forward(ctx, q, g, eps, want_logits, want_h32, slots, *sources):
         h, lse, logits, h32 = _fwd_impl(list(sources), q, g, eps, want_logits, want_h32)
         ctx.eps = eps
+        ctx.slots = slots
         ctx.mark_non_differentiable(lse, logits)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(q, g, h32 if h32.numel() else h, lse, *sources)
@@ -724,9 +793,9 @@ class _FusedRouterFn(torch.autograd.Function):
     def backward(ctx, dh, dlse, dlogits):
         q, g, h, lse, *sources = ctx.saved_tensors
         if dh is None:
-            return (None,) * (5 + len(sources))
-        dvs, dq, dg = _bwd_impl(dh, sources, q, g, h, lse, ctx.eps)
-        return (dq, dg, None, None, None, *dvs)
+            return (None,) * (6 + len(sources))
+        dvs, dq, dg = _bwd_impl(dh, sources, q, g, h, lse, ctx.eps, ctx.slots)
+        return (dq, dg, None, None, None, None, *dvs)
 
 
 def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1e-6,
@@ -745,7 +814,9 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
         h, lse, logits, _ = router_fwd(sources, q, g, float(eps), bool(return_alpha), needs_grad)
     elif needs_grad:
-        h, lse, logits = _FusedRouterFn.apply(q, g, float(eps), bool(return_alpha), True, *sources)
+        slots = [getattr(s, "_dar_slot", None) for s in sources]
+        slots = slots if any(sl is not None for sl in slots) else None
+        h, lse, logits = _FusedRouterFn.apply(q, g, float(eps), bool(return_alpha), True, slots, *sources)
     else:
         h, lse, logits, _ = _fwd_impl(sources, q, g, float(eps), bool(return_alpha), False)
     if return_alpha:

@@ -265,12 +265,14 @@ class DARStream:
     """Per-forward bookkeeping of the sources (summaries + the current chunk's raw outputs)."""
 
     def __init__(self, v0: torch.Tensor, chunk: int, summary: str) -> None:
+        v0 = _kernels.tap_source(v0)  # identity; lets fused routers accumulate its gradient in-kernel
         self.chunk, self.summary = chunk, summary
         self.summaries = [v0]
         self.current: list[torch.Tensor] = []
         self.last = v0
 
     def write(self, v: torch.Tensor) -> None:
+        v = _kernels.tap_source(v)
         self.current.append(v)
         self.last = v
 

@@ -228,6 +228,10 @@ class TrainConfig:
             bad(f"--probe-levels must lie in [0, 1] (1 = pure noise), got {self.probe_noise_levels}")
         if self.eval_cfg < 1.0:
             bad(f"--eval-cfg must be >= 1 (1 = no guidance), got {self.eval_cfg}")
+        if self.eval_sampler not in ("euler", "heun", "sde", "ddim"):
+            bad(f"--eval-sampler must be euler, heun, sde or ddim, got {self.eval_sampler!r}")
+        if self.inception_weights is not None and not Path(self.inception_weights).is_file():
+            bad(f"--inception-weights {self.inception_weights}: no such file (nothing is downloaded)")
         if self.repa_weight < 0:
             bad(f"--repa-weight must be >= 0, got {self.repa_weight}")
 

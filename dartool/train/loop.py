@@ -479,6 +479,7 @@ class Trainer:
                                  f"seed {seed}: {', '.join(r.name for r in runs)}")
         t0 = time.time()
         step, stopped, epoch = start, "steps", 0
+        side = 0.0          # seconds in checkpoints / evaluations / probes (not in the per-step estimate)
         try:
             while step < cfg.steps:
                 b = streams.batch(step)
@@ -493,6 +494,7 @@ class Trainer:
                 last = step == cfg.steps
                 if step % cfg.log_every == 0 or last:
                     self.write_log(runs, step, epoch, wall)
+                t_side = time.time()
                 if step % cfg.ckpt_every == 0 and not last:
                     self.save(runs, step, data)
                 if cfg.eval_every and step % cfg.eval_every == 0 and not last and cfg.eval_samples:
@@ -500,7 +502,8 @@ class Trainer:
                 if cfg.probe_every and step % cfg.probe_every == 0 and not last:
                     self.probe(runs, step, data, final=False)
                     D.barrier(d)
-                if budget is not None and not last and self.out_of_time(t0, budget, step - start):
+                side += time.time() - t_side
+                if budget is not None and not last and self.out_of_time(t0, budget, step - start, side):
                     stopped = "time_budget"
                     self.log(f"time budget of {budget:.0f} s reached after {step} steps; finishing")
                     break
@@ -528,11 +531,20 @@ class Trainer:
                 probe_store=next((str(s) for s in stores if Path(s).parent == r.folder), None),
             ))
 
-    def out_of_time(self, t0: float, budget: float, steps_done: int) -> bool:
-        """Stop when the next step would not finish inside the budget (rank 0 decides for everyone)."""
+    def out_of_time(self, t0: float, budget: float, steps_done: int, side: float = 0.0) -> bool:
+        """Stop when the next step would not finish inside the budget.
+
+        One process decides on the host clock (no device sync). Under torchrun rank 0 decides every 10th step
+        and broadcasts its decision, so every rank stops after the same step.
+        """
         elapsed = time.time() - t0
-        per_step = elapsed / max(1, steps_done)
-        flag = torch.tensor([1.0 if elapsed + per_step > budget else 0.0], device=self.d.device)
+        per_step = max(0.0, elapsed - side) / max(1, steps_done)
+        late = elapsed + per_step * (10 if self.d.distributed else 1) > budget
+        if not self.d.distributed:
+            return late
+        if steps_done % 10:
+            return False
+        flag = torch.tensor([1.0 if late else 0.0], device=self.d.device)
         D.broadcast_tensor(self.d, flag)
         return bool(flag.item())
 
