@@ -229,7 +229,8 @@ def main(argv=None) -> int:
         steps = a.timesteps * -(-a.samples // a.batch)
         full = {"samples": a.samples, "timesteps": a.timesteps, "batch": a.batch, "wall_s": wall,
                 "sample_steps_per_s": a.samples * a.timesteps / wall, "store_mib": size_mb,
-                "overhead_vs_plain": wall / (steps * results["plain"]["ms_per_step"] / 1e3) - 1}
+                "overhead_vs_plain": wall / (steps * results["plain"]["ms_per_step"] / 1e3) - 1,
+                "overhead_vs_probe_steps": wall / (steps * results["probe"]["ms_per_step"] / 1e3) - 1}
 
     now = datetime.now(timezone.utc)
     record = {
@@ -278,7 +279,8 @@ def markdown(r: dict) -> str:
         lines += ["", f"Full probe ({f['timesteps']} noise levels x {f['samples']} samples, batch {f['batch']}, store "
                       f"writes included): **{f['wall_s']:.1f} s**, {f['sample_steps_per_s']:.0f} sample-steps / s, "
                       f"store {f['store_mib']:.1f} MiB; {100 * f['overhead_vs_plain']:+.1f} % over the plain passes "
-                      f"alone."]
+                      f"alone, {100 * f['overhead_vs_probe_steps']:+.1f} % over the timed probe steps (store, data, "
+                      f"orchestration)."]
     return "\n".join(lines) + "\n"
 
 

@@ -481,7 +481,9 @@ def evaluate_images(
     m = min(len(ref.subset), len(fake.subset))
     precision = recall = float("nan")
     if m > k:
-        precision, recall = precision_recall(ref.subset[:m], fake.subset[:m], k=k, device=device)
+        rng = np.random.default_rng(0)
+        pick = lambda a: a if len(a) == m else a[np.sort(rng.choice(len(a), m, replace=False))]  # noqa: E731
+        precision, recall = precision_recall(pick(ref.subset), pick(fake.subset), k=k, device=device)
     base = dict(
         feature_net=net.name, feature_dim=net.dim, n_samples=len(feats), n_reference=ref.n,
         reference=f"{ref.meta.get('dataset', '?')} @ {ref.meta.get('size', '?')} px", note=net.note,

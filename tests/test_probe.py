@@ -444,3 +444,18 @@ def test_public_checkpoint_layouts(tmp_path, layout):
     assert a["checkpoint_layout"] == "dit-sit-repa" and a["weights"] == "ema" and a["time_convention"] == layout
     assert a["checkpoint_sha256"] == sha256_file(path) and a["checkpoint"] == str(path.resolve())
     assert np.isfinite(ds.loss.values).all() and (layout != "dit" or np.all(ds.model_t.values % 1 == 0))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("routing", ["residual", "dar"])
+def test_cuda_matches_cpu(tmp_path, routing):
+    model = tiny_model(routing, depth=2, dtype=torch.float32)
+    data = tiny_data(5, model.config)
+    cpu = open_store(run_probe(model, data, cfg_(), tmp_path / "cpu.zarr"))
+    gpu = open_store(run_probe(model.cuda(), data, cfg_(), tmp_path / "gpu.zarr"))
+    assert gpu.attrs["device"] != "cpu"
+    _same(gpu, cpu, rtol=1e-3)
+    half = open_store(run_probe(model, data, cfg_(precision="bf16"), tmp_path / "bf16.zarr"))
+    np.testing.assert_allclose(half.z_rms.values, cpu.z_rms.values, rtol=5e-2)
+    model.cpu()

@@ -146,7 +146,8 @@ class _SourceTap(torch.autograd.Function):
     def forward(ctx, v, slot):
         ctx.slot = slot
         ctx.set_materialize_grads(False)
-        return v.view_as(v)
+        # an alias; or one contiguous copy (v_0 is a transposed view) instead of one per reading router
+        return v.view_as(v) if v.is_contiguous() else v.contiguous()
 
     @staticmethod
     def backward(ctx, g):
@@ -160,7 +161,8 @@ class _SourceTap(torch.autograd.Function):
 
 def tap_source(v: torch.Tensor) -> torch.Tensor:
     """Mark a DAR source for in-kernel gradient accumulation (a no-op unless the fused router will run:
-    CUDA, enabled, gradients on, eager mode). Semantics are unchanged: the result is an alias of v."""
+    CUDA, enabled, gradients on, eager mode). Semantics are unchanged: the result is an alias of v (a
+    contiguous copy if v is not contiguous)."""
     on_device = v.is_cuda or (_state["allow_cpu"] and os.environ.get("TRITON_INTERPRET") == "1")
     if not (_state["enabled"] and on_device and v.requires_grad and torch.is_grad_enabled() and TAP_SOURCES):
         return v

@@ -322,6 +322,17 @@ def _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v
         tl.store(po + o_b, dv_b.to(po.dtype.element_ty), mask=m_b)
 
 
+@triton.jit
+def _store_dv_acc(po, g_a, g_b, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b,
+                  DB: tl.constexpr):
+    """As _store_dv with accumulation, the old gradient (g_a, g_b; zero where absent) loaded earlier."""
+    dv_a = alpha[:, None] * dh_a + cw[:, None] * w_a - cv[:, None] * v_a + g_a.to(tl.float32)
+    tl.store(po + o_a, dv_a.to(po.dtype.element_ty), mask=m_a)
+    if DB > 0:
+        dv_b = alpha[:, None] * dh_b + cw[:, None] * w_b - cv[:, None] * v_b + g_b.to(tl.float32)
+        tl.store(po + o_b, dv_b.to(po.dtype.element_ty), mask=m_b)
+
+
 @triton.jit(do_not_specialize=["N"])
 def _router_bwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, N,
@@ -367,10 +378,12 @@ def _router_bwd_kernel(
             dh_b = dh_a
         lse = tl.load(lse_ptr + row, mask=rmask, other=0.0)
 
-        # source 0 (own dtype)
+        # source 0 (own dtype; its own gradient pointer, only the accumulate flag from the table)
+        fl0 = (tl.load(otab_ptr) & 1) != 0
         v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
         alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
-        fl0 = (tl.load(otab_ptr) & 1) != 0           # source 0: its own pointer, only the flag from the table
+        cw = tl.where(N > 1, cw, 0.0)   # one source: alpha == 1 whatever q and g are; exact zero gradients
+        cv = tl.where(N > 1, cv, 0.0)
         _store_dv(dv0_ptr, fl0, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
         u_a = (cw * scale)[:, None] * v_a
         if DB > 0:
@@ -399,6 +412,9 @@ def _router_bwd_kernel(
                 has2 = i + 1 < N
                 po1, fl1 = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
                 po2, fl2 = _out_ptr(dvrest_ptr, otab_ptr, i + 1, has2, OALIGN)
+                if ACCUM:  # the gradients already accumulated for this pair: in flight during the math
+                    g1_a, g1_b = _load_raw(po1, o_a, o_b, m_a & fl1, m_b & fl1, DB)
+                    g2_a, g2_b = _load_raw(po2, o_a, o_b, m_a & fl2, m_b & fl2, DB)
                 v1_a = c1_a.to(tl.float32)
                 v1_b = c1_b.to(tl.float32)
                 v2_a = c2_a.to(tl.float32)
@@ -408,10 +424,16 @@ def _router_bwd_kernel(
                 al2 = tl.where(has2, al2, 0.0)
                 cw2 = tl.where(has2, cw2, 0.0)
                 cv2 = tl.where(has2, cv2, 0.0)
-                _store_dv(po1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
-                          DB, ACCUM)
-                _store_dv(po2, fl2, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b, w_a, w_b,
-                          v2_a, v2_b, DB, ACCUM)
+                if ACCUM:
+                    _store_dv_acc(po1, g1_a, g1_b, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b,
+                                  v1_a, v1_b, DB)
+                    _store_dv_acc(po2, g2_a, g2_b, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b,
+                                  w_a, w_b, v2_a, v2_b, DB)
+                else:
+                    _store_dv(po1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
+                              DB, ACCUM)
+                    _store_dv(po2, fl2, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b, w_a, w_b,
+                              v2_a, v2_b, DB, ACCUM)
                 u_a += (cw1 * scale)[:, None] * v1_a + (cw2 * scale)[:, None] * v2_a
                 if DB > 0:
                     u_b += (cw1 * scale)[:, None] * v1_b + (cw2 * scale)[:, None] * v2_b
@@ -484,8 +506,8 @@ def _tiles(D: int, split: bool) -> tuple[int, int]:
 
 # Defaults (from the sweep on an H100, see benchmarks/KERNEL_NOTES.md), overridable by environment for
 # experiments: DARTOOL_ROUTER_FWD="block_r,warps,stages,split,unroll", DARTOOL_ROUTER_BWD="block_r,rows,...".
-_DEFAULT_FWD = dict(block_r=1, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=0)
-_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=1)
+_DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1)
+_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -751,7 +773,8 @@ def router_bwd(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tenso
 
 @router_bwd.register_fake
 def _router_bwd_fake(dh, sources, q, g, h, lse, eps):
-    return [torch.empty_like(s) for s in sources], torch.empty_like(q), torch.empty_like(g)
+    # the real op returns contiguous gradients whatever the inputs' strides
+    return ([s.new_empty(s.shape) for s in sources], q.new_empty(q.shape), g.new_empty(g.shape))
 
 
 def _setup_context(ctx, inputs, output):
@@ -805,7 +828,9 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
     Sources 1.. are cast to one dtype if they differ (source 0 may keep its own, e.g. fp32 v_0 under
     bf16 autocast). With ``return_alpha`` it also returns alpha [B, T, N] (fp32, no gradient).
     """
-    sources = list(sources)
+    # contiguous once here (v_0 = patch embedding is a transposed view); under torch.compile the graph
+    # dedupes the repeated copies, in eager mode tap_source already made it contiguous
+    sources = [s if s.is_contiguous() else s.contiguous() for s in sources]
     if len(sources) > 1:
         dt = sources[1].dtype
         sources = sources[:1] + [s if s.dtype == dt else s.to(dt) for s in sources[1:]]

@@ -15,7 +15,6 @@ Run folder::
 
     RUN/config.json                       the TrainConfig + data / model / device description (plain JSON)
     RUN/summary.json, RUN/summary.md      per-arm results and a comparison table
-    RUN/reference/                        (nothing: reference statistics live in the cache, see evaluate.py)
     RUN/<arm>/checkpoints/step_XXXXXXX.pt, last.pt
     RUN/<arm>/log.jsonl, metrics.csv      every record / the training rows
     RUN/<arm>/samples/step_XXXXXXX.png    sample grids of the periodic evaluations; final.png, final_samples.npz
@@ -39,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -51,7 +49,7 @@ from .arms import (TrainModule, apply_trainable, make_optimizer, models_from_che
 from .config import ArmConfig, ConfigError, TrainConfig
 from .ema import EMA
 from .logs import Meters, Progress, RunLogger, StepTimer, read_log
-from .state import CheckpointWriteError, find_resume_point, rng_state, set_rng_state, write_checkpoint
+from .state import find_resume_point, rng_state, set_rng_state, write_checkpoint
 from .streams import PairedStreams, StepBatch
 
 
@@ -159,8 +157,6 @@ class Trainer:
         check_fits(data, data.channels, self.input_size)
         if cfg.repa and data.kind != "pixels":
             raise ConfigError("--repa needs pixel images for the encoder; latent data has none")
-        if cfg.batch_size > len(data) * 64:
-            pass  # many epochs per step is legal, just unusual
         return data
 
     def write_config(self, data: Dataset, models: list[SiT]) -> None:
@@ -286,7 +282,7 @@ class Trainer:
                 r.logger.truncate(step)
                 trains = read_log(r.logger.jsonl, "train")
                 r.last_record = trains[-1] if trains else {}
-                r.evals = [e for e in read_log(r.logger.jsonl, "eval")]
+                r.evals = read_log(r.logger.jsonl, "eval")
         set_rng_state(objs[0].get("rng"))
         self.log(f"resumed {', '.join(r.name for r in runs)} at step {step}")
         return step

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""One training step under the profiler: where DAR's extra time goes (router kernels, gradient adds, ...),
+and an A/B of in-kernel gradient accumulation (tapped sources) on vs off.
+
+    PYTHONPATH=$PWD python3 benchmarks/step_profile.py --size XL --batch 128
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="XL")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--query", default="static")
+    ap.add_argument("--chunk", type=int, default=4)
+    a = ap.parse_args()
+    from dartool.bench import train_step_bench
+    from dartool.kernels import dispatch
+
+    rows = []
+    for taps in (True, False):
+        dispatch.TAP_SOURCES = taps
+        variants = [("dar", a.query, a.chunk, True)] if not taps else [("residual", "static", 4, True),
+                                                                         ("dar", a.query, a.chunk, True)]
+        for r in train_step_bench(a.size, a.batch, variants, compiled=False, steps=8):
+            r["taps"] = taps
+            rows.append(r)
+    for r in rows:
+        print(f"{r['variant']:20s} taps={r['taps']!s:5s} {r.get('step_ms', float('nan')):7.1f} ms {r.get('peak_gb', 0):.1f} GB")
+    dispatch.TAP_SOURCES = True
+
+    from dartool.diffusion import diffusion_loss
+    from dartool.models import SiT, model_config
+    from torch.profiler import ProfilerActivity, profile
+
+    for routing in ("residual", "dar"):
+        cfg = model_config(a.size, 2, routing=routing, query=a.query, chunk_size=a.chunk)
+        with torch.device("cuda"):
+            model = SiT(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x = torch.randn(a.batch, 4, 32, 32, device="cuda")
+        y = torch.randint(0, 1000, (a.batch,), device="cuda")
+        s = torch.rand(a.batch, device="cuda")
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = diffusion_loss(model, x, y, s)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        ev = prof.key_averages()
+        tot = sum(e.self_device_time_total for e in ev) / 1e3
+        print(f"\n=== {routing}: GPU time in kernels {tot:.1f} ms")
+        for e in sorted(ev, key=lambda e: -e.self_device_time_total)[:18]:
+            print(f"{e.self_device_time_total / 1e3:8.2f} ms {e.count:5d}x  {e.key[:110]}")
+        del model, opt
+        torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The fused DAR router (dartool.kernels): dispatch rules everywhere, the kernels themselves where they can run.
+
+* CPU (CI): the dispatch falls back to the PyTorch reference; probes on ``hook_alpha`` force the reference;
+  ``tap_source`` is the identity.
+* Triton importable (no GPU needed): a quick run of ``python -m dartool.kernels.check --interpret --quick``
+  in a subprocess (Triton's CPU interpreter, a few seconds), skipped cleanly without Triton.
+* CUDA present: the full correctness matrix against float64 (``dartool.kernels.check``) and torch.compile
+  of a small DAR model with the fused router against eager.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dartool.kernels import dispatch
+from dartool.models import SiT, model_config, tapped
+from dartool.models.sit import Router
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_CUDA = torch.cuda.is_available()
+
+
+def _tiny(query="static", chunk=2, depth=2):
+    cfg = model_config("S", 2, input_size=8, routing="dar", query=query, chunk_size=chunk).replace(
+        depth=depth, hidden_size=64, num_heads=4)
+    torch.manual_seed(0)
+    return SiT(cfg)
+
+
+def test_cpu_tensors_take_the_reference_path():
+    r = Router(16, "static")
+    srcs = [torch.randn(2, 3, 16) for _ in range(4)]
+    q = torch.randn(16)
+    assert not dispatch.use_fused(r, srcs, q)
+    with dispatch.fused(True):
+        assert not dispatch.use_fused(r, srcs, q)
+    v = torch.randn(2, 3, 16, requires_grad=True)
+    assert dispatch.tap_source(v) is v
+
+
+def test_probe_on_hook_alpha_forces_reference():
+    model = _tiny()
+    r = model.routers[1]
+    assert not dispatch._probed(r)
+    with tapped(model, {"routers.1.hook_alpha": lambda n, a: None}):
+        assert dispatch._probed(r)
+    assert not dispatch._probed(r)
+
+
+def test_fused_switch():
+    old = dispatch.fused_enabled()
+    try:
+        dispatch.set_fused(False)
+        assert not dispatch.fused_enabled()
+        assert "disabled" in dispatch.why_not_fused()
+        with dispatch.fused(True):
+            assert dispatch.fused_enabled()
+        assert not dispatch.fused_enabled()
+    finally:
+        dispatch.set_fused(old)
+
+
+def test_model_outputs_unchanged_on_cpu():
+    """The hook in Router.forward / DARStream must not change the CPU (reference) result."""
+    model = _tiny(query="dynamic", chunk=1)
+    x = torch.randn(2, 4, 8, 8)
+    t = torch.rand(2)
+    y = torch.randint(0, 10, (2,))
+    with dispatch.fused(True):
+        a = model(x, t, y)
+    with dispatch.fused(False):
+        b = model(x, t, y)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_interpreter_check_quick():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "PASS" in p.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
+def test_cuda_fused_router_matches_float64_reference():
+    from dartool.kernels.check import run_all
+
+    out = run_all(device="cuda", model=True, verbose=True)
+    bad = [c["name"] for c in out["cases"] if not c["ok"]] + [m["name"] for m in out["models"] if not m["ok"]]
+    assert out["ok"], f"failed cases: {bad}"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
+def test_cuda_model_uses_fused_path_and_compile_matches_eager():
+    from dartool.diffusion import diffusion_loss
+
+    model = _tiny(query="static", chunk=2, depth=2).cuda()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    srcs = [torch.randn(2, 16, 64, device="cuda") for _ in range(3)]
+    assert dispatch.use_fused(model.routers[2], srcs, model.routers[2].query)
+    x = torch.randn(4, 4, 8, 8, device="cuda")
+    y = torch.randint(0, 10, (4,), device="cuda")
+    s = torch.rand(4, device="cuda")
+    e = torch.randn_like(x)
+    res = {}
+    for name in ("reference", "fused", "compiled"):
+        model.zero_grad(set_to_none=True)
+        with dispatch.fused(name != "reference"):
+            f = torch.compile(model) if name == "compiled" else model
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = diffusion_loss(f, x, y, s, eps=e)
+            loss.backward()
+        res[name] = (loss.item(), {n: p.grad.double().clone() for n, p in model.named_parameters() if p.grad is not None})
+    ref_loss, ref_g = res["reference"]
+    for name in ("fused", "compiled"):
+        loss, g = res[name]
+        assert abs(loss - ref_loss) <= 1e-2 * abs(ref_loss)
+        for n, gr in ref_g.items():
+            if gr.norm() > 0:
+                assert ((g[n] - gr).norm() / gr.norm()).item() < 5e-2, (name, n)
