@@ -62,6 +62,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed sweeps per measurement (median)")
     p.add_argument("--warmup", type=int, default=1, help="untimed sweeps first")
     p.add_argument("--full", action="store_true", help="also time a complete probe run (run_probe, writes included)")
+    p.add_argument("--full-repeats", type=int, default=1, help="complete runs to time (the fastest is reported)")
+    p.add_argument("--note", default=None, help="a remark stored with the result (e.g. the machine's load)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and Markdown")
     return p.parse_args(argv)
@@ -160,13 +162,13 @@ def probe_sweep(ctx, cap, x, y, eps, levels) -> None:
 
 
 def timed(fns: dict, device: torch.device, repeats: int, warmup: int) -> dict[str, tuple[float, float]]:
-    """name -> (median seconds per call, peak memory in GiB on CUDA else nan). The calls are interleaved
+    """name -> (median seconds per call, peak memory in GiB on CUDA else None). The calls are interleaved
     (A B C A B C ...) so that drift in the machine's speed hits every variant alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    peaks = dict.fromkeys(fns, float("nan"))
+    peaks: dict[str, float | None] = dict.fromkeys(fns)
     for _ in range(repeats):
         for name, fn in fns.items():
             sync(device)
@@ -177,7 +179,7 @@ def timed(fns: dict, device: torch.device, repeats: int, warmup: int) -> dict[st
             sync(device)
             times[name].append(time.perf_counter() - t0)
             if device.type == "cuda":
-                peaks[name] = max(torch.cuda.max_memory_allocated(device) / 2**30, 0 if peaks[name] != peaks[name] else peaks[name])
+                peaks[name] = max(torch.cuda.max_memory_allocated(device) / 2**30, peaks[name] or 0.0)
     return {k: (statistics.median(times[k]), peaks[k]) for k in fns}
 
 
@@ -219,15 +221,19 @@ def main(argv=None) -> int:
         del x, y, eps
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        with tempfile.TemporaryDirectory() as tmp:
-            conf = ProbeConfig(num_noise_levels=a.timesteps, num_samples=a.samples, batch_size=a.batch,
-                               precision=precision, device=str(device), gaussian=True, progress=sys.stderr.isatty())
-            t0 = time.perf_counter()
-            run_probe(model, None, conf, Path(tmp) / "probe.zarr", log=lambda m: print(m, file=sys.stderr))
-            wall = time.perf_counter() - t0
-            size_mb = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20
+        walls = []
+        for _ in range(a.full_repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                conf = ProbeConfig(num_noise_levels=a.timesteps, num_samples=a.samples, batch_size=a.batch,
+                                   precision=precision, device=str(device), gaussian=True,
+                                   progress=sys.stderr.isatty())
+                t0 = time.perf_counter()
+                run_probe(model, None, conf, Path(tmp) / "probe.zarr", log=lambda m: print(m, file=sys.stderr))
+                walls.append(time.perf_counter() - t0)
+                size_mb = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20
+        wall = min(walls)
         steps = a.timesteps * -(-a.samples // a.batch)
-        full = {"samples": a.samples, "timesteps": a.timesteps, "batch": a.batch, "wall_s": wall,
+        full = {"samples": a.samples, "timesteps": a.timesteps, "batch": a.batch, "wall_s": wall, "walls_s": walls,
                 "sample_steps_per_s": a.samples * a.timesteps / wall, "store_mib": size_mb,
                 "overhead_vs_plain": wall / (steps * results["plain"]["ms_per_step"] / 1e3) - 1,
                 "overhead_vs_probe_steps": wall / (steps * results["probe"]["ms_per_step"] / 1e3) - 1}
@@ -235,13 +241,14 @@ def main(argv=None) -> int:
     now = datetime.now(timezone.utc)
     record = {
         "benchmark": "probe_overhead", "date": now.isoformat(timespec="seconds"), "device": device_name(device),
-        "device_type": device.type, "cpu": platform.processor() or platform.machine(),
+        "device_type": device.type, "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "model": cfg.label, "params_m": round(model.num_params() / 1e6, 1), "tokens": cfg.num_tokens,
         "weights": "random init (adaLN / head woken with N(0, 0.02))", "batch": a.batch, "precision": precision,
         "levels_per_sweep": n, "repeats": a.repeats, "results": results,
         "capture_overhead_vs_plain": overhead, "probe_vs_train_fwd_bwd": vs_train, "full_probe": full,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "note": a.note,
     }
     a.out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
@@ -254,6 +261,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown(r: dict) -> str:
     res = r["results"]
     lines = [
@@ -261,7 +278,7 @@ def markdown(r: dict) -> str:
         "",
         f"{r['params_m']} M parameters, {r['tokens']} tokens, batch {r['batch']}, {r['precision']}, "
         f"{r['levels_per_sweep']} noise levels per sweep, median of {r['repeats']}; {r['weights']}; "
-        f"torch {r['torch']}, {r['torch_threads']} CPU threads. Command: `{r['command']}`",
+        f"torch {r['torch']}, {r['torch_threads']} CPU threads ({r['cpu']}). Command: `{r['command']}`",
         "",
         "| step | ms / step | samples / s | peak GiB |",
         "|---|---:|---:|---:|",
@@ -270,14 +287,16 @@ def markdown(r: dict) -> str:
              "train": "forward + backward with weight gradients", "probe": "probe step (capture + reductions)"}
     for k in ("plain", "train", "probe"):
         v = res[k]
-        peak = "-" if v["peak_gib"] != v["peak_gib"] else f"{v['peak_gib']:.1f}"
+        peak = "-" if v["peak_gib"] is None else f"{v['peak_gib']:.1f}"
         lines.append(f"| {names[k]} | {v['ms_per_step']:.1f} | {v['samples_per_s']:.1f} | {peak} |")
     lines += ["", f"**Capture overhead vs the plain forward + backward: {100 * r['capture_overhead_vs_plain']:+.1f} %** "
                   f"(vs forward + backward with weight gradients: {100 * r['probe_vs_train_fwd_bwd']:+.1f} %)."]
+    if r.get("note"):
+        lines += ["", f"Note: {r['note']}."]
     f = r.get("full_probe")
     if f:
         lines += ["", f"Full probe ({f['timesteps']} noise levels x {f['samples']} samples, batch {f['batch']}, store "
-                      f"writes included): **{f['wall_s']:.1f} s**, {f['sample_steps_per_s']:.0f} sample-steps / s, "
+                      f"writes included; fastest of {len(f['walls_s'])}): **{f['wall_s']:.1f} s**, {f['sample_steps_per_s']:.0f} sample-steps / s, "
                       f"store {f['store_mib']:.1f} MiB; {100 * f['overhead_vs_plain']:+.1f} % over the plain passes "
                       f"alone, {100 * f['overhead_vs_probe_steps']:+.1f} % over the timed probe steps (store, data, "
                       f"orchestration)."]

@@ -12,7 +12,9 @@ formula on the same (already rounded) inputs. Bounds: fp32 data 1e-4, fp16 4e-3,
 Shape classes: N = 1 (no loop), small, and up to 57 sources; D a power of two, a sum of two (1152 = 1024
 + 128, 768, 384), and odd (40); T not a multiple of the row blocks; query static [D], static_t [B, 1, D],
 dynamic [B, T, D]; source dtypes all-bf16, fp32 v_0 + bf16 rest (bf16 autocast), all-fp32, fp16;
-sources that are slices of one history buffer and a source listed twice. The model check runs a small
+sources that are slices of one history buffer and a source listed twice. The tapped-sources check runs
+three routers over overlapping tapped sources (in-kernel gradient accumulation, one router on the
+reference path) against float64 autograd. The model check runs a small
 DAR SiT (every query kind, chunk sizes 1 and 2) with and without the kernel, under bf16 autocast on
 CUDA, and compares the output and every parameter gradient.
 """

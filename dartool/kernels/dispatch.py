@@ -14,6 +14,13 @@ The fused Triton router (:mod:`dartool.kernels.router_triton`) is used when
   code that wants it without a hook.)
 
 Otherwise ``Router.forward`` runs its PyTorch reference body, unchanged.
+
+:func:`tap_source` (called by ``DARStream`` for every source it records) wraps a source in an identity
+autograd node with a gradient slot, so that fused routers reading it add their gradients into one buffer
+inside the backward kernel instead of returning one tensor each for autograd to sum. It is a no-op
+unless the fused path can run (CUDA, enabled, gradients on, eager mode); ``DARTOOL_TAP_SOURCES=0`` turns
+it off. Gradients reaching the source through ordinary autograd (reference routers, the dynamic query,
+probes) are added by the tap node, so the result is the same either way.
 """
 from __future__ import annotations
 
@@ -167,7 +174,9 @@ def tap_source(v: torch.Tensor) -> torch.Tensor:
     if not (_state["enabled"] and on_device and v.requires_grad and torch.is_grad_enabled() and TAP_SOURCES):
         return v
     if torch.compiler.is_compiling() or not triton_available():
-        return v
+        # no in-kernel accumulation under torch.compile (the graph must stay functional), but one contiguous
+        # copy of v_0 here instead of one inside every router that reads it
+        return v if v.is_contiguous() else v.contiguous()
     slot = GradSlot()
     out = _SourceTap.apply(v, slot)
     out._dar_slot = slot

@@ -24,18 +24,30 @@ written once::
 
 u is summed over a program's rows in registers; static / static_t queries reduce those partial sums
 (one [D] row per program) on the host side with torch, dynamic queries get dq per row from the kernel.
+When h is 16-bit (all sources bf16/fp16) the forward also writes an fp32 copy of h for delta: with the
+bf16 h, dq/dg errors reached 3e-2 (the cancellation in dalpha_i - delta).
 
 Sources are passed as pointer lists, so chunked source sets need no copy: source 0 (v_0, fp32 under
 autocast because the position embedding is fp32) is a tensor argument with its own dtype; sources
 1..N-1 share one dtype and are addressed as ``rest_ptr + offset_i`` with an int64 table of element
 offsets from a base tensor (offsets are multiples of 16 bytes, so the loads stay 16-byte vectors).
+Tables are cached by value on the device (a training step reuses its addresses step after step).
 
-The row of D features is held as one tile of DA = next_pow2(D) columns, or split into two power-of-two
-tiles DA + DB (1152 = 1024 + 128, 768 = 512 + 256) so that no lane is masked off (``split=True``).
+Gradient accumulation in the kernel: sources tapped by ``dispatch.tap_source`` (the model's DARStream
+does this in eager training) carry a slot; the backward adds its gradient to the slot's buffer
+(read-modify-write, flag bit in the output table) instead of returning a fresh tensor that autograd
+would add separately, which saves two of the four passes per (router, source) gradient.
 
-Both kernels are wrapped as ``torch.library.custom_op``s (``dartool::router_fwd`` / ``router_bwd``) so
-torch.compile treats them as opaque ops without graph breaks; :func:`fused_router` is the autograd
-entry point.
+Layout and pipelining (see benchmarks/KERNEL_NOTES.md for the measurements): the row of D features is
+held as one tile of next_pow2(D) columns, or (``split``, the default) two power-of-two tiles DA + DB
+(1152 = 1024 + 128, 768 = 512 + 256) so no lane is masked off; one program per row, one warp in the
+forward (all reductions inside the warp), two in the backward; two sources per loop iteration with one
+fused reduction, and the next pair's loads issued before this pair's arithmetic (``prefetch``).
+
+Eager autograd goes through ``_FusedRouterFn`` (low host overhead). Both kernels are also wrapped as
+``torch.library.custom_op``s (``dartool::router_fwd`` / ``router_bwd``, with fake implementations and
+registered autograd) used under torch.compile, which treats them as opaque ops without graph breaks.
+:func:`fused_router` is the entry point.
 """
 from __future__ import annotations
 
