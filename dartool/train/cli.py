@@ -24,7 +24,7 @@ RESUMABLE = {
     "steps", "time_budget", "log_every", "ckpt_every", "keep_checkpoints", "tensorboard", "eval_every",
     "eval_samples", "final_eval_samples", "eval_sampler", "eval_steps", "eval_cfg", "eval_batch", "eval_weights",
     "ref_samples", "pr_k", "pr_samples", "inception_weights", "grid_images", "save_final_npz", "probe_every",
-    "probe_noise_levels", "probe_samples", "probe", "report", "device", "compile", "out",
+    "probe_noise_levels", "probe_samples", "probe_final_samples", "probe_pooled_samples", "probe_projection_dim", "probe", "report", "device", "compile", "out",
 }
 
 
@@ -127,6 +127,9 @@ def train(
     probe_every: Optional[int] = typer.Option(None, help="Probe a few noise levels every N steps (0 = never)."),
     probe_levels: Optional[str] = typer.Option(None, help="Noise levels of the periodic probe (default 0.1,0.5,0.9; 1 = noise)."),
     probe_samples: Optional[int] = typer.Option(None, help="Samples of the periodic probe (default 64)."),
+    probe_final_samples: Optional[int] = typer.Option(None, help="Final probe: samples at each of the 32 noise levels (default 256)."),
+    probe_pooled_samples: Optional[int] = typer.Option(None, help="Final probe: samples whose pooled router inputs are stored for decodability (default 128)."),
+    probe_projection_dim: Optional[int] = typer.Option(None, help="Final probe: random-projection size of the pooled vectors (default 64)."),
     probe: Optional[bool] = typer.Option(None, "--probe/--no-probe", help="Run the full probe grid at the end."),
     report: Optional[bool] = typer.Option(None, "--report/--no-report", help="Write `dartool report` of the final probes (implies --probe)."),
     init_from: Optional[str] = typer.Option(None, help="Fine-tune from this checkpoint (EMA weights when present)."),
@@ -160,6 +163,7 @@ def train(
             eval_steps=eval_steps, eval_cfg=eval_cfg, eval_batch=eval_batch, eval_weights=eval_weights,
             ref_samples=ref_samples, pr_k=pr_k, pr_samples=pr_samples, inception_weights=inception_weights,
             grid_images=grid_images, probe_every=probe_every, probe_samples=probe_samples, probe=probe,
+            probe_final_samples=probe_final_samples, probe_pooled_samples=probe_pooled_samples, probe_projection_dim=probe_projection_dim,
             report=report, init_from=init_from, repa=repa, repa_encoder_weights=repa_encoder_weights,
             repa_weight=repa_weight, repa_block=repa_block, device=device,
         )

@@ -169,6 +169,9 @@ class TrainConfig:
     probe_every: int = 0               # 0 = no periodic probe
     probe_noise_levels: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
     probe_samples: int = 64
+    probe_final_samples: int = 256     # final probe: samples (32 noise levels each)
+    probe_pooled_samples: int = 128    # final probe: samples whose pooled router inputs are kept (decodability)
+    probe_projection_dim: int = 64     # final probe: random-projection size of the pooled vectors
     probe: bool = False                # the full probe grid at the end
     report: bool = False               # `dartool report` on the run at the end
     # ---------------------------------------------------------------- fine-tuning and auxiliary losses

@@ -29,8 +29,10 @@ def probe_model(model, data, out: Path, cfg: TrainConfig, *, final: bool, step: 
         raise ProbeUnavailable(f"dartool.probe cannot be imported ({e})") from None
     n = len(data)
     if final:
-        pc = ProbeConfig(num_samples=min(256, n), batch_size=min(64, n), seed=0, device="auto",
-                         progress=True, overwrite=True)
+        m = min(cfg.probe_final_samples, n)
+        pc = ProbeConfig(num_samples=m, batch_size=min(64, m), seed=0, device="auto",
+                         pooled_samples=min(cfg.probe_pooled_samples, m),
+                         projection_dim=cfg.probe_projection_dim, progress=True, overwrite=True)
     else:
         m = min(cfg.probe_samples, n)
         pc = ProbeConfig(noise_levels=list(cfg.probe_noise_levels), num_samples=m, batch_size=min(64, m), seed=0,
