@@ -46,6 +46,12 @@ def user_errors():
 
     errs = [CheckpointError, DataError, FileExistsError, FileNotFoundError]
     try:
+        from .train.loop import TrainError
+
+        errs.append(TrainError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         from .store import StoreError  # noqa: F401  (present once the probe exists)
 
         errs.append(StoreError)
@@ -176,6 +182,31 @@ def convert(
         err = max_conversion_error(ck.model, dar, x, torch.rand(2, generator=g), torch.zeros(2, dtype=torch.long))
         save_checkpoint(out, dar, overwrite=overwrite, converted_from=str(checkpoint), converted_from_sha256=ck.sha256)
     console.print(f"wrote {out}: {dar.config.label}; relative output difference on a random batch {err:.2e}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Run folder (train logs, checkpoints, probe stores, report/)."),
+    steps: int = typer.Option(200, help="Training steps per arm."),
+    data: str = typer.Option("fashion-mnist", help="Training data (default: the built-in Fashion-MNIST)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing demo run."),
+) -> None:
+    """The main job on the built-in data, in a few minutes on a laptop CPU: train a small residual and a DAR
+    model side by side on Fashion-MNIST, evaluate them, probe both over 32 noise levels, write the report."""
+    from .train.config import ArmConfig, TrainConfig
+    from .train.loop import train as run_training
+
+    cfg = TrainConfig(
+        out=str(out), data=data, size="S", depth=6, hidden_size=128, num_heads=4, patch=4,
+        arms=[ArmConfig(), ArmConfig(routing="dar")], seeds=[0], steps=steps, batch_size=64, lr=5e-4,
+        ema_warmup=True, log_every=50, ckpt_every=steps, final_eval_samples=500, eval_steps=10, ref_samples=2000,
+        pr_samples=500, probe=True, probe_final_samples=64, probe_pooled_samples=64, probe_projection_dim=32,
+        report=True,
+    )
+    with _errors():
+        run_training(cfg, overwrite=overwrite)
+    console.print(f"\n[bold]Report:[/] {out / 'report' / 'report.html'}  (open it in a browser; "
+                  f"summary in {out / 'summary.md'})")
 
 
 class _errors:

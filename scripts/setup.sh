@@ -21,6 +21,10 @@ python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[dev]"
 echo "== dartool installed: $(dartool --help >/dev/null && echo ok)"
 if [ "${1:-}" != "--no-demo" ]; then
-  echo "== main job: dartool demo (train a small residual + DAR pair on Fashion-MNIST, probe, report)"
-  dartool demo --out runs/demo
+  if [ -f runs/demo/report/report.html ]; then
+    echo "== the demo already ran: runs/demo/report/report.html (to redo it: dartool demo --overwrite)"
+  else
+    echo "== main job: dartool demo (train a small residual + DAR pair on Fashion-MNIST, probe, report; ~3-5 min)"
+    dartool demo --out runs/demo --overwrite
+  fi
 fi
