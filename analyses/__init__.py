@@ -13,9 +13,10 @@ module                  question
 ``routing``             which sources does each block read, per noise level? (importance or α, entropy)
 ``decodability``        can the noise level be read linearly from each router input? (ridge R², held out)
 ``comparison``          how do two arms differ? (B − A per metric with bootstrap / over-seed intervals)
+``training``            how do inflation / decay / redundancy / loss evolve? (periodic stores {step: store})
 ======================  ===================================================================================
 """
-from . import comparison, decodability, gradient_decay, inflation, redundancy, routing
+from . import comparison, decodability, gradient_decay, inflation, redundancy, routing, training
 from .common import Result, StoreContentError, load
 
 ANALYSES = {
@@ -27,4 +28,4 @@ ANALYSES = {
 }
 
 __all__ = ["ANALYSES", "Result", "StoreContentError", "load", "comparison", "decodability", "gradient_decay",
-           "inflation", "redundancy", "routing"]
+           "inflation", "redundancy", "routing", "training"]

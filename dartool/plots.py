@@ -41,6 +41,7 @@ class Series:
     hi: np.ndarray | None = None
     colour: str | None = None
     thin: bool = False
+    ls: str = "-"
 
 
 def png_bytes(fig) -> bytes:
@@ -180,7 +181,8 @@ def line_panels(panels: list[dict], suptitle: str, figsize=(12.5, 3.6), shared_l
             for i, sr in enumerate(p["series"]):
                 c = sr.colour or PALETTE[i % len(PALETTE)]
                 (line,) = ax.plot(sr.x, sr.y, marker=None if sr.thin else "o", ms=3, lw=0.8 if sr.thin else 1.8,
-                                  alpha=0.45 if sr.thin else 1.0, color=c, label=None if sr.thin else sr.label)
+                                  alpha=0.45 if sr.thin else 1.0, color=c, ls=sr.ls,
+                                  label=None if sr.thin else sr.label)
                 if not sr.thin:
                     shared.setdefault(sr.label, line)
                 if sr.lo is not None and sr.hi is not None:

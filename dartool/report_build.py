@@ -7,6 +7,8 @@ Layout of ``--out DIR``::
     summary.csv, findings.csv   the headline numbers and the findings of every store
     figures/<store>/*.png       every figure of a store; figures/comparison/*.png for the comparisons
     tables/<store>/*.csv        the tidy tables of every analysis; tables/comparison/*.csv
+    figures/training/over_training.png, tables/training/over_training.csv
+                                only with ``training=``: the periodic probes of a training run, per arm and step
 
 Stores that share a label (the store's ``model`` attribute, or ``--label``) are seeds of one *arm*. With two or
 more arms, every arm is compared with the baseline arm (the first store's, or ``--baseline``): bootstrap over
@@ -24,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,12 +34,14 @@ import xarray as xr
 
 from analyses import comparison as cmp
 from analyses import decodability, gradient_decay, inflation, redundancy, routing
-from analyses.common import (Result, StoreContentError, depth, fmt_s, has_values, load, nearest_noise_level,
-                             noise_levels, sci, source_label, times)
+from analyses import training as training_analysis
+from analyses.common import (Result, StoreContentError, StoreLike, depth, fmt_s, has_values, load,
+                             nearest_noise_level, noise_levels, sci, source_label, times)
 
 from . import __version__
 from . import plots
 from .diffusion import time_axis_label
+from .store import StoreError
 
 REPORT_FILE = "report.html"
 
@@ -82,6 +86,17 @@ class Pair:
     result: Result | None
     missing: str = ""
     figures: list[Figure] = field(default_factory=list)
+
+
+@dataclass
+class TrainingPart:
+    """The "Over training" section: per arm the :mod:`analyses.training` result (or why it is missing), the
+    tidy table of all arms (column ``arm`` first) and the figure."""
+
+    results: dict[str, Result] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    table: pd.DataFrame | None = None
+    figure: Figure | None = None
 
 
 @dataclass
@@ -134,8 +149,13 @@ class OutDir:
 def make_report(stores: Sequence[str | Path | xr.Dataset], out: str | Path, labels: Sequence[str] | None = None,
                 baseline: str | None = None, noise_level: float = 0.0, blocks: Sequence[int] | None = None,
                 n_boot: int = 1000, seed: int = 0, allow_partial: bool = False, overwrite: bool = False,
-                title: str | None = None) -> ReportOutput:
-    """Analyse ``stores`` and write the report into ``out``. See the module docstring for the layout."""
+                title: str | None = None,
+                training: Mapping[str, Mapping[int, StoreLike]] | None = None) -> ReportOutput:
+    """Analyse ``stores`` and write the report into ``out``. See the module docstring for the layout.
+
+    ``training``: arm label -> {train step: periodic probe store} (``RUN/<arm>/probes/step_*.zarr`` of a
+    ``dartool train`` run) adds an "Over training" section; without it the report is unchanged.
+    """
     t0 = time.perf_counter()
     if not stores:
         raise ValueError("report: give at least one probe store")
@@ -150,17 +170,24 @@ def make_report(stores: Sequence[str | Path | xr.Dataset], out: str | Path, labe
         e.figures = store_figures(e, noise_level)
     pairs = [_compare(arms, base, lab, noise_level, n_boot, seed) for lab in arms if lab != base]
     comp_figs = comparison_figures(entries, arms, base, pairs, noise_level) if len(arms) > 1 else []
+    train_part = training_part(training, noise_level) if training else None
     for e in entries:
         _write_store_files(outdir, e)
     for p in pairs:
         _write_pair_files(outdir, p, arms)
     for f in comp_figs:
         outdir.write(f.rel, f.png)
+    if train_part is not None:
+        if train_part.table is not None:
+            outdir.csv(TRAINING_CSV, train_part.table)
+        if train_part.figure is not None:
+            outdir.write(train_part.figure.rel, train_part.figure.png)
     summary = summary_table(entries)
     findings = findings_table(entries)
     outdir.csv("summary.csv", summary)
     outdir.csv("findings.csv", findings)
-    page = render_html(entries, arms, base, pairs, comp_figs, summary, findings, noise_level, title)
+    page = render_html(entries, arms, base, pairs, comp_figs, summary, findings, noise_level, title,
+                       training=train_part)
     html_path = outdir.write(REPORT_FILE, page)
     return ReportOutput(html_path, list(outdir.written), time.perf_counter() - t0)
 
@@ -558,6 +585,75 @@ def _difference_maps(p: Pair, time_label: str) -> list[Figure]:
     return figs
 
 
+# ============================================================================================== over training
+
+TRAINING_FIG = "figures/training/over_training.png"
+TRAINING_CSV = "tables/training/over_training.csv"
+LINESTYLES = ["-", "--", ":", "-."]
+TRAINING_PANELS = [
+    # metric, title, y label, log y, reference line
+    ("inflation_ratio", "Hidden-state RMS growth", r"RMS($z_K$) / RMS($z_1$)  (ratio, ×)", True,
+     (inflation.RATIO_THRESHOLD, f"{inflation.RATIO_THRESHOLD:g}× (inflating above)", ":")),
+    ("gradient_early_deep", "Gradient decay", r"gradient RMS, early / deep blocks  (ratio, ×)", True,
+     (gradient_decay.DECAY_THRESHOLD, f"{gradient_decay.DECAY_THRESHOLD:g}× (decaying above)", ":")),
+    ("deep_adjacent_cos", "Block redundancy", r"mean $\cos(z_{k-1}, z_k)$, deep blocks", False,
+     (redundancy.COS_THRESHOLD, f"cos = {redundancy.COS_THRESHOLD:g} (redundant above)", ":")),
+    ("loss", "Training loss", "loss at that noise level (MSE)", False, None),
+]
+
+
+def training_part(training: Mapping[str, Mapping[int, StoreLike]], s_ref: float) -> TrainingPart:
+    """Analyse every arm's periodic stores with :func:`analyses.training.analyze`; an arm whose stores cannot be
+    read or hold none of the statistics is listed in ``missing`` instead of failing the report."""
+    part = TrainingPart()
+    tables = []
+    for arm, by_step in training.items():
+        try:
+            res = training_analysis.analyze(by_step, noise_level=s_ref)
+        except (StoreContentError, StoreError, FileNotFoundError) as err:
+            part.missing[arm] = str(err)
+            continue
+        part.results[arm] = res
+        tables.append(res.tables["by_step"].assign(arm=arm))
+    if tables:
+        df = pd.concat(tables, ignore_index=True)
+        part.table = df[["arm"] + [c for c in df.columns if c != "arm"]]
+        part.figure = _training_figure(part.table)
+    return part
+
+
+def _training_figure(table: pd.DataFrame) -> Figure | None:
+    """Metric against training step: one small panel per metric, one line per arm (colour) x noise level (style)."""
+    levels = sorted(table.noise_level.unique())
+    arms = list(dict.fromkeys(table.arm))
+    steps = sorted(table.train_step.unique())
+    panels = []
+    for metric, title, ylabel, logy, ref in TRAINING_PANELS:
+        m = table[table.metric == metric]
+        series = []
+        for j, arm in enumerate(arms):
+            for i, s in enumerate(levels):
+                g = m[(m.arm == arm) & (m.noise_level == s)].sort_values("train_step")
+                if g.empty or not np.isfinite(g.value.to_numpy(float)).any():
+                    continue
+                series.append(plots.Series(f"{arm} · s = {fmt_s(s)}", g.train_step.to_numpy(float),
+                                           g.value.to_numpy(float), colour=plots.PALETTE[j % len(plots.PALETTE)],
+                                           ls=LINESTYLES[i % len(LINESTYLES)]))
+        if series:
+            panels.append(dict(series=series, title=title, xlabel="training step (optimizer steps)", ylabel=ylabel,
+                               logy=logy, hlines=[ref] if ref else [],
+                               xticks=steps if len(steps) <= 8 else None))
+    if not panels:
+        return None
+    fig = plots.line_panels(panels, f"Over training — colour: arm; line style: {time_axis_label()}",
+                            figsize=(3.6 * len(panels) + 0.6, 3.9), shared_legend=True)
+    return Figure(TRAINING_FIG, "The headline statistics of the periodic probe stores against the training step "
+                  "(ratios on a log scale): RMS growth from block 1 to K, early / deep gradient RMS, mean adjacent "
+                  "cosine over the deep blocks and the loss, one line per arm and noise level s (0 = data, 1 = pure "
+                  "noise). The periodic probes use a few noise levels and fewer samples than the final probe.",
+                  plots.png_bytes(fig), wide=True)
+
+
 # ============================================================================================== tables
 
 
@@ -834,7 +930,26 @@ def _pair_section(p: Pair) -> str:
     return "\n".join(parts)
 
 
-def render_html(entries, arms, base, pairs, comp_figs, summary, findings, s_ref, title) -> str:
+def _training_section(part: TrainingPart) -> str:
+    parts = ['<h2 id="training">Over training</h2>',
+             "<div class='read'>Periodic probe stores written during training (<code>RUN/&lt;arm&gt;/probes/"
+             "step_*.zarr</code>: a few noise levels, fewer samples than the final probe), one point per probed "
+             "step. Noise level s: 0 = data, 1 = pure noise. Findings compare the first and last probed step at the "
+             "noise level nearest the report's.</div>"]
+    for arm, res in part.results.items():
+        parts.append(f"<h3>{_e(arm)}</h3><ul>" + "".join(f"<li>{_e(x)}</li>" for x in res.findings) + "</ul>")
+    for arm, msg in part.missing.items():
+        parts.append(f'<div class="note">{_e(arm)}: not shown over training — {_e(msg)}</div>')
+    if part.figure is not None:
+        parts.append("<div class='grid'>" + _img(part.figure) + "</div>")
+    if part.table is not None:
+        parts.append(f"<p>Table (CSV): <code>{_e(TRAINING_CSV)}</code> (one row per arm, step, noise level and "
+                     "metric)</p>")
+    return "\n".join(parts)
+
+
+def render_html(entries, arms, base, pairs, comp_figs, summary, findings, s_ref, title,
+                training: TrainingPart | None = None) -> str:
     """The whole page as one string (no scripts, no external resources)."""
     names = " vs ".join(arms) if len(arms) > 1 else entries[0].name
     title = title or f"dartool report — {names}"
@@ -842,6 +957,8 @@ def render_html(entries, arms, base, pairs, comp_figs, summary, findings, s_ref,
     nav = ['<a href="#summary">Summary</a>']
     if len(arms) > 1:
         nav.append('<a href="#comparison">Comparison</a>')
+    if training is not None:
+        nav.append('<a href="#training">Over training</a>')
     nav += [f'<a href="#{_e(e.slug)}">{i}. {_e(e.name)}</a>' for i, e in enumerate(entries, 1)]
     conv = sorted({str(e.ds.attrs.get("time_convention", "?")) for e in entries})
     body = [
@@ -863,6 +980,8 @@ def render_html(entries, arms, base, pairs, comp_figs, summary, findings, s_ref,
                                                      in ("figure2_lines.png", "decodability.png")) + "</div>")
         for p in pairs:
             body.append(_pair_section(p))
+    if training is not None:
+        body.append(_training_section(training))
     for i, e in enumerate(entries, 1):
         body.append(_store_section(i, e, findings))
     body.append("</main><footer>Self-contained report: every figure is embedded; the PNGs and tidy CSV tables are "
@@ -874,5 +993,5 @@ def render_html(entries, arms, base, pairs, comp_figs, summary, findings, s_ref,
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>")
 
 
-__all__ = ["make_report", "ReportOutput", "store_figures", "findings_table", "summary_table",
+__all__ = ["make_report", "ReportOutput", "TrainingPart", "training_part", "store_figures", "findings_table", "summary_table",
            "render_html", "REPORT_FILE"]

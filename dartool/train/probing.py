@@ -41,3 +41,44 @@ def probe_model(model, data, out: Path, cfg: TrainConfig, *, final: bool, step: 
                                  train_checkpoint=checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     return run_probe(model, data, pc, out, log=log or (lambda msg: None), attrs=attrs)
+
+
+def periodic_stores(run_dir: str | Path, arms: list[str] | None = None,
+                    warn=None) -> dict[str, dict[int, Path]]:
+    """The periodic probe stores of a ``dartool train`` run folder: ``{arm folder name: {train step: store}}``.
+
+    Reads ``RUN/<arm>/probes/step_*.zarr`` (of the named arm folders, or of every folder that has ``probes/``).
+    Only stores whose ``status`` is ``"complete"`` are kept; an unreadable or unfinished one is skipped with a
+    one-line message to ``warn``. The step is the store's ``train_step`` attribute (else the file name's number).
+    Arms without any usable store are left out.
+    """
+    from ..store import read_attrs
+
+    run_dir = Path(run_dir)
+    warn = warn or (lambda msg: None)
+    if arms is not None:
+        folders = [run_dir / a for a in arms]
+    else:
+        folders = sorted(p for p in run_dir.iterdir() if (p / "probes").is_dir()) if run_dir.is_dir() else []
+    out: dict[str, dict[int, Path]] = {}
+    for folder in folders:
+        by_step: dict[int, Path] = {}
+        for path in sorted((folder / "probes").glob("step_*.zarr")):
+            try:
+                attrs = read_attrs(path)
+            except Exception as e:  # noqa: BLE001 - any unreadable store is skipped with its reason
+                warn(f"warning: skipping periodic probe store {path}: unreadable ({e})")
+                continue
+            if attrs.get("status") != "complete":
+                warn(f"warning: skipping periodic probe store {path}: status {attrs.get('status')!r}, not complete")
+                continue
+            step = attrs.get("train_step")
+            try:
+                step = int(step) if step is not None else int(path.stem.split("_", 1)[1])
+            except ValueError:
+                warn(f"warning: skipping periodic probe store {path}: no train_step attribute or step in its name")
+                continue
+            by_step[step] = path
+        if by_step:
+            out[folder.name] = dict(sorted(by_step.items()))
+    return out
