@@ -25,9 +25,9 @@ from .common import (Result, StoreContentError, StoreLike, fmt_s, has_values, lo
 
 # metric -> how findings name it
 METRICS = {
-    "inflation_ratio": "hidden-state RMS growth, block K / block 1",
-    "gradient_early_deep": "gradient RMS, early / deep blocks",
-    "deep_adjacent_cos": "mean adjacent-block cosine, deep blocks",
+    "inflation_ratio": "hidden-state RMS growth (last / first block)",
+    "gradient_early_deep": "gradient RMS ratio (early / deep blocks)",
+    "deep_adjacent_cos": "mean adjacent-block cosine over the deep blocks",
     "loss": "training loss",
 }
 RATIO_METRICS = ("inflation_ratio", "gradient_early_deep")

@@ -44,6 +44,10 @@ def report_command(
     partial: bool = typer.Option(False, "--partial", help="Also read stores whose probe is still in progress."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files of an existing report directory."),
     title: Optional[str] = typer.Option(None, help="Title of the report."),
+    training: Optional[Path] = typer.Option(
+        None, "--training", metavar="RUN_DIR", help="A `dartool train` run folder: add an 'Over training' section "
+        "from its periodic probe stores RUN_DIR/<arm>/probes/step_*.zarr (arm = folder name; unfinished or "
+        "unreadable stores are skipped with a warning)."),
 ) -> None:
     """Write an HTML report (with PNGs and CSVs) of one or more probe stores; compares arms when there are several."""
     from .cli import _errors, console
@@ -51,9 +55,24 @@ def report_command(
 
     with _errors():
         blk = _parse_blocks(blocks)
+        by_arm = _training_stores(training, lambda msg: console.print(msg, style="yellow", markup=False, highlight=False)) if training else None
         res = make_report(stores, out, labels=label, baseline=baseline, noise_level=noise_level, blocks=blk,
-                          n_boot=n_boot, seed=seed, allow_partial=partial, overwrite=overwrite, title=title)
+                          n_boot=n_boot, seed=seed, allow_partial=partial, overwrite=overwrite, title=title,
+                          training=by_arm)
     console.print(f"wrote {res.html} ({len(res.files)} files, {res.seconds:.1f} s)")
+
+
+def _training_stores(run_dir: Path, warn) -> dict:
+    """``--training RUN_DIR``: {arm folder name: {step: store}}; an error when there is no usable store."""
+    from .train.probing import periodic_stores
+
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"--training {run_dir}: no such run folder")
+    found = periodic_stores(run_dir, warn=warn)
+    if not found:
+        raise ValueError(f"--training {run_dir}: no complete periodic probe stores (<arm>/probes/step_*.zarr; "
+                         "train with --probe-every N)")
+    return found
 
 
 def _parse_blocks(text: str | None) -> list[int] | None:

@@ -570,8 +570,12 @@ class Trainer:
             self.log(f"report skipped: dartool.report is unavailable ({e})")
             return None
         labels = [r["arm"]["name"] for r in self.results if r.get("probe_store")]
+        from .probing import periodic_stores
+
+        folders = list(dict.fromkeys(Path(r["folder"]).name for r in self.results))
+        training = periodic_stores(self.out, arms=folders, warn=self.log) or None
         res = make_report(stores, self.out / "report", labels=labels, baseline=labels[0], overwrite=True,
-                          title=f"dartool run {self.out.name}")
+                          title=f"dartool run {self.out.name}", training=training)
         self.log(f"report: {res.html}")
         return str(res.html)
 
