@@ -11,8 +11,8 @@ Feature networks (nothing downloads):
   max pool in the last block, input resized to 299 (bilinear) and scaled to [-1, 1]. Its numbers are "FID" in the
   usual sense only up to resizing details: ADM's suite resizes differently, so quote ADM numbers for papers.
 
-Metrics: the Fréchet distance (float64, scipy ``sqrtm``; complex parts and singular covariances are handled as in
-the standard implementation) and the k-NN manifold precision / recall of Kynkäänniemi et al. (2019), k = 3.
+Metrics: the Fréchet distance (float64; the trace of the matrix square root through symmetric eigendecompositions,
+  exact for PSD covariances; singular covariances need no eps: round-off eigenvalues are clipped at 0) and the k-NN manifold precision / recall of Kynkäänniemi et al. (2019), k = 3.
 
 Reference statistics are computed once from the training images (at the model's resolution) and cached under
 ``$DARTOOL_CACHE`` (default ``~/.cache/dartool``)/``ref_stats/``, keyed by a fingerprint of the dataset, the image
@@ -55,34 +55,27 @@ class EvalError(ValueError):
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64.
 
-    If the product's square root is not finite (singular covariances), ``eps`` is added to both diagonals;
-    a negligible imaginary part from ``sqrtm`` is dropped, a large one raises.
+    The trace of the square root is computed exactly through symmetric eigendecompositions:
+    S1 S2 is similar to the PSD matrix A = S1^(1/2) S2 S1^(1/2), so Tr (S1 S2)^(1/2) = sum sqrt(eig(A)).
+    This is several times faster than ``scipy.linalg.sqrtm`` of S1 S2 (about 0.5 s instead of 3 s at 1280-d
+    on two cores), has no complex round-off to discard, and handles singular covariances without the eps
+    fallback (negative round-off eigenvalues are clipped at 0). ``eps`` is kept for API compatibility.
     """
-    from scipy import linalg
-
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape:
         raise EvalError(f"mean vectors differ in size: {mu1.shape} vs {mu2.shape}")
     if s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise EvalError(f"covariances {s1.shape} / {s2.shape} do not fit means of size {mu1.size}")
+    if not (np.isfinite(s1).all() and np.isfinite(s2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()):
+        raise EvalError("the feature statistics contain NaN or inf; were the images finite?")
     diff = mu1 - mu2
-
-    def sqrtm(a: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return linalg.sqrtm(a)
-
-    covmean = sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(s1.shape[0]) * eps
-        covmean = sqrtm((s1 + offset) @ (s2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            m = np.max(np.abs(covmean.imag))
-            raise EvalError(f"the covariance square root has an imaginary part of {m:.3g}; too few samples?")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T                       # S1^(1/2)
+    a = root1 @ s2 @ root1
+    lam = np.linalg.eigvalsh((a + a.T) / 2)
+    tr_covmean = float(np.sqrt(np.clip(lam, 0, None)).sum())
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
 def _pairwise_blocks(a: torch.Tensor, b: torch.Tensor, block: int):
