@@ -511,11 +511,13 @@ class Trainer:
         finally:
             self.progress.close()
             self.progress = None
-        if cfg.final_eval_samples:
-            self.evaluate(runs, step, data, cfg.final_eval_samples, final=True)
+        # the probe first: it is cheap (seconds per arm) next to sampling thousands of images, so a run that
+        # hits a hard wall-clock limit during the final evaluation still has its diagnosis on disk
         stores = []
         if cfg.probe or cfg.report:
             stores = self.probe(runs, step, data, final=True)
+        if cfg.final_eval_samples:
+            self.evaluate(runs, step, data, cfg.final_eval_samples, final=True)
         for r in runs:
             self.results.append(dict(
                 run=r.name, arm=r.arm.to_dict(), seed=r.seed, steps=step, stopped=stopped,

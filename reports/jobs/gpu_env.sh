@@ -2,6 +2,8 @@
 # Installs the carried wheels (../shared/tools/gpu-stage puts them under .carry/whl; extra pure-python wheels
 # under .whl) into /tmp/site and puts dartool on PYTHONPATH.
 set -u
+# several training processes share one host: keep each one's CPU thread pools (scipy / torch CPU ops) small
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} MKL_NUM_THREADS=${MKL_NUM_THREADS:-8}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .carry/whl/*.whl .whl/*.whl 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD

@@ -11,6 +11,13 @@
 # same step), FD / precision / recall in EfficientNet-Lite0 features on 10K samples (Euler, 16 steps, no
 # guidance) at step 350 and at the end, against 10K training images; final probe: 32 noise levels x 128 samples.
 # Outputs (under $OUT): one tgz per GPU process with logs, summaries, sample grids and probe stores.
+#
+# Measured on 4 x H200, 2026-11-26 (commit 84308d2; reports/study-2026-11-26-partial): 4 arms in lockstep ran
+# ~3,000-3,900 img/s each, so step 350 came at ~115 s; but each 10K-sample evaluation took 33-70 s per arm, the
+# mid-run evaluation alone used 240 s, and the process limit stopped every run before its final evaluation and
+# probe. Since then the final probe runs before the final evaluation, the FD square root is 3.5x faster and
+# CPU thread pools are capped per process. Before rerunning: time one 10K evaluation, then size --steps,
+# --eval-every and the budgets (or give each arm its own GPU).
 [ -n "${DRYRUN:-}" ] || source reports/jobs/gpu_env.sh   # DRYRUN=1: check the script on a CPU with tiny overrides
 X=(${STUDY_OVERRIDES:-})   # e.g. "--depth 2 --hidden 64 --heads 4 --patch 4 --steps 4" for a CPU dry run
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
