@@ -466,8 +466,10 @@ def describe_sampler(sampler: dict | None) -> dict[str, Any]:
 def evaluate_images(
     images: np.ndarray, ref: FeatureStats, net: FeatureNet, *, k: int = 3, pr_samples: int = 10_000,
     context: dict | None = None, device: str | torch.device = "cpu", fake_feats: np.ndarray | None = None,
+    ref_hf: float | None = None,
 ) -> list[dict[str, Any]]:
-    """FD + precision + recall of uint8 NHWC ``images`` against ``ref``, each a fully labelled record."""
+    """FD + precision + recall of uint8 NHWC ``images`` against ``ref``, each a fully labelled record; with
+    ``ref_hf`` (the data's :func:`dartool.detail.hf_energy`) also the high-frequency energy ratio."""
     feats = net.fn(images) if fake_feats is None else fake_feats
     fake = FeatureStats.from_features(feats, keep=pr_samples, seed=1)
     fd = frechet_distance(fake.mu, fake.sigma, ref.mu, ref.sigma)
@@ -483,7 +485,16 @@ def evaluate_images(
         **(context or {}),
     )
     fd_name = "fid" if net.key == "inception" else "fd_effnet"
-    return [
+    extra = []
+    if ref_hf is not None:
+        from .detail import hf_energy
+
+        hf = hf_energy(images)
+        extra.append(dict(metric="hf_energy_ratio", value=hf / ref_hf, hf_samples=hf, hf_data=ref_hf, cutoff=0.5,
+                          definition="share of spectral energy above half the Nyquist frequency, samples / data",
+                          **{**base, "n_samples": len(images), "feature_net": "pixel spectrum (no feature net)",
+                             "feature_dim": None, "note": "a detail measure, not a distance"}))
+    return extra + [
         dict(metric=fd_name, value=fd, **base),
         dict(metric="precision", value=precision, k=k, n_pr=m, **base),
         dict(metric="recall", value=recall, k=k, n_pr=m, **base),
@@ -574,10 +585,17 @@ def eval_command(
             if inception_weights is not None:
                 nets.append(inception(inception_weights, d.device))
             records = []
-            for net in nets:
+            ref_hf = None
+            if dataset.kind == "pixels":
+                from .detail import hf_energy
+
+                pick = np.random.default_rng(0).permutation(len(dataset))[: min(5000, len(dataset))]
+                ref_hf = hf_energy(dataset.batch(np.sort(pick), size=size or images.shape[1])[0].numpy())
+            for j, net in enumerate(nets):
                 ref = reference_stats(dataset, net, size=size or images.shape[1], n=ref_samples, keep=pr_samples,
                                       cache=not no_cache, log=console.print)
-                records += evaluate_images(images, ref, net, k=pr_k, pr_samples=pr_samples, context=ctx, device=d.device)
+                records += evaluate_images(images, ref, net, k=pr_k, pr_samples=pr_samples, context=ctx, device=d.device,
+                                           ref_hf=ref_hf if j == 0 else None)
             table = Table(title=f"{samples.name}: {len(images)} samples; {ctx['sampler']}")
             for col in ("metric", "value", "feature net", "samples", "reference"):
                 table.add_column(col)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -363,6 +364,16 @@ class Trainer:
                 self._nets.append(inception(self.cfg.inception_weights, self.d.device))
         return self._nets
 
+    def data_hf(self, data: Dataset, size: int, n: int = 5000) -> float:
+        """High-frequency energy share of (up to n) training images at the model's size (computed once)."""
+        if getattr(self, "_data_hf", None) is None:
+            from ..detail import hf_energy
+
+            idx = np.random.default_rng(0).permutation(len(data))[: min(n, len(data))]
+            x, _ = data.batch(np.sort(idx), size=size)
+            self._data_hf = hf_energy(x.numpy())
+        return self._data_hf
+
     def evaluate(self, runs: list[ArmRun], step: int, data: Dataset, n: int, final: bool) -> None:
         """Sample ``n`` images per arm (sharded over ranks), write a grid, and log FD / precision / recall."""
         from ..sample import SamplerConfig, sample_images, save_grid, save_npz
@@ -392,10 +403,11 @@ class Trainer:
             records = []
             from ..evaluate import evaluate_images
 
-            for net in self.feature_nets():
+            for j, net in enumerate(self.feature_nets()):
                 ref = self.reference(data, net)
                 records += evaluate_images(x, ref, net, k=cfg.pr_k, pr_samples=cfg.pr_samples,
-                                           context={**ctx, "model": r.model.config.label}, device=self.d.device)
+                                           context={**ctx, "model": r.model.config.label}, device=self.d.device,
+                                           ref_hf=self.data_hf(data, r.model.config.input_size) if j == 0 else None)
             secs = time.time() - t0
             for rec in records:
                 rec["seconds"] = round(secs, 2)
