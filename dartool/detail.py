@@ -57,6 +57,12 @@ def hf_energy(images: np.ndarray, cutoff: float = 0.5, batch: int = 512) -> floa
     return float(s.mean()) if len(s) else float("nan")
 
 
+def dataset_hf_energy(dataset, size: int, n: int = 5000, seed: int = 0) -> float:
+    """:func:`hf_energy` of up to ``n`` images of a pixel :class:`dartool.data.Dataset` at the model's size."""
+    idx = np.sort(np.random.default_rng(seed).permutation(len(dataset))[: min(n, len(dataset))])
+    return hf_energy(dataset.batch(idx, size=size)[0].numpy())
+
+
 def hf_energy_ratio(samples: np.ndarray, data: np.ndarray, cutoff: float = 0.5) -> float:
     """hf_energy(samples) / hf_energy(data)."""
     return hf_energy(samples, cutoff) / hf_energy(data, cutoff)

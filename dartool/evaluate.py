@@ -587,10 +587,9 @@ def eval_command(
             records = []
             ref_hf = None
             if dataset.kind == "pixels":
-                from .detail import hf_energy
+                from .detail import dataset_hf_energy
 
-                pick = np.random.default_rng(0).permutation(len(dataset))[: min(5000, len(dataset))]
-                ref_hf = hf_energy(dataset.batch(np.sort(pick), size=size or images.shape[1])[0].numpy())
+                ref_hf = dataset_hf_energy(dataset, size or images.shape[1])
             for j, net in enumerate(nets):
                 ref = reference_stats(dataset, net, size=size or images.shape[1], n=ref_samples, keep=pr_samples,
                                       cache=not no_cache, log=console.print)

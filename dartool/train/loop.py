@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -367,11 +366,9 @@ class Trainer:
     def data_hf(self, data: Dataset, size: int, n: int = 5000) -> float:
         """High-frequency energy share of (up to n) training images at the model's size (computed once)."""
         if getattr(self, "_data_hf", None) is None:
-            from ..detail import hf_energy
+            from ..detail import dataset_hf_energy
 
-            idx = np.random.default_rng(0).permutation(len(data))[: min(n, len(data))]
-            x, _ = data.batch(np.sort(idx), size=size)
-            self._data_hf = hf_energy(x.numpy())
+            self._data_hf = dataset_hf_energy(data, size, n)
         return self._data_hf
 
     def evaluate(self, runs: list[ArmRun], step: int, data: Dataset, n: int, final: bool) -> None:
