@@ -378,16 +378,18 @@ class Capture:
     def hooks(self) -> dict[str, Callable]:
         pats = ["hook_embed", f"blocks.{self.ctx.K - 1}.hook_out", "blocks.*.hook_attn_in", "blocks.*.hook_mlp_in",
                 "blocks.*.hook_attn_out", "blocks.*.hook_mlp_out"]
-        if self.ctx.dar:
-            pats.append("routers.*.hook_alpha")
         return {p: self.tap for p in pats}
+
+    def readers(self) -> dict[str, Callable]:
+        """Read-only taps: alpha (the fused DAR router stays on and hands over its in-kernel alpha)."""
+        return {"routers.*.hook_alpha": self.tap} if self.ctx.dar else {}
 
 
 @contextlib.contextmanager
 def capturing(ctx: StepContext) -> Iterator[Capture]:
     """Attach the probe's taps (once per run) and freeze the parameters; both undone on exit."""
     cap = Capture(ctx)
-    with frozen(ctx.model), tapped(ctx.model, cap.hooks()):
+    with frozen(ctx.model), tapped(ctx.model, cap.hooks(), readers=cap.readers()):
         yield cap
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from dartool.kernels import dispatch
@@ -52,6 +53,34 @@ def test_probe_on_hook_alpha_forces_reference():
     with tapped(model, {"routers.1.hook_alpha": lambda n, a: None}):
         assert dispatch._probed(r)
     assert not dispatch._probed(r)
+
+
+def test_readers_keep_the_fused_path_and_see_alpha():
+    model = _tiny(query="dynamic")
+    x, y, s = torch.randn(2, 4, 8, 8), torch.tensor([1, 2]), torch.tensor([0.3, 0.7])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    hooked, read = {}, {}
+    with tapped(model, {"routers.*.hook_alpha": lambda n, a: hooked.__setitem__(n, a)}), torch.no_grad():
+        out_hooked = model(x, s, y)
+    with tapped(model, readers={"routers.*.hook_alpha": lambda n, a: read.__setitem__(n, a)}):
+        assert not any(dispatch._probed(r) for r in model.routers)         # readers do not force the reference
+        assert all(r.hook_alpha.has_readers for r in model.routers)
+        with torch.no_grad():
+            out_read = model(x, s, y)
+    assert not any(r.hook_alpha.has_readers for r in model.routers)        # removed on exit
+    assert torch.equal(out_hooked, out_read) and hooked.keys() == read.keys() and len(read) == len(model.routers)
+    for n in hooked:
+        assert torch.equal(hooked[n], read[n])
+
+
+def test_readers_are_removed_when_the_body_raises():
+    model = _tiny()
+    with pytest.raises(RuntimeError):
+        with tapped(model, readers={"routers.*.hook_alpha": lambda n, a: None}):
+            raise RuntimeError("boom")
+    assert not any(r.hook_alpha.has_readers for r in model.routers)
 
 
 def test_fused_switch():
@@ -130,3 +159,30 @@ def test_cuda_model_uses_fused_path_and_compile_matches_eager():
         for n, gr in ref_g.items():
             if gr.norm() > 0:
                 assert ((g[n] - gr).norm() / gr.norm()).item() < 5e-2, (name, n)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
+@pytest.mark.parametrize("query", ["static_t", "dynamic"])
+def test_cuda_probe_alpha_from_fused_kernel_matches_reference(tmp_path, query):
+    """The probe reads alpha through a read-only tap, so the fused router stays on; its alpha and every
+    gradient statistic agree with the reference router's (bf16 autocast on both)."""
+    from dartool.probe import ProbeConfig, run_probe
+    from dartool.store import open_store
+
+    model = _tiny(query=query, chunk=2, depth=3).cuda()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(6, 4, 8, 8)
+    y = torch.randint(0, 10, (6,))
+    cfg = dict(noise_levels=[0.1, 0.5, 0.9], num_samples=6, batch_size=3, pooled_samples=2, projection_dim=4,
+               progress=False, background_writes=False, precision="bf16")
+    stores = {}
+    for name in ("reference", "fused"):
+        with dispatch.fused(name == "fused"):
+            stores[name] = open_store(run_probe(model, (x, y), ProbeConfig(**cfg), tmp_path / f"{name}.zarr"))
+    a, b = stores["reference"], stores["fused"]
+    np.testing.assert_allclose(b.alpha.values, a.alpha.values, rtol=2e-2, atol=2e-3, equal_nan=True)
+    for var in ("loss", "z_rms", "h_rms", "z_grad_rms", "h_grad_rms", "alpha_entropy"):
+        np.testing.assert_allclose(b[var].values, a[var].values, rtol=5e-2, atol=1e-6, equal_nan=True)

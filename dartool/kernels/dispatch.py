@@ -9,9 +9,10 @@ The fused Triton router (:mod:`dartool.kernels.router_triton`) is used when
 * the sources are N >= 1 tensors of one shape [B, T, D] with D equal to the router's width, floating
   point, and the query is [D], [B, 1, D] or [B, T, D],
 * nobody listens on the router's ``hook_alpha`` tap (module forward hooks or pre-hooks on it, or global
-  module hooks). A probe that reads or replaces alpha therefore gets the exact reference path, alpha
-  tensor and all. (:func:`fused_router` with ``return_alpha=True`` gives alpha from the kernel for
-  code that wants it without a hook.)
+  module hooks). A hook that may replace alpha therefore gets the exact reference path, alpha tensor
+  and all. Read-only taps (``tapped(model, readers={"routers.*.hook_alpha": fn})``, what ``dartool
+  probe`` uses) keep the fused kernel: it runs with ``return_alpha=True`` and hands its alpha
+  [B, T, N] (fp32) to the readers.
 
 Otherwise ``Router.forward`` runs its PyTorch reference body, unchanged.
 

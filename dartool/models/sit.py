@@ -233,9 +233,14 @@ class Router(nn.Module):
         """Reference implementation (also the CPU path). sources: N x [B, T, D].
 
         On CUDA the fused Triton kernel runs instead (``dartool.kernels``; ``DARTOOL_FUSED=0`` disables
-        it); with a hook on ``hook_alpha`` this reference runs, so probes see and may replace alpha."""
+        it); with a forward hook on ``hook_alpha`` this reference runs, so a hook sees and may replace alpha;
+        read-only taps (``tapped(readers=...)``) keep the fused kernel and get its alpha."""
         if _kernels.use_fused(self, sources, q):
-            return _kernels.fused_router(sources, q, self.norm.weight, self.norm.eps)
+            if not self.hook_alpha.has_readers:
+                return _kernels.fused_router(sources, q, self.norm.weight, self.norm.eps)
+            h, alpha = _kernels.fused_router(sources, q, self.norm.weight, self.norm.eps, return_alpha=True)
+            self.hook_alpha(alpha)                                           # [B, T, N] fp32, to readers
+            return h
         V = torch.stack(list(sources), dim=0)                                # [N, B, T, D]
         K = self.norm(V)                                                     # [N, B, T, D]
         acc = acc_dtype(V.dtype)

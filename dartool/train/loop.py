@@ -386,6 +386,7 @@ class Trainer:
             if res is None:          # other ranks
                 continue
             x, y = res
+            t_sampled = time.time()
             tag = "final" if final else f"step_{step:07d}"
             ctx = dict(kind="eval", step=step, final=final, weights=cfg.eval_weights, **_sampler_ctx(scfg))
             if latent:
@@ -408,11 +409,14 @@ class Trainer:
             secs = time.time() - t0
             for rec in records:
                 rec["seconds"] = round(secs, 2)
+                rec["sample_seconds"] = round(t_sampled - t0, 2)        # sampling (all ranks) vs the metrics
+                rec["metric_seconds"] = round(secs - (t_sampled - t0), 2)
                 if r.logger is not None:
                     r.logger.write(rec)
             r.evals += records
             vals = ", ".join(f"{rec['metric']} {rec['value']:.4g}" for rec in records)
-            self.log(f"eval {r.name} step {step}: {vals} ({n} samples, {scfg.label}; {secs:.0f} s)")
+            self.log(f"eval {r.name} step {step}: {vals} ({n} samples, {scfg.label}; {secs:.0f} s: "
+                     f"sampling {t_sampled - t0:.0f} s, metrics {secs - (t_sampled - t0):.0f} s)")
 
     def probe(self, runs: list[ArmRun], step: int, data: Dataset, final: bool) -> list[Path]:
         """Probe stores of the arms (rank 0): a few noise levels during training, the full grid at the end."""
@@ -620,11 +624,15 @@ def comparison_markdown(summary: dict[str, Any], cfg: TrainConfig) -> str:
         row = [r["run"], r["model"], str(r["steps"]), _num(lt.get("loss"))] + [_num(lt.get(b)) for b in bands]
         row += [_num(fe.get(m)) for m in metrics] + [_num(r.get("img_per_s"), 0)]
         lines.append("| " + " | ".join(row) + " |")
-    ev = next((e for r in summary["runs"] for e in r["final_eval"]), None)
+    evs = [e for r in summary["runs"] for e in r["final_eval"]]
+    ev = next((e for e in evs if e["metric"] in ("fd_effnet", "fid")), evs[0] if evs else None)
     if ev:
         lines += ["", f"Metrics: {ev['feature_net']}; {ev['n_samples']} samples vs {ev['n_reference']} "
                       f"{ev['reference']}; {ev['sampler']}; {ev['weights']} weights. "
                       f"EfficientNet-Lite0 distances are not comparable with published (Inception) FIDs."]
+        if any(e["metric"] == "hf_energy_ratio" for e in evs):
+            lines += ["hf_energy_ratio: the samples' share of spectral energy above half the Nyquist frequency "
+                      "over the training data's (1 = the data's amount of fine detail)."]
     stops = {r["stopped"] for r in summary["runs"]}
     if "time_budget" in stops:
         lines += ["", "Training ended at the time budget (every arm after the same number of steps)."]
