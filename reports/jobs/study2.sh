@@ -3,7 +3,7 @@
 #
 #   bash reports/jobs/study2.sh "seed0,fmnist" "seed1,speed"          # GPU 0 runs seed0 then fmnist; GPU 1 ...
 #
-# Tasks (each packs its results into $OUT/<task>.tgz as soon as it ends, so a later timeout loses nothing; at most
+# Tasks (each packs its results into $OUT/<task>.tgz.partNN as soon as it ends, so a later timeout loses nothing; at most
 # 8 tasks per call, since 8 files come back):
 #   seed<N>   CIFAR-10, SiT-S/2, seed N: residual | DAR static_t c4 | DAR dynamic c4 | DAR static c4 in lockstep,
 #             600 steps, FD at steps 300 and 600 (10K samples each), final probe (32 noise levels x 128 samples)
@@ -14,6 +14,9 @@
 #   retrofit  CIFAR-10: train a residual SiT-S/2 alone (1,000 steps), then fine-tune it 400 steps as it is and
 #             converted to dense DAR static_t (c1, same function at step 0), paired, lr 1e-4; FD + detail ratio
 #             of the pretrained model and of both fine-tuned arms at 200 and 400 steps
+#   refit     the retrofit fine-tune alone, from the residual arm of seed$REFIT_SEED (default 2) after 600 steps
+#             (place it after that seed task on the same GPU): as it is vs converted to dense DAR static_t c1,
+#             paired, lr 1e-4, up to 400 steps in the time left, final FD + detail ratio + probe
 #   speed     benchmarks/train_speed.py: the trainer's step, SiT-B/2 b256 and SiT-XL/2 b64, bf16, residual and DAR
 #
 # Common to every arm: batch 256, AdamW lr 3e-4 (one value for every arm, not tuned), EMA 0.9999 with warm-up,
@@ -74,6 +77,10 @@ task() {  # task NAME
       train retrofit-ft 75 --arms residual,dar:static_t:c1 --seeds 0 --data $C --out $R/retrofit-ft \
         --init-from $R/retrofit-pre/residual/checkpoints/last.pt --steps $(steps 400) --eval-every $(steps 200) \
         "${COMMON[@]}" --lr 1e-4 ;;
+    refit) local s=${REFIT_SEED:-2}   # retrofit from the residual arm of task seed<s> (run it first on this GPU)
+      train retrofit-seed$s 90 --arms residual,dar:static_t:c1 --seeds $s --data $C --out $R/retrofit-seed$s \
+        --init-from $R/cifar-seed$s/residual/checkpoints/last.pt --steps $(steps 400) --eval-every 0 \
+        "${COMMON[@]}" --lr 1e-4 --probe-final-samples 64 ;;
     speed)
       local t=$(left); [ $t -lt 40 ] && { echo "speed: skipped" >> $R/status.txt; return 0; }
       mkdir -p $R/speed; echo "speed speed.log" >> $LIST
@@ -90,8 +97,9 @@ gpu() {  # gpu INDEX "task1,task2"
   for tk in "${tasks[@]}"; do
     rm -f $R/task-$tk.list
     GPU=$i LIST=$R/task-$tk.list CUDA_VISIBLE_DEVICES=$i task $tk
-    (cd $R && tar czf $OUT/$tk.tgz.tmp --exclude='*.pt' --exclude='*.npz' --exclude='report' \
-       $(cat task-$tk.list 2>/dev/null) status.txt 2>/dev/null; mv $OUT/$tk.tgz.tmp $OUT/$tk.tgz)
+    # split into 15 MiB parts (16 MiB per returned file): cat $tk.tgz.part* | tar xz
+    (cd $R && rm -f $OUT/$tk.tgz.part* && tar czf - --exclude='*.pt' --exclude='*.npz' --exclude='report' \
+       $(cat task-$tk.list 2>/dev/null) status.txt 2>/dev/null | split -b 15m -d - $OUT/$tk.tgz.part)
   done
 }
 i=0
