@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import os
 import platform
 import re
 import subprocess
@@ -49,6 +50,9 @@ def arm_of(spec: str):
 
 
 def git_commit() -> str | None:
+    """The commit under test: $DARTOOL_COMMIT when set (GPU jobs: the copied tree's git may be stale), else git."""
+    if os.environ.get("DARTOOL_COMMIT", "unknown") != "unknown":
+        return os.environ["DARTOOL_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip() or None

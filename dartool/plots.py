@@ -173,7 +173,7 @@ def heatmap(grid: np.ndarray, s: np.ndarray, title: str, cbar_label: str, time_l
 def line_panels(panels: list[dict], suptitle: str, figsize=(12.5, 3.6), shared_legend: bool = False):
     """Side-by-side line plots; each panel dict: series (list of Series), title, xlabel, ylabel, logy, hlines
     ([(y, label, linestyle[, colour])]), ylim, xticks, legend, legend_loc. With ``shared_legend`` the series
-    are named once, in a legend above the panels, and each panel's legend keeps only its reference lines."""
+    are named once, in a legend below the panels, and each panel's legend keeps only its reference lines."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False, layout="constrained")
         shared: dict[str, object] = {}
@@ -213,8 +213,10 @@ def line_panels(panels: list[dict], suptitle: str, figsize=(12.5, 3.6), shared_l
             elif p.get("legend", True) and ax.get_legend_handles_labels()[0]:
                 ax.legend(frameon=False, loc=p.get("legend_loc", "best"))
         if shared_legend and shared:
-            fig.legend(list(shared.values()), list(shared), loc="outside upper right", ncol=min(len(shared), 3),
-                       frameon=False)
+            # below the panels: above them it collides with the left-aligned suptitle once it needs two rows
+            width_chars = figsize[0] * 11                                   # ~11 legend characters per inch
+            ncol = max(1, min(len(shared), int(width_chars // (max(len(k) for k in shared) + 6))))
+            fig.legend(list(shared.values()), list(shared), loc="outside lower center", ncol=ncol, frameon=False)
         if suptitle:
             fig.suptitle(suptitle, x=0.01, ha="left", fontsize=10, fontweight="bold")
         return fig
