@@ -217,6 +217,27 @@ def test_a_full_disk_never_leaves_a_half_written_latest_checkpoint(tmp_path, npz
     assert load(folder / "last.pt")["step"] == 2
 
 
+def test_time_budget_gives_every_seed_an_equal_training_share(tmp_path, npz, monkeypatch):
+    """Seeds run one after the other; a slow final evaluation of seed 0 must not shrink seed 1's share."""
+    import time as _time
+
+    from dartool.train import loop as loop_mod
+
+    budgets = []
+
+    def fake_group(self, runs, seed, data, budget):
+        budgets.append(budget)
+        _time.sleep(0.3)              # the final evaluation / probe of this seed: outside the training share
+        return 0.5 * budget           # it trained for half its share
+
+    monkeypatch.setattr(loop_mod.Trainer, "train_group", fake_group)
+    monkeypatch.setattr(loop_mod.Trainer, "summarise", lambda self, runs, secs: {"runs": []})
+    train(tiny(tmp_path / "run", npz, arms=pair_arms(), seeds=[0, 1, 2], time_budget=3.0), progress=False)
+    assert budgets[0] == pytest.approx(1.0)
+    assert budgets[1] == pytest.approx((3.0 - 0.5) / 2)       # the unused training time passes on, the sleep does not
+    assert budgets[2] == pytest.approx(3.0 - 0.5 - 0.625)
+
+
 def test_time_budget_ends_every_arm_after_the_same_steps(tmp_path, npz):
     summary = train(tiny(tmp_path / "run", npz, arms=pair_arms(), steps=10**6, ckpt_every=10**6, log_every=50,
                          time_budget=1.5), progress=False)

@@ -105,7 +105,7 @@ def train(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls on CUDA (default on)."),
     strategy: Optional[str] = typer.Option(None, help="ddp (default) | fsdp2 (documented, not implemented yet)."),
-    time_budget: Optional[float] = typer.Option(None, help="Seconds of training; then the final checkpoint, eval, probe and report still run."),
+    time_budget: Optional[float] = typer.Option(None, help="Seconds of training; then the final checkpoint, eval, probe and report still run. With several seeds each gets an equal share of training time, and each seed's final eval and probe come on top."),
     log_every: Optional[int] = typer.Option(None, help="Log every N steps (default 100)."),
     ckpt_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 10000; always at the end)."),
     keep_checkpoints: Optional[int] = typer.Option(None, help="Keep the newest N step files per arm (default 0 = all)."),

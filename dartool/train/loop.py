@@ -3,7 +3,7 @@
 Arms of one seed train **in lockstep in one process**: step k of every arm uses the same batch (one
 :class:`~dartool.train.streams.PairedStreams` per seed), then the next step begins. So a ``--time-budget`` stops
 every arm after the same number of steps, and the comparison is fair even though DAR steps are slower. Several
-seeds run one after the other (the time budget is shared out evenly). Because the streams are pure functions of
+seeds run one after the other (each gets an equal share of the training time budget). Because the streams are pure functions of
 (seed, step), arms trained in *separate* runs with the same seed are paired just the same (use that when two
 arms do not fit on one device together).
 
@@ -453,17 +453,19 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         d.local_batch(cfg.batch_size)
         t_start = time.time()
-        budget_end = t_start + cfg.time_budget if cfg.time_budget else None
         all_runs: list[ArmRun] = []
+        trained = 0.0        # seconds spent in the training loops of the seeds done so far
         try:
             for gi, seed in enumerate(cfg.seeds):
                 runs = self.build_arms(seed, data)
                 if gi == 0:
                     self.write_config(data, [r.model for r in runs])
                 group_budget = None
-                if budget_end is not None:
-                    group_budget = max(0.0, (budget_end - time.time()) / (len(cfg.seeds) - gi))
-                self.train_group(runs, seed, data, group_budget)
+                if cfg.time_budget:
+                    # every seed gets an equal share of *training* time (its mid-run evaluations included); the
+                    # final evaluation and probe of a seed come on top and do not shrink the later seeds' shares
+                    group_budget = max(0.0, (cfg.time_budget - trained) / (len(cfg.seeds) - gi))
+                trained += self.train_group(runs, seed, data, group_budget)
                 all_runs += runs
             summary = self.summarise(all_runs, time.time() - t_start)
         finally:
@@ -474,7 +476,8 @@ class Trainer:
                     r.logger.close()
         return summary
 
-    def train_group(self, runs: list[ArmRun], seed: int, data: Dataset, budget: float | None) -> None:
+    def train_group(self, runs: list[ArmRun], seed: int, data: Dataset, budget: float | None) -> float:
+        """Train one seed's arms in lockstep, then probe and evaluate them; returns the training loop's seconds."""
         cfg, d = self.cfg, self.d
         streams = PairedStreams(data, seed=seed, global_batch=cfg.batch_size, input_size=self.input_size,
                                 device=d.device, dtype=self.dtype, label_dropout=cfg.label_dropout, hflip=cfg.hflip,
@@ -541,6 +544,7 @@ class Trainer:
                 checkpoint=str(r.ckpt_dir / "last.pt"), folder=str(r.folder),
                 probe_store=next((str(s) for s in stores if Path(s).parent == r.folder), None),
             ))
+        return train_seconds
 
     def out_of_time(self, t0: float, budget: float, steps_done: int, side: float = 0.0) -> bool:
         """Stop when the next step would not finish inside the budget.
