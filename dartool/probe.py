@@ -483,7 +483,11 @@ def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch
     st["block_cos"] = cos[:, 1:, 1:]
     st["adjacent_cos"] = torch.diagonal(cos, offset=1, dim1=1, dim2=2)                      # [B, K]
     if prev_zn is not None:
-        st["time_cos_prev"] = torch.einsum("bktd,bktd->bk", prev_zn[:, 1:], zn[:, 1:]) / T  # [B, K]
+        # per-block dot products as one batched matmul over the whole (contiguous) buffers, the extra z_{-1} row
+        # included: slicing [:, 1:] first would make einsum copy both 2 GB operands (SiT-XL/2, batch 64)
+        n = zn.shape[0] * zn.shape[1]
+        dots = torch.bmm(prev_zn.reshape(n, 1, -1), zn.reshape(n, -1, 1)).view(zn.shape[:2])   # [B, K+1]
+        st["time_cos_prev"] = dots[:, 1:] / T                                                  # [B, K]
 
     # routing: alpha (DAR) or the residual source importance dL/dg_{i->r} = sum_t <dL/dh_r, v_i>
     if ctx.dar:
