@@ -5,11 +5,12 @@
 * :func:`tap_source` - marks a DAR source so fused routers accumulate its gradient in-kernel.
 """
 from .dispatch import (
-    fused, fused_available, fused_enabled, fused_router, set_fused, tap_source, triton_available, use_fused,
+    fused, fused_available, fused_dynamic_router, fused_enabled, fused_router, set_fused, tap_source, triton_available,
+    use_fused,
     why_not_fused,
 )
 
 __all__ = [
-    "fused", "fused_available", "fused_enabled", "fused_router", "set_fused", "tap_source", "triton_available",
+    "fused", "fused_available", "fused_dynamic_router", "fused_enabled", "fused_router", "set_fused", "tap_source", "triton_available",
     "use_fused", "why_not_fused",
 ]

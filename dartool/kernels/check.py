@@ -14,7 +14,8 @@ Shape classes: N = 1 (no loop), small, and up to 57 sources; D a power of two, a
 dynamic [B, T, D]; source dtypes all-bf16, fp32 v_0 + bf16 rest (bf16 autocast), all-fp32, fp16;
 sources that are slices of one history buffer and a source listed twice. The tapped-sources check runs
 three routers over overlapping tapped sources (in-kernel gradient accumulation, one router on the
-reference path) against float64 autograd. The model check runs a small
+reference path) against float64 autograd. The dynamic-recompute check compares dynamic routers that recompute
+their query in the backward with ones that save it (same gradients, fewer bytes saved). The model check runs a small
 DAR SiT (every query kind, chunk sizes 1 and 2) with and without the kernel, under bf16 autocast on
 CUDA, and compares the output and every parameter gradient.
 """
@@ -248,6 +249,67 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
     return res
 
 
+def recompute_check(device: str, interpret: bool) -> dict:
+    """Dynamic routers recompute q in the backward: same loss and gradients as saving q, and the bytes saved
+    for the backward drop by (at least) one [B, T, D] query per router."""
+    from ..diffusion import diffusion_loss
+    from ..models import SiT, model_config
+    from . import dispatch, router_triton
+
+    d, heads, size, depth, bs = (32, 4, 4, 2, 2) if interpret else (384, 6, 16, 4, 4)
+    cfg = model_config("S", 2, input_size=size, routing="dar", query="dynamic", chunk_size=2).replace(
+        depth=depth, hidden_size=d, num_heads=heads)
+    gen = torch.Generator().manual_seed(2)
+    torch.manual_seed(0)
+    model = SiT(cfg).to(device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen).to(device))
+    x = torch.randn(bs, cfg.in_channels, size, size, generator=gen).to(device)
+    y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
+    s = torch.rand(bs, generator=gen).to(device)
+    eps = torch.randn(x.shape, generator=gen).to(device)
+    out, calls = {}, {"n": 0}
+    apply = router_triton._FusedDynamicRouterFn.apply
+
+    def counting(*a):
+        calls["n"] += 1
+        return apply(*a)
+
+    old = router_triton.RECOMPUTE_DYNAMIC_QUERY
+    try:
+        router_triton._FusedDynamicRouterFn.apply = counting
+        for recompute in (False, True):
+            router_triton.RECOMPUTE_DYNAMIC_QUERY = recompute
+            model.zero_grad(set_to_none=True)
+            saved = []
+
+            def pack(t):
+                saved.append(t)
+                return t
+
+            with dispatch.fused(True, allow_cpu=interpret), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                ac = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+                with ac:
+                    loss = diffusion_loss(model, x, y, s, eps=eps)
+            loss.backward()
+            uniq = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
+            out[recompute] = (loss.detach().double(), sum(uniq.values()),
+                              {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None})
+    finally:
+        router_triton.RECOMPUTE_DYNAMIC_QUERY = old
+        router_triton._FusedDynamicRouterFn.apply = apply
+    (l0, b0, g0), (l1, b1, g1) = out[False], out[True]
+    worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
+    n_routers = len(model.routers)
+    q_bytes = bs * (size // 2) ** 2 * d * (2 if device == "cuda" else 4)     # one query per router
+    tol = 1e-2 if device == "cuda" else 1e-5
+    ok = (calls["n"] == n_routers and set(g0) == set(g1) and abs(l1 - l0).item() <= tol * abs(l0).item()
+          and worst[0] < tol and b0 - b1 >= n_routers * q_bytes)
+    return dict(name="dynamic-recompute", routers_recomputed=calls["n"], saved_mb_before=b0 / 2**20,
+                saved_mb_after=b1 / 2**20, worst_grad_rel=worst[0], worst_param=worst[1], tol=tol, ok=bool(ok))
+
+
 def tap_check(device: str, interpret: bool) -> dict:
     """Tapped sources (in-kernel gradient accumulation): three routers over overlapping sources, one of
     them forced onto the reference path, against float64 autograd."""
@@ -324,6 +386,10 @@ def run_all(device: str | None = None, interpret: bool = False, verbose: bool = 
         models.append(tap_check(device, interpret))
     except Exception as e:
         models.append(dict(name="tapped-sources", ok=False, error=f"{type(e).__name__}: {e}"))
+    try:
+        models.append(recompute_check(device, interpret))
+    except Exception as e:
+        models.append(dict(name="dynamic-recompute", ok=False, error=f"{type(e).__name__}: {e}"))
     if model:
         try:
             models += model_check(device, interpret, quick)

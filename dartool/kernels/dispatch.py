@@ -131,6 +131,14 @@ def fused_router(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.Tens
     return _fr(sources, q, g, eps, return_alpha=return_alpha)
 
 
+def fused_dynamic_router(sources: Sequence[torch.Tensor], v_prev: torch.Tensor, W: torch.Tensor, g: torch.Tensor,
+                         eps: float = 1e-6):
+    """The fused router with the dynamic query q = v_prev W^T recomputed in the backward (imports Triton)."""
+    from .router_triton import fused_dynamic_router as _fdr
+
+    return _fdr(sources, v_prev, W, g, eps)
+
+
 # --------------------------------------------------------------------------------------------------
 # Gradient accumulation for DAR sources read by several fused routers
 # --------------------------------------------------------------------------------------------------

@@ -833,6 +833,57 @@ class _FusedRouterFn(torch.autograd.Function):
         return (dq, dg, None, None, None, None, *dvs)
 
 
+class _FusedDynamicRouterFn(torch.autograd.Function):
+    """Eager path of a *dynamic* router, q = v_prev W^T (no bias): the query is recomputed in the backward
+    instead of being saved, which drops one [B, T, D] tensor per router from the training step's memory (the
+    projection's input v_prev is a source, saved anyway). ``custom_fwd`` / ``custom_bwd`` make the backward's
+    recomputation run under the forward's autocast state, so it reproduces q exactly."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, v_prev, W, g, eps, slots, *sources):
+        q = torch.nn.functional.linear(v_prev, W)                                   # [B, T, D]
+        h, lse, _, h32 = _fwd_impl(list(sources), q, g, eps, False, True)
+        ctx.eps, ctx.slots = eps, slots
+        ctx.mark_non_differentiable(lse)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(v_prev, W, g, h32 if h32.numel() else h, lse, *sources)
+        return h
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, dh):
+        v_prev, W, g, h, lse, *sources = ctx.saved_tensors
+        if dh is None:
+            return (None,) * (5 + len(sources))
+        with torch.enable_grad():
+            vp = v_prev.detach().requires_grad_(ctx.needs_input_grad[0])
+            Wd = W.detach().requires_grad_(ctx.needs_input_grad[1])
+            q = torch.nn.functional.linear(vp, Wd)                                  # recomputed, same dtype
+        dvs, dq, dg = _bwd_impl(dh, sources, q.detach(), g, h, lse, ctx.eps, ctx.slots)
+        wants = [t for t in (vp, Wd) if t.requires_grad]
+        got = iter(torch.autograd.grad(q, wants, dq) if wants else ())
+        dvp = next(got) if vp.requires_grad else None
+        dW = next(got) if Wd.requires_grad else None
+        return (dvp, dW, dg, None, None, *dvs)
+
+
+def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float = 1e-6):
+    """The fused router with a dynamic query q = v_prev W^T, recomputing q in the backward (training, eager).
+    Elsewhere (no gradients, torch.compile) it is :func:`fused_router` of the projected query."""
+    needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
+                                              any(s.requires_grad for s in sources))
+    if not needs_grad or torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN or not RECOMPUTE_DYNAMIC_QUERY:
+        return fused_router(sources, torch.nn.functional.linear(v_prev, W), g, eps)
+    sources = [s if s.is_contiguous() else s.contiguous() for s in sources]
+    if len(sources) > 1:
+        dt = sources[1].dtype
+        sources = sources[:1] + [s if s.dtype == dt else s.to(dt) for s in sources[1:]]
+    slots = [getattr(s, "_dar_slot", None) for s in sources]
+    slots = slots if any(sl is not None for sl in slots) else None
+    return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), slots, *sources)
+
+
 def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1e-6,
                  return_alpha: bool = False):
     """h = sum_i softmax_i(q . RMSNorm_g(v_i) / sqrt(D)) v_i, fused; differentiable in every source, q, g.
@@ -862,6 +913,8 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
 
 
 EAGER_AUTOGRAD_FN = os.environ.get("DARTOOL_ROUTER_CUSTOM_OP_EAGER", "0") != "1"
+# dynamic routers recompute q = W v_prev in the backward instead of saving it (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: save)
+RECOMPUTE_DYNAMIC_QUERY = os.environ.get("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", "1") != "0"
 
 
 def kernel_resources() -> dict:

@@ -229,6 +229,15 @@ class Router(nn.Module):
             return (self.query + t_emb).unsqueeze(1)                         # [B, 1, D]
         return self.query                                                    # [D]
 
+    def route(self, sources: Sequence[torch.Tensor], t_emb: torch.Tensor | None, v_prev: torch.Tensor) -> torch.Tensor:
+        """h for these sources: the query, then the router. A dynamic router on the fused path (no listeners on
+        ``hook_alpha``) hands the projection to the kernel, which recomputes q in the backward instead of saving
+        it; everything else is ``self(sources, self.make_query(t_emb, v_prev))``."""
+        if (self.kind == "dynamic" and not self.hook_alpha.has_readers and not self.q_proj.weight.is_meta
+                and _kernels.use_fused(self, sources, v_prev)):
+            return _kernels.fused_dynamic_router(sources, v_prev, self.q_proj.weight, self.norm.weight, self.norm.eps)
+        return self(sources, self.make_query(t_emb, v_prev))
+
     def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
         """Reference implementation (also the CPU path). sources: N x [B, T, D].
 
@@ -401,9 +410,7 @@ class SiT(nn.Module):
         """The input of sublayer r (or of the head): the residual sum, or router r over its sources."""
         if not isinstance(stream, DARStream):
             return stream
-        router = self.routers[r]
-        q = router.make_query(e_t, stream.last)
-        return router(stream.sources(final), q)                              # [B, T, D]
+        return self.routers[r].route(stream.sources(final), e_t, stream.last)   # [B, T, D]
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None
