@@ -69,7 +69,8 @@ task() {  # task NAME
       train fmnist 75 --arms residual,dar:static_t:c4 --seeds 0 --data $F --out $R/fmnist --steps $(steps 600) \
         --eval-every $(steps 300) "${COMMON[@]}" ;;
     repa)
-      train cifar-repa 150 --arms residual,dar:static_t:c4 --seeds 0,1,2 --data $C --out $R/cifar-repa \
+      # 3 seeds run one after the other, each with an equal training share; their final evaluations come on top
+      train cifar-repa 200 --arms residual,dar:static_t:c4 --seeds 0,1,2 --data $C --out $R/cifar-repa \
         --repa efficientnet-lite0 --steps $(steps 400) --eval-every $(steps 200) "${COMMON[@]}" --no-probe ;;
     retrofit)
       train retrofit-pre 45 --arms residual --seeds 0 --data $C --out $R/retrofit-pre --steps $(steps 1000) \
