@@ -17,10 +17,8 @@ import argparse
 import datetime as dt
 import gc
 import json
-import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,17 +45,6 @@ def arm_of(spec: str):
     from dartool.train.config import ArmConfig
 
     return ArmConfig.parse(spec)
-
-
-def git_commit() -> str | None:
-    """The commit under test: $DARTOOL_COMMIT when set (GPU jobs: the copied tree's git may be stale), else git."""
-    if os.environ.get("DARTOOL_COMMIT", "unknown") != "unknown":
-        return os.environ["DARTOOL_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip() or None
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def sync(device: torch.device) -> None:
@@ -183,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     routings = [r.strip() for r in a.routings.split(",") if r.strip()]
     compiles = [False, True] if a.both_compile else [a.compile]
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    from dartool import bench
+
     meta = dict(card=card, date=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), torch=torch.__version__,
-                cuda=torch.version.cuda, commit=git_commit(), python=sys.version.split()[0], input_size=a.input_size,
+                cuda=torch.version.cuda, commit=bench.git_commit(), python=sys.version.split()[0], input_size=a.input_size,
                 channels=a.channels, precision=_precision(device, a.precision), steps=a.steps, warmup=a.warmup, device=str(device),
                 fused=not a.no_fused)
     rows = []

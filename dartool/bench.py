@@ -44,9 +44,10 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The commit under test: $DARTOOL_COMMIT when set (GPU jobs: the copied tree's git may be stale), else git."""
     env = os.environ.get("DARTOOL_COMMIT")
-    if env:
+    if env and env != "unknown":
         return env
     root = Path(__file__).resolve().parents[1]
     try:
@@ -64,7 +65,7 @@ def _git_commit() -> str:
 def env_info() -> dict:
     info: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "host": platform.node(),

@@ -833,6 +833,22 @@ class _FusedRouterFn(torch.autograd.Function):
         return (dq, dg, None, None, None, None, *dvs)
 
 
+def _as_kernel_sources(sources: Sequence[Tensor]) -> list[Tensor]:
+    """Contiguous sources (v_0 = patch embedding is a transposed view; under torch.compile the graph dedupes the
+    repeated copies, in eager mode tap_source already made it contiguous), sources 1.. in one dtype."""
+    sources = [s if s.is_contiguous() else s.contiguous() for s in sources]
+    if len(sources) > 1:
+        dt = sources[1].dtype
+        sources = sources[:1] + [s if s.dtype == dt else s.to(dt) for s in sources[1:]]
+    return sources
+
+
+def _slots_of(sources: Sequence[Tensor]) -> "list | None":
+    """The in-kernel gradient slots of tapped sources (dispatch.tap_source), or None when none is tapped."""
+    slots = [getattr(s, "_dar_slot", None) for s in sources]
+    return slots if any(sl is not None for sl in slots) else None
+
+
 class _FusedDynamicRouterFn(torch.autograd.Function):
     """Eager path of a *dynamic* router, q = v_prev W^T (no bias): the query is recomputed in the backward
     instead of being saved, which drops one [B, T, D] tensor per router from the training step's memory (the
@@ -875,13 +891,8 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
                                               any(s.requires_grad for s in sources))
     if not needs_grad or torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN or not RECOMPUTE_DYNAMIC_QUERY:
         return fused_router(sources, torch.nn.functional.linear(v_prev, W), g, eps)
-    sources = [s if s.is_contiguous() else s.contiguous() for s in sources]
-    if len(sources) > 1:
-        dt = sources[1].dtype
-        sources = sources[:1] + [s if s.dtype == dt else s.to(dt) for s in sources[1:]]
-    slots = [getattr(s, "_dar_slot", None) for s in sources]
-    slots = slots if any(sl is not None for sl in slots) else None
-    return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), slots, *sources)
+    sources = _as_kernel_sources(sources)
+    return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), _slots_of(sources), *sources)
 
 
 def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1e-6,
@@ -891,20 +902,13 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
     Sources 1.. are cast to one dtype if they differ (source 0 may keep its own, e.g. fp32 v_0 under
     bf16 autocast). With ``return_alpha`` it also returns alpha [B, T, N] (fp32, no gradient).
     """
-    # contiguous once here (v_0 = patch embedding is a transposed view); under torch.compile the graph
-    # dedupes the repeated copies, in eager mode tap_source already made it contiguous
-    sources = [s if s.is_contiguous() else s.contiguous() for s in sources]
-    if len(sources) > 1:
-        dt = sources[1].dtype
-        sources = sources[:1] + [s if s.dtype == dt else s.to(dt) for s in sources[1:]]
+    sources = _as_kernel_sources(sources)
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or g.requires_grad or
                                               any(s.requires_grad for s in sources))
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
         h, lse, logits, _ = router_fwd(sources, q, g, float(eps), bool(return_alpha), needs_grad)
     elif needs_grad:
-        slots = [getattr(s, "_dar_slot", None) for s in sources]
-        slots = slots if any(sl is not None for sl in slots) else None
-        h, lse, logits = _FusedRouterFn.apply(q, g, float(eps), bool(return_alpha), True, slots, *sources)
+        h, lse, logits = _FusedRouterFn.apply(q, g, float(eps), bool(return_alpha), True, _slots_of(sources), *sources)
     else:
         h, lse, logits, _ = _fwd_impl(sources, q, g, float(eps), bool(return_alpha), False)
     if return_alpha:

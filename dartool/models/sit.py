@@ -233,8 +233,7 @@ class Router(nn.Module):
         """h for these sources: the query, then the router. A dynamic router on the fused path (no listeners on
         ``hook_alpha``) hands the projection to the kernel, which recomputes q in the backward instead of saving
         it; everything else is ``self(sources, self.make_query(t_emb, v_prev))``."""
-        if (self.kind == "dynamic" and not self.hook_alpha.has_readers and not self.q_proj.weight.is_meta
-                and _kernels.use_fused(self, sources, v_prev)):
+        if self.kind == "dynamic" and not self.hook_alpha.has_readers and _kernels.use_fused(self, sources, v_prev):
             return _kernels.fused_dynamic_router(sources, v_prev, self.q_proj.weight, self.norm.weight, self.norm.eps)
         return self(sources, self.make_query(t_emb, v_prev))
 

@@ -406,17 +406,16 @@ class Trainer:
                 records += evaluate_images(x, ref, net, k=cfg.pr_k, pr_samples=cfg.pr_samples,
                                            context={**ctx, "model": r.model.config.label}, device=self.d.device,
                                            ref_hf=self.data_hf(data, r.model.config.input_size) if j == 0 else None)
-            secs = time.time() - t0
+            secs, sample_secs = time.time() - t0, t_sampled - t0        # sampling (all ranks) vs the metrics
             for rec in records:
-                rec["seconds"] = round(secs, 2)
-                rec["sample_seconds"] = round(t_sampled - t0, 2)        # sampling (all ranks) vs the metrics
-                rec["metric_seconds"] = round(secs - (t_sampled - t0), 2)
+                rec.update(seconds=round(secs, 2), sample_seconds=round(sample_secs, 2),
+                           metric_seconds=round(secs - sample_secs, 2))
                 if r.logger is not None:
                     r.logger.write(rec)
             r.evals += records
             vals = ", ".join(f"{rec['metric']} {rec['value']:.4g}" for rec in records)
             self.log(f"eval {r.name} step {step}: {vals} ({n} samples, {scfg.label}; {secs:.0f} s: "
-                     f"sampling {t_sampled - t0:.0f} s, metrics {secs - (t_sampled - t0):.0f} s)")
+                     f"sampling {sample_secs:.0f} s, metrics {secs - sample_secs:.0f} s)")
 
     def probe(self, runs: list[ArmRun], step: int, data: Dataset, final: bool) -> list[Path]:
         """Probe stores of the arms (rank 0): a few noise levels during training, the full grid at the end."""

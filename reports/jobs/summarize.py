@@ -27,7 +27,7 @@ def records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-def interval(xs: list[float], digits: int = 1) -> tuple[float, float]:
+def interval(xs: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95 % t-interval (nan for n = 1)."""
     xs = [x for x in xs if x is not None and np.isfinite(x)]
     if not xs:
