@@ -3,6 +3,11 @@
 and an A/B of in-kernel gradient accumulation (tapped sources) on vs off.
 
     PYTHONPATH=$PWD python3 benchmarks/step_profile.py --size XL --batch 128
+    PYTHONPATH=$PWD python3 benchmarks/step_profile.py --size XL --batch 128 --compiled   # torch.compile'd model
+
+With ``--compiled`` the A/B is skipped; the profile covers the compiled residual and DAR steps, and the number of
+graphs / graph breaks Dynamo produced for each is printed (a graph break per router would explain a slow
+compiled DAR step by itself).
 """
 import argparse
 import sys
@@ -19,38 +24,48 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--query", default="static")
     ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--compiled", action="store_true", help="profile torch.compile'd steps (no taps A/B)")
+    ap.add_argument("--rows", type=int, default=18)
     a = ap.parse_args()
     from dartool.bench import train_step_bench
     from dartool.kernels import dispatch
 
-    rows = []
-    for taps in (True, False):
-        dispatch.TAP_SOURCES = taps
-        variants = [("dar", a.query, a.chunk, True)] if not taps else [("residual", "static", 4, True),
-                                                                         ("dar", a.query, a.chunk, True)]
-        for r in train_step_bench(a.size, a.batch, variants, compiled=False, steps=8):
-            r["taps"] = taps
-            rows.append(r)
-    for r in rows:
-        print(f"{r['variant']:20s} taps={r['taps']!s:5s} {r.get('step_ms', float('nan')):7.1f} ms {r.get('peak_gb', 0):.1f} GB")
-    dispatch.TAP_SOURCES = True
+    if not a.compiled:
+        rows = []
+        for taps in (True, False):
+            dispatch.TAP_SOURCES = taps
+            variants = [("dar", a.query, a.chunk, True)] if not taps else [("residual", "static", 4, True),
+                                                                             ("dar", a.query, a.chunk, True)]
+            for r in train_step_bench(a.size, a.batch, variants, compiled=False, steps=8):
+                r["taps"] = taps
+                rows.append(r)
+        for r in rows:
+            print(f"{r['variant']:20s} taps={r['taps']!s:5s} {r.get('step_ms', float('nan')):7.1f} ms "
+                  f"{r.get('peak_gb', 0):.1f} GB")
+        dispatch.TAP_SOURCES = True
 
     from dartool.diffusion import diffusion_loss
     from dartool.models import SiT, model_config
     from torch.profiler import ProfilerActivity, profile
 
+    torch.backends.cuda.matmul.allow_tf32 = True
     for routing in ("residual", "dar"):
         cfg = model_config(a.size, 2, routing=routing, query=a.query, chunk_size=a.chunk)
         with torch.device("cuda"):
             model = SiT(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        fwd = model
+        if a.compiled:
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            fwd = torch.compile(model)
         x = torch.randn(a.batch, 4, 32, 32, device="cuda")
         y = torch.randint(0, 1000, (a.batch,), device="cuda")
         s = torch.rand(a.batch, device="cuda")
 
         def step():
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = diffusion_loss(model, x, y, s)
+                loss = diffusion_loss(fwd, x, y, s)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -58,15 +73,31 @@ def main() -> int:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
+        if a.compiled:
+            c = torch._dynamo.utils.counters
+            breaks = sum(c["graph_break"].values())
+            print(f"\n{routing}: dynamo graphs {c['stats'].get('unique_graphs', '?')}, graph breaks {breaks}")
+            for reason, n in list(c["graph_break"].items())[:5]:
+                print(f"   {n}x {str(reason)[:160]}")
+        ev_t = []
+        for _ in range(5):
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            step()
+            e1.record()
+            ev_t.append((e0, e1))
+        torch.cuda.synchronize()
+        ms = sorted(e0.elapsed_time(e1) for e0, e1 in ev_t)[2]
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             step()
             torch.cuda.synchronize()
         ev = prof.key_averages()
         tot = sum(e.self_device_time_total for e in ev) / 1e3
-        print(f"\n=== {routing}: GPU time in kernels {tot:.1f} ms")
-        for e in sorted(ev, key=lambda e: -e.self_device_time_total)[:18]:
+        print(f"\n=== {routing}{' compiled' if a.compiled else ''}: step {ms:.1f} ms (median of 5), "
+              f"GPU time in kernels {tot:.1f} ms")
+        for e in sorted(ev, key=lambda e: -e.self_device_time_total)[:a.rows]:
             print(f"{e.self_device_time_total / 1e3:8.2f} ms {e.count:5d}x  {e.key[:110]}")
-        del model, opt
+        del model, opt, fwd
         torch.cuda.empty_cache()
     return 0
 
