@@ -154,9 +154,9 @@ def probe_sweep(ctx, cap, x, y, eps, levels) -> None:
     """The probe's micro-batch loop: every level, statistics kept on the device, one copy at the end."""
     out, prev = {}, None
     for i, s in enumerate(levels):
-        stats, zn = probe_step(ctx, cap, x, y, eps, float(s), n_pooled=min(x.shape[0], 256), prev_zn=prev)
+        stats, state = probe_step(ctx, cap, x, y, eps, float(s), n_pooled=min(x.shape[0], 256), prev=prev)
         out.update({(i, k): v for k, v in stats.items()})
-        prev = zn
+        prev = state
     del prev
     _to_host(out)
 

@@ -60,16 +60,16 @@ def main() -> None:
     P._reduce = timed
     try:
         with P.capturing(ctx) as cap:
-            zn = None
+            state = None
             for _ in range(a.repeats + 1):
                 sync()
                 t = time.perf_counter()
-                _, zn = P.probe_step(ctx, cap, x, y, eps, 0.5, prev_zn=zn)
+                _, state = P.probe_step(ctx, cap, x, y, eps, 0.5, prev=state)
                 sync()
                 spent["step"].append(time.perf_counter() - t)
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
             with profile(activities=acts) as prof:
-                P.probe_step(ctx, cap, x, y, eps, 0.5, prev_zn=zn)
+                P.probe_step(ctx, cap, x, y, eps, 0.5, prev=state)
                 sync()
     finally:
         P._reduce = orig

@@ -406,21 +406,55 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+@contextlib.contextmanager
+def exact_fp32_matmul() -> Iterator[None]:
+    """float32 matmuls in full precision for the statistics (a trainer may have switched TF32 on: its 10-bit
+    mantissa is too coarse for cosines near 1); the previous setting is restored on exit."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+@dataclass
+class LevelState:
+    """What the next noise level's step needs from this one: the block outputs stacked token-major
+    zs [B, T, K+1, D] (z_{-1} = h_0, then z_0..z_{K-1}; statistics dtype) and their per-token norms [B, T, K+1]."""
+
+    zs: torch.Tensor
+    norms: torch.Tensor
+
+
 def _rms(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """Per-sample RMS over tokens and channels: [B, T, D] -> [B]."""
     return torch.linalg.vector_norm(x, dim=(-2, -1), dtype=acc) / math.sqrt(x.shape[-2] * x.shape[-1])
 
 
+def token_groups(T: int, most: int = 16) -> int:
+    """Number of token groups the source-importance contraction is split into (a divisor of T, at most
+    ``most``): one long [R x T*D] @ [T*D x I] product per sample runs far below the memory bandwidth on a GPU,
+    B x groups products of length T*D/groups do not."""
+    return max(d for d in range(1, min(T, most) + 1) if T % d == 0)
+
+
+def _bmm_acc(a: torch.Tensor, b: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """a @ b (batched) with the result in ``acc``: 16-bit operands accumulate into float32 output on CUDA."""
+    if a.dtype != acc and a.is_cuda:
+        return torch.bmm(a, b, out_dtype=acc)
+    return torch.bmm(a, b).to(acc)
+
+
 def probe_step(
     ctx: StepContext, cap: Capture, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, s: float,
-    n_pooled: int = 0, prev_zn: torch.Tensor | None = None,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    n_pooled: int = 0, prev: LevelState | None = None,
+) -> tuple[dict[str, torch.Tensor], LevelState]:
     """Forward + one autograd.grad + reductions for one batch at noise level s.
 
     Returns per-sample statistics (device tensors, first dim = batch; names as in ``store.MEAN_VARS`` plus
-    ``pooled_h`` / ``pooled_x`` for the first ``n_pooled`` samples and ``time_cos_prev`` when ``prev_zn``
-    holds the previous noise level's normalised block outputs), and this level's normalised block outputs
-    zn [B, K+1, T, D] (z_{-1} = h_0, then z_0..z_{K-1}) for the next step.
+    ``pooled_h`` / ``pooled_x`` for the first ``n_pooled`` samples and ``time_cos_prev`` when ``prev`` holds
+    the previous noise level's state), and this level's state for the next step.
     """
     model, acc = ctx.model, ctx.acc
     B, C = x.shape[0], x.shape[1]
@@ -440,26 +474,56 @@ def probe_step(
         grads = torch.autograd.grad(per_sample.sum(), cap.h, allow_unused=True)   # R x [B, T, D]
     grads = [torch.zeros_like(h) if g is None else g for g, h in zip(grads, cap.h)]  # an h nothing reads
     del out, target
-    with torch.no_grad():
-        stats, zn = _reduce(ctx, cap, grads, xt, n_pooled, prev_zn)
+    with torch.no_grad(), exact_fp32_matmul():
+        stats, state = _reduce(ctx, cap, grads, xt, n_pooled, prev)
     stats["loss"] = per_sample.detach()
     cap.reset()
-    return stats, zn
+    return stats, state
 
 
 def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch.Tensor, n_pooled: int,
-            prev_zn: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            prev: LevelState | None) -> tuple[dict[str, torch.Tensor], LevelState]:
     """Per-sample statistics of one step. Releases the captured tensors and ``grads`` as it goes, so the peak
-    is the captured states plus one stacked copy."""
-    acc, T, D, L, R = ctx.acc, ctx.T, ctx.D, ctx.L, ctx.R
+    is the captured states plus the stacked copies.
+
+    Layout for speed on a GPU (each captured tensor is read as few times as possible, and every contraction is a
+    batched matmul of a shape the GEMM libraries handle at full bandwidth):
+    * the block outputs are copied once into a token-major stack zs [B, T, K+1, D]; one batched Gram matrix per
+      token gives their norms (diagonal) and every per-token cosine, block x block, at once; against the previous
+      noise level's stack, one more per-token product gives the neighbouring-level cosines;
+    * the residual source importance contracts stacked gradients and sources split into token groups
+      ([R x T*D/g] @ [T*D/g x I] per sample and group, then summed over groups).
+    """
+    acc, T, D, L, R, K = ctx.acc, ctx.T, ctx.D, ctx.L, ctx.R, ctx.K
     h, v = cap.h, cap.v
     B, dev = h[0].shape[0], h[0].device
     nan = float("nan")
     st: dict[str, torch.Tensor] = {}
 
-    # magnitudes (per-token norms of h are kept: they also normalise the block outputs)
-    h_tok = torch.stack([torch.linalg.vector_norm(a, dim=-1, dtype=acc) for a in h], 1)   # [B, R, T]
-    h_rms = (h_tok.pow(2).mean(-1) / D).sqrt()                                             # [B, R]
+    # block outputs: z_{-1} = h_0, z_k = h_{2k+2}; token-major stack, per-token Gram matrices
+    zi = range(0, R, 2)
+    zs = torch.empty(B, T, K + 1, D, dtype=acc, device=dev)                                 # [B, T, K+1, D]
+    for j, r in enumerate(zi):
+        zs[:, :, j].copy_(h[r])
+    zf = zs.view(B * T, K + 1, D)
+    gram = torch.bmm(zf, zf.transpose(1, 2))                                               # [B*T, K+1, K+1]
+    n2 = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(0)                                 # [B*T, K+1]
+    norms = n2.sqrt()
+    inv = 1.0 / norms.clamp_min(TINY)
+    cos = (gram * inv[:, :, None] * inv[:, None, :]).view(B, T, K + 1, K + 1).mean(1)      # [B, K+1, K+1]
+    st["block_cos"] = cos[:, 1:, 1:]
+    st["adjacent_cos"] = torch.diagonal(cos, offset=1, dim1=1, dim2=2)                      # [B, K]
+    if prev is not None:
+        cross = torch.diagonal(torch.bmm(prev.zs.view(B * T, K + 1, D), zf.transpose(1, 2)), dim1=1, dim2=2)
+        tcos = cross * inv * (1.0 / prev.norms.view(B * T, K + 1).clamp_min(TINY))         # [B*T, K+1]
+        st["time_cos_prev"] = tcos.view(B, T, K + 1)[:, :, 1:].mean(1)                     # [B, K]
+    norms = norms.view(B, T, K + 1)
+
+    # magnitudes: router inputs (the block outputs' from their Gram diagonal), sources, gradients
+    h_rms = torch.empty(B, R, dtype=acc, device=dev)
+    h_rms[:, 0::2] = (n2.view(B, T, K + 1).mean(1) / D).sqrt()
+    for r in range(1, R, 2):
+        h_rms[:, r] = _rms(h[r], acc)
     v_rms = torch.stack([_rms(a, acc) for a in v], 1)                                       # [B, R] (sources)
     g_rms = torch.stack([_rms(g, acc) for g in grads], 1)                                   # [B, R]
     st["h_rms"], st["v_rms"], st["h_grad_rms"] = h_rms[:, :L], v_rms[:, 1:], g_rms[:, :L]
@@ -471,23 +535,7 @@ def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch
         pooled = torch.stack([a[:n_pooled].mean(1, dtype=acc) for a in h], 1)             # [n, R, D]
         st["pooled_h"] = pooled @ ctx.proj_h                                               # [n, R, P]
         st["pooled_x"] = patch_mean(xt[:n_pooled], ctx.model.config.patch_size).to(acc) @ ctx.proj_x  # [n, P]
-
-    # cosines: z_{-1} = h_0, z_0..z_{K-1} normalised per token once, then one batched matmul
-    zi = range(0, R, 2)
-    zn = torch.empty(B, len(zi), T, D, dtype=acc, device=dev)                              # [B, K+1, T, D]
-    for j, r in enumerate(zi):
-        torch.div(h[r], h_tok[:, r, :, None].clamp_min(TINY), out=zn[:, j])
     h[:] = [None] * R                                                                      # release h
-    flat = zn.flatten(2)                                                                   # [B, K+1, T*D]
-    cos = torch.bmm(flat, flat.transpose(1, 2)) / T                                        # [B, K+1, K+1]
-    st["block_cos"] = cos[:, 1:, 1:]
-    st["adjacent_cos"] = torch.diagonal(cos, offset=1, dim1=1, dim2=2)                      # [B, K]
-    if prev_zn is not None:
-        # per-block dot products as one batched matmul over the whole (contiguous) buffers, the extra z_{-1} row
-        # included: slicing [:, 1:] first would make einsum copy both 2 GB operands (SiT-XL/2, batch 64)
-        n = zn.shape[0] * zn.shape[1]
-        dots = torch.bmm(prev_zn.reshape(n, 1, -1), zn.reshape(n, -1, 1)).view(zn.shape[:2])   # [B, K+1]
-        st["time_cos_prev"] = dots[:, 1:] / T                                                  # [B, K]
 
     # routing: alpha (DAR) or the residual source importance dL/dg_{i->r} = sum_t <dL/dh_r, v_i>
     if ctx.dar:
@@ -498,16 +546,22 @@ def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch
         st["alpha_entropy"] = torch.stack([-(a * a.clamp_min(TINY).log()).sum(-1).mean(-1) for a in alphas], 1)
         st["importance"] = torch.full((B, R, R), nan, dtype=acc, device=dev)
     else:
-        Vs = torch.stack([a.to(ctx.stack) for a in v], 1).flatten(2)                      # [B, I, T*D]
-        v[:] = [None] * R
-        Gs = torch.stack([g.to(ctx.stack) for g in grads], 1).flatten(2)                   # [B, R, T*D]
+        n = token_groups(T)
+        w = (T // n) * D
+        Gs = torch.empty(B, n, R, w, dtype=ctx.stack, device=dev)                          # [B, n, R, T*D/n]
+        for r, g in enumerate(grads):
+            Gs[:, :, r].copy_(g.reshape(B, n, w))
         grads.clear()
-        imp = torch.bmm(Gs, Vs.transpose(1, 2)).to(acc)                                    # [B, R, I]
-        del Vs, Gs
-        st["importance"] = imp.masked_fill(ctx.undefined, nan)
+        Vs = torch.empty(B, n, R, w, dtype=ctx.stack, device=dev)                          # [B, n, I, T*D/n]
+        for i, a in enumerate(v):
+            Vs[:, :, i].copy_(a.reshape(B, n, w))
+        v[:] = [None] * R
+        imp = _bmm_acc(Gs.view(B * n, R, w), Vs.view(B * n, R, w).transpose(1, 2), acc)   # [B*n, R, I]
+        del Gs, Vs
+        st["importance"] = imp.view(B, n, R, R).sum(1).masked_fill(ctx.undefined, nan)
         st["alpha"] = torch.full((B, R, R), nan, dtype=acc, device=dev)
         st["alpha_entropy"] = torch.full((B, R), nan, dtype=acc, device=dev)
-    return st, zn
+    return st, LevelState(zs, norms)
 
 
 def patch_mean(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -726,12 +780,12 @@ class _Prober:
         prev, prev_level, advanced = None, None, 0
         try:
             for i in levels:
-                stats, zn = probe_step(self.ctx, self.cap, x, y, eps, float(self.levels[i]), n_pooled,
-                                       prev if prev_level == i - 1 else None)
+                stats, state = probe_step(self.ctx, self.cap, x, y, eps, float(self.levels[i]), n_pooled,
+                                          prev if prev_level == i - 1 else None)
                 if "time_cos_prev" in stats:
                     out[(i - 1, "time_cos")] = stats.pop("time_cos_prev")
                 out.update({(i, k): t for k, t in stats.items()})
-                prev, prev_level = zn, i
+                prev, prev_level = state, i
                 self._advance(z - a, f"s={self.levels[i]:.3f}  batch {b + 1}/{self.layout.num_batches}")
                 advanced += z - a
         except BaseException:
