@@ -158,6 +158,7 @@ def probe_sweep(ctx, cap, x, y, eps, levels) -> None:
         out.update({(i, k): v for k, v in stats.items()})
         prev = state
     del prev
+    ctx.join()
     _to_host(out)
 
 

@@ -305,6 +305,7 @@ class StepContext:
     acc: torch.dtype                         # statistics dtype (float32; float64 for a float64 model)
     stack: torch.dtype                       # dtype of the stacked sources / gradients
     autocast: torch.dtype | None             # bfloat16 under --precision bf16
+    side: Any = None                         # CUDA stream the reductions run on (None: inline)
 
     @property
     def R(self) -> int:
@@ -312,7 +313,9 @@ class StepContext:
 
     @classmethod
     def build(cls, model: SiT, device: torch.device, precision: str = "float32", projection_dim: int = 64,
-              projection_seed: int = 0) -> "StepContext":
+              projection_seed: int = 0, overlap: bool | None = None) -> "StepContext":
+        """``overlap`` (default: on for CUDA unless ``DARTOOL_PROBE_OVERLAP=0``): run each step's reductions on a
+        side stream, so that these memory-bound kernels overlap the next noise level's forward and backward."""
         cfg = model.config
         K, L = cfg.depth, cfg.num_sublayers
         slots: dict[str, tuple[str, int]] = {"hook_embed": ("embed", 0), f"blocks.{K - 1}.hook_out": ("h", L)}
@@ -335,6 +338,8 @@ class StepContext:
         bf16 = PRECISIONS[precision] == "bfloat16"
         P, D, pc = projection_dim, cfg.hidden_size, cfg.patch_size**2 * cfg.in_channels
         g = torch.Generator().manual_seed(projection_seed)
+        if overlap is None:
+            overlap = os.environ.get("DARTOOL_PROBE_OVERLAP", "1").strip().lower() not in ("0", "false", "no", "off")
         proj_h = torch.randn(D, P, generator=g, dtype=torch.float64) / math.sqrt(D)
         proj_x = torch.randn(pc, P, generator=g, dtype=torch.float64) / math.sqrt(pc)
         return cls(
@@ -342,7 +347,13 @@ class StepContext:
             D=D, slots=slots, sources=sources, alpha_index=alpha_index, undefined=undefined.to(device),
             proj_h=proj_h.to(device, acc), proj_x=proj_x.to(device, acc), acc=acc,
             stack=torch.bfloat16 if bf16 else param_dtype, autocast=torch.bfloat16 if bf16 else None,
+            side=torch.cuda.Stream(device) if device.type == "cuda" and overlap else None,
         )
+
+    def join(self) -> None:
+        """Make the current stream wait for the reductions enqueued so far (before reading their results)."""
+        if self.side is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
 
     def autocast_ctx(self):
         if self.autocast is None:
@@ -420,8 +431,8 @@ def exact_fp32_matmul() -> Iterator[None]:
 
 @dataclass
 class LevelState:
-    """What the next noise level's step needs from this one: the block outputs stacked token-major
-    zs [B, T, K+1, D] (z_{-1} = h_0, then z_0..z_{K-1}; statistics dtype) and their per-token norms [B, T, K+1]."""
+    """What the next noise level's step needs from this one: the block outputs stacked block-major
+    zs [K+1, B, T, D] (z_{-1} = h_0, then z_0..z_{K-1}; statistics dtype) and their per-token norms [B, T, K+1]."""
 
     zs: torch.Tensor
     norms: torch.Tensor
@@ -454,7 +465,8 @@ def probe_step(
 
     Returns per-sample statistics (device tensors, first dim = batch; names as in ``store.MEAN_VARS`` plus
     ``pooled_h`` / ``pooled_x`` for the first ``n_pooled`` samples and ``time_cos_prev`` when ``prev`` holds
-    the previous noise level's state), and this level's state for the next step.
+    the previous noise level's state), and this level's state for the next step. With ``ctx.side`` set the
+    statistics are still being computed on that stream when this returns: ``ctx.join()`` before reading them.
     """
     model, acc = ctx.model, ctx.acc
     B, C = x.shape[0], x.shape[1]
@@ -474,8 +486,15 @@ def probe_step(
         grads = torch.autograd.grad(per_sample.sum(), cap.h, allow_unused=True)   # R x [B, T, D]
     grads = [torch.zeros_like(h) if g is None else g for g, h in zip(grads, cap.h)]  # an h nothing reads
     del out, target
-    with torch.no_grad(), exact_fp32_matmul():
-        stats, state = _reduce(ctx, cap, grads, xt, n_pooled, prev)
+    if ctx.side is None:
+        with torch.no_grad(), exact_fp32_matmul():
+            stats, state = _reduce(ctx, cap, grads, xt, n_pooled, prev)
+    else:  # enqueue the reductions on the side stream and return: the next step's forward overlaps them
+        ctx.side.wait_stream(torch.cuda.current_stream(ctx.device))
+        for a in (*cap.h, *cap.v, *grads, *(a for a in cap.alpha if a is not None), xt):
+            a.record_stream(ctx.side)          # their memory is not reused before the side stream is done
+        with torch.cuda.stream(ctx.side), torch.no_grad(), exact_fp32_matmul():
+            stats, state = _reduce(ctx, cap, grads, xt, n_pooled, prev)
     stats["loss"] = per_sample.detach()
     cap.reset()
     return stats, state
@@ -488,11 +507,13 @@ def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch
 
     Layout for speed on a GPU (each captured tensor is read as few times as possible, and every contraction is a
     batched matmul of a shape the GEMM libraries handle at full bandwidth):
-    * the block outputs are copied once into a token-major stack zs [B, T, K+1, D]; one batched Gram matrix per
-      token gives their norms (diagonal) and every per-token cosine, block x block, at once; against the previous
-      noise level's stack, one more per-token product gives the neighbouring-level cosines;
+    * the block outputs are copied once into a stack zs [K+1, B, T, D]; one batched Gram matrix per token (the
+      stack read as [B*T, K+1, D] through its strides) gives their norms (diagonal) and every per-token cosine,
+      block x block, at once; against the previous noise level's stack, one more per-token product gives the
+      neighbouring-level cosines;
     * the residual source importance contracts stacked gradients and sources split into token groups
       ([R x T*D/g] @ [T*D/g x I] per sample and group, then summed over groups).
+    Every copy writes a contiguous block (the vectorised copy kernels); no matmul operand needs a second copy.
     """
     acc, T, D, L, R, K = ctx.acc, ctx.T, ctx.D, ctx.L, ctx.R, ctx.K
     h, v = cap.h, cap.v
@@ -500,12 +521,13 @@ def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch
     nan = float("nan")
     st: dict[str, torch.Tensor] = {}
 
-    # block outputs: z_{-1} = h_0, z_k = h_{2k+2}; token-major stack, per-token Gram matrices
+    # block outputs: z_{-1} = h_0, z_k = h_{2k+2}; stacked block-major (contiguous, vectorised copies), read as
+    # [B*T, K+1, D] token matrices through strides (batch stride D, row stride B*T*D: no second copy)
     zi = range(0, R, 2)
-    zs = torch.empty(B, T, K + 1, D, dtype=acc, device=dev)                                 # [B, T, K+1, D]
+    zs = torch.empty(K + 1, B, T, D, dtype=acc, device=dev)                                 # [K+1, B, T, D]
     for j, r in enumerate(zi):
-        zs[:, :, j].copy_(h[r])
-    zf = zs.view(B * T, K + 1, D)
+        zs[j].copy_(h[r])
+    zf = zs.view(K + 1, B * T, D).transpose(0, 1)                                          # [B*T, K+1, D]
     gram = torch.bmm(zf, zf.transpose(1, 2))                                               # [B*T, K+1, K+1]
     n2 = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(0)                                 # [B*T, K+1]
     norms = n2.sqrt()
@@ -514,8 +536,9 @@ def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch
     st["block_cos"] = cos[:, 1:, 1:]
     st["adjacent_cos"] = torch.diagonal(cos, offset=1, dim1=1, dim2=2)                      # [B, K]
     if prev is not None:
-        cross = torch.diagonal(torch.bmm(prev.zs.view(B * T, K + 1, D), zf.transpose(1, 2)), dim1=1, dim2=2)
-        tcos = cross * inv * (1.0 / prev.norms.view(B * T, K + 1).clamp_min(TINY))         # [B*T, K+1]
+        pf = prev.zs.view(K + 1, B * T, D).transpose(0, 1)                                 # [B*T, K+1, D]
+        cross = torch.diagonal(torch.bmm(pf, zf.transpose(1, 2)), dim1=1, dim2=2)          # [B*T, K+1]
+        tcos = cross * inv * (1.0 / prev.norms.view(B * T, K + 1).clamp_min(TINY))
         st["time_cos_prev"] = tcos.view(B, T, K + 1)[:, :, 1:].mean(1)                     # [B, K]
     norms = norms.view(B, T, K + 1)
 
@@ -546,17 +569,20 @@ def _reduce(ctx: StepContext, cap: Capture, grads: list[torch.Tensor], xt: torch
         st["alpha_entropy"] = torch.stack([-(a * a.clamp_min(TINY).log()).sum(-1).mean(-1) for a in alphas], 1)
         st["importance"] = torch.full((B, R, R), nan, dtype=acc, device=dev)
     else:
+        # stacked router-major / source-major (contiguous copies), read as [B*n, R, T*D/n] through strides
         n = token_groups(T)
         w = (T // n) * D
-        Gs = torch.empty(B, n, R, w, dtype=ctx.stack, device=dev)                          # [B, n, R, T*D/n]
+        Gs = torch.empty(R, B, T, D, dtype=ctx.stack, device=dev)                          # [R, B, T, D]
         for r, g in enumerate(grads):
-            Gs[:, :, r].copy_(g.reshape(B, n, w))
+            Gs[r].copy_(g)
         grads.clear()
-        Vs = torch.empty(B, n, R, w, dtype=ctx.stack, device=dev)                          # [B, n, I, T*D/n]
+        Vs = torch.empty(R, B, T, D, dtype=ctx.stack, device=dev)                          # [I, B, T, D]
         for i, a in enumerate(v):
-            Vs[:, :, i].copy_(a.reshape(B, n, w))
+            Vs[i].copy_(a)
         v[:] = [None] * R
-        imp = _bmm_acc(Gs.view(B * n, R, w), Vs.view(B * n, R, w).transpose(1, 2), acc)   # [B*n, R, I]
+        gm = Gs.view(R, B * n, w).transpose(0, 1)                                          # [B*n, R, w]
+        vm = Vs.view(R, B * n, w).permute(1, 2, 0)                                         # [B*n, w, I]
+        imp = _bmm_acc(gm, vm, acc)                                                        # [B*n, R, I]
         del Gs, Vs
         st["importance"] = imp.view(B, n, R, R).sum(1).masked_fill(ctx.undefined, nan)
         st["alpha"] = torch.full((B, R, R), nan, dtype=acc, device=dev)
@@ -795,6 +821,7 @@ class _Prober:
         nan_cos = torch.full((z - a, self.ctx.K), float("nan"), dtype=self.ctx.acc, device=self.ctx.device)
         for i in levels:
             out.setdefault((i, "time_cos"), nan_cos)
+        self.ctx.join()
         return _to_host(out)
 
 

@@ -459,3 +459,16 @@ def test_cuda_matches_cpu(tmp_path, routing):
     half = open_store(run_probe(model, data, cfg_(precision="bf16"), tmp_path / "bf16.zarr"))
     np.testing.assert_allclose(half.z_rms.values, cpu.z_rms.values, rtol=5e-2)
     model.cpu()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_side_stream_reductions_match_inline(tmp_path, monkeypatch):
+    """The reductions on a side stream (overlapping the next step, the CUDA default) give the inline values."""
+    model = tiny_model("residual", depth=2, dtype=torch.float32).cuda()
+    data = tiny_data(5, model.config)
+    on = open_store(run_probe(model, data, cfg_(), tmp_path / "on.zarr"))
+    monkeypatch.setenv("DARTOOL_PROBE_OVERLAP", "0")
+    off = open_store(run_probe(model, data, cfg_(), tmp_path / "off.zarr"))
+    _same(on, off, rtol=1e-6)
+    model.cpu()
