@@ -251,7 +251,7 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
 
 def recompute_check(device: str, interpret: bool) -> dict:
     """Dynamic routers recompute q in the backward: same loss and gradients as saving q, and the bytes saved
-    for the backward drop by (at least) one [B, T, D] query per router."""
+    for the backward (parameters not counted) drop by (at least) one [B, T, D] query per router."""
     from ..diffusion import diffusion_loss
     from ..models import SiT, model_config
     from . import dispatch, router_triton
@@ -293,7 +293,11 @@ def recompute_check(device: str, interpret: bool) -> dict:
                 with ac:
                     loss = diffusion_loss(model, x, y, s, eps=eps)
             loss.backward()
-            uniq = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
+            # parameters are resident anyway: count what the backward keeps alive beyond them (saving the fp32
+            # weight itself costs nothing, saving its bf16 autocast copy does)
+            params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+            uniq = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved
+                    if t.untyped_storage().data_ptr() not in params}
             out[recompute] = (loss.detach().double(), sum(uniq.values()),
                               {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None})
     finally:
