@@ -332,6 +332,42 @@ def dar_flops_ratio(size: str, chunk: int = 4, query: str = "dynamic", tokens: i
     return (2 * depth + 1) * D * D / base
 
 
+def router_traffic_bytes(size: str, batch: int, chunk: int, tokens: int = 256) -> dict[str, float]:
+    """Bytes every DAR router of one training step must move (bf16 autocast: v_0 and each h are float32, the
+    other sources bf16), summed over the routers. Forward: read the N sources, write h. Backward: read the N
+    sources, dh and h, write N source gradients (the query, gain and log-sum-exp terms are negligible). This is
+    the design's floor: no implementation of the router can move less (each h_r depends on every source it
+    reads, elementwise)."""
+    from .models import SIZES
+    from .models.sit import dar_source_plan
+
+    depth, D, _ = SIZES[size]
+    counts, head = dar_source_plan(2 * depth, chunk)
+    unit = batch * tokens * D                                   # elements of one [B, T, D] tensor
+    fwd = bwd = 0.0
+    for n in list(counts) + [head]:
+        src = unit * (4 + 2 * (n - 1))                          # v_0 in float32, the rest bf16
+        fwd += src + 4 * unit
+        bwd += 2 * src + 2 * 4 * unit
+    return dict(fwd=fwd, bwd=bwd, total=fwd + bwd, sources_read=float(sum(counts) + head))
+
+
+def _floors(rows: list[dict], bytes_per_s: float | None) -> None:
+    """Per DAR row: the routers' byte floor per step (ms, at the measured copy rate) next to what DAR adds."""
+    if not bytes_per_s:
+        return
+    for r in rows:
+        if r.get("routing") != "dar" or "step_ms" not in r:
+            continue
+        size = r["model"].split("-")[1].split("/")[0]
+        r["router_floor_ms"] = router_traffic_bytes(size, r["batch"], r["chunk"])["total"] / bytes_per_s * 1e3
+        base = next((b for b in rows if b["routing"] == "residual" and "step_ms" in b and b["model"] == r["model"]
+                     and b["batch"] == r["batch"] and b["compiled"] == r["compiled"]), None)
+        if base:
+            r["extra_ms"] = r["step_ms"] - base["step_ms"]
+            r["floor_ratio"] = (base["step_ms"] + r["router_floor_ms"]) / base["step_ms"]
+
+
 def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                      steps: int = 10, warmup: int = 3, deadline: float | None = None,
                      compile_est_s: float = 0.0) -> list[dict]:
@@ -642,18 +678,24 @@ def markdown(res: dict) -> str:
     tr = res.get("train")
     if tr:
         L += ["## Training step (AdamW, bf16 autocast, SiT velocity loss)", "",
-              "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual | "
+              "DAR adds ms | router byte floor ms | residual + floor |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr:
             mode = "compile" if r["compiled"] else "eager"
             if "step_ms" in r:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | {r['step_ms']:.1f} | "
                          f"{r['img_per_s']:.0f} | {r['peak_gb']:.1f} | {_f(r.get('time_ratio'), '{:.3f}')} | "
-                         f"{_f(r.get('mem_ratio'), '{:.3f}')} |")
+                         f"{_f(r.get('mem_ratio'), '{:.3f}')} | {_f(r.get('extra_ms'), '{:.1f}')} | "
+                         f"{_f(r.get('router_floor_ms'), '{:.1f}')} | {_f(r.get('floor_ratio'), '{:.3f}')} |")
             else:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | "
-                         f"{r.get('error') or r.get('skipped')} | | | | |")
-        L.append("")
+                         f"{r.get('error') or r.get('skipped')} | | | | | | | |")
+        L += ["", "Router byte floor: the bytes DAR's routers must move per step (forward: read the sources, write h; "
+                  "backward: read the sources, dh and h, write the source gradients) at the copy rate above. "
+                  "'residual + floor' is the best ratio the design allows where DAR's other kernels cost what the "
+                  "residual step costs (measured under torch.compile, `benchmarks/step_profile.py --compiled`: "
+                  "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds.", ""]
     sp = res.get("sampling")
     if sp:
         L += ["## Sampling (50 Euler steps, bf16 autocast, no guidance)", "",
@@ -802,6 +844,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         res["train"] = []
         for size, batch in sizes:
             res["train"] += train_step_bench(size, batch, full, compiled=False, deadline=deadline)
+            _floors(res["train"], res["copy"]["bytes_per_s"])
             write_results(res, out)
         if compile:
             cdead = min(deadline, time.time() + compile_budget_s)
@@ -815,6 +858,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                                           compile_est_s=est, steps=8)
                 res["train"] += rows_c
                 _ratios(res["train"])
+                _floors(res["train"], res["copy"]["bytes_per_s"])
                 write_results(res, out)
         else:
             res["skipped"].append("torch.compile (--no-compile)")

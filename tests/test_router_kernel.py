@@ -110,6 +110,31 @@ def test_model_outputs_unchanged_on_cpu():
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_router_traffic_floor_by_hand():
+    """Depth 2 (L = 4 sublayers), chunk 2: routers read [v0], [v0, v1], [v0, v2], [v0, v2, v3] and the head
+    [v0, v2, v3, v4] (sum N = 12). In units of one [B, T, D] element count: forward = sum(4 + 2 (N - 1) + 4)
+    = 5 * 6 + 2 * 12 = 54 bytes; backward = twice the sources plus dh and h in float32 = 2 * (5 * 2 + 2 * 12)
+    + 5 * 8 = 108."""
+    from dartool.bench import _floors, router_traffic_bytes
+    from dartool.models import SIZES
+
+    SIZES["_t"] = (2, 8, 1)
+    try:
+        r = router_traffic_bytes("_t", batch=3, chunk=2, tokens=5)
+    finally:
+        del SIZES["_t"]
+    unit = 3 * 5 * 8
+    assert r["sources_read"] == 12 and r["fwd"] == 54 * unit and r["bwd"] == 108 * unit
+    # the XL c4 plan: 57 routers, 522 source reads (KERNEL_NOTES.md)
+    assert router_traffic_bytes("XL", 128, 4)["sources_read"] == 522
+    rows = [dict(model="SiT-XL/2", batch=128, routing="residual", compiled=True, step_ms=200.0, chunk=4),
+            dict(model="SiT-XL/2", batch=128, routing="dar", compiled=True, step_ms=260.0, chunk=4)]
+    _floors(rows, 3e12)
+    floor = router_traffic_bytes("XL", 128, 4)["total"] / 3e12 * 1e3
+    assert rows[1]["extra_ms"] == 60.0 and abs(rows[1]["router_floor_ms"] - floor) < 1e-9
+    assert abs(rows[1]["floor_ratio"] - (200 + floor) / 200) < 1e-12 and "router_floor_ms" not in rows[0]
+
+
 def test_interpreter_check_quick():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick"], cwd=ROOT, env=env,

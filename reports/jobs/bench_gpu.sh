@@ -13,7 +13,7 @@ OUT=${OUT:-/tmp/out}; R=/tmp/bench; mkdir -p $OUT $R
 T0=$(date +%s); left() { echo $(( ${1} - ($(date +%s) - T0) )); }
 {
 echo "== 1. CUDA tests"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_router_kernel.py -k cuda 2>&1 | tail -15
+timeout 120 python3 -m pytest -p no:cacheprovider tests/test_router_kernel.py -k cuda 2>&1 | tail -15
 
 echo "== 2. eval timing (study setting)"
 timeout 200 python3 -m dartool train --arms residual,dar:static_t:c4,dar:dynamic:c4,dar:static:c4 --seeds 0 \

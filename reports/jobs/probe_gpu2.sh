@@ -6,7 +6,7 @@ OUT=${OUT:-/tmp/out}; R=/tmp/res; mkdir -p $OUT $R
 T0=$(date +%s)
 {
 echo "== CUDA probe tests"
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_probe.py -k cuda 2>&1 | tail -4
+timeout 90 python3 -m pytest -p no:cacheprovider tests/test_probe.py -k cuda 2>&1 | tail -4
 echo "== reductions inline (overlap off), residual"
 DARTOOL_PROBE_OVERLAP=0 timeout 60 python3 benchmarks/probe_profile.py --size XL --batch 64 --device cuda --precision bf16 --routing residual --rows 12 2>&1 | cut -c1-40,100-200 | grep -v Warn | head -20
 echo "after $(( $(date +%s) - T0 )) s"
