@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument("--compiled", action="store_true", help="profile torch.compile'd steps (no taps A/B)")
     ap.add_argument("--rows", type=int, default=18)
     a = ap.parse_args()
-    from dartool.bench import train_step_bench
+    from dartool.bench import event_ms, train_step_bench
     from dartool.kernels import dispatch
 
     if not a.compiled:
@@ -79,15 +79,7 @@ def main() -> int:
             print(f"\n{routing}: dynamo graphs {c['stats'].get('unique_graphs', '?')}, graph breaks {breaks}")
             for reason, n in list(c["graph_break"].items())[:5]:
                 print(f"   {n}x {str(reason)[:160]}")
-        ev_t = []
-        for _ in range(5):
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            step()
-            e1.record()
-            ev_t.append((e0, e1))
-        torch.cuda.synchronize()
-        ms = sorted(e0.elapsed_time(e1) for e0, e1 in ev_t)[2]
+        ms = event_ms(step, reps=5, warmup=0)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             step()
             torch.cuda.synchronize()

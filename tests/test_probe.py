@@ -472,3 +472,22 @@ def test_cuda_side_stream_reductions_match_inline(tmp_path, monkeypatch):
     off = open_store(run_probe(model, data, cfg_(), tmp_path / "off.zarr"))
     _same(on, off, rtol=1e-6)
     model.cpu()
+
+
+def test_statistics_matmuls_run_in_full_float32_and_restore_the_setting():
+    """A trainer switches TF32 on (``torch.set_float32_matmul_precision('high')``); the probe's Gram matrices must
+    not inherit it (10-bit mantissa: too coarse for cosines near 1), and the user's setting comes back after."""
+    from dartool.probe import exact_fp32_matmul
+
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        with exact_fp32_matmul():
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "high"
+        with pytest.raises(RuntimeError):
+            with exact_fp32_matmul():
+                raise RuntimeError("boom")
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(old)
