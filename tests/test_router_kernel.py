@@ -109,7 +109,6 @@ def test_model_outputs_unchanged_on_cpu():
     assert torch.equal(a, b)
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_router_traffic_floor_by_hand():
     """Depth 2 (L = 4 sublayers), chunk 2: routers read [v0], [v0, v1], [v0, v2], [v0, v2, v3] and the head
     [v0, v2, v3, v4] (sum N = 12). In units of one [B, T, D] element count: forward = sum(4 + 2 (N - 1) + 4)
@@ -135,6 +134,7 @@ def test_router_traffic_floor_by_hand():
     assert abs(rows[1]["floor_ratio"] - (200 + floor) / 200) < 1e-12 and "router_floor_ms" not in rows[0]
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_interpreter_check_quick():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick"], cwd=ROOT, env=env,
