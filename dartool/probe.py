@@ -486,15 +486,14 @@ def probe_step(
         grads = torch.autograd.grad(per_sample.sum(), cap.h, allow_unused=True)   # R x [B, T, D]
     grads = [torch.zeros_like(h) if g is None else g for g, h in zip(grads, cap.h)]  # an h nothing reads
     del out, target
-    if ctx.side is None:
-        with torch.no_grad(), exact_fp32_matmul():
-            stats, state = _reduce(ctx, cap, grads, xt, n_pooled, prev)
-    else:  # enqueue the reductions on the side stream and return: the next step's forward overlaps them
+    stream = contextlib.nullcontext()
+    if ctx.side is not None:  # enqueue the reductions on the side stream and return: the next step overlaps them
         ctx.side.wait_stream(torch.cuda.current_stream(ctx.device))
         for a in (*cap.h, *cap.v, *grads, *(a for a in cap.alpha if a is not None), xt):
             a.record_stream(ctx.side)          # their memory is not reused before the side stream is done
-        with torch.cuda.stream(ctx.side), torch.no_grad(), exact_fp32_matmul():
-            stats, state = _reduce(ctx, cap, grads, xt, n_pooled, prev)
+        stream = torch.cuda.stream(ctx.side)
+    with stream, torch.no_grad(), exact_fp32_matmul():
+        stats, state = _reduce(ctx, cap, grads, xt, n_pooled, prev)
     stats["loss"] = per_sample.detach()
     cap.reset()
     return stats, state
