@@ -256,24 +256,46 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
     return rows
 
 
-def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: float | None = None) -> dict:
-    """Time the launch configurations of both kernels; returns the table and the best of each."""
+BWD_SWEEP_WIDE = (
+    # (block_r, rows, num_warps, split, prefetch): rows of one program, D split into two tiles or not
+    [(1, r, w, 1, 1) for r in (4, 8, 16) for w in (1, 2, 4)]
+    + [(1, 8, w, 0, 1) for w in (2, 4)] + [(1, 8, 2, 1, 0), (1, 8, 4, 0, 0)]
+    + [(2, r, w, s, 1) for r in (8, 16) for w in (2, 4) for s in (0, 1)]
+    + [(4, 16, w, 0, p) for w in (4, 8) for p in (0, 1)]
+)
+
+
+def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: float | None = None,
+                 model_dtypes: bool = False, wide: bool = False, fwd: bool = True) -> dict:
+    """Time the launch configurations of both kernels; returns the table and the best of each.
+
+    ``model_dtypes``: lay the inputs out as a bf16-autocast model step does (v_0, h and dh in float32, the
+    other sources bf16; gradients returned, not accumulated, as under torch.compile) and count the floor's
+    bytes that way. ``wide``: the larger backward grid (``BWD_SWEEP_WIDE``). ``fwd=False``: backward only."""
     from .kernels import router_triton as rt
 
     srcs, q, gain, dh = _router_inputs(N, B, T, D, "static")
+    if model_dtypes:
+        srcs[0] = srcs[0].detach().float().requires_grad_()
+        dh = dh.float()
     old_f, old_b = dict(rt.FWD_CONFIG), dict(rt.BWD_CONFIG)
-    eb = srcs[0].element_size()
-    R = B * T
-    fwd_bytes = (N + 1) * R * D * eb
-    bwd_bytes = (2 * N + 1) * R * D * eb
+    u = B * T * D * 2                                  # bytes of one bf16 [B, T, D] tensor
+    src_bytes = sum(s.numel() * s.element_size() for s in srcs)
+    h_bytes = u * (2 if srcs[0].dtype == torch.float32 else 1)
+    fwd_bytes = src_bytes + h_bytes                    # sources once, h written
+    bwd_bytes = 2 * src_bytes + 2 * h_bytes            # sources read, their gradients written; dh and h read
     fwd_rows, bwd_rows = [], []
     fwd_cfgs = [dict(block_r=br, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
                 for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 2), (1, 2, 4))
-                for pf in (1, 0)]
-    bwd_cfgs = [dict(block_r=br, rows=8, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
-                for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 4)) for pf in (1, 0)]
-    bwd_cfgs += [dict(block_r=1, rows=8, num_warps=1, num_stages=1, split=1, unroll=1, prefetch=0),
-                 dict(block_r=1, rows=32, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=1)]
+                for pf in (1, 0)] if fwd else []
+    if wide:
+        bwd_cfgs = [dict(block_r=br, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
+                    for br, r, nw, sp, pf in BWD_SWEEP_WIDE]
+    else:
+        bwd_cfgs = [dict(block_r=br, rows=8, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
+                    for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 4)) for pf in (1, 0)]
+        bwd_cfgs += [dict(block_r=1, rows=8, num_warps=1, num_stages=1, split=1, unroll=1, prefetch=0),
+                     dict(block_r=1, rows=32, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=1)]
     try:
         for cfg in fwd_cfgs:
             rt.FWD_CONFIG.update(cfg)
@@ -288,7 +310,7 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
         h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, True)
         hb = h32_ if h32_.numel() else h_
         for cfg in bwd_cfgs:
-            rt.BWD_CONFIG.update(cfg)
+            rt.BWD_CONFIG.clear(); rt.BWD_CONFIG.update(cfg)
             try:
                 Pb = rt._bwd_prepare(dh, srcs, q, gain, hb, lse_, 1e-6)
                 ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 50)
@@ -309,7 +331,9 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
             log(f"  sweep {name}: {len(errs)} configs failed, e.g. {errs[0]}")
     del srcs, q, gain, dh
     _cleanup()
-    return dict(N=N, fwd=fwd_rows, bwd=bwd_rows, best_fwd=best_f, best_bwd=best_b)
+    return dict(N=N, B=B, T=T, D=D, model_dtypes=model_dtypes, fwd_floor_bytes=fwd_bytes,
+                bwd_floor_bytes=bwd_bytes, default_fwd=old_f, default_bwd=old_b,
+                fwd=fwd_rows, bwd=bwd_rows, best_fwd=best_f, best_bwd=best_b)
 
 
 # --------------------------------------------------------------------------------------------------
