@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         for x in ok[:8]:
             lines.append(f"| {_cfg_key(x)} | {x['ms']:.3f} | {x['pct_floor']:.0f} |")
         if dflt:
-            lines.append(f"| **default** {_cfg_key(dflt)} | {dflt['ms']:.3f} | {dflt['pct_floor']:.0f} |")
+            lines.append(f"| **in use** {_cfg_key(dflt)} | {dflt['ms']:.3f} | {dflt['pct_floor']:.0f} |")
         lines.append("")
         if r["fwd"]:
             okf = sorted((x for x in r["fwd"] if "ms" in x), key=lambda x: x["ms"])

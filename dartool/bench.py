@@ -278,7 +278,6 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
     if model_dtypes:
         srcs[0] = srcs[0].detach().float().requires_grad_()
         dh = dh.float()
-    old_f, old_b = dict(rt.FWD_CONFIG), dict(rt.BWD_CONFIG)
     u = B * T * D * 2                                  # bytes of one bf16 [B, T, D] tensor
     src_bytes = sum(s.numel() * s.element_size() for s in srcs)
     h_bytes = u * (2 if srcs[0].dtype == torch.float32 else 1)
@@ -296,9 +295,9 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
                     for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 4)) for pf in (1, 0)]
         bwd_cfgs += [dict(block_r=1, rows=8, num_warps=1, num_stages=1, split=1, unroll=1, prefetch=0),
                      dict(block_r=1, rows=32, num_warps=2, num_stages=1, split=0, unroll=2, prefetch=1)]
-    try:
-        for cfg in fwd_cfgs:
-            rt.FWD_CONFIG.update(cfg)
+    default_b = rt.bwd_config(N, D)                     # what the model's step would launch at this shape
+    for cfg in fwd_cfgs:
+        with rt.configs(fwd=cfg):
             try:
                 Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False)
                 ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 50)
@@ -306,11 +305,10 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
                 fwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * fwd_bytes / bw / (ms * 1e-3) if bw else None))
             except Exception as e:
                 fwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
-        rt.FWD_CONFIG.update(old_f)
-        h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, True)
-        hb = h32_ if h32_.numel() else h_
-        for cfg in bwd_cfgs:
-            rt.BWD_CONFIG.clear(); rt.BWD_CONFIG.update(cfg)
+    h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, True)
+    hb = h32_ if h32_.numel() else h_
+    for cfg in bwd_cfgs:
+        with rt.configs(bwd=cfg):
             try:
                 Pb = rt._bwd_prepare(dh, srcs, q, gain, hb, lse_, 1e-6)
                 ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 50)
@@ -318,9 +316,7 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
                 bwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * bwd_bytes / bw / (ms * 1e-3) if bw else None))
             except Exception as e:
                 bwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
-    finally:
-        rt.FWD_CONFIG.clear(); rt.FWD_CONFIG.update(old_f)
-        rt.BWD_CONFIG.clear(); rt.BWD_CONFIG.update(old_b)
+    old_f = dict(rt.FWD_CONFIG)
     best_f = min((r for r in fwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
     best_b = min((r for r in bwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
     for name, rows_, best in (("fwd", fwd_rows, best_f), ("bwd", bwd_rows, best_b)):
@@ -332,7 +328,7 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
     del srcs, q, gain, dh
     _cleanup()
     return dict(N=N, B=B, T=T, D=D, model_dtypes=model_dtypes, fwd_floor_bytes=fwd_bytes,
-                bwd_floor_bytes=bwd_bytes, default_fwd=old_f, default_bwd=old_b,
+                bwd_floor_bytes=bwd_bytes, default_fwd=old_f, default_bwd=default_b,
                 fwd=fwd_rows, bwd=bwd_rows, best_fwd=best_f, best_bwd=best_b)
 
 
@@ -846,7 +842,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log("[3/5] router microbench")
         from .kernels import router_triton as rt
 
-        res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG))
+        res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"])
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)

@@ -46,6 +46,24 @@ def test_cpu_tensors_take_the_reference_path():
     assert dispatch.tap_source(v) is v
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_backward_launch_configuration_per_shape():
+    """The backward's launch configuration follows the shape (the sweep's winners) unless one is given; a
+    configuration given in a ``configs`` block holds for every shape and the per-shape choice comes back after."""
+    from dartool.kernels import router_triton as rt
+
+    if not rt._AUTO["bwd"]:
+        pytest.skip("DARTOOL_ROUTER_BWD is set")
+    narrow, wide_few, wide_many = rt.bwd_config(6, 768), rt.bwd_config(9, 1152), rt.bwd_config(17, 1152)
+    assert (narrow["num_warps"], narrow["split"]) == (1, 1)
+    assert (wide_few["num_warps"], wide_few["split"]) == (2, 0)
+    assert wide_many == rt.BWD_CONFIG
+    fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
+    with rt.configs(bwd=fixed):
+        assert rt.bwd_config(6, 768) == fixed == rt.bwd_config(17, 1152)
+    assert rt.bwd_config(6, 768) == narrow and rt._AUTO["bwd"]
+
+
 def test_probe_on_hook_alpha_forces_reference():
     model = _tiny()
     r = model.routers[1]
@@ -155,28 +173,46 @@ def test_cuda_fused_router_matches_float64_reference():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
-def test_cuda_model_uses_fused_path_and_compile_matches_eager():
+@pytest.mark.parametrize("query", ["static", "dynamic"])
+def test_cuda_model_uses_fused_path_and_compile_matches_eager(query):
+    """Reference, fused eager and fused compiled agree (dynamic: the compiled step runs the router_fwd_dynamic
+    custom op, which recomputes q in the backward)."""
     from dartool.diffusion import diffusion_loss
+    from dartool.kernels import router_triton
 
-    model = _tiny(query="static", chunk=2, depth=2).cuda()
+    model = _tiny(query=query, chunk=2, depth=2).cuda()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     srcs = [torch.randn(2, 16, 64, device="cuda") for _ in range(3)]
-    assert dispatch.use_fused(model.routers[2], srcs, model.routers[2].query)
+    assert dispatch.use_fused(model.routers[2], srcs, model.routers[2].make_query(None, srcs[-1]))
     x = torch.randn(4, 4, 8, 8, device="cuda")
     y = torch.randint(0, 10, (4,), device="cuda")
     s = torch.rand(4, device="cuda")
     e = torch.randn_like(x)
     res = {}
+    calls = {"n": 0}
+    op = router_triton.router_fwd_dynamic
+
+    def counting_op(*a):
+        calls["n"] += 1
+        return op(*a)
+
     for name in ("reference", "fused", "compiled"):
         model.zero_grad(set_to_none=True)
-        with dispatch.fused(name != "reference"):
-            f = torch.compile(model) if name == "compiled" else model
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = diffusion_loss(f, x, y, s, eps=e)
-            loss.backward()
+        torch._dynamo.reset()
+        router_triton.router_fwd_dynamic = counting_op
+        try:
+            with dispatch.fused(name != "reference"):
+                f = torch.compile(model) if name == "compiled" else model
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = diffusion_loss(f, x, y, s, eps=e)
+                loss.backward()
+        finally:
+            router_triton.router_fwd_dynamic = op
         res[name] = (loss.item(), {n: p.grad.double().clone() for n, p in model.named_parameters() if p.grad is not None})
+    if query == "dynamic":  # the compiled run takes the op (every router), the eager runs do not
+        assert calls["n"] >= len(model.routers)
     ref_loss, ref_g = res["reference"]
     for name in ("fused", "compiled"):
         loss, g = res[name]

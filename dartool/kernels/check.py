@@ -105,18 +105,15 @@ def run_case(c: Case, device: str, gen: torch.Generator) -> Case:
     g = (1.0 + 0.3 * torch.randn(D, generator=gen)).to(device).requires_grad_()
     eps = 1e-6
 
-    old_f, old_b = dict(rt.FWD_CONFIG), dict(rt.BWD_CONFIG)
-    rt.set_configs(fwd={k: v for k, v in c.config.items() if k != "rows"}, bwd=c.config)
     rt.POISON = True
     try:
-        h, alpha = rt.fused_router(srcs, q, g, eps, return_alpha=True)
-        dh = torch.randn(h.shape, generator=gen).to(device=device, dtype=h.dtype)
-        leaves = list({id(s): s for s in srcs}.values()) + [q, g]
-        grads = torch.autograd.grad(h, leaves, dh)
+        with rt.configs(fwd={k: v for k, v in c.config.items() if k != "rows"}, bwd=c.config):
+            h, alpha = rt.fused_router(srcs, q, g, eps, return_alpha=True)
+            dh = torch.randn(h.shape, generator=gen).to(device=device, dtype=h.dtype)
+            leaves = list({id(s): s for s in srcs}.values()) + [q, g]
+            grads = torch.autograd.grad(h, leaves, dh)
     finally:
         rt.POISON = False
-        rt.FWD_CONFIG.update(old_f)
-        rt.BWD_CONFIG.update(old_b)
     # float64 leaves holding the same (already rounded) values: gradients stay float64 (autograd would
     # round a gradient to its leaf's dtype)
     d64 = {id(x): x.detach().double().requires_grad_() for x in leaves}
@@ -269,18 +266,25 @@ def recompute_check(device: str, interpret: bool) -> dict:
     y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
     s = torch.rand(bs, generator=gen).to(device)
     eps = torch.randn(x.shape, generator=gen).to(device)
-    out, calls = {}, {"n": 0}
-    apply = router_triton._FusedDynamicRouterFn.apply
+    out, calls = {}, {"fn": 0, "op": 0}
+    apply, op = router_triton._FusedDynamicRouterFn.apply, router_triton.router_fwd_dynamic
 
     def counting(*a):
-        calls["n"] += 1
+        calls["fn"] += 1
         return apply(*a)
 
-    old = router_triton.RECOMPUTE_DYNAMIC_QUERY
+    def counting_op(*a):
+        calls["op"] += 1
+        return op(*a)
+
+    old = router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN
+    # save q; recompute it (eager autograd.Function); recompute it (the custom op torch.compile runs)
+    modes = {"save": (False, True), "recompute": (True, True), "recompute-op": (True, False)}
     try:
         router_triton._FusedDynamicRouterFn.apply = counting
-        for recompute in (False, True):
-            router_triton.RECOMPUTE_DYNAMIC_QUERY = recompute
+        router_triton.router_fwd_dynamic = counting_op
+        for mode, (recompute, eager_fn) in modes.items():
+            router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN = recompute, eager_fn
             model.zero_grad(set_to_none=True)
             saved = []
 
@@ -298,20 +302,28 @@ def recompute_check(device: str, interpret: bool) -> dict:
             params = {p.untyped_storage().data_ptr() for p in model.parameters()}
             uniq = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved
                     if t.untyped_storage().data_ptr() not in params}
-            out[recompute] = (loss.detach().double(), sum(uniq.values()),
-                              {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None})
+            out[mode] = (loss.detach().double(), sum(uniq.values()),
+                         {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None})
     finally:
-        router_triton.RECOMPUTE_DYNAMIC_QUERY = old
+        router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN = old
         router_triton._FusedDynamicRouterFn.apply = apply
-    (l0, b0, g0), (l1, b1, g1) = out[False], out[True]
-    worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
+        router_triton.router_fwd_dynamic = op
     n_routers = len(model.routers)
     q_bytes = bs * (size // 2) ** 2 * d * (2 if device == "cuda" else 4)     # one query per router
     tol = 1e-2 if device == "cuda" else 1e-5
-    ok = (calls["n"] == n_routers and set(g0) == set(g1) and abs(l1 - l0).item() <= tol * abs(l0).item()
-          and worst[0] < tol and b0 - b1 >= n_routers * q_bytes)
-    return dict(name="dynamic-recompute", routers_recomputed=calls["n"], saved_mb_before=b0 / 2**20,
-                saved_mb_after=b1 / 2**20, worst_grad_rel=worst[0], worst_param=worst[1], tol=tol, ok=bool(ok))
+    l0, b0, g0 = out["save"]
+    res = dict(name="dynamic-recompute", routers_recomputed=calls["fn"], routers_recomputed_op=calls["op"],
+               saved_mb_before=b0 / 2**20, tol=tol)
+    ok = calls["fn"] == n_routers and calls["op"] == n_routers
+    for mode in ("recompute", "recompute-op"):
+        l1, b1, g1 = out[mode]
+        worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
+        key = mode.replace("-", "_")
+        res.update({f"saved_mb_{key}": b1 / 2**20, f"worst_grad_rel_{key}": worst[0], f"worst_param_{key}": worst[1]})
+        ok = ok and (set(g0) == set(g1) and abs(l1 - l0).item() <= tol * abs(l0).item() and worst[0] < tol
+                     and b0 - b1 >= n_routers * q_bytes)
+    res["ok"] = bool(ok)
+    return res
 
 
 def tap_check(device: str, interpret: bool) -> dict:

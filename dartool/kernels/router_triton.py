@@ -51,6 +51,7 @@ registered autograd) used under torch.compile, which treats them as opaque ops w
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import OrderedDict
@@ -538,12 +539,46 @@ BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
                         ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch"), _DEFAULT_BWD)
 
 
+# Per-shape backward configuration (sweep on an H200, benchmarks/results/router_sweep-NVIDIA-H200-20261126-0834.md,
+# inputs laid out as in a bf16 training step): below D = 1024 one warp per row is 1.7-1.9x faster than the
+# default (SiT-B/2 b256: 74-77 % of the byte floor instead of 40-44 %); at D = 1152 with up to 12 sources one
+# power-of-two tile (no split) is 6-15 % faster; from 17 sources on the default wins. In force unless a
+# configuration is given (DARTOOL_ROUTER_BWD, set_configs, configs()).
+_AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD")}
+
+
+def bwd_config(N: int, D: int) -> dict:
+    """The backward's launch configuration for N sources of width D."""
+    cfg = dict(BWD_CONFIG)
+    if _AUTO["bwd"]:
+        if D < 1024:
+            cfg.update(num_warps=1, split=1)
+        elif N <= 12:
+            cfg.update(split=0)
+    return cfg
+
+
 def set_configs(fwd: dict | None = None, bwd: dict | None = None) -> None:
-    """Change the launch configuration (benchmark sweeps)."""
+    """Change the launch configuration (benchmark sweeps); a backward configuration given here is used for
+    every shape (the per-shape choice of :func:`bwd_config` is off from then on)."""
     if fwd:
         FWD_CONFIG.update(fwd)
     if bwd:
         BWD_CONFIG.update(bwd)
+        _AUTO["bwd"] = False
+
+
+@contextlib.contextmanager
+def configs(fwd: dict | None = None, bwd: dict | None = None):
+    """Run with these launch configurations (for every shape), restoring the previous state after."""
+    old_f, old_b, old_auto = dict(FWD_CONFIG), dict(BWD_CONFIG), dict(_AUTO)
+    try:
+        set_configs(fwd, bwd)
+        yield
+    finally:
+        FWD_CONFIG.clear(); FWD_CONFIG.update(old_f)
+        BWD_CONFIG.clear(); BWD_CONFIG.update(old_b)
+        _AUTO.update(old_auto)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -702,7 +737,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     otab = _offset_table([dv0.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(), obase.element_size(),
                          dev, flags)
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
-    cfg = dict(BWD_CONFIG)
+    cfg = bwd_config(N, D)
     rows = max(cfg["rows"], cfg["block_r"])
     n_tprog = triton.cdiv(T, rows)
     part = _empty((B, n_tprog, D), torch.float32, dev)
@@ -810,6 +845,55 @@ def _backward(ctx, dh, dlse, dlogits, dh32):
 router_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op("dartool::router_fwd_dynamic", mutates_args=())
+def router_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
+                       q_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """A dynamic router, q = v_prev W^T (in ``q_dtype``, as autocast would compute it), for torch.compile: the
+    query is recomputed in the backward instead of saved (the compiled counterpart of
+    ``_FusedDynamicRouterFn``). Returns h, lse and the fp32 copy of h (or [0])."""
+    q = torch.nn.functional.linear(v_prev.to(q_dtype), W.to(q_dtype))               # [B, T, D]
+    h, lse, _, h32 = _fwd_impl(list(sources), q, g, eps, False, True)
+    return h, lse, h32
+
+
+@router_fwd_dynamic.register_fake
+def _router_fwd_dynamic_fake(sources, v_prev, W, g, eps, q_dtype):
+    h, lse, _, h32 = _router_fwd_fake(sources, v_prev, g, eps, False, True)
+    return h, lse, h32
+
+
+def _setup_context_dynamic(ctx, inputs, output):
+    sources, v_prev, W, g, eps, q_dtype = inputs
+    h, lse, h32 = output
+    ctx.eps, ctx.q_dtype = eps, q_dtype
+    ctx.mark_non_differentiable(lse, h32)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(v_prev, W, g, h32 if h32.numel() else h, lse, *sources)
+
+
+def _backward_dynamic(ctx, dh, dlse, dh32):
+    v_prev, W, g, h, lse, *sources = ctx.saved_tensors
+    if dh is None:
+        return [None] * len(sources), None, None, None, None, None
+    vq, Wq = v_prev.to(ctx.q_dtype), W.to(ctx.q_dtype)
+    q = torch.nn.functional.linear(vq, Wq)                                         # recomputed, [B, T, D]
+    dvs, dq, dg = router_bwd(dh, sources, q, g, h, lse, ctx.eps)
+    dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)                                 # [B, T, D]
+    dW = torch.matmul(dq.reshape(-1, dq.shape[-1]).t(), vq.reshape(-1, vq.shape[-1])).to(W.dtype)   # [D, D]
+    return list(dvs), dv_prev, dW, dg, None, None
+
+
+router_fwd_dynamic.register_autograd(_backward_dynamic, setup_context=_setup_context_dynamic)
+
+
+def _query_dtype(v_prev: Tensor, W: Tensor) -> torch.dtype:
+    """The dtype F.linear(v_prev, W) would produce here (the autocast dtype inside an autocast region)."""
+    dev = v_prev.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return torch.promote_types(v_prev.dtype, W.dtype)
+
+
 class _FusedRouterFn(torch.autograd.Function):
     """Eager path: the same kernels without the custom-op wrapper's host overhead (~0.3 ms a call).
     Under torch.compile the custom op (``router_fwd`` with its registered autograd) is used instead."""
@@ -885,13 +969,16 @@ class _FusedDynamicRouterFn(torch.autograd.Function):
 
 
 def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float = 1e-6):
-    """The fused router with a dynamic query q = v_prev W^T, recomputing q in the backward (training, eager).
-    Elsewhere (no gradients, torch.compile) it is :func:`fused_router` of the projected query."""
+    """The fused router with a dynamic query q = v_prev W^T, recomputing q in the backward when training
+    (eager: ``_FusedDynamicRouterFn``; torch.compile: the ``router_fwd_dynamic`` custom op). Without
+    gradients it is :func:`fused_router` of the projected query."""
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               any(s.requires_grad for s in sources))
-    if not needs_grad or torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN or not RECOMPUTE_DYNAMIC_QUERY:
+    if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
         return fused_router(sources, torch.nn.functional.linear(v_prev, W), g, eps)
     sources = _as_kernel_sources(sources)
+    if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
+        return router_fwd_dynamic(sources, v_prev, W, g, float(eps), _query_dtype(v_prev, W))[0]
     return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), _slots_of(sources), *sources)
 
 
