@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _cfg_key(r: dict) -> str:
-    return f"br{r['block_r']} rows{r['rows']} w{r['num_warps']} split{r['split']} pf{r['prefetch']}"
+    return (f"br{r['block_r']} rows{r['rows']} w{r['num_warps']} split{r['split']} pf{r['prefetch']}"
+            f" unroll{r.get('unroll', 2)}")
 
 
 def main(argv=None) -> int:
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     for r in res["shapes"]:
         ok = sorted((x for x in r["bwd"] if "ms" in x), key=lambda x: x["ms"])
         dflt = next((x for x in ok if all(x[k] == r["default_bwd"][k] for k in ("block_r", "rows", "num_warps",
-                                                                                  "split", "prefetch"))), None)
+                                                                                  "split", "prefetch", "unroll"))), None)
         lines.append(f"## SiT-{r['size']}/2, B = {r['B']}, N = {r['N']}")
         lines.append("")
         lines.append("| backward config | ms | % floor |")

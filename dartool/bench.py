@@ -257,11 +257,13 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
 
 
 BWD_SWEEP_WIDE = (
-    # (block_r, rows, num_warps, split, prefetch): rows of one program, D split into two tiles or not
-    [(1, r, w, 1, 1) for r in (4, 8, 16) for w in (1, 2, 4)]
-    + [(1, 8, w, 0, 1) for w in (2, 4)] + [(1, 8, 2, 1, 0), (1, 8, 4, 0, 0)]
-    + [(2, r, w, s, 1) for r in (8, 16) for w in (2, 4) for s in (0, 1)]
-    + [(4, 16, w, 0, p) for w in (4, 8) for p in (0, 1)]
+    # (block_r, rows, num_warps, split, prefetch, unroll): rows of one program, D split into two tiles or not,
+    # the next sources' loads issued early or not, one or two sources per loop iteration
+    [(1, r, w, 1, 1, 2) for r in (4, 8, 16) for w in (1, 2, 4)]
+    + [(1, 8, w, 0, 1, 2) for w in (2, 4, 8)] + [(1, 8, 2, 1, 0, 2), (1, 8, 4, 0, 0, 2)]
+    + [(1, 8, w, s, 0, 1) for w in (1, 2, 4) for s in (0, 1)]
+    + [(2, r, w, s, 1, 2) for r in (8, 16) for w in (2, 4) for s in (0, 1)]
+    + [(4, 16, w, 0, p, 2) for w in (4, 8) for p in (0, 1)]
 )
 
 
@@ -288,8 +290,8 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
                 for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 2), (1, 2, 4))
                 for pf in (1, 0)] if fwd else []
     if wide:
-        bwd_cfgs = [dict(block_r=br, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
-                    for br, r, nw, sp, pf in BWD_SWEEP_WIDE]
+        bwd_cfgs = [dict(block_r=br, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=un, prefetch=pf)
+                    for br, r, nw, sp, pf, un in BWD_SWEEP_WIDE]
     else:
         bwd_cfgs = [dict(block_r=br, rows=8, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
                     for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 4)) for pf in (1, 0)]

@@ -326,6 +326,64 @@ def recompute_check(device: str, interpret: bool) -> dict:
     return res
 
 
+def compiled_saved_check(device: str, interpret: bool) -> dict:
+    """Under torch.compile a dynamic router recomputes q too: the activations AOTAutograd saves for the backward
+    of a compiled dynamic model exceed the static model's by its extra parameters only (the q_proj weights,
+    resident anyway), not by one [B, T, D] query per router as when q is saved."""
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    from ..diffusion import diffusion_loss
+    from ..models import SiT, model_config
+    from . import dispatch, router_triton
+
+    bs, size, d = 2, 8, 64
+
+    def saved_bytes(query: str, recompute: bool) -> tuple[int, int]:
+        cfg = model_config("S", 2, input_size=size, routing="dar", query=query, chunk_size=2).replace(
+            depth=2, hidden_size=d, num_heads=4)
+        torch.manual_seed(0)
+        model = SiT(cfg).to(device)
+        info = {}
+
+        def fw(gm, example_inputs):
+            out = next(n for n in gm.graph.nodes if n.op == "output")
+            vals = [a.meta.get("val") if hasattr(a, "meta") else None for a in out.args[0]]
+            info["saved"] = sum(v.numel() * v.element_size() for v in vals[1:] if isinstance(v, torch.Tensor))
+            return make_boxed_func(gm)
+
+        backend = aot_autograd(fw_compiler=fw, bw_compiler=lambda gm, ex: make_boxed_func(gm),
+                               partition_fn=min_cut_rematerialization_partition)
+        old = router_triton.RECOMPUTE_DYNAMIC_QUERY
+        router_triton.RECOMPUTE_DYNAMIC_QUERY = recompute
+        torch._dynamo.reset()
+        try:
+            f = torch.compile(model, backend=backend)
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(bs, cfg.in_channels, size, size, generator=gen).to(device)
+            y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
+            s = torch.rand(bs, generator=gen).to(device)
+            with dispatch.fused(True, allow_cpu=interpret):
+                ac = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+                with ac:
+                    loss = diffusion_loss(f, x, y, s)
+            loss.backward()
+        finally:
+            router_triton.RECOMPUTE_DYNAMIC_QUERY = old
+            torch._dynamo.reset()
+        extra = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "routers" in n)
+        return info["saved"], extra
+
+    st, p_st = saved_bytes("static", True)
+    dy_save, p_dy = saved_bytes("dynamic", False)
+    dy, _ = saved_bytes("dynamic", True)
+    n_routers = 2 * 2 + 1
+    q_bytes = bs * (size // 2) ** 2 * d * (2 if device == "cuda" else 4)
+    ok = dy - st <= (p_dy - p_st) and dy_save - dy >= n_routers * q_bytes
+    return dict(name="compiled-dynamic-saved", saved_static=st, saved_dynamic=dy, saved_dynamic_q_saved=dy_save,
+                router_param_bytes_extra=p_dy - p_st, one_query_bytes=q_bytes, ok=bool(ok))
+
+
 def tap_check(device: str, interpret: bool) -> dict:
     """Tapped sources (in-kernel gradient accumulation): three routers over overlapping sources, one of
     them forced onto the reference path, against float64 autograd."""
@@ -406,6 +464,11 @@ def run_all(device: str | None = None, interpret: bool = False, verbose: bool = 
         models.append(recompute_check(device, interpret))
     except Exception as e:
         models.append(dict(name="dynamic-recompute", ok=False, error=f"{type(e).__name__}: {e}"))
+    if not quick:
+        try:
+            models.append(compiled_saved_check(device, interpret))
+        except Exception as e:
+            models.append(dict(name="compiled-dynamic-saved", ok=False, error=f"{type(e).__name__}: {e}"))
     if model:
         try:
             models += model_check(device, interpret, quick)

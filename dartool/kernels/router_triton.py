@@ -871,15 +871,32 @@ def _setup_context_dynamic(ctx, inputs, output):
     ctx.save_for_backward(v_prev, W, g, h32 if h32.numel() else h, lse, *sources)
 
 
+@torch.library.custom_op("dartool::router_bwd_dynamic", mutates_args=())
+def router_bwd_dynamic(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor,
+                       lse: Tensor, eps: float, q_dtype: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    """(dv per source, dv_prev, dW, dg) of ``router_fwd_dynamic``, recomputing q = v_prev W^T first. One opaque op
+    on purpose: were the recomputation traced into the backward graph, AOTAutograd would see that it needs no
+    gradient input, move it into the forward and save q, which is what this op exists to avoid."""
+    vq, Wq = v_prev.to(q_dtype), W.to(q_dtype)
+    q = torch.nn.functional.linear(vq, Wq)                                          # [B, T, D], recomputed
+    dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps)
+    D = dq.shape[-1]
+    dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)                                 # [B, T, D]
+    dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype)         # [D, D]
+    return dvs, dv_prev, dW, dg
+
+
+@router_bwd_dynamic.register_fake
+def _router_bwd_dynamic_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype):
+    return ([s.new_empty(s.shape) for s in sources], v_prev.new_empty(v_prev.shape), W.new_empty(W.shape),
+            g.new_empty(g.shape))
+
+
 def _backward_dynamic(ctx, dh, dlse, dh32):
     v_prev, W, g, h, lse, *sources = ctx.saved_tensors
     if dh is None:
         return [None] * len(sources), None, None, None, None, None
-    vq, Wq = v_prev.to(ctx.q_dtype), W.to(ctx.q_dtype)
-    q = torch.nn.functional.linear(vq, Wq)                                         # recomputed, [B, T, D]
-    dvs, dq, dg = router_bwd(dh, sources, q, g, h, lse, ctx.eps)
-    dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)                                 # [B, T, D]
-    dW = torch.matmul(dq.reshape(-1, dq.shape[-1]).t(), vq.reshape(-1, vq.shape[-1])).to(W.dtype)   # [D, D]
+    dvs, dv_prev, dW, dg = router_bwd_dynamic(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype)
     return list(dvs), dv_prev, dW, dg, None, None
 
 
