@@ -54,10 +54,10 @@ def test_backward_launch_configuration_per_shape():
 
     if not rt._AUTO["bwd"]:
         pytest.skip("DARTOOL_ROUTER_BWD is set")
-    narrow, wide_few, wide_many = rt.bwd_config(6, 768), rt.bwd_config(9, 1152), rt.bwd_config(17, 1152)
-    assert (narrow["num_warps"], narrow["split"]) == (1, 1)
-    assert (wide_few["num_warps"], wide_few["split"]) == (2, 0)
-    assert wide_many == rt.BWD_CONFIG
+    narrow, wide = rt.bwd_config(6, 768), rt.bwd_config(9, 1152)
+    assert (narrow["num_warps"], narrow["split"], narrow["unroll"]) == (1, 1, 2)
+    assert (wide["num_warps"], wide["split"], wide["unroll"], wide["prefetch"]) == (1, 1, 1, 0)
+    assert rt.bwd_config(17, 1152) == wide
     fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
     with rt.configs(bwd=fixed):
         assert rt.bwd_config(6, 768) == fixed == rt.bwd_config(17, 1152)

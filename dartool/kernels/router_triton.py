@@ -539,11 +539,12 @@ BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
                         ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch"), _DEFAULT_BWD)
 
 
-# Per-shape backward configuration (sweep on an H200, benchmarks/results/router_sweep-NVIDIA-H200-20261126-0834.md,
-# inputs laid out as in a bf16 training step): below D = 1024 one warp per row is 1.7-1.9x faster than the
-# default (SiT-B/2 b256: 74-77 % of the byte floor instead of 40-44 %); at D = 1152 with up to 12 sources one
-# power-of-two tile (no split) is 6-15 % faster; from 17 sources on the default wins. In force unless a
-# configuration is given (DARTOOL_ROUTER_BWD, set_configs, configs()).
+# Per-shape backward configuration (sweeps on an H200 with inputs laid out as in a bf16 training step,
+# benchmarks/results/router_sweep-NVIDIA-H200-20261126-0834.md and -0854.md): below D = 1024 one warp per row
+# is 1.7-1.9x faster than the session-3 default (SiT-B/2 b256: 74-77 % of the byte floor instead of 40-44 %);
+# at D >= 1024 one warp per row with one source per iteration and no prefetch (fewer live registers: the
+# two-source loop spills at D = 1152) is 3-15 % faster at every N swept (4, 9, 17; batch 64 and 128). In force
+# unless a configuration is given (DARTOOL_ROUTER_BWD, set_configs, configs()).
 _AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD")}
 
 
@@ -553,8 +554,8 @@ def bwd_config(N: int, D: int) -> dict:
     if _AUTO["bwd"]:
         if D < 1024:
             cfg.update(num_warps=1, split=1)
-        elif N <= 12:
-            cfg.update(split=0)
+        else:
+            cfg.update(num_warps=1, split=1, unroll=1, prefetch=0)
     return cfg
 
 
@@ -881,8 +882,11 @@ def router_bwd_dynamic(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Ten
     q = torch.nn.functional.linear(vq, Wq)                                          # [B, T, D], recomputed
     dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps)
     D = dq.shape[-1]
-    dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)                                 # [B, T, D]
     dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype)         # [D, D]
+    if v_prev.dtype == q.dtype:                   # q is dead: its buffer takes dv_prev (one [B, T, D] less)
+        dv_prev = torch.matmul(dq, Wq, out=q)                                       # [B, T, D]
+    else:
+        dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)
     return dvs, dv_prev, dW, dg
 
 
