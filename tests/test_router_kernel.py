@@ -127,6 +127,28 @@ def test_model_outputs_unchanged_on_cpu():
     assert torch.equal(a, b)
 
 
+def test_floor_options_model():
+    """benchmarks/floor_options.py: its 'as built' count is the bench's; bf16 v_0 and h save 2 + 2 bytes per
+    element in every router's forward and 4 + 4 in its backward; shared prefixes never add bytes and save
+    some where chunks have many summaries (SiT-XL/2 c4)."""
+    import importlib.util
+
+    from dartool.bench import router_traffic_bytes
+
+    spec = importlib.util.spec_from_file_location("floor_options", ROOT / "benchmarks" / "floor_options.py")
+    fo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fo)
+    assert fo.chunk_routers(4, 2) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    unit, routers = 64 * 256 * 1152, 57
+    built = fo.traffic("XL", 64)
+    assert built["total"] == router_traffic_bytes("XL", 64, 4)["total"]
+    bf16 = fo.traffic("XL", 64, bf16_stream=True)
+    assert built["fwd"] - bf16["fwd"] == 4 * unit * routers and built["bwd"] - bf16["bwd"] == 8 * unit * routers
+    for size, batch in (("S", 8), ("B", 256), ("XL", 64)):
+        assert fo.traffic(size, batch, shared=True)["total"] <= fo.traffic(size, batch)["total"]
+    assert fo.traffic("XL", 64, shared=True)["total"] < 0.75 * built["total"]
+
+
 def test_router_traffic_floor_by_hand():
     """Depth 2 (L = 4 sublayers), chunk 2: routers read [v0], [v0, v1], [v0, v2], [v0, v2, v3] and the head
     [v0, v2, v3, v4] (sum N = 12). In units of one [B, T, D] element count: forward = sum(4 + 2 (N - 1) + 4)

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""How low could DAR's compiled training step go? The routers' byte floor under four layouts, as a ratio to a
+measured compiled residual step.
+
+Under torch.compile DAR's non-router kernels cost what the residual step's kernels cost (step_profile.py
+--compiled, session 3), so a compiled step is at best ``residual + router bytes / copy rate``. This prints that
+bound for the router as built and for three changes to it, from a traffic model (no GPU needed):
+
+* ``as built``: v_0 and each h in float32 (bf16 autocast with an fp32 position embedding), the other sources
+  bf16. Forward reads a router's N sources and writes h; backward reads the sources, dh and h and writes N
+  source gradients (``dartool.bench.router_traffic_bytes``).
+* ``bf16 v_0 and h``: the same with v_0 and h in bf16 (a numerics change: h no longer carries fp32 precision).
+* ``shared prefixes``: with static / static_t queries every query of a chunk is known before the chunk runs, so
+  one pass over the chunk's summaries can compute every router's partial softmax state over them (an fp32
+  partial sum and its log-sum-exp); each router then reads that partial plus its raw sources. The backward
+  mirrors it: each router hands a gradient for its partial back, and one pass over the summaries turns all
+  of them into the summaries' gradients. Used per chunk only where it moves fewer bytes. Not built.
+* both.
+
+    python3 benchmarks/floor_options.py benchmarks/results/compiled-NVIDIA-H200-20261126-0903.json
+
+The JSON is a ``dartool bench`` result (or the compiled rows of one) with ``copy`` and compiled ``residual``
+rows; without one, only the bytes are printed.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def chunk_routers(num_sublayers: int, chunk: int) -> list[tuple[int, int]]:
+    """(summaries, raw) read by every sublayer router, chunk by chunk (``dar_source_plan``'s counts split)."""
+    from dartool.models.sit import dar_source_plan
+
+    counts, _ = dar_source_plan(num_sublayers, chunk)
+    out = []
+    for i, n in enumerate(counts):
+        raw = i % chunk
+        out.append((n - raw, raw))
+    return out
+
+
+def traffic(size: str, batch: int, chunk: int = 4, tokens: int = 256, bf16_stream: bool = False,
+            shared: bool = False) -> dict:
+    """Bytes every router of one training step moves (forward, backward) under the chosen layout."""
+    from dartool.models import SIZES
+    from dartool.models.sit import dar_source_plan
+
+    depth, D, _ = SIZES[size]
+    L = 2 * depth
+    u = batch * tokens * D                       # elements of one [B, T, D] tensor
+    v0 = 2 * u if bf16_stream else 4 * u         # bytes of v_0
+    hb = 2 * u if bf16_stream else 4 * u         # bytes of h (and dh)
+    part = 4 * u                                 # an fp32 partial sum
+
+    def src(n: int) -> int:                      # bytes of n sources, v_0 among them
+        return v0 + 2 * u * (n - 1)
+
+    def single(n: int) -> tuple[int, int]:
+        return src(n) + hb, 2 * src(n) + 2 * hb
+
+    plan = chunk_routers(L, chunk)
+    fwd = bwd = 0
+    for c0 in range(0, L, chunk):
+        group = plan[c0:c0 + chunk]
+        f_ind = sum(single(p + r)[0] for p, r in group)
+        b_ind = sum(single(p + r)[1] for p, r in group)
+        if shared and len(group) > 1:
+            P = group[0][0]
+            k = len(group) - 1                   # routers that read a partial instead of the summaries
+            raw = sum(r for _, r in group)
+            f_sh = src(P) + hb + k * part + k * (part + hb) + 2 * u * raw
+            # routers: read partial, raw, dh, h; write d(partial), raw gradients. One pass over the summaries:
+            # read them, dh_0, h_0 and the k partial gradients; write the summaries' gradients.
+            b_sh = (k * (part + 2 * hb + part) + 2 * (2 * u * raw)
+                    + 2 * src(P) + 2 * hb + k * part)
+            if f_sh + b_sh < f_ind + b_ind:
+                f_ind, b_ind = f_sh, b_sh
+        fwd += f_ind
+        bwd += b_ind
+    _, head = dar_source_plan(L, chunk)
+    f, b = single(head)
+    return dict(fwd=fwd + f, bwd=bwd + b, total=fwd + f + bwd + b)
+
+
+OPTIONS = (("as built", False, False), ("bf16 v_0 and h", True, False), ("shared prefixes", False, True),
+           ("both", True, True))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("result", nargs="?", help="a dartool bench JSON with compiled residual rows")
+    ap.add_argument("--chunk", type=int, default=4)
+    a = ap.parse_args(argv)
+    from dartool.bench import router_traffic_bytes
+
+    rows, bw = [], None
+    if a.result:
+        d = json.loads(Path(a.result).read_text())
+        bw = d["copy"]["bytes_per_s"]
+        rows = [r for r in d.get("train", d.get("rows", [])) if r.get("compiled") and r.get("routing") == "residual"
+                and "step_ms" in r]
+        measured = {(r["model"], r["batch"]): r for r in d.get("train", d.get("rows", []))
+                    if r.get("compiled") and r.get("variant") == f"DAR static c{a.chunk}" and "step_ms" in r}
+        print(f"{d['env'].get('card')}, copy {bw / 1e12:.2f} TB/s, commit {d['env'].get('commit')}")
+    shapes = [(r["model"].split("-")[1].split("/")[0], r["batch"], r) for r in rows] or [("B", 256, None),
+                                                                                       ("XL", 64, None)]
+    print(f"| model | batch | layout | router GB / step | floor ms | best compiled ratio |")
+    print("|---|---:|---|---:|---:|---:|")
+    for size, batch, r in shapes:
+        ref = router_traffic_bytes(size, batch, a.chunk)["total"]
+        for name, bf16, shared in OPTIONS:
+            t = traffic(size, batch, a.chunk, bf16_stream=bf16, shared=shared)["total"]
+            if name == "as built":
+                assert abs(t - ref) < 1, (t, ref)  # the model agrees with the bench's own count
+            ms = t / bw * 1e3 if bw else None
+            ratio = 1 + ms / r["step_ms"] if r else None
+            print(f"| SiT-{size}/2 | {batch} | {name} | {t / 1e9:.1f} | " + (f"{ms:.1f}" if ms else "-") + " | "
+                  + (f"{ratio:.3f}" if ratio else "-") + " |")
+        if r and (r["model"], batch) in measured:
+            print(f"| | | *measured, as built* | | | {measured[(r['model'], batch)]['time_ratio']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
