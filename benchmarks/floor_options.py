@@ -14,7 +14,8 @@ bound for the router as built and for three changes to it, from a traffic model 
   one pass over the chunk's summaries can compute every router's partial softmax state over them (an fp32
   partial sum and its log-sum-exp); each router then reads that partial plus its raw sources. The backward
   mirrors it: each router hands a gradient for its partial back, and one pass over the summaries turns all
-  of them into the summaries' gradients. Used per chunk only where it moves fewer bytes. Not built.
+  of them into the summaries' gradients. Used per chunk only where it moves fewer bytes. No kernel is built;
+  ``shared_prefix_route`` below is its PyTorch form, equal to the routers it replaces (tested in float64).
 * both.
 
     python3 benchmarks/floor_options.py benchmarks/results/compiled-NVIDIA-H200-20261126-0903.json
@@ -83,6 +84,38 @@ def traffic(size: str, batch: int, chunk: int = 4, tokens: int = 256, bf16_strea
     _, head = dar_source_plan(L, chunk)
     f, b = single(head)
     return dict(fwd=fwd + f, bwd=bwd + b, total=fwd + f + bwd + b)
+
+
+def shared_prefix_route(summaries, raws, q, gain, eps: float = 1e-6):
+    """What the shared-prefix layout computes, in PyTorch (the algebra behind the model above; no kernel).
+
+    summaries: P x [B, T, D], read once for every router of the chunk; raws: one list of raw sources per router;
+    q: one query per router ([D] or [B, 1, D]); gain: one RMSNorm gain per router. Router j's partial state over
+    the summaries is its normalised weighted sum acc_j and log-sum-exp lse_j; its output is the softmax over
+    [lse_j, logits of its raw sources] applied to [acc_j, raw sources] -- equal to router j over summaries + raws.
+    """
+    import math
+
+    import torch
+
+    V = torch.stack(list(summaries))                                                  # [P, B, T, D]
+    D = V.shape[-1]
+    rms = torch.rsqrt(V.pow(2).mean(-1, keepdim=True) + eps)                          # [P, B, T, 1], shared
+    outs = []
+    for j, raw in enumerate(raws):
+        def logits(X, rms_x):                                                         # [n, B, T]
+            return ((X * rms_x) * gain[j] * q[j]).sum(-1) / math.sqrt(D)
+        lp = logits(V, rms)                                                           # [P, B, T]
+        lse = torch.logsumexp(lp, 0)                                                  # [B, T]
+        acc = torch.einsum("pbt,pbtd->btd", torch.softmax(lp, 0), V)                  # [B, T, D]
+        if not raw:
+            outs.append(acc)
+            continue
+        R = torch.stack(list(raw))                                                    # [r, B, T, D]
+        lr = logits(R, torch.rsqrt(R.pow(2).mean(-1, keepdim=True) + eps))            # [r, B, T]
+        w = torch.softmax(torch.cat([lse[None], lr]), 0)                              # [1 + r, B, T]
+        outs.append(w[0, ..., None] * acc + torch.einsum("rbt,rbtd->btd", w[1:], R))  # [B, T, D]
+    return outs
 
 
 OPTIONS = (("as built", False, False), ("bf16 v_0 and h", True, False), ("shared prefixes", False, True),

@@ -789,9 +789,9 @@ def write_results(res: dict, out: Path) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 250.0,
+def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 420.0,
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
-              router: bool = True, xl_batch: int | None = None, time_budget_s: float = 500.0) -> dict:
+              router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0) -> dict:
     t_begin = time.time()
     res: dict[str, Any] = {"env": env_info(), "skipped": []}
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
@@ -910,8 +910,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results", help="directory for the JSON + Markdown results")
     ap.add_argument("--quick", action="store_true", help="fewer sizes and variants")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    ap.add_argument("--compile-budget", type=float, default=250.0, help="seconds allowed for the compiled runs")
-    ap.add_argument("--time-budget", type=float, default=500.0, help="overall seconds; later parts are skipped")
+    ap.add_argument("--compile-budget", type=float, default=420.0, help="seconds allowed for the compiled runs")
+    ap.add_argument("--time-budget", type=float, default=900.0, help="overall seconds; later parts are skipped")
     ap.add_argument("--sweep", action="store_true", help="sweep kernel launch configurations first")
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--no-train", action="store_true")
@@ -933,8 +933,8 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
         out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Directory for JSON + Markdown results."),
         quick: bool = typer.Option(False, help="Fewer sizes and variants."),
         compile: bool = typer.Option(True, "--compile/--no-compile", help="Also time torch.compile (time-bounded)."),
-        compile_budget: float = typer.Option(250.0, help="Seconds allowed for the compiled runs."),
-        time_budget: float = typer.Option(500.0, help="Overall seconds; later parts are skipped past it."),
+        compile_budget: float = typer.Option(420.0, help="Seconds allowed for the compiled runs."),
+        time_budget: float = typer.Option(900.0, help="Overall seconds; later parts are skipped past it."),
         sweep: bool = typer.Option(False, help="Sweep the kernels' launch configurations first."),
         check: bool = typer.Option(True, "--check/--no-check", help="Correctness against float64 first."),
         train: bool = typer.Option(True, "--train/--no-train"),

@@ -149,6 +149,34 @@ def test_floor_options_model():
     assert fo.traffic("XL", 64, shared=True)["total"] < 0.75 * built["total"]
 
 
+@pytest.mark.parametrize("query", ["static", "static_t"])
+def test_shared_prefix_layout_computes_the_same_function(query):
+    """The shared-prefix layout that floor_options.py models (summaries read once per chunk, each router merging
+    its partial state with its raw sources) equals the reference routers over summaries + raw sources, in float64."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("floor_options", ROOT / "benchmarks" / "floor_options.py")
+    fo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fo)
+    torch.manual_seed(0)
+    B, T, D, P, S = 2, 5, 16, 3, 4
+    summaries = [torch.randn(B, T, D, dtype=torch.float64) * (1 + i) for i in range(P)]
+    chunk = [torch.randn(B, T, D, dtype=torch.float64) for _ in range(S - 1)]
+    raws = [chunk[:j] for j in range(S)]
+    routers = [Router(D, "static").double() for _ in range(S)]
+    qs = []
+    for r in routers:
+        with torch.no_grad():
+            r.norm.weight.copy_(1 + 0.3 * torch.randn(D, dtype=torch.float64))
+        qs.append(torch.randn(D, dtype=torch.float64) * 2 if query == "static"
+                  else torch.randn(B, 1, D, dtype=torch.float64) * 2)
+    got = fo.shared_prefix_route(summaries, raws, qs, [r.norm.weight.detach() for r in routers])
+    for j, r in enumerate(routers):
+        with torch.no_grad():
+            want = r(summaries + raws[j], qs[j])
+        assert torch.allclose(got[j], want, rtol=1e-12, atol=1e-12)
+
+
 def test_router_traffic_floor_by_hand():
     """Depth 2 (L = 4 sublayers), chunk 2: routers read [v0], [v0, v1], [v0, v2], [v0, v2, v3] and the head
     [v0, v2, v3, v4] (sum N = 12). In units of one [B, T, D] element count: forward = sum(4 + 2 (N - 1) + 4)
