@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         print(f"{d['env'].get('card')}, copy {bw / 1e12:.2f} TB/s, commit {d['env'].get('commit')}")
     shapes = [(r["model"].split("-")[1].split("/")[0], r["batch"], r) for r in rows] or [("B", 256, None),
                                                                                        ("XL", 64, None)]
-    print(f"| model | batch | layout | router GB / step | floor ms | best compiled ratio |")
+    print("| model | batch | layout | router GB / step | floor ms | best compiled ratio |")
     print("|---|---:|---|---:|---:|---:|")
     for size, batch, r in shapes:
         ref = router_traffic_bytes(size, batch, a.chunk)["total"]

@@ -318,7 +318,7 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
                 bwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * bwd_bytes / bw / (ms * 1e-3) if bw else None))
             except Exception as e:
                 bwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
-    old_f = dict(rt.FWD_CONFIG)
+    default_f = dict(rt.FWD_CONFIG)
     best_f = min((r for r in fwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
     best_b = min((r for r in bwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
     for name, rows_, best in (("fwd", fwd_rows, best_f), ("bwd", bwd_rows, best_b)):
@@ -330,7 +330,7 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
     del srcs, q, gain, dh
     _cleanup()
     return dict(N=N, B=B, T=T, D=D, model_dtypes=model_dtypes, fwd_floor_bytes=fwd_bytes,
-                bwd_floor_bytes=bwd_bytes, default_fwd=old_f, default_bwd=default_b,
+                bwd_floor_bytes=bwd_bytes, default_fwd=default_f, default_bwd=default_b,
                 fwd=fwd_rows, bwd=bwd_rows, best_fwd=best_f, best_bwd=best_b)
 
 
@@ -363,8 +363,8 @@ def router_traffic_bytes(size: str, batch: int, chunk: int, tokens: int = 256) -
     """Bytes every DAR router of one training step must move (bf16 autocast: v_0 and each h are float32, the
     other sources bf16), summed over the routers. Forward: read the N sources, write h. Backward: read the N
     sources, dh and h, write N source gradients (the query, gain and log-sum-exp terms are negligible). This is
-    the design's floor: no implementation of the router can move less (each h_r depends on every source it
-    reads, elementwise)."""
+    the floor of the router as built, each router reading its own sources; layouts that share reads between
+    routers or store v_0 and h in bf16 move less (``benchmarks/floor_options.py``)."""
     from .models import SIZES
     from .models.sit import dar_source_plan
 
@@ -388,8 +388,7 @@ def _floors(rows: list[dict], bytes_per_s: float | None) -> None:
             continue
         size = r["model"].split("-")[1].split("/")[0]
         r["router_floor_ms"] = router_traffic_bytes(size, r["batch"], r["chunk"])["total"] / bytes_per_s * 1e3
-        base = next((b for b in rows if b["routing"] == "residual" and "step_ms" in b and b["model"] == r["model"]
-                     and b["batch"] == r["batch"] and b["compiled"] == r["compiled"]), None)
+        base = _residual_row(rows, r)
         if base:
             r["extra_ms"] = r["step_ms"] - base["step_ms"]
             r["floor_ratio"] = (base["step_ms"] + r["router_floor_ms"]) / base["step_ms"]
@@ -474,13 +473,18 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
     return rows
 
 
+def _residual_row(rows: list[dict], r: dict) -> dict | None:
+    """The measured residual row of r's model, batch and mode (the baseline of every ratio)."""
+    return next((b for b in rows if b["routing"] == "residual" and "step_ms" in b and b["model"] == r["model"]
+                 and b["batch"] == r["batch"] and b["compiled"] == r["compiled"]), None)
+
+
 def _ratios(rows: list[dict]) -> None:
     """time / memory ratios against the residual row of the same model, batch and mode."""
     for r in rows:
         if "step_ms" not in r:
             continue
-        base = next((b for b in rows if b["routing"] == "residual" and "step_ms" in b and b["model"] == r["model"]
-                     and b["batch"] == r["batch"] and b["compiled"] == r["compiled"]), None)
+        base = _residual_row(rows, r)
         if base:
             r["time_ratio"] = r["step_ms"] / base["step_ms"]
             r["mem_ratio"] = r["peak_gb"] / base["peak_gb"]
@@ -712,7 +716,7 @@ def markdown(res: dict) -> str:
                          f"{r.get('error') or r.get('skipped')} | | | | | | | |")
         L += ["", "Router byte floor: the bytes DAR's routers must move per step (forward: read the sources, write h; "
                   "backward: read the sources, dh and h, write the source gradients) at the copy rate above. "
-                  "'residual + floor' is the best ratio the design allows where DAR's other kernels cost what the "
+                  "'residual + floor' is the best ratio the router as built allows where DAR's other kernels cost what the "
                   "residual step costs (measured under torch.compile, `benchmarks/step_profile.py --compiled`: "
                   "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds.", ""]
     sp = res.get("sampling")

@@ -36,6 +36,7 @@ import torch
 
 from .data import Dataset, DataError, check_fits, load_dataset
 from .diffusion import default_noise_grid, model_time, noised, time_axis_label
+from .envflags import env_flag
 from .models import SiT, tapped
 from .store import MEAN_VARS, ProbeStore, StoreLayout, prepare_store
 
@@ -339,7 +340,7 @@ class StepContext:
         P, D, pc = projection_dim, cfg.hidden_size, cfg.patch_size**2 * cfg.in_channels
         g = torch.Generator().manual_seed(projection_seed)
         if overlap is None:
-            overlap = os.environ.get("DARTOOL_PROBE_OVERLAP", "1").strip().lower() not in ("0", "false", "no", "off")
+            overlap = env_flag("DARTOOL_PROBE_OVERLAP", True)
         proj_h = torch.randn(D, P, generator=g, dtype=torch.float64) / math.sqrt(D)
         proj_x = torch.randn(pc, P, generator=g, dtype=torch.float64) / math.sqrt(pc)
         return cls(

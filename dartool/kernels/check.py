@@ -15,13 +15,15 @@ dynamic [B, T, D]; source dtypes all-bf16, fp32 v_0 + bf16 rest (bf16 autocast),
 sources that are slices of one history buffer and a source listed twice. The tapped-sources check runs
 three routers over overlapping tapped sources (in-kernel gradient accumulation, one router on the
 reference path) against float64 autograd. The dynamic-recompute check compares dynamic routers that recompute
-their query in the backward with ones that save it (same gradients, fewer bytes saved). The model check runs a small
-DAR SiT (every query kind, chunk sizes 1 and 2) with and without the kernel, under bf16 autocast on
-CUDA, and compares the output and every parameter gradient.
+their query in the backward (eager, and the custom op torch.compile runs) with ones that save it (same gradients,
+fewer bytes saved); the compiled-dynamic-saved check counts the activations a compiled dynamic model saves.
+The model check runs a small DAR SiT (every query kind, chunk sizes 1 and 2) with and without the kernel, under
+bf16 autocast on CUDA, and compares the output and every parameter gradient.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -230,7 +232,7 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         for fused in (False, True):
             model.zero_grad(set_to_none=True)
             with dispatch.fused(fused, allow_cpu=interpret):
-                ac = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+                ac = _autocast(device)
                 with ac:
                     loss = diffusion_loss(model, x, y, s, eps=eps)
                 loss.backward()
@@ -293,7 +295,7 @@ def recompute_check(device: str, interpret: bool) -> dict:
                 return t
 
             with dispatch.fused(True, allow_cpu=interpret), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                ac = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+                ac = _autocast(device)
                 with ac:
                     loss = diffusion_loss(model, x, y, s, eps=eps)
             loss.backward()
@@ -366,7 +368,7 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
             y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
             s = torch.rand(bs, generator=gen).to(device)
             with dispatch.fused(True, allow_cpu=interpret):
-                ac = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+                ac = _autocast(device)
                 with ac:
                     loss = diffusion_loss(f, x, y, s)
             loss.backward()
@@ -427,12 +429,9 @@ def tap_check(device: str, interpret: bool) -> dict:
                 ok=bool(n_tapped == 6 and math.isfinite(worst) and worst < 1.6e-2))
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+def _autocast(device: str):
+    """bf16 autocast on CUDA (what training runs), nothing on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
 
 
 def run_all(device: str | None = None, interpret: bool = False, verbose: bool = True, model: bool = True,
@@ -455,25 +454,18 @@ def run_all(device: str | None = None, interpret: bool = False, verbose: bool = 
             ref_dq = c.ref_errors.get("dq", float("nan"))
             print(f"  [{'ok' if c.ok else 'FAIL'}] {c.name:18s} N={c.N:2d} D={c.D:4d} {c.dtypes:10s} "
                   f"{errs} max_dv={worst_dv:.1e} tol={c.tol:.0e} (torch ref dq={ref_dq:.1e})", flush=True)
-    models = []
-    try:
-        models.append(tap_check(device, interpret))
-    except Exception as e:
-        models.append(dict(name="tapped-sources", ok=False, error=f"{type(e).__name__}: {e}"))
-    try:
-        models.append(recompute_check(device, interpret))
-    except Exception as e:
-        models.append(dict(name="dynamic-recompute", ok=False, error=f"{type(e).__name__}: {e}"))
+    checks = [("tapped-sources", lambda: [tap_check(device, interpret)]),
+              ("dynamic-recompute", lambda: [recompute_check(device, interpret)])]
     if not quick:
-        try:
-            models.append(compiled_saved_check(device, interpret))
-        except Exception as e:
-            models.append(dict(name="compiled-dynamic-saved", ok=False, error=f"{type(e).__name__}: {e}"))
+        checks.append(("compiled-dynamic-saved", lambda: [compiled_saved_check(device, interpret)]))
     if model:
+        checks.append(("model", lambda: model_check(device, interpret, quick)))
+    models = []
+    for name, run in checks:  # report a failure, don't stop
         try:
-            models += model_check(device, interpret, quick)
+            models += run()
         except Exception as e:
-            models += [dict(name="model", ok=False, error=f"{type(e).__name__}: {e}")]
+            models.append(dict(name=name, ok=False, error=f"{type(e).__name__}: {e}"))
     if verbose:
         for m in models:
             print(f"  [{'ok' if m['ok'] else 'FAIL'}] {m['name']:18s} " +

@@ -31,8 +31,10 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..envflags import env_flag
+
 _state = {
-    "enabled": os.environ.get("DARTOOL_FUSED", "1").strip().lower() not in ("0", "false", "no", "off"),
+    "enabled": env_flag("DARTOOL_FUSED", True),
     "allow_cpu": False,
 }
 _triton_ok: "bool | None" = None
@@ -192,4 +194,4 @@ def tap_source(v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-TAP_SOURCES = os.environ.get("DARTOOL_TAP_SOURCES", "1") != "0"
+TAP_SOURCES = env_flag("DARTOOL_TAP_SOURCES", True)

@@ -40,9 +40,10 @@ would add separately, which saves two of the four passes per (router, source) gr
 
 Layout and pipelining (see benchmarks/KERNEL_NOTES.md for the measurements): the row of D features is
 held as one tile of next_pow2(D) columns, or (``split``, the default) two power-of-two tiles DA + DB
-(1152 = 1024 + 128, 768 = 512 + 256) so no lane is masked off; one program per row, one warp in the
-forward (all reductions inside the warp), two in the backward; two sources per loop iteration with one
-fused reduction, and the next pair's loads issued before this pair's arithmetic (``prefetch``).
+(1152 = 1024 + 128, 768 = 512 + 256) so no lane is masked off; one program per row, one warp (all reductions
+inside the warp); in the forward two sources per loop iteration with one fused reduction, and the next pair's
+loads issued before this pair's arithmetic (``prefetch``). The backward's configuration is chosen per shape
+(:func:`bwd_config`): the same below D = 1024, one source per iteration without prefetch at D >= 1024.
 
 Eager autograd goes through ``_FusedRouterFn`` (low host overhead). Both kernels are also wrapped as
 ``torch.library.custom_op``s (``dartool::router_fwd`` / ``router_bwd``, with fake implementations and
@@ -62,6 +63,8 @@ from torch import Tensor
 
 import triton
 import triton.language as tl
+
+from ..envflags import env_flag
 
 if os.environ.get("TRITON_INTERPRET") == "1":  # CPU development only
     from ._interp_compat import patch_interpreter
@@ -846,13 +849,36 @@ def _backward(ctx, dh, dlse, dlogits, dh32):
 router_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _project(v_prev: Tensor, W: Tensor, q_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """q = v_prev W^T computed in ``q_dtype`` (as autocast would), with the cast operands: (q, v_prev, W)."""
+    vq, Wq = v_prev.to(q_dtype), W.to(q_dtype)
+    return torch.nn.functional.linear(vq, Wq), vq, Wq                               # q [B, T, D]
+
+
+def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor, lse: Tensor,
+                 eps: float, q_dtype: torch.dtype, slots=None, want_v_prev: bool = True, want_W: bool = True):
+    """Backward of a dynamic router that saved v_prev and W, not q: recompute q, run the router backward, then
+    the projection's (dv per source, dv_prev, dW, dg); the eager autograd.Function and the compiled op share it."""
+    q, vq, Wq = _project(v_prev, W, q_dtype)
+    dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps, slots)
+    D = dq.shape[-1]
+    dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype) if want_W else None    # [D, D]
+    dv_prev = None
+    if want_v_prev:
+        if v_prev.dtype == q.dtype:               # q is dead: its buffer takes dv_prev (one [B, T, D] less)
+            dv_prev = torch.matmul(dq, Wq, out=q)                                   # [B, T, D]
+        else:
+            dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)
+    return dvs, dv_prev, dW, dg
+
+
 @torch.library.custom_op("dartool::router_fwd_dynamic", mutates_args=())
 def router_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
                        q_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """A dynamic router, q = v_prev W^T (in ``q_dtype``, as autocast would compute it), for torch.compile: the
     query is recomputed in the backward instead of saved (the compiled counterpart of
     ``_FusedDynamicRouterFn``). Returns h, lse and the fp32 copy of h (or [0])."""
-    q = torch.nn.functional.linear(v_prev.to(q_dtype), W.to(q_dtype))               # [B, T, D]
+    q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
     h, lse, _, h32 = _fwd_impl(list(sources), q, g, eps, False, True)
     return h, lse, h32
 
@@ -878,16 +904,7 @@ def router_bwd_dynamic(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Ten
     """(dv per source, dv_prev, dW, dg) of ``router_fwd_dynamic``, recomputing q = v_prev W^T first. One opaque op
     on purpose: were the recomputation traced into the backward graph, AOTAutograd would see that it needs no
     gradient input, move it into the forward and save q, which is what this op exists to avoid."""
-    vq, Wq = v_prev.to(q_dtype), W.to(q_dtype)
-    q = torch.nn.functional.linear(vq, Wq)                                          # [B, T, D], recomputed
-    dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps)
-    D = dq.shape[-1]
-    dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype)         # [D, D]
-    if v_prev.dtype == q.dtype:                   # q is dead: its buffer takes dv_prev (one [B, T, D] less)
-        dv_prev = torch.matmul(dq, Wq, out=q)                                       # [B, T, D]
-    else:
-        dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)
-    return dvs, dv_prev, dW, dg
+    return _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, eps, q_dtype)
 
 
 @router_bwd_dynamic.register_fake
@@ -957,36 +974,27 @@ def _slots_of(sources: Sequence[Tensor]) -> "list | None":
 class _FusedDynamicRouterFn(torch.autograd.Function):
     """Eager path of a *dynamic* router, q = v_prev W^T (no bias): the query is recomputed in the backward
     instead of being saved, which drops one [B, T, D] tensor per router from the training step's memory (the
-    projection's input v_prev is a source, saved anyway). ``custom_fwd`` / ``custom_bwd`` make the backward's
-    recomputation run under the forward's autocast state, so it reproduces q exactly."""
+    projection's input v_prev is a source, saved anyway). q is computed in the dtype autocast gives it in the
+    forward (``q_dtype``), so the backward reproduces it exactly (``_dynamic_bwd``, shared with the compiled op)."""
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, v_prev, W, g, eps, slots, *sources):
-        q = torch.nn.functional.linear(v_prev, W)                                   # [B, T, D]
+    def forward(ctx, v_prev, W, g, eps, q_dtype, slots, *sources):
+        q, _, _ = _project(v_prev, W, q_dtype)                                      # [B, T, D]
         h, lse, _, h32 = _fwd_impl(list(sources), q, g, eps, False, True)
-        ctx.eps, ctx.slots = eps, slots
+        ctx.eps, ctx.q_dtype, ctx.slots = eps, q_dtype, slots
         ctx.mark_non_differentiable(lse)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(v_prev, W, g, h32 if h32.numel() else h, lse, *sources)
         return h
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dh):
         v_prev, W, g, h, lse, *sources = ctx.saved_tensors
         if dh is None:
-            return (None,) * (5 + len(sources))
-        with torch.enable_grad():
-            vp = v_prev.detach().requires_grad_(ctx.needs_input_grad[0])
-            Wd = W.detach().requires_grad_(ctx.needs_input_grad[1])
-            q = torch.nn.functional.linear(vp, Wd)                                  # recomputed, same dtype
-        dvs, dq, dg = _bwd_impl(dh, sources, q.detach(), g, h, lse, ctx.eps, ctx.slots)
-        wants = [t for t in (vp, Wd) if t.requires_grad]
-        got = iter(torch.autograd.grad(q, wants, dq) if wants else ())
-        dvp = next(got) if vp.requires_grad else None
-        dW = next(got) if Wd.requires_grad else None
-        return (dvp, dW, dg, None, None, *dvs)
+            return (None,) * (6 + len(sources))
+        dvs, dvp, dW, dg = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype, ctx.slots,
+                                        ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return (dvp, dW, dg, None, None, None, *dvs)
 
 
 def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float = 1e-6):
@@ -998,9 +1006,10 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
     if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
         return fused_router(sources, torch.nn.functional.linear(v_prev, W), g, eps)
     sources = _as_kernel_sources(sources)
+    q_dtype = _query_dtype(v_prev, W)
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
-        return router_fwd_dynamic(sources, v_prev, W, g, float(eps), _query_dtype(v_prev, W))[0]
-    return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), _slots_of(sources), *sources)
+        return router_fwd_dynamic(sources, v_prev, W, g, float(eps), q_dtype)[0]
+    return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), q_dtype, _slots_of(sources), *sources)
 
 
 def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1e-6,
@@ -1024,9 +1033,9 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
     return h
 
 
-EAGER_AUTOGRAD_FN = os.environ.get("DARTOOL_ROUTER_CUSTOM_OP_EAGER", "0") != "1"
+EAGER_AUTOGRAD_FN = not env_flag("DARTOOL_ROUTER_CUSTOM_OP_EAGER", False)
 # dynamic routers recompute q = W v_prev in the backward instead of saving it (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: save)
-RECOMPUTE_DYNAMIC_QUERY = os.environ.get("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", "1") != "0"
+RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
 
 
 def kernel_resources() -> dict:
