@@ -250,7 +250,8 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
 
 def recompute_check(device: str, interpret: bool) -> dict:
     """Dynamic routers recompute q in the backward: same loss and gradients as saving q, and the bytes saved
-    for the backward (parameters not counted) drop by (at least) one [B, T, D] query per router."""
+    for the backward (parameters not counted) drop by (at least) one [B, T, D] query per router. Routers whose
+    last source is v_prev add dq W into that source's gradient in place (counted: prev_grad_folded)."""
     from ..diffusion import diffusion_loss
     from ..models import SiT, model_config
     from . import dispatch, router_triton
@@ -268,15 +269,17 @@ def recompute_check(device: str, interpret: bool) -> dict:
     y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
     s = torch.rand(bs, generator=gen).to(device)
     eps = torch.randn(x.shape, generator=gen).to(device)
-    out, calls = {}, {"fn": 0, "op": 0}
+    out, calls = {}, {"fn": 0, "op": 0, "fn_folded": 0, "op_folded": 0}
     apply, op = router_triton._FusedDynamicRouterFn.apply, router_triton.router_fwd_dynamic
 
-    def counting(*a):
+    def counting(*a):  # (v_prev, W, g, eps, q_dtype, prev_index, slots, *sources)
         calls["fn"] += 1
+        calls["fn_folded"] += a[5] >= 0
         return apply(*a)
 
-    def counting_op(*a):
+    def counting_op(*a):  # (sources, v_prev, W, g, eps, q_dtype, prev_index)
         calls["op"] += 1
+        calls["op_folded"] += a[6] >= 0
         return op(*a)
 
     old = router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN
@@ -315,8 +318,12 @@ def recompute_check(device: str, interpret: bool) -> dict:
     tol = 1e-2 if device == "cuda" else 1e-5
     l0, b0, g0 = out["save"]
     res = dict(name="dynamic-recompute", routers_recomputed=calls["fn"], routers_recomputed_op=calls["op"],
+               prev_grad_folded=calls["fn_folded"], prev_grad_folded_op=calls["op_folded"],
                saved_mb_before=b0 / 2**20, tol=tol)
-    ok = calls["fn"] == n_routers and calls["op"] == n_routers
+    # the projection's gradient is added into v_prev's source gradient (the routers whose last source is v_prev)
+    folds = router_triton.FOLD_PREV_GRAD
+    ok = (calls["fn"] == n_routers and calls["op"] == n_routers
+          and (not folds or (calls["fn_folded"] > 0 and calls["op_folded"] == calls["fn_folded"])))
     for mode in ("recompute", "recompute-op"):
         l1, b1, g1 = out[mode]
         worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)

@@ -855,17 +855,38 @@ def _project(v_prev: Tensor, W: Tensor, q_dtype: torch.dtype) -> tuple[Tensor, T
     return torch.nn.functional.linear(vq, Wq), vq, Wq                               # q [B, T, D]
 
 
+def _prev_index(sources: Sequence[Tensor], v_prev: Tensor, q_dtype: torch.dtype) -> int:
+    """Where v_prev sits among a dynamic router's sources when its projection gradient can be added into that
+    source's gradient in place (same tensor, one dtype for the source, q and W), else -1."""
+    for i, s in enumerate(sources):
+        if s is v_prev:
+            return i if s.dtype == q_dtype else -1
+    return -1
+
+
 def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor, lse: Tensor,
-                 eps: float, q_dtype: torch.dtype, slots=None, want_v_prev: bool = True, want_W: bool = True):
+                 eps: float, q_dtype: torch.dtype, slots=None, want_v_prev: bool = True, want_W: bool = True,
+                 prev_index: int = -1):
     """Backward of a dynamic router that saved v_prev and W, not q: recompute q, run the router backward, then
-    the projection's (dv per source, dv_prev, dW, dg); the eager autograd.Function and the compiled op share it."""
+    the projection's (dv per source, dv_prev, dW, dg); the eager autograd.Function and the compiled op share it.
+
+    v_prev is normally the router's last source (``prev_index``, see :func:`_prev_index`): then dq W is added
+    in place into that source's gradient (one GEMM with beta = 1; in its slot's buffer when the source is
+    tapped) and dv_prev is None, so no separate [B, T, D] gradient waits for autograd to sum it."""
     q, vq, Wq = _project(v_prev, W, q_dtype)
     dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps, slots)
     D = dq.shape[-1]
     dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype) if want_W else None    # [D, D]
     dv_prev = None
     if want_v_prev:
-        if v_prev.dtype == q.dtype:               # q is dead: its buffer takes dv_prev (one [B, T, D] less)
+        into = None
+        if prev_index >= 0:
+            into = dvs[prev_index]
+            if into is None and slots is not None and slots[prev_index] is not None:
+                into = slots[prev_index].grad      # the tapped source's accumulator, just written by the kernel
+        if into is not None and into.dtype == dq.dtype == Wq.dtype and into.is_contiguous():
+            into.view(-1, D).addmm_(dq.reshape(-1, D), Wq)                          # += dq W  [B*T, D]
+        elif v_prev.dtype == q.dtype:             # q is dead: its buffer takes dv_prev (one [B, T, D] less)
             dv_prev = torch.matmul(dq, Wq, out=q)                                   # [B, T, D]
         else:
             dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)
@@ -874,25 +895,26 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
 
 @torch.library.custom_op("dartool::router_fwd_dynamic", mutates_args=())
 def router_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
-                       q_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                       q_dtype: torch.dtype, prev_index: int = -1) -> tuple[Tensor, Tensor, Tensor]:
     """A dynamic router, q = v_prev W^T (in ``q_dtype``, as autocast would compute it), for torch.compile: the
     query is recomputed in the backward instead of saved (the compiled counterpart of
-    ``_FusedDynamicRouterFn``). Returns h, lse and the fp32 copy of h (or [0])."""
+    ``_FusedDynamicRouterFn``). Returns h, lse and the fp32 copy of h (or [0]). ``prev_index``: see
+    :func:`_dynamic_bwd`."""
     q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
     h, lse, _, h32 = _fwd_impl(list(sources), q, g, eps, False, True)
     return h, lse, h32
 
 
 @router_fwd_dynamic.register_fake
-def _router_fwd_dynamic_fake(sources, v_prev, W, g, eps, q_dtype):
+def _router_fwd_dynamic_fake(sources, v_prev, W, g, eps, q_dtype, prev_index=-1):
     h, lse, _, h32 = _router_fwd_fake(sources, v_prev, g, eps, False, True)
     return h, lse, h32
 
 
 def _setup_context_dynamic(ctx, inputs, output):
-    sources, v_prev, W, g, eps, q_dtype = inputs
+    sources, v_prev, W, g, eps, q_dtype, prev_index = inputs
     h, lse, h32 = output
-    ctx.eps, ctx.q_dtype = eps, q_dtype
+    ctx.eps, ctx.q_dtype, ctx.prev_index = eps, q_dtype, prev_index
     ctx.mark_non_differentiable(lse, h32)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(v_prev, W, g, h32 if h32.numel() else h, lse, *sources)
@@ -900,25 +922,31 @@ def _setup_context_dynamic(ctx, inputs, output):
 
 @torch.library.custom_op("dartool::router_bwd_dynamic", mutates_args=())
 def router_bwd_dynamic(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor,
-                       lse: Tensor, eps: float, q_dtype: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+                       lse: Tensor, eps: float, q_dtype: torch.dtype,
+                       prev_index: int = -1) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
     """(dv per source, dv_prev, dW, dg) of ``router_fwd_dynamic``, recomputing q = v_prev W^T first. One opaque op
     on purpose: were the recomputation traced into the backward graph, AOTAutograd would see that it needs no
-    gradient input, move it into the forward and save q, which is what this op exists to avoid."""
-    return _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, eps, q_dtype)
+    gradient input, move it into the forward and save q, which is what this op exists to avoid. With
+    ``prev_index`` >= 0 the projection's gradient is inside that source's and dv_prev is empty ([0])."""
+    dvs, dv_prev, dW, dg = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index=prev_index)
+    if dv_prev is None:
+        dv_prev = v_prev.new_empty((0,))
+    return dvs, dv_prev, dW, dg
 
 
 @router_bwd_dynamic.register_fake
-def _router_bwd_dynamic_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype):
-    return ([s.new_empty(s.shape) for s in sources], v_prev.new_empty(v_prev.shape), W.new_empty(W.shape),
-            g.new_empty(g.shape))
+def _router_bwd_dynamic_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index=-1):
+    return ([s.new_empty(s.shape) for s in sources], v_prev.new_empty((0,) if prev_index >= 0 else v_prev.shape),
+            W.new_empty(W.shape), g.new_empty(g.shape))
 
 
 def _backward_dynamic(ctx, dh, dlse, dh32):
     v_prev, W, g, h, lse, *sources = ctx.saved_tensors
     if dh is None:
-        return [None] * len(sources), None, None, None, None, None
-    dvs, dv_prev, dW, dg = router_bwd_dynamic(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype)
-    return list(dvs), dv_prev, dW, dg, None, None
+        return [None] * len(sources), None, None, None, None, None, None
+    dvs, dv_prev, dW, dg = router_bwd_dynamic(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype,
+                                              ctx.prev_index)
+    return list(dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, None, None
 
 
 router_fwd_dynamic.register_autograd(_backward_dynamic, setup_context=_setup_context_dynamic)
@@ -978,10 +1006,10 @@ class _FusedDynamicRouterFn(torch.autograd.Function):
     forward (``q_dtype``), so the backward reproduces it exactly (``_dynamic_bwd``, shared with the compiled op)."""
 
     @staticmethod
-    def forward(ctx, v_prev, W, g, eps, q_dtype, slots, *sources):
+    def forward(ctx, v_prev, W, g, eps, q_dtype, prev_index, slots, *sources):
         q, _, _ = _project(v_prev, W, q_dtype)                                      # [B, T, D]
         h, lse, _, h32 = _fwd_impl(list(sources), q, g, eps, False, True)
-        ctx.eps, ctx.q_dtype, ctx.slots = eps, q_dtype, slots
+        ctx.eps, ctx.q_dtype, ctx.prev_index, ctx.slots = eps, q_dtype, prev_index, slots
         ctx.mark_non_differentiable(lse)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(v_prev, W, g, h32 if h32.numel() else h, lse, *sources)
@@ -991,10 +1019,10 @@ class _FusedDynamicRouterFn(torch.autograd.Function):
     def backward(ctx, dh):
         v_prev, W, g, h, lse, *sources = ctx.saved_tensors
         if dh is None:
-            return (None,) * (6 + len(sources))
+            return (None,) * (7 + len(sources))
         dvs, dvp, dW, dg = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype, ctx.slots,
-                                        ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return (dvp, dW, dg, None, None, None, *dvs)
+                                        ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.prev_index)
+        return (dvp, dW, dg, None, None, None, None, *dvs)
 
 
 def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float = 1e-6):
@@ -1007,9 +1035,10 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
         return fused_router(sources, torch.nn.functional.linear(v_prev, W), g, eps)
     sources = _as_kernel_sources(sources)
     q_dtype = _query_dtype(v_prev, W)
+    prev = _prev_index(sources, v_prev, q_dtype) if FOLD_PREV_GRAD else -1
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
-        return router_fwd_dynamic(sources, v_prev, W, g, float(eps), q_dtype)[0]
-    return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), q_dtype, _slots_of(sources), *sources)
+        return router_fwd_dynamic(sources, v_prev, W, g, float(eps), q_dtype, prev)[0]
+    return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), q_dtype, prev, _slots_of(sources), *sources)
 
 
 def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1e-6,
@@ -1036,6 +1065,8 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
 EAGER_AUTOGRAD_FN = not env_flag("DARTOOL_ROUTER_CUSTOM_OP_EAGER", False)
 # dynamic routers recompute q = W v_prev in the backward instead of saving it (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: save)
 RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
+# ... and add the projection's gradient dq W into v_prev's source gradient in place (=0: a separate dv_prev)
+FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
 
 
 def kernel_resources() -> dict:
