@@ -318,7 +318,7 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
                 bwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * bwd_bytes / bw / (ms * 1e-3) if bw else None))
             except Exception as e:
                 bwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
-    default_f = dict(rt.FWD_CONFIG)
+    default_f = rt.fwd_config(N, D)                    # what the model's step would launch at this shape
     best_f = min((r for r in fwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
     best_b = min((r for r in bwd_rows if "ms" in r), key=lambda r: r["ms"], default=None)
     for name, rows_, best in (("fwd", fwd_rows, best_f), ("bwd", bwd_rows, best_b)):
@@ -848,7 +848,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log("[3/5] router microbench")
         from .kernels import router_triton as rt
 
-        res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"])
+        res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
+                                    fwd_per_shape=rt._AUTO["fwd"])
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)

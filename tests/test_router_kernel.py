@@ -64,6 +64,19 @@ def test_backward_launch_configuration_per_shape():
     assert rt.bwd_config(6, 768) == narrow and rt._AUTO["bwd"]
 
 
+def test_forward_launch_configuration_per_shape():
+    """The forward drops its prefetch at the source counts of a chunked model, keeps it at N = 57, and a
+    configuration given in a ``configs`` block holds for every N."""
+    from dartool.kernels import router_triton as rt
+
+    if not rt._AUTO["fwd"]:
+        pytest.skip("DARTOOL_ROUTER_FWD is set")
+    assert rt.fwd_config(9, 1152)["prefetch"] == 0 and rt.fwd_config(57, 1152) == rt.FWD_CONFIG
+    with rt.configs(fwd=dict(prefetch=1)):
+        assert rt.fwd_config(9, 1152)["prefetch"] == 1
+    assert rt.fwd_config(6, 768)["prefetch"] == 0 and rt._AUTO["fwd"]
+
+
 def test_probe_on_hook_alpha_forces_reference():
     model = _tiny()
     r = model.routers[1]

@@ -194,6 +194,7 @@ def cases(interpret: bool, quick: bool = False) -> list[Case]:
              config=dict(split=1, unroll=1, block_r=2, num_warps=8, rows=16)),
         Case("b-split-n10", 2, 100, 768, 10, "static_t", "bf16", config=dict(split=1, block_r=4, num_warps=8, rows=8)),
         Case("xl-noprefetch", 2, 64, 1152, 9, "dynamic", "f32v0_bf16", config=dict(unroll=2, prefetch=0)),
+        Case("b-n6-prefetch", 2, 64, 768, 6, "static", "f32v0_bf16", config=dict(prefetch=1)),
         Case("xl-n3-warps2", 2, 64, 1152, 3, "static", "bf16", config=dict(num_warps=2)),
     ]
     return out

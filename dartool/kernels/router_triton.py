@@ -43,7 +43,8 @@ held as one tile of next_pow2(D) columns, or (``split``, the default) two power-
 (1152 = 1024 + 128, 768 = 512 + 256) so no lane is masked off; one program per row, one warp (all reductions
 inside the warp); in the forward two sources per loop iteration with one fused reduction, and the next pair's
 loads issued before this pair's arithmetic (``prefetch``). The backward's configuration is chosen per shape
-(:func:`bwd_config`): the same below D = 1024, one source per iteration without prefetch at D >= 1024.
+(:func:`bwd_config`): the same below D = 1024, one source per iteration without prefetch at D >= 1024; the
+forward's prefetch only at N >= 32 (:func:`fwd_config`).
 
 Eager autograd goes through ``_FusedRouterFn`` (low host overhead). Both kernels are also wrapped as
 ``torch.library.custom_op``s (``dartool::router_fwd`` / ``router_bwd``, with fake implementations and
@@ -548,7 +549,18 @@ BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
 # at D >= 1024 one warp per row with one source per iteration and no prefetch (fewer live registers: the
 # two-source loop spills at D = 1152) is 3-15 % faster at every N swept (4, 9, 17; batch 64 and 128). In force
 # unless a configuration is given (DARTOOL_ROUTER_BWD, set_configs, configs()).
-_AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD")}
+_AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD"), "fwd": not os.environ.get("DARTOOL_ROUTER_FWD")}
+
+
+def fwd_config(N: int, D: int) -> dict:
+    """The forward's launch configuration for N sources of width D. The default (prefetching the next pair
+    of sources) was tuned at N = 57; at the source counts a chunked model runs, not prefetching is 2-4 %
+    faster (H200, SiT-B/2 b256 N = 6 and SiT-XL/2 b64 N = 9,
+    benchmarks/results/router_sweep-NVIDIA-H200-20261126-0938.md), so N < 32 runs without."""
+    cfg = dict(FWD_CONFIG)
+    if _AUTO["fwd"] and N < 32:
+        cfg.update(prefetch=0)
+    return cfg
 
 
 def bwd_config(N: int, D: int) -> dict:
@@ -564,9 +576,10 @@ def bwd_config(N: int, D: int) -> dict:
 
 def set_configs(fwd: dict | None = None, bwd: dict | None = None) -> None:
     """Change the launch configuration (benchmark sweeps); a backward configuration given here is used for
-    every shape (the per-shape choice of :func:`bwd_config` is off from then on)."""
+    every shape (the per-shape choice of :func:`bwd_config` / :func:`fwd_config` is off from then on)."""
     if fwd:
         FWD_CONFIG.update(fwd)
+        _AUTO["fwd"] = False
     if bwd:
         BWD_CONFIG.update(bwd)
         _AUTO["bwd"] = False
@@ -680,7 +693,7 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
     base = rest[0] if rest else src0
     tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(), dev)
     qc, q_sb, q_st, _ = _query_view(q, B, T, D)
-    cfg = dict(FWD_CONFIG)
+    cfg = fwd_config(N, D)
     DA, DB = _tiles(D, bool(cfg["split"]))
     args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h, h32, lse, logits,
             T, D, float(eps), 1.0 / math.sqrt(D))
@@ -895,18 +908,19 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
 
 @torch.library.custom_op("dartool::router_fwd_dynamic", mutates_args=())
 def router_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
-                       q_dtype: torch.dtype, prev_index: int = -1) -> tuple[Tensor, Tensor, Tensor]:
+                       q_dtype: torch.dtype, prev_index: int) -> tuple[Tensor, Tensor, Tensor]:
     """A dynamic router, q = v_prev W^T (in ``q_dtype``, as autocast would compute it), for torch.compile: the
     query is recomputed in the backward instead of saved (the compiled counterpart of
     ``_FusedDynamicRouterFn``). Returns h, lse and the fp32 copy of h (or [0]). ``prev_index``: see
-    :func:`_dynamic_bwd`."""
+    :func:`_dynamic_bwd`; it has no default on purpose: the dispatcher drops arguments equal to their default,
+    and torch 2.11's custom-op autograd then expects one gradient fewer than the backward returns."""
     q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
     h, lse, _, h32 = _fwd_impl(list(sources), q, g, eps, False, True)
     return h, lse, h32
 
 
 @router_fwd_dynamic.register_fake
-def _router_fwd_dynamic_fake(sources, v_prev, W, g, eps, q_dtype, prev_index=-1):
+def _router_fwd_dynamic_fake(sources, v_prev, W, g, eps, q_dtype, prev_index):
     h, lse, _, h32 = _router_fwd_fake(sources, v_prev, g, eps, False, True)
     return h, lse, h32
 
@@ -923,7 +937,7 @@ def _setup_context_dynamic(ctx, inputs, output):
 @torch.library.custom_op("dartool::router_bwd_dynamic", mutates_args=())
 def router_bwd_dynamic(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor,
                        lse: Tensor, eps: float, q_dtype: torch.dtype,
-                       prev_index: int = -1) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+                       prev_index: int) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
     """(dv per source, dv_prev, dW, dg) of ``router_fwd_dynamic``, recomputing q = v_prev W^T first. One opaque op
     on purpose: were the recomputation traced into the backward graph, AOTAutograd would see that it needs no
     gradient input, move it into the forward and save q, which is what this op exists to avoid. With
@@ -935,7 +949,7 @@ def router_bwd_dynamic(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Ten
 
 
 @router_bwd_dynamic.register_fake
-def _router_bwd_dynamic_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index=-1):
+def _router_bwd_dynamic_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index):
     return ([s.new_empty(s.shape) for s in sources], v_prev.new_empty((0,) if prev_index >= 0 else v_prev.shape),
             W.new_empty(W.shape), g.new_empty(g.shape))
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 5, call 1 (two GPUs of one host, <= 8.5 min): verify the dynamic-router refactors on CUDA and measure
+# Session 5, calls 1-2 (call 2: SWEEP=0 runs eager B/2 rows instead of the sweep) (two GPUs of one host, <= 8.5 min): verify the dynamic-router refactors on CUDA and measure
 # the compiled steps with the projection gradient folded into v_prev's source gradient (DARTOOL_FOLD_PREV_GRAD)
 # against the separate dv_prev, same run, same card.
 # GPU 0: CUDA tests; compiled SiT-B/2 b256 residual / static c4 / dynamic c4 fold / dynamic c4 no fold; the
@@ -14,6 +14,7 @@ from dartool import bench
 from dartool.kernels import router_triton
 torch.backends.cuda.matmul.allow_tf32 = True
 size, batch, name, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+compiled = len(sys.argv) < 6 or sys.argv[5] != "eager"
 bw = bench.copy_bandwidth()
 rows = []
 dead = time.time() + budget
@@ -21,7 +22,7 @@ plan = [("residual", "static", 4, True, True), ("dar", "static", 4, True, True),
         ("dar", "dynamic", 4, True, False)]
 for routing, query, chunk, fused, fold in plan:
     router_triton.FOLD_PREV_GRAD = fold
-    r = bench.train_step_bench(size, batch, [(routing, query, chunk, fused)], compiled=True, steps=8,
+    r = bench.train_step_bench(size, batch, [(routing, query, chunk, fused)], compiled=compiled, steps=8,
                                deadline=dead, compile_est_s=40 if size == "B" else 70)
     for x in r:
         x["fold_prev_grad"] = fold
@@ -48,7 +49,12 @@ echo "== compiled B/2 (GPU 0)"
 timeout 200 python3 /tmp/rows.py B 256 compiled_b 190 2>&1 | grep -E "^SiT|Error|error" | tail -8
 echo "after $(( $(date +%s) - T0 )) s"
 echo "== router sweep, forward + backward (GPU 0)"
-timeout $(( 500 - ($(date +%s) - T0) )) python3 benchmarks/router_sweep.py --out $OUT/sweep --fwd --shape B:256:6 --shape XL:64:9 2>&1 | tail -4
+if [ "${SWEEP:-1}" = 1 ]; then
+  timeout $(( 500 - ($(date +%s) - T0) )) python3 benchmarks/router_sweep.py --out $OUT/sweep --fwd --shape B:256:6 --shape XL:64:9 2>&1 | tail -4
+else
+  echo "== eager B/2 (GPU 0)"
+  timeout 150 python3 /tmp/rows.py B 256 eager_b 140 eager 2>&1 | grep -E "^SiT|Error|error" | tail -8
+fi
 echo "done after $(( $(date +%s) - T0 )) s"
 } 2>&1 | tee $OUT/log.txt
 wait
