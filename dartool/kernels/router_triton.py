@@ -487,12 +487,13 @@ def _router_bwd_kernel(
                 u_b += (cw * scale)[:, None] * v_b
 
         if DYNAMIC:
-            # dq per row = g * u; dg partial = sum_rows q * u
-            tl.store(dq_ptr + o_a, (g_a[None, :] * u_a).to(dq_ptr.dtype.element_ty), mask=m_a)
+            # dq per row = g * u; dg partial = sum_rows q * u. q is read before dq is stored: dq may be
+            # written over q (same offsets, same layout: each element is loaded and then stored by one thread)
             part_a += tl.load(q_ptr + qo_a, mask=m_a, other=0.0).to(tl.float32) * u_a
+            tl.store(dq_ptr + o_a, (g_a[None, :] * u_a).to(dq_ptr.dtype.element_ty), mask=m_a)
             if DB > 0:
-                tl.store(dq_ptr + o_b, (g_b[None, :] * u_b).to(dq_ptr.dtype.element_ty), mask=m_b)
                 part_b += tl.load(q_ptr + qo_b, mask=m_b, other=0.0).to(tl.float32) * u_b
+                tl.store(dq_ptr + o_b, (g_b[None, :] * u_b).to(dq_ptr.dtype.element_ty), mask=m_b)
         else:
             part_a += u_a
             if DB > 0:
@@ -714,13 +715,15 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 
 
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
-                 slots: "Sequence | None" = None) -> dict:
+                 slots: "Sequence | None" = None, dq_into_q: bool = False) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
     (:func:`dartool.kernels.dispatch.tap_source`). A tapped source's gradient is added in the kernel to
     the buffer its earlier readers wrote (or starts it), and no gradient is returned for it, so autograd
-    does no separate add per reader."""
+    does no separate add per reader. ``dq_into_q``: a per-token query the caller owns and no longer needs
+    (a dynamic router's recomputed q) receives dq in place: each row's q is read before its dq is written,
+    by the same program."""
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
@@ -758,7 +761,10 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     rows = max(cfg["rows"], cfg["block_r"])
     n_tprog = triton.cdiv(T, rows)
     part = _empty((B, n_tprog, D), torch.float32, dev)
-    dq_rows = _empty((B, T, D), q.dtype, dev) if mode == 2 else part
+    if mode == 2:
+        dq_rows = q if (dq_into_q and q.is_contiguous() and tuple(q.shape) == (B, T, D)) else _empty((B, T, D), q.dtype, dev)
+    else:
+        dq_rows = part
     DA, DB = _tiles(D, bool(cfg["split"]))
     args = (src0, base, tab, dv0, obase, otab, N,
             qc, q_sb, q_st, g.contiguous(),
@@ -795,8 +801,8 @@ def _bwd_finish(P: dict):
 
 
 def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
-              slots: "Sequence | None" = None):
-    P = _bwd_prepare(dh, sources, q, g, h, lse, eps, slots)
+              slots: "Sequence | None" = None, dq_into_q: bool = False):
+    P = _bwd_prepare(dh, sources, q, g, h, lse, eps, slots, dq_into_q)
     _bwd_launch(P)
     return _bwd_finish(P)
 
@@ -887,7 +893,8 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
     in place into that source's gradient (one GEMM with beta = 1; in its slot's buffer when the source is
     tapped) and dv_prev is None, so no separate [B, T, D] gradient waits for autograd to sum it."""
     q, vq, Wq = _project(v_prev, W, q_dtype)
-    dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps, slots)
+    dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True)   # dq overwrites q
+    del q
     D = dq.shape[-1]
     dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype) if want_W else None    # [D, D]
     dv_prev = None
@@ -899,10 +906,8 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
                 into = slots[prev_index].grad      # the tapped source's accumulator, just written by the kernel
         if into is not None and into.dtype == dq.dtype == Wq.dtype and into.is_contiguous():
             into.view(-1, D).addmm_(dq.reshape(-1, D), Wq)                          # += dq W  [B*T, D]
-        elif v_prev.dtype == q.dtype:             # q is dead: its buffer takes dv_prev (one [B, T, D] less)
-            dv_prev = torch.matmul(dq, Wq, out=q)                                   # [B, T, D]
         else:
-            dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)
+            dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)                         # [B, T, D]
     return dvs, dv_prev, dW, dg
 
 
