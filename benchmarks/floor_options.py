@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How low could DAR's compiled training step go? The routers' byte floor under four layouts, as a ratio to a
+"""How low could DAR's compiled training step go? The routers' byte floor under other layouts, as a ratio to a
 measured compiled residual step.
 
 Under torch.compile DAR's non-router kernels cost what the residual step's kernels cost (step_profile.py
@@ -16,7 +16,13 @@ bound for the router as built and for three changes to it, from a traffic model 
   mirrors it: each router hands a gradient for its partial back, and one pass over the summaries turns all
   of them into the summaries' gradients. Used per chunk only where it moves fewer bytes. No kernel is built;
   ``shared_prefix_route`` below is its PyTorch form, equal to the routers it replaces (tested in float64).
-* both.
+* ``LN fused``: the LayerNorm + adaLN modulate that follows every router (and the head's) computed inside the
+  router kernel, as the issue allows. The forward writes y = modulate(LN(h)) in bf16 (what the next GEMM reads
+  under autocast) beside h; the backward takes dy and forms dh itself (``ln_modulate_backward`` below, tested
+  against autograd in float64). DAR's separate LayerNorm kernels go: forward read h, write y; backward read dy
+  and h, write dh. The router writes y and reads dy instead of dh. Net: 4 bytes of h's width saved per element
+  and router (16 with h in fp32: 4 forward, 12 backward). The figures are router bytes net of that saving.
+* combinations.
 
     python3 benchmarks/floor_options.py benchmarks/results/compiled-NVIDIA-H200-20261126-0903.json
 
@@ -44,8 +50,9 @@ def chunk_routers(num_sublayers: int, chunk: int) -> list[tuple[int, int]]:
 
 
 def traffic(size: str, batch: int, chunk: int = 4, tokens: int = 256, bf16_stream: bool = False,
-            shared: bool = False) -> dict:
-    """Bytes every router of one training step moves (forward, backward) under the chosen layout."""
+            shared: bool = False, ln_fused: bool = False) -> dict:
+    """Bytes every router of one training step moves (forward, backward) under the chosen layout; with
+    ``ln_fused``, net of the LayerNorm kernels the fusion removes (see the module docstring)."""
     from dartool.models import SIZES
     from dartool.models.sit import dar_source_plan
 
@@ -83,7 +90,31 @@ def traffic(size: str, batch: int, chunk: int = 4, tokens: int = 256, bf16_strea
         bwd += b_ind
     _, head = dar_source_plan(L, chunk)
     f, b = single(head)
-    return dict(fwd=fwd + f, bwd=bwd + b, total=fwd + f + bwd + b)
+    fwd, bwd = fwd + f, bwd + b
+    if ln_fused:
+        # forward: the LN kernel's read of h and write of y go, the router writes y: -hb. Backward: the LN
+        # kernel's reads of dy and h and its write of dh go, the router reads dy (2 B) instead of dh: -3 hb.
+        fwd -= (L + 1) * hb
+        bwd -= (L + 1) * 3 * hb
+    return dict(fwd=fwd, bwd=bwd, total=fwd + bwd)
+
+
+def ln_modulate_backward(dy, h, shift, scale, eps: float):
+    """The backward a router with the LayerNorm + modulate fused in would compute per row, written out (no
+    kernel): y = xhat (1 + scale) + shift, xhat = (h - mean) rstd over D (no affine, as DiT's LayerNorm).
+    h, dy [B, T, D]; shift, scale [B, D]. Returns (dh, dshift, dscale); tested against autograd in float64.
+
+    Per row it needs only dy, h and the row statistics, so a backward kernel that already reads h (for
+    delta = dh . h) forms dh in registers; dshift and dscale are sums over tokens, which such a kernel
+    accumulates per program as it does the static query's gradient."""
+    import torch
+
+    mean = h.mean(-1, keepdim=True)                                                  # [B, T, 1]
+    rstd = torch.rsqrt(h.var(-1, unbiased=False, keepdim=True) + eps)                # [B, T, 1]
+    xhat = (h - mean) * rstd                                                         # [B, T, D]
+    dxhat = dy * (1 + scale[:, None, :])                                             # [B, T, D]
+    dh = rstd * (dxhat - dxhat.mean(-1, keepdim=True) - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+    return dh, dy.sum(1), (dy * xhat).sum(1)                                         # [B,T,D], [B,D], [B,D]
 
 
 def shared_prefix_route(summaries, raws, q, gain, eps: float = 1e-6):
@@ -118,8 +149,9 @@ def shared_prefix_route(summaries, raws, q, gain, eps: float = 1e-6):
     return outs
 
 
-OPTIONS = (("as built", False, False), ("bf16 v_0 and h", True, False), ("shared prefixes", False, True),
-           ("both", True, True))
+OPTIONS = (("as built", False, False, False), ("bf16 v_0 and h", True, False, False),
+           ("shared prefixes", False, True, False), ("LN fused", False, False, True),
+           ("shared prefixes + LN fused", False, True, True), ("all three", True, True, True))
 
 
 def main(argv=None) -> int:
@@ -144,8 +176,8 @@ def main(argv=None) -> int:
     print("|---|---:|---|---:|---:|---:|")
     for size, batch, r in shapes:
         ref = router_traffic_bytes(size, batch, a.chunk)["total"]
-        for name, bf16, shared in OPTIONS:
-            t = traffic(size, batch, a.chunk, bf16_stream=bf16, shared=shared)["total"]
+        for name, bf16, shared, ln in OPTIONS:
+            t = traffic(size, batch, a.chunk, bf16_stream=bf16, shared=shared, ln_fused=ln)["total"]
             if name == "as built":
                 assert abs(t - ref) < 1, (t, ref)  # the model agrees with the bench's own count
             ms = t / bw * 1e3 if bw else None

@@ -143,7 +143,7 @@ def test_model_outputs_unchanged_on_cpu():
 def test_floor_options_model():
     """benchmarks/floor_options.py: its 'as built' count is the bench's; bf16 v_0 and h save 2 + 2 bytes per
     element in every router's forward and 4 + 4 in its backward; shared prefixes never add bytes and save
-    some where chunks have many summaries (SiT-XL/2 c4)."""
+    some where chunks have many summaries (SiT-XL/2 c4); the fused LayerNorm saves 4 + 12 (fp32 h)."""
     import importlib.util
 
     from dartool.bench import router_traffic_bytes
@@ -160,6 +160,34 @@ def test_floor_options_model():
     for size, batch in (("S", 8), ("B", 256), ("XL", 64)):
         assert fo.traffic(size, batch, shared=True)["total"] <= fo.traffic(size, batch)["total"]
     assert fo.traffic("XL", 64, shared=True)["total"] < 0.75 * built["total"]
+    # LN fused: 4 bytes per element and router saved in the forward, 12 in the backward (h in fp32); 2 + 6 in bf16
+    ln = fo.traffic("XL", 64, ln_fused=True)
+    assert built["fwd"] - ln["fwd"] == 4 * unit * routers and built["bwd"] - ln["bwd"] == 12 * unit * routers
+    ln16 = fo.traffic("XL", 64, bf16_stream=True, ln_fused=True)
+    assert bf16["total"] - ln16["total"] == 8 * unit * routers
+
+
+def test_ln_modulate_backward_formula():
+    """floor_options.ln_modulate_backward (what a router with the LayerNorm + modulate fused in would compute in
+    its backward) equals autograd through F.layer_norm and modulate, in float64."""
+    import importlib.util
+
+    import torch.nn.functional as F
+
+    spec = importlib.util.spec_from_file_location("floor_options", ROOT / "benchmarks" / "floor_options.py")
+    fo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fo)
+    torch.manual_seed(0)
+    B, T, D, eps = 3, 7, 24, 1e-6
+    h = (torch.randn(B, T, D, dtype=torch.float64) * 3 + 1).requires_grad_()
+    shift = torch.randn(B, D, dtype=torch.float64, requires_grad=True)
+    scale = torch.randn(B, D, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(B, T, D, dtype=torch.float64)
+    y = F.layer_norm(h, (D,), eps=eps) * (1 + scale[:, None]) + shift[:, None]
+    want = torch.autograd.grad(y, (h, shift, scale), dy)
+    got = fo.ln_modulate_backward(dy, h.detach(), shift.detach(), scale.detach(), eps)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("query", ["static", "static_t"])
