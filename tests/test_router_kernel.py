@@ -64,6 +64,7 @@ def test_backward_launch_configuration_per_shape():
     assert rt.bwd_config(6, 768) == narrow and rt._AUTO["bwd"]
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_forward_launch_configuration_per_shape():
     """The forward drops its prefetch at the source counts of a chunked model, keeps it at N = 57, and a
     configuration given in a ``configs`` block holds for every N."""
