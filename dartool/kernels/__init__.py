@@ -1,16 +1,18 @@
 """Fused GPU kernels (Triton). Importing this package never imports Triton; the kernels load on first use.
 
 * :func:`fused_router` - the DAR router, forward + backward (``router_triton``).
+* :func:`fused_router_ln` - the router with the following LayerNorm + adaLN modulate fused in.
 * :func:`use_fused` - whether ``Router.forward`` takes the fused path for a call (``dispatch``).
 * :func:`tap_source` - marks a DAR source so fused routers accumulate its gradient in-kernel.
 """
 from .dispatch import (
-    fused, fused_available, fused_dynamic_router, fused_enabled, fused_router, set_fused, tap_source, triton_available,
-    use_fused,
+    fused, fused_available, fused_dynamic_router, fused_enabled, fused_router, fused_router_ln, hooks_idle, set_fused,
+    tap_source, triton_available, use_fused,
     why_not_fused,
 )
 
 __all__ = [
-    "fused", "fused_available", "fused_dynamic_router", "fused_enabled", "fused_router", "set_fused", "tap_source", "triton_available",
+    "fused", "fused_available", "fused_dynamic_router", "fused_enabled", "fused_router", "fused_router_ln", "hooks_idle",
+    "set_fused", "tap_source", "triton_available",
     "use_fused", "why_not_fused",
 ]

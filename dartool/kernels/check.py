@@ -201,10 +201,18 @@ def cases(interpret: bool, quick: bool = False) -> list[Case]:
 
 
 def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]:
-    """A small DAR SiT, fused vs reference: output and every parameter gradient."""
+    """A small DAR SiT, fused vs reference: output and every parameter gradient. Static / static_t routers run
+    with the following LayerNorm + modulate fused in (``dispatch.FUSE_LN``): counted, so the check can tell."""
     from ..diffusion import diffusion_loss
     from ..models import SiT, model_config
-    from . import dispatch
+    from . import dispatch, router_triton
+
+    ln_calls = {"n": 0}
+    fused_router_ln = router_triton.fused_router_ln
+
+    def counting_ln(*a, **k):
+        ln_calls["n"] += 1
+        return fused_router_ln(*a, **k)
 
     res = []
     gen = torch.Generator().manual_seed(1)
@@ -230,13 +238,18 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         s = torch.rand(bs, generator=gen).to(device)
         eps = torch.randn(x.shape, generator=gen).to(device)
         outs = {}
+        ln_calls["n"] = 0
         for fused in (False, True):
             model.zero_grad(set_to_none=True)
-            with dispatch.fused(fused, allow_cpu=interpret):
-                ac = _autocast(device)
-                with ac:
-                    loss = diffusion_loss(model, x, y, s, eps=eps)
-                loss.backward()
+            router_triton.fused_router_ln = counting_ln
+            try:
+                with dispatch.fused(fused, allow_cpu=interpret):
+                    ac = _autocast(device)
+                    with ac:
+                        loss = diffusion_loss(model, x, y, s, eps=eps)
+                    loss.backward()
+            finally:
+                router_triton.fused_router_ln = fused_router_ln
             outs[fused] = (loss.detach().double(), {n: p.grad.detach().double().clone()
                                                    for n, p in model.named_parameters() if p.grad is not None})
         (l0, g0), (l1, g1) = outs[False], outs[True]
@@ -244,8 +257,10 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         tol = 5e-2 if device == "cuda" else 1e-4   # bf16 autocast: both paths round differently
         err_loss = abs(l1 - l0).item() / abs(l0).item()
         ok = set(g0) == set(g1) and err_loss < tol / 5 and worst[0] < tol
+        if dispatch.FUSE_LN and query != "dynamic":   # every sublayer router (not the head's) fuses its LayerNorm
+            ok = ok and ln_calls["n"] == 2 * cfg.depth
         res.append(dict(name=f"model-{query}-c{chunk}", loss_rel=err_loss, worst_grad_rel=worst[0],
-                        worst_param=worst[1], tol=tol, ok=bool(ok)))
+                        worst_param=worst[1], ln_fused_routers=ln_calls["n"], tol=tol, ok=bool(ok)))
     return res
 
 
@@ -339,7 +354,8 @@ def recompute_check(device: str, interpret: bool) -> dict:
 def compiled_saved_check(device: str, interpret: bool) -> dict:
     """Under torch.compile a dynamic router recomputes q too: AOTAutograd saves as many [B, T, D] activations for
     the backward of a compiled dynamic model as for the static one, not one query per router more (as when q is
-    saved: checked too, so the count can tell)."""
+    saved: checked too, so the count can tell). Dynamic routers do not fuse the following LayerNorm, so the
+    static model is counted both ways; with it fused it must save no more."""
     from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
     from torch._dynamo.backends.common import aot_autograd
 
@@ -350,7 +366,7 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
     bs, size, d = 2, 8, 64
     btd = (bs, (size // 2) ** 2, d)
 
-    def saved_count(query: str, recompute: bool) -> int:
+    def saved_count(query: str, recompute: bool, fuse_ln: bool = True) -> int:
         cfg = model_config("S", 2, input_size=size, routing="dar", query=query, chunk_size=2).replace(
             depth=2, hidden_size=d, num_heads=4)
         torch.manual_seed(0)
@@ -366,8 +382,8 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
 
         backend = aot_autograd(fw_compiler=fw, bw_compiler=lambda gm, ex: make_boxed_func(gm),
                                partition_fn=min_cut_rematerialization_partition)
-        old = router_triton.RECOMPUTE_DYNAMIC_QUERY
-        router_triton.RECOMPUTE_DYNAMIC_QUERY = recompute
+        old, old_ln = router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN
+        router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN = recompute, fuse_ln
         torch._dynamo.reset()
         try:
             f = torch.compile(model, backend=backend)
@@ -381,17 +397,18 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
                     loss = diffusion_loss(f, x, y, s)
             loss.backward()
         finally:
-            router_triton.RECOMPUTE_DYNAMIC_QUERY = old
+            router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN = old, old_ln
             torch._dynamo.reset()
         return info["saved"]
 
-    st = saved_count("static", True)
+    st = saved_count("static", True, fuse_ln=False)
+    st_ln = saved_count("static", True, fuse_ln=True)
     dy_save = saved_count("dynamic", False)
     dy = saved_count("dynamic", True)
     n_routers = 2 * 2 + 1
-    ok = dy == st and dy_save - dy >= n_routers
-    return dict(name="compiled-dynamic-saved", btd_saved_static=st, btd_saved_dynamic=dy,
-                btd_saved_dynamic_q_saved=dy_save, routers=n_routers, ok=bool(ok))
+    ok = dy == st and dy_save - dy >= n_routers and st_ln <= st
+    return dict(name="compiled-dynamic-saved", btd_saved_static=st, btd_saved_static_ln_fused=st_ln,
+                btd_saved_dynamic=dy, btd_saved_dynamic_q_saved=dy_save, routers=n_routers, ok=bool(ok))
 
 
 def tap_check(device: str, interpret: bool) -> dict:

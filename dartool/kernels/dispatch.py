@@ -141,6 +141,29 @@ def fused_dynamic_router(sources: Sequence[torch.Tensor], v_prev: torch.Tensor, 
     return _fdr(sources, v_prev, W, g, eps)
 
 
+def fused_router_ln(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.Tensor, eps: float,
+                    shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+    """modulate(LayerNorm(router(sources, q)), shift, scale), fused (imports Triton on first use)."""
+    from .router_triton import fused_router_ln as _frl
+
+    return _frl(sources, q, g, eps, shift, scale, ln_eps)
+
+
+def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:
+    """True when no tap point listens (no readers, no module forward hooks or pre-hooks, no global module
+    hooks): then a fused path may skip materialising the tensors those points would show."""
+    from torch.nn.modules import module as _m
+
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+        return False
+    return not any(getattr(p, "_readers", None) or p._forward_hooks or p._forward_pre_hooks for p in points)
+
+
+# The LayerNorm + adaLN modulate after a static / static_t router runs inside the router kernel when the fused
+# path runs and no tap listens (DARTOOL_FUSE_LN=0: separate LayerNorm).
+FUSE_LN = env_flag("DARTOOL_FUSE_LN", True)
+
+
 # --------------------------------------------------------------------------------------------------
 # Gradient accumulation for DAR sources read by several fused routers
 # --------------------------------------------------------------------------------------------------

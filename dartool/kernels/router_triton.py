@@ -148,9 +148,10 @@ def _router_fwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, N,
     q_ptr, q_sb, q_st, g_ptr,
     h_ptr, h32_ptr, lse_ptr, logit_ptr,
+    y_ptr, shift_ptr, mscale_ptr, ln_eps,
     T, D, eps, scale,
     BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
-    ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr,
+    ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr, LN_MOD: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -275,6 +276,27 @@ def _router_fwd_kernel(
         if WRITE_H32:
             tl.store(h32_ptr + o_b, h_b, mask=m_b)
     tl.store(lse_ptr + row, m + tl.log(l), mask=rmask)
+    if LN_MOD:
+        # y = LayerNorm(h) * (1 + scale_b) + shift_b over the row in registers (no affine, biased variance)
+        hs = tl.sum(tl.where(m_a, h_a, 0.0), 1)
+        if DB > 0:
+            hs += tl.sum(tl.where(m_b, h_b, 0.0), 1)
+        mean = hs / D
+        xc_a = tl.where(m_a, h_a - mean[:, None], 0.0)
+        var = tl.sum(xc_a * xc_a, 1)
+        if DB > 0:
+            xc_b = tl.where(m_b, h_b - mean[:, None], 0.0)
+            var += tl.sum(xc_b * xc_b, 1)
+        rstd = 1.0 / tl.sqrt(var / D + ln_eps)
+        sc_a = tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
+        sh_a = tl.load(shift_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
+        y_a = xc_a * rstd[:, None] * (1.0 + sc_a[None, :]) + sh_a[None, :]
+        tl.store(y_ptr + o_a, y_a.to(y_ptr.dtype.element_ty), mask=m_a)
+        if DB > 0:
+            sc_b = tl.load(mscale_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32)
+            sh_b = tl.load(shift_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32)
+            y_b = xc_b * rstd[:, None] * (1.0 + sc_b[None, :]) + sh_b[None, :]
+            tl.store(y_ptr + o_b, y_b.to(y_ptr.dtype.element_ty), mask=m_b)
 
 
 @triton.jit
@@ -356,10 +378,11 @@ def _router_bwd_kernel(
     q_ptr, q_sb, q_st, g_ptr,
     h_ptr, dh_ptr, lse_ptr,
     dq_ptr, part_ptr,
+    mscale_ptr, pmod_ptr, ln_eps,
     T, D, eps, scale, n_tprog,
     BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
-    ACCUM: tl.constexpr,
+    ACCUM: tl.constexpr, LN_MOD: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -370,6 +393,14 @@ def _router_bwd_kernel(
         c_b = DA + tl.arange(0, DB)
         g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
         part_b = tl.zeros([BLOCK_R, DB], tl.float32)
+    if LN_MOD:  # dh_ptr holds dy, the gradient of y = LN(h) (1 + scale_b) + shift_b; dshift / dscale partials
+        sc1_a = 1.0 + tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
+        psh_a = tl.zeros([BLOCK_R, DA], tl.float32)
+        psc_a = tl.zeros([BLOCK_R, DA], tl.float32)
+        if DB > 0:
+            sc1_b = 1.0 + tl.load(mscale_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32)
+            psh_b = tl.zeros([BLOCK_R, DB], tl.float32)
+            psc_b = tl.zeros([BLOCK_R, DB], tl.float32)
 
     for r0 in range(0, ROWS, BLOCK_R):
         t = pid_t * ROWS + r0 + tl.arange(0, BLOCK_R)
@@ -379,20 +410,61 @@ def _router_bwd_kernel(
         o_a = row[:, None] * D + c_a[None, :]
         qo_a = b * q_sb + t[:, None] * q_st + c_a[None, :]
         w_a = tl.load(q_ptr + qo_a, mask=m_a, other=0.0).to(tl.float32) * g_a[None, :] * scale
-        dh_a = tl.load(dh_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
-        delta = tl.sum(dh_a * tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32), 1)
         if DB > 0:
             m_b = rmask[:, None] & (c_b < D)[None, :]
             o_b = row[:, None] * D + c_b[None, :]
             qo_b = b * q_sb + t[:, None] * q_st + c_b[None, :]
             w_b = tl.load(q_ptr + qo_b, mask=m_b, other=0.0).to(tl.float32) * g_b[None, :] * scale
-            dh_b = tl.load(dh_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
-            delta += tl.sum(dh_b * tl.load(h_ptr + o_b, mask=m_b, other=0.0).to(tl.float32), 1)
         else:
             m_b = m_a
             o_b = o_a
             w_b = w_a
-            dh_b = dh_a
+        if LN_MOD:
+            # dh from dy: dxhat = dy (1 + scale); dh = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
+            hv_a = tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
+            dy_a = tl.load(dh_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
+            hs = tl.sum(hv_a, 1)
+            if DB > 0:
+                hv_b = tl.load(h_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
+                dy_b = tl.load(dh_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
+                hs += tl.sum(hv_b, 1)
+            mean = hs / D
+            xh_a = tl.where(m_a, hv_a - mean[:, None], 0.0)
+            var = tl.sum(xh_a * xh_a, 1)
+            if DB > 0:
+                xh_b = tl.where(m_b, hv_b - mean[:, None], 0.0)
+                var += tl.sum(xh_b * xh_b, 1)
+            rstd = 1.0 / tl.sqrt(var / D + ln_eps)
+            xh_a = xh_a * rstd[:, None]
+            dx_a = dy_a * sc1_a[None, :]
+            c1 = tl.sum(dx_a, 1)
+            c2 = tl.sum(dx_a * xh_a, 1)
+            psh_a += dy_a
+            psc_a += dy_a * xh_a
+            if DB > 0:
+                xh_b = xh_b * rstd[:, None]
+                dx_b = dy_b * sc1_b[None, :]
+                c1 += tl.sum(dx_b, 1)
+                c2 += tl.sum(dx_b * xh_b, 1)
+                psh_b += dy_b
+                psc_b += dy_b * xh_b
+            c1 = c1 / D
+            c2 = c2 / D
+            dh_a = tl.where(m_a, rstd[:, None] * (dx_a - c1[:, None] - xh_a * c2[:, None]), 0.0)
+            delta = tl.sum(dh_a * hv_a, 1)
+            if DB > 0:
+                dh_b = tl.where(m_b, rstd[:, None] * (dx_b - c1[:, None] - xh_b * c2[:, None]), 0.0)
+                delta += tl.sum(dh_b * hv_b, 1)
+            else:
+                dh_b = dh_a
+        else:
+            dh_a = tl.load(dh_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
+            delta = tl.sum(dh_a * tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32), 1)
+            if DB > 0:
+                dh_b = tl.load(dh_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
+                delta += tl.sum(dh_b * tl.load(h_ptr + o_b, mask=m_b, other=0.0).to(tl.float32), 1)
+            else:
+                dh_b = dh_a
         lse = tl.load(lse_ptr + row, mask=rmask, other=0.0)
 
         # source 0 (own dtype; its own gradient pointer, only the accumulate flag from the table)
@@ -503,6 +575,13 @@ def _router_bwd_kernel(
     tl.store(part_ptr + prow + c_a, tl.sum(part_a, 0), mask=c_a < D)
     if DB > 0:
         tl.store(part_ptr + prow + c_b, tl.sum(part_b, 0), mask=c_b < D)
+    if LN_MOD:  # [2, B, n_tprog, D]: dshift partials, then dscale partials
+        mrow = tl.num_programs(1).to(tl.int64) * n_tprog * D
+        tl.store(pmod_ptr + prow + c_a, tl.sum(psh_a, 0), mask=c_a < D)
+        tl.store(pmod_ptr + mrow + prow + c_a, tl.sum(psc_a, 0), mask=c_a < D)
+        if DB > 0:
+            tl.store(pmod_ptr + prow + c_b, tl.sum(psh_b, 0), mask=c_b < D)
+            tl.store(pmod_ptr + mrow + prow + c_b, tl.sum(psc_b, 0), mask=c_b < D)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -680,12 +759,19 @@ def _check(sources: Sequence[Tensor], q: Tensor) -> tuple[int, int, int]:
 
 
 def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logits: bool,
-                 want_h32: bool = False) -> dict:
+                 want_h32: bool = False, ln: "tuple | None" = None) -> dict:
+    """``ln`` = (shift [B, D], scale [B, D], ln_eps, y_dtype): also write y = LN(h) (1 + scale) + shift in
+    y_dtype (``P["y"]``); h is then written in float32 (the backward needs it at full precision)."""
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
     dev = src0.device
     out_dtype = src0.dtype if not rest else torch.promote_types(src0.dtype, rest[0].dtype)
+    if ln is not None:
+        out_dtype = torch.float32
+        shift, mscale, ln_eps, y_dtype = ln
+        y = _empty((B, T, D), y_dtype, dev)
+        shift, mscale = shift.reshape(B, D).contiguous(), mscale.reshape(B, D).contiguous()
     h = _empty((B, T, D), out_dtype, dev)
     lse = _empty((B, T), torch.float32, dev)
     logits = _empty((B, T, N) if want_logits else (0,), torch.float32, dev)
@@ -696,12 +782,15 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
     qc, q_sb, q_st, _ = _query_view(q, B, T, D)
     cfg = fwd_config(N, D)
     DA, DB = _tiles(D, bool(cfg["split"]))
+    if ln is None:
+        y, shift, mscale, ln_eps = h, h, h, 0.0
     args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h, h32, lse, logits,
+            y, shift, mscale, float(ln_eps),
             T, D, float(eps), 1.0 / math.sqrt(D))
     meta = dict(BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
-                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32))
+                LN_MOD=ln is not None, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32), y=y)
 
 
 def _fwd_launch(P: dict) -> None:
@@ -715,7 +804,7 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 
 
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
-                 slots: "Sequence | None" = None, dq_into_q: bool = False) -> dict:
+                 slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
@@ -723,7 +812,8 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     the buffer its earlier readers wrote (or starts it), and no gradient is returned for it, so autograd
     does no separate add per reader. ``dq_into_q``: a per-token query the caller owns and no longer needs
     (a dynamic router's recomputed q) receives dq in place: each row's q is read before its dq is written,
-    by the same program."""
+    by the same program. ``ln`` = (scale [B, D], ln_eps): ``dh`` is dy, the gradient of the fused
+    LayerNorm + modulate's output, and h the float32 router output; dshift and dscale come back too."""
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
@@ -766,17 +856,24 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     else:
         dq_rows = part
     DA, DB = _tiles(D, bool(cfg["split"]))
+    if ln is not None:
+        mscale, ln_eps = ln[0].reshape(B, D).contiguous(), float(ln[1])
+        pmod = _empty((2, B, n_tprog, D), torch.float32, dev)
+    else:
+        mscale, pmod, ln_eps = part, part, 0.0
     args = (src0, base, tab, dv0, obase, otab, N,
             qc, q_sb, q_st, g.contiguous(),
             h, dh, lse.contiguous(),
             dq_rows, part,
+            mscale, pmod, ln_eps,
             T, D, float(eps), 1.0 / math.sqrt(D), n_tprog)
     meta = dict(BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
-                DYNAMIC=mode == 2, ACCUM=any(flags), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None,
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
-                B=B, D=D, returned=returned)
+                B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)
 
 
 def _bwd_launch(P: dict) -> None:
@@ -805,6 +902,25 @@ def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor
     P = _bwd_prepare(dh, sources, q, g, h, lse, eps, slots, dq_into_q)
     _bwd_launch(P)
     return _bwd_finish(P)
+
+
+def _fwd_ln_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, mscale: Tensor,
+                 ln_eps: float, y_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """The router with the following LayerNorm + modulate fused in: (y, h fp32, lse)."""
+    P = _fwd_prepare(sources, q, g, eps, False, False, ln=(shift, mscale, ln_eps, y_dtype))
+    _fwd_launch(P)
+    h, lse, _, _ = P["out"]
+    return P["y"], h, lse
+
+
+def _bwd_ln_impl(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
+                 mscale: Tensor, ln_eps: float, slots: "Sequence | None" = None):
+    """Backward of :func:`_fwd_ln_impl`: (dv per source, dq, dg, dshift [B, D], dscale [B, D])."""
+    P = _bwd_prepare(dy, sources, q, g, h, lse, eps, slots, ln=(mscale, ln_eps))
+    _bwd_launch(P)
+    dvs, dq, dg = _bwd_finish(P)
+    pm = P["pmod"]                                                     # [2, B, n_tprog, D]
+    return dvs, dq, dg, pm[0].sum(1), pm[1].sum(1)                     # dshift, dscale [B, D]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -969,6 +1085,96 @@ def _backward_dynamic(ctx, dh, dlse, dh32):
 
 
 router_fwd_dynamic.register_autograd(_backward_dynamic, setup_context=_setup_context_dynamic)
+
+
+@torch.library.custom_op("dartool::router_ln_fwd", mutates_args=())
+def router_ln_fwd(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, scale: Tensor,
+                  ln_eps: float, y_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Router + LayerNorm + modulate for torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32, lse [B,T] fp32."""
+    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+
+
+@router_ln_fwd.register_fake
+def _router_ln_fwd_fake(sources, q, g, eps, shift, scale, ln_eps, y_dtype):
+    B, T, D = sources[0].shape
+    s0 = sources[0]
+    return (s0.new_empty((B, T, D), dtype=y_dtype), s0.new_empty((B, T, D), dtype=torch.float32),
+            s0.new_empty((B, T), dtype=torch.float32))
+
+
+@torch.library.custom_op("dartool::router_ln_bwd", mutates_args=())
+def router_ln_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
+                  scale: Tensor, ln_eps: float) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
+    """(dv per source, dq, dg, dshift, dscale) of ``router_ln_fwd``."""
+    dvs, dq, dg, dshift, dscale = _bwd_ln_impl(dy, list(sources), q, g, h, lse, eps, scale, ln_eps)
+    return dvs, dq, dg, dshift.to(scale.dtype), dscale.to(scale.dtype)
+
+
+@router_ln_bwd.register_fake
+def _router_ln_bwd_fake(dy, sources, q, g, h, lse, eps, scale, ln_eps):
+    return ([s.new_empty(s.shape) for s in sources], q.new_empty(q.shape), g.new_empty(g.shape),
+            scale.new_empty(scale.shape), scale.new_empty(scale.shape))
+
+
+def _setup_context_ln(ctx, inputs, output):
+    sources, q, g, eps, shift, scale, ln_eps, y_dtype = inputs
+    y, h, lse = output
+    ctx.eps, ctx.ln_eps = eps, ln_eps
+    ctx.mark_non_differentiable(h, lse)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(q, g, scale, h, lse, *sources)
+
+
+def _backward_ln(ctx, dy, dh, dlse):
+    q, g, scale, h, lse, *sources = ctx.saved_tensors
+    if dy is None:
+        return [None] * len(sources), None, None, None, None, None, None, None
+    dvs, dq, dg, dshift, dscale = router_ln_bwd(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps)
+    return list(dvs), dq, dg, None, dshift, dscale, None, None
+
+
+router_ln_fwd.register_autograd(_backward_ln, setup_context=_setup_context_ln)
+
+
+class _FusedRouterLNFn(torch.autograd.Function):
+    """Eager path of the router with the LayerNorm + modulate fused in (in-kernel source-gradient slots)."""
+
+    @staticmethod
+    def forward(ctx, q, g, eps, shift, scale, ln_eps, y_dtype, slots, *sources):
+        y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+        ctx.eps, ctx.ln_eps, ctx.slots = eps, ln_eps, slots
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(q, g, scale, h, lse, *sources)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, g, scale, h, lse, *sources = ctx.saved_tensors
+        if dy is None:
+            return (None,) * (8 + len(sources))
+        dvs, dq, dg, dshift, dscale = _bwd_ln_impl(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps, ctx.slots)
+        return (dq, dg, None, dshift.to(scale.dtype), dscale.to(scale.dtype), None, None, None, *dvs)
+
+
+def fused_router_ln(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, scale: Tensor,
+                    ln_eps: float) -> Tensor:
+    """modulate(LayerNorm(router(sources, q)), shift, scale) in one kernel per pass: y [B, T, D].
+
+    shift, scale: [B, D] (adaLN). The LayerNorm has no affine (DiT's). y comes out in the autocast dtype inside
+    an autocast region (what the next GEMM reads), else in h's dtype; h itself is kept in float32 for the
+    backward only. Differentiable in every source, q, g, shift and scale."""
+    sources = _as_kernel_sources(sources)
+    dev = sources[0].device.type
+    y_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else (
+        sources[0].dtype if len(sources) == 1 else torch.promote_types(sources[0].dtype, sources[1].dtype))
+    if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
+        return router_ln_fwd(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or g.requires_grad or shift.requires_grad or
+                                              scale.requires_grad or any(s.requires_grad for s in sources))
+    if not needs_grad:
+        return _fwd_ln_impl(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
+    return _FusedRouterLNFn.apply(q, g, float(eps), shift, scale, float(ln_eps), y_dtype, _slots_of(sources),
+                                  *sources)
 
 
 def _query_dtype(v_prev: Tensor, W: Tensor) -> torch.dtype:

@@ -158,12 +158,17 @@ class Block(nn.Module):
         # shift/scale/gate for attention, then for the MLP: 6 x [B, D]
         return self.adaLN_modulation(c).chunk(6, dim=1)
 
-    def sublayer(self, which: int, h: torch.Tensor, mod: Sequence[torch.Tensor], eps: float) -> torch.Tensor:
-        """v = gate * F(modulate(LN(h), shift, scale)) for sublayer 0 (attention) or 1 (MLP)."""
+    def sublayer(self, which: int, h: "torch.Tensor | PendingRoute", mod: Sequence[torch.Tensor],
+                 eps: float) -> torch.Tensor:
+        """v = gate * F(modulate(LN(h), shift, scale)) for sublayer 0 (attention) or 1 (MLP). A
+        :class:`PendingRoute` h runs its router with the LayerNorm + modulate fused in."""
         shift, scale, gate = mod[3 * which: 3 * which + 3]
-        x = F.layer_norm(h, (self.dim,), eps=eps)                             # [B, T, D]
+        if isinstance(h, PendingRoute):
+            x = h.ln_modulate(shift, scale, eps)                             # [B, T, D]
+        else:
+            x = modulate(F.layer_norm(h, (self.dim,), eps=eps), shift, scale)   # [B, T, D]
         fn = self.attn if which == 0 else self.mlp
-        return gate.unsqueeze(1) * fn(modulate(x, shift, scale))             # [B, T, D]
+        return gate.unsqueeze(1) * fn(x)                                     # [B, T, D]
 
 
 class FinalLayer(nn.Module):
@@ -237,6 +242,13 @@ class Router(nn.Module):
             return _kernels.fused_dynamic_router(sources, v_prev, self.q_proj.weight, self.norm.weight, self.norm.eps)
         return self(sources, self.make_query(t_emb, v_prev))
 
+    def route_ln(self, sources: Sequence[torch.Tensor], t_emb: torch.Tensor | None, v_prev: torch.Tensor,
+                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+        """modulate(LayerNorm(h), shift, scale) for these sources in one fused kernel per pass (static and
+        static_t routers on the fused path; :class:`PendingRoute`)."""
+        q = self.make_query(t_emb, v_prev)
+        return _kernels.fused_router_ln(sources, q, self.norm.weight, self.norm.eps, shift, scale, ln_eps)
+
     def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
         """Reference implementation (also the CPU path). sources: N x [B, T, D].
 
@@ -256,6 +268,20 @@ class Router(nn.Module):
         alpha = torch.softmax(logits, dim=0).permute(1, 2, 0)                # [B, T, N]
         alpha = self.hook_alpha(alpha)
         return torch.einsum("btn,nbtd->btd", alpha.to(V.dtype), V)           # [B, T, D]
+
+
+class PendingRoute:
+    """A router's input, recorded but not yet run: the sublayer that reads it runs the router with its
+    LayerNorm + adaLN modulate fused in (:meth:`Router.route_ln`). Made only when nothing would see h
+    (no tap listens), for static / static_t routers on the fused path."""
+
+    __slots__ = ("router", "sources", "t_emb", "v_prev")
+
+    def __init__(self, router: Router, sources: list[torch.Tensor], t_emb, v_prev: torch.Tensor) -> None:
+        self.router, self.sources, self.t_emb, self.v_prev = router, sources, t_emb, v_prev
+
+    def ln_modulate(self, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+        return self.router.route_ln(self.sources, self.t_emb, self.v_prev, shift, scale, eps)   # [B, T, D]
 
 
 def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
@@ -349,6 +375,7 @@ class SiT(nn.Module):
                 )
                 for z in cfg.projector_dims
             ])
+        self._tap_points = [m for m in self.modules() if isinstance(m, HookPoint)]   # not registered: a list
         self.initialize_weights()
 
     # ------------------------------------------------------------------ initialisation
@@ -405,11 +432,17 @@ class SiT(nn.Module):
         e_t = self.router_t_embedder(t_freq) if hasattr(self, "router_t_embedder") else None
         return self.hook_cond(c), e_t
 
-    def route(self, r: int, stream: "DARStream | torch.Tensor", e_t, final: bool = False) -> torch.Tensor:
-        """The input of sublayer r (or of the head): the residual sum, or router r over its sources."""
+    def route(self, r: int, stream: "DARStream | torch.Tensor", e_t, final: bool = False,
+              fuse_ln: bool = False) -> "torch.Tensor | PendingRoute":
+        """The input of sublayer r (or of the head): the residual sum, or router r over its sources; with
+        ``fuse_ln`` a static / static_t router on the fused path is left pending for its sublayer, which runs it
+        with the LayerNorm + modulate fused in."""
         if not isinstance(stream, DARStream):
             return stream
-        return self.routers[r].route(stream.sources(final), e_t, stream.last)   # [B, T, D]
+        router, sources = self.routers[r], stream.sources(final)
+        if fuse_ln and not final and router.kind != "dynamic" and _kernels.use_fused(router, sources, stream.last):
+            return PendingRoute(router, sources, e_t, stream.last)
+        return router.route(sources, e_t, stream.last)                       # [B, T, D]
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None
@@ -420,17 +453,19 @@ class SiT(nn.Module):
         c, e_t = self.condition(t, y, drop_labels)                           # [B, D]
         # residual: the stream is the running sum h; DAR: the sources seen so far
         stream = DARStream(v0, cfg.chunk_size, cfg.summary) if cfg.routing == "dar" else v0
-        h = self.route(0, stream, e_t)                                       # [B, T, D]
+        # DAR with nothing listening on the taps: routers run with the next LayerNorm + modulate fused in
+        fuse = cfg.routing == "dar" and _kernels.dispatch.FUSE_LN and _kernels.hooks_idle(self._tap_points)
+        h = self.route(0, stream, e_t, fuse_ln=fuse)                         # [B, T, D]
         for k, block in enumerate(self.blocks):
             mod = block.modulation(c)                                        # 6 x [B, D]
             h = block.hook_attn_in(h)                                        # [B, T, D]
             v = block.hook_attn_out(block.sublayer(0, h, mod, self.ln_eps[2 * k]))   # [B, T, D]
             stream = write(stream, h, v)
-            h = block.hook_mlp_in(self.route(2 * k + 1, stream, e_t))        # [B, T, D]
+            h = block.hook_mlp_in(self.route(2 * k + 1, stream, e_t, fuse_ln=fuse))   # [B, T, D]
             v = block.hook_mlp_out(block.sublayer(1, h, mod, self.ln_eps[2 * k + 1]))  # [B, T, D]
             stream = write(stream, h, v)
             head_next = k == cfg.depth - 1
-            h = block.hook_out(self.route(2 * k + 2, stream, e_t, final=head_next))   # z_k [B, T, D]
+            h = block.hook_out(self.route(2 * k + 2, stream, e_t, final=head_next, fuse_ln=fuse))   # z_k
             if not isinstance(stream, DARStream):
                 stream = h  # the tapped tensor carries on, so gradients taken at z_k are exact
         out = self.final_layer(h, c, self.ln_eps[-1])                        # [B, T, p*p*C_out]
