@@ -846,10 +846,12 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log(f"  using fwd {rt.FWD_CONFIG} bwd {rt.BWD_CONFIG}")
     if router and not reason:
         log("[3/5] router microbench")
+        from .kernels import dispatch
         from .kernels import router_triton as rt
 
         res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
-                                    fwd_per_shape=rt._AUTO["fwd"])
+                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
+                                    fuse_ln_wide_compiled=dispatch.FUSE_LN_WIDE)
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)

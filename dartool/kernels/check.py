@@ -17,6 +17,8 @@ three routers over overlapping tapped sources (in-kernel gradient accumulation, 
 reference path) against float64 autograd. The dynamic-recompute check compares dynamic routers that recompute
 their query in the backward (eager, and the custom op torch.compile runs) with ones that save it (same gradients,
 fewer bytes saved); the compiled-dynamic-saved check counts the activations a compiled dynamic model saves.
+The ln-fused check compares the router with the following LayerNorm + adaLN modulate fused in (y and the
+gradients of every input, shift and scale included) with float64 autograd, eager and through the custom op.
 The model check runs a small DAR SiT (every query kind, chunk sizes 1 and 2) with and without the kernel, under
 bf16 autocast on CUDA, and compares the output and every parameter gradient.
 """
@@ -264,6 +266,60 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
     return res
 
 
+def ln_check(device: str, interpret: bool) -> list[dict]:
+    """The router with the LayerNorm + adaLN modulate fused in (``router_triton.fused_router_ln``) against float64
+    autograd of router -> F.layer_norm -> modulate on the same rounded inputs: y and the gradients of every
+    source, the query, the RMSNorm gain, shift and scale; eager and the custom op torch.compile runs."""
+    import torch.nn.functional as F
+
+    from . import router_triton as rt
+
+    gen = torch.Generator().manual_seed(7)
+    if interpret:
+        shapes = [("ln-small", 2, 5, 40, 4, "static", torch.float32), ("ln-small-t", 2, 5, 40, 5, "static_t", torch.bfloat16),
+                  ("ln-n1", 1, 4, 24, 1, "static", torch.float32)]
+    else:
+        shapes = [("ln-xl", 2, 100, 1152, 9, "static", torch.bfloat16), ("ln-b", 2, 255, 768, 6, "static_t", torch.bfloat16),
+                  ("ln-pow2", 2, 17, 1024, 5, "static", torch.bfloat16), ("ln-f32", 2, 33, 384, 3, "static_t", torch.float32),
+                  ("ln-n1", 1, 7, 1152, 1, "static", torch.bfloat16)]
+    out = []
+    for name, B, T, D, N, kind, dt in shapes:
+        def rnd(*shape, s=1.0, dtype=torch.float32):
+            return (torch.randn(*shape, generator=gen) * s).to(device=device, dtype=dtype)
+
+        srcs = [(rnd(B, T, D, s=1 + i) + 0.3 * i).to(torch.float32 if i == 0 else dt) for i in range(N)]
+        q = rnd(D, s=2.0) if kind == "static" else rnd(B, 1, D, s=2.0)
+        g = 1 + rnd(D, s=0.3)
+        shift, scale, dy = rnd(B, D), rnd(B, D, s=0.5), rnd(B, T, D)
+        leaves = [t.detach().double().requires_grad_() for t in (*srcs, q, g, shift, scale)]
+        V = torch.stack(leaves[:N])                                                   # [N, B, T, D] float64
+        K = V * torch.rsqrt(V.pow(2).mean(-1, keepdim=True) + 1e-6) * leaves[N + 1]
+        alpha = torch.softmax((K * leaves[N]).sum(-1) / math.sqrt(D), 0)
+        h = (alpha[..., None] * V).sum(0)
+        y_ref = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
+        want = torch.autograd.grad(y_ref, leaves, dy.double())
+        tol = 1e-4 if dt == torch.float32 else 1.6e-2
+        for path in ("eager", "op"):
+            old = rt.EAGER_AUTOGRAD_FN, rt.POISON
+            rt.EAGER_AUTOGRAD_FN, rt.POISON = path == "eager", True   # unwritten outputs are NaN
+            try:
+                ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
+                y = rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
+                got = torch.autograd.grad(y, ins, dy.to(y.dtype))
+                errs = {"y": rel(y, y_ref)}
+                labels = [f"dv{i}" for i in range(N)] + ["dq", "dg", "dshift", "dscale"]
+                errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
+                ok = all(math.isfinite(v) and v < tol for v in errs.values())
+            except Exception as e:
+                errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
+            finally:
+                rt.EAGER_AUTOGRAD_FN, rt.POISON = old
+            worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
+            out.append(dict(name=f"{name}-{path}", N=N, D=D, worst_rel=worst[0], worst=worst[1], tol=tol,
+                            **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
+    return out
+
+
 def recompute_check(device: str, interpret: bool) -> dict:
     """Dynamic routers recompute q in the backward: same loss and gradients as saving q, and the bytes saved
     for the backward (parameters not counted) drop by (at least) one [B, T, D] query per router. Routers whose
@@ -479,7 +535,8 @@ def run_all(device: str | None = None, interpret: bool = False, verbose: bool = 
             ref_dq = c.ref_errors.get("dq", float("nan"))
             print(f"  [{'ok' if c.ok else 'FAIL'}] {c.name:18s} N={c.N:2d} D={c.D:4d} {c.dtypes:10s} "
                   f"{errs} max_dv={worst_dv:.1e} tol={c.tol:.0e} (torch ref dq={ref_dq:.1e})", flush=True)
-    checks = [("tapped-sources", lambda: [tap_check(device, interpret)]),
+    checks = [("ln-fused", lambda: ln_check(device, interpret)),
+              ("tapped-sources", lambda: [tap_check(device, interpret)]),
               ("dynamic-recompute", lambda: [recompute_check(device, interpret)])]
     if not quick:
         checks.append(("compiled-dynamic-saved", lambda: [compiled_saved_check(device, interpret)]))

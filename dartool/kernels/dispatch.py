@@ -159,9 +159,20 @@ def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:
     return not any(getattr(p, "_readers", None) or p._forward_hooks or p._forward_pre_hooks for p in points)
 
 
-# The LayerNorm + adaLN modulate after a static / static_t router runs inside the router kernel when the fused
-# path runs and no tap listens (DARTOOL_FUSE_LN=0: separate LayerNorm).
+def fuse_ln_for(D: int) -> bool:
+    """Whether a static / static_t router of width D runs the following LayerNorm + adaLN modulate inside its
+    kernel (when the fused path runs and no tap listens). Eager: always. Under torch.compile, where Inductor
+    already fuses the separate LayerNorm into neighbouring kernels, only below D = 1024: at D = 1152 the fused
+    backward's extra per-row state made the compiled SiT-XL/2 step 2.5 % slower (H200, 2026-11-26;
+    benchmarks/KERNEL_NOTES.md, session 5). ``DARTOOL_FUSE_LN=0`` turns it off, ``DARTOOL_FUSE_LN_WIDE=1``
+    forces it at D >= 1024 under compile too."""
+    if not FUSE_LN:
+        return False
+    return D < 1024 or FUSE_LN_WIDE or not torch.compiler.is_compiling()
+
+
 FUSE_LN = env_flag("DARTOOL_FUSE_LN", True)
+FUSE_LN_WIDE = env_flag("DARTOOL_FUSE_LN_WIDE", False)
 
 
 # --------------------------------------------------------------------------------------------------

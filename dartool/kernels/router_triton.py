@@ -394,11 +394,9 @@ def _router_bwd_kernel(
         g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
         part_b = tl.zeros([BLOCK_R, DB], tl.float32)
     if LN_MOD:  # dh_ptr holds dy, the gradient of y = LN(h) (1 + scale_b) + shift_b; dshift / dscale partials
-        sc1_a = 1.0 + tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
         psh_a = tl.zeros([BLOCK_R, DA], tl.float32)
         psc_a = tl.zeros([BLOCK_R, DA], tl.float32)
         if DB > 0:
-            sc1_b = 1.0 + tl.load(mscale_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32)
             psh_b = tl.zeros([BLOCK_R, DB], tl.float32)
             psc_b = tl.zeros([BLOCK_R, DB], tl.float32)
 
@@ -436,14 +434,15 @@ def _router_bwd_kernel(
                 var += tl.sum(xh_b * xh_b, 1)
             rstd = 1.0 / tl.sqrt(var / D + ln_eps)
             xh_a = xh_a * rstd[:, None]
-            dx_a = dy_a * sc1_a[None, :]
+            # 1 + scale_b re-read per row (a cached [D] vector) rather than held across the source loop
+            dx_a = dy_a * (1.0 + tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32))[None, :]
             c1 = tl.sum(dx_a, 1)
             c2 = tl.sum(dx_a * xh_a, 1)
             psh_a += dy_a
             psc_a += dy_a * xh_a
             if DB > 0:
                 xh_b = xh_b * rstd[:, None]
-                dx_b = dy_b * sc1_b[None, :]
+                dx_b = dy_b * (1.0 + tl.load(mscale_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32))[None, :]
                 c1 += tl.sum(dx_b, 1)
                 c2 += tl.sum(dx_b * xh_b, 1)
                 psh_b += dy_b
