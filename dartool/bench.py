@@ -673,6 +673,11 @@ def markdown(res: dict) -> str:
     if bw:
         L += [f"Device-to-device copy (bytes read + written): **{bw['tb_per_s']:.2f} TB/s** "
               f"({bw['bytes_moved'] / 1e9:.1f} GB in {bw['ms']:.3f} ms). Byte floor = bytes that must move / this rate.", ""]
+    rc = res.get("router_config")
+    if rc and "fuse_ln" in rc:
+        L += ["LayerNorm + modulate fused into static / static_t routers: "
+              + ("on (eager; under torch.compile below D = 1024" + (" and above" if rc.get("fuse_ln_wide_compiled") else "")
+                 + ")" if rc["fuse_ln"] else "off (DARTOOL_FUSE_LN=0)") + ".", ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -718,7 +723,10 @@ def markdown(res: dict) -> str:
                   "backward: read the sources, dh and h, write the source gradients) at the copy rate above. "
                   "'residual + floor' is the best ratio the router as built allows where DAR's other kernels cost what the "
                   "residual step costs (measured under torch.compile, `benchmarks/step_profile.py --compiled`: "
-                  "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds.", ""]
+                  "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds. Static / "
+                  "static_t routers that compute the following LayerNorm + adaLN modulate in their kernel (eager: always; "
+                  "compiled: below D = 1024; `dartool.kernels.dispatch.fuse_ln_for`) remove DAR's separate LayerNorm "
+                  "kernels, so such a step can beat this floor (`benchmarks/floor_options.py`, 'LN fused').", ""]
     sp = res.get("sampling")
     if sp:
         L += ["## Sampling (50 Euler steps, bf16 autocast, no guidance)", "",

@@ -25,6 +25,11 @@ Tap points (see :mod:`dartool.models.hooks`), for a model of depth K, block k in
 * ``hook_cond``              c = t_emb + y_emb                                  [B, D]
 
 The routers of a DAR model are ``routers.0 .. routers.{2K}``; the last one feeds the head.
+
+On CUDA the routers run as fused Triton kernels (:mod:`dartool.kernels`). When no tap point listens, a static or
+static_t sublayer router also computes the LayerNorm + adaLN modulate of the sublayer it feeds (the router's
+output h is then never materialised for anyone but the backward; :class:`PendingRoute`). Attach a tap and the
+model takes the unfused path, where every tap above sees its tensor.
 """
 from __future__ import annotations
 
