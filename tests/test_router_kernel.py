@@ -339,3 +339,25 @@ def test_cuda_probe_alpha_from_fused_kernel_matches_reference(tmp_path, query):
     np.testing.assert_allclose(b.alpha.values, a.alpha.values, rtol=2e-2, atol=2e-3, equal_nan=True)
     for var in ("loss", "z_rms", "h_rms", "z_grad_rms", "h_grad_rms", "alpha_entropy"):
         np.testing.assert_allclose(b[var].values, a[var].values, rtol=5e-2, atol=1e-6, equal_nan=True)
+
+
+def test_hooks_idle_sees_every_kind_of_listener():
+    """The fused LayerNorm path (PendingRoute) runs only when no tap listens: readers, module forward hooks and
+    pre-hooks on any tap point of the model, and global module hooks all count; a detached hook is idle again."""
+    model = SiT(model_config("S", 2, input_size=8, routing="dar", chunk_size=2).replace(depth=2, hidden_size=32,
+                                                                                        num_heads=4))
+    points = model._tap_points
+    assert len(points) == 5 * 2 + 2 + len(model.routers) and dispatch.hooks_idle(points)   # 5 per block
+    with tapped(model, readers={"blocks.1.hook_attn_in": lambda n, x: None}):
+        assert not dispatch.hooks_idle(points)
+    with tapped(model, hooks={"routers.2.hook_alpha": lambda n, x: None}):
+        assert not dispatch.hooks_idle(points)
+    h = model.blocks[0].hook_out.register_forward_pre_hook(lambda m, a: None)
+    assert not dispatch.hooks_idle(points)
+    h.remove()
+    g = torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: None)
+    try:
+        assert not dispatch.hooks_idle(points)
+    finally:
+        g.remove()
+    assert dispatch.hooks_idle(points)

@@ -247,11 +247,10 @@ class Router(nn.Module):
             return _kernels.fused_dynamic_router(sources, v_prev, self.q_proj.weight, self.norm.weight, self.norm.eps)
         return self(sources, self.make_query(t_emb, v_prev))
 
-    def route_ln(self, sources: Sequence[torch.Tensor], t_emb: torch.Tensor | None, v_prev: torch.Tensor,
-                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+    def route_ln(self, sources: Sequence[torch.Tensor], q: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                 ln_eps: float) -> torch.Tensor:
         """modulate(LayerNorm(h), shift, scale) for these sources in one fused kernel per pass (static and
-        static_t routers on the fused path; :class:`PendingRoute`)."""
-        q = self.make_query(t_emb, v_prev)
+        static_t routers on the fused path; :class:`PendingRoute`). shift, scale [B, D] -> [B, T, D]."""
         return _kernels.fused_router_ln(sources, q, self.norm.weight, self.norm.eps, shift, scale, ln_eps)
 
     def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
@@ -280,13 +279,13 @@ class PendingRoute:
     LayerNorm + adaLN modulate fused in (:meth:`Router.route_ln`). Made only when nothing would see h
     (no tap listens), for static / static_t routers on the fused path."""
 
-    __slots__ = ("router", "sources", "t_emb", "v_prev")
+    __slots__ = ("router", "sources", "q")
 
-    def __init__(self, router: Router, sources: list[torch.Tensor], t_emb, v_prev: torch.Tensor) -> None:
-        self.router, self.sources, self.t_emb, self.v_prev = router, sources, t_emb, v_prev
+    def __init__(self, router: Router, sources: list[torch.Tensor], q: torch.Tensor) -> None:
+        self.router, self.sources, self.q = router, sources, q
 
     def ln_modulate(self, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-        return self.router.route_ln(self.sources, self.t_emb, self.v_prev, shift, scale, eps)   # [B, T, D]
+        return self.router.route_ln(self.sources, self.q, shift, scale, eps)   # [B, T, D]
 
 
 def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
@@ -445,8 +444,11 @@ class SiT(nn.Module):
         if not isinstance(stream, DARStream):
             return stream
         router, sources = self.routers[r], stream.sources(final)
-        if fuse_ln and not final and router.kind != "dynamic" and _kernels.use_fused(router, sources, stream.last):
-            return PendingRoute(router, sources, e_t, stream.last)
+        if fuse_ln and not final and router.kind != "dynamic":
+            q = router.make_query(e_t, stream.last)                          # [D] or [B, 1, D]
+            if _kernels.use_fused(router, sources, q):
+                return PendingRoute(router, sources, q)
+            return router(sources, q)                                        # [B, T, D]
         return router.route(sources, e_t, stream.last)                       # [B, T, D]
 
     def forward(
