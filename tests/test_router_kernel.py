@@ -361,3 +361,18 @@ def test_hooks_idle_sees_every_kind_of_listener():
     finally:
         g.remove()
     assert dispatch.hooks_idle(points)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")
+def test_kernel_resources_report_compiles_without_a_gpu(capsys):
+    """benchmarks/kernel_resources.py compiles both kernels for sm_90 ahead of time and reports registers and
+    stack bytes for each variant."""
+    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
+    kr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kr)
+    assert kr.main(["--D", "384"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 |")]
+    assert len(rows) == 5
+    for line in rows:
+        regs, stack = (int(x) for x in line.strip("| ").split("|")[-2:])
+        assert 0 < regs <= 255 and stack >= 0

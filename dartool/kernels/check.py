@@ -269,7 +269,8 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
 def ln_check(device: str, interpret: bool) -> list[dict]:
     """The router with the LayerNorm + adaLN modulate fused in (``router_triton.fused_router_ln``) against float64
     autograd of router -> F.layer_norm -> modulate on the same rounded inputs: y and the gradients of every
-    source, the query, the RMSNorm gain, shift and scale; eager and the custom op torch.compile runs."""
+    source, the query, the RMSNorm gain, shift and scale; eager, the custom op torch.compile runs, and the
+    backward's ``ln_slot`` variant."""
     import torch.nn.functional as F
 
     from . import router_triton as rt
@@ -299,13 +300,16 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
         y_ref = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
-        for path in ("eager", "op"):
+        # eager, the custom op, and the backward keeping dshift / dscale partials in memory slots (ln_slot)
+        for path in ("eager", "op", "slot"):
             old = rt.EAGER_AUTOGRAD_FN, rt.POISON
-            rt.EAGER_AUTOGRAD_FN, rt.POISON = path == "eager", True   # unwritten outputs are NaN
+            rt.EAGER_AUTOGRAD_FN, rt.POISON = path != "op", True   # unwritten outputs are NaN
+            cfg = rt.configs(bwd=dict(rt.bwd_config(N, D), ln_slot=1)) if path == "slot" else contextlib.nullcontext()
             try:
                 ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
-                y = rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
-                got = torch.autograd.grad(y, ins, dy.to(y.dtype))
+                with cfg:
+                    y = rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
+                    got = torch.autograd.grad(y, ins, dy.to(y.dtype))
                 errs = {"y": rel(y, y_ref)}
                 labels = [f"dv{i}" for i in range(N)] + ["dq", "dg", "dshift", "dscale"]
                 errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})

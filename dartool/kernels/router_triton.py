@@ -382,7 +382,7 @@ def _router_bwd_kernel(
     T, D, eps, scale, n_tprog,
     BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
-    ACCUM: tl.constexpr, LN_MOD: tl.constexpr,
+    ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -393,7 +393,9 @@ def _router_bwd_kernel(
         c_b = DA + tl.arange(0, DB)
         g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
         part_b = tl.zeros([BLOCK_R, DB], tl.float32)
-    if LN_MOD:  # dh_ptr holds dy, the gradient of y = LN(h) (1 + scale_b) + shift_b; dshift / dscale partials
+    prow = (b * n_tprog + pid_t) * D
+    mrow = tl.num_programs(1).to(tl.int64) * n_tprog * D
+    if LN_MOD and not LN_SLOT:  # dh_ptr holds dy, the gradient of y = LN(h)(1 + scale_b) + shift_b
         psh_a = tl.zeros([BLOCK_R, DA], tl.float32)
         psc_a = tl.zeros([BLOCK_R, DA], tl.float32)
         if DB > 0:
@@ -438,15 +440,29 @@ def _router_bwd_kernel(
             dx_a = dy_a * (1.0 + tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32))[None, :]
             c1 = tl.sum(dx_a, 1)
             c2 = tl.sum(dx_a * xh_a, 1)
-            psh_a += dy_a
-            psc_a += dy_a * xh_a
+            if LN_SLOT:  # this program's own [D] slots in pmod, updated once per row: nothing held over the loop
+                ok_a = (c_a < D) & (r0 > 0)
+                tl.store(pmod_ptr + prow + c_a, tl.load(pmod_ptr + prow + c_a, mask=ok_a, other=0.0)
+                         + tl.sum(dy_a, 0), mask=c_a < D)
+                tl.store(pmod_ptr + mrow + prow + c_a, tl.load(pmod_ptr + mrow + prow + c_a, mask=ok_a, other=0.0)
+                         + tl.sum(dy_a * xh_a, 0), mask=c_a < D)
+            else:
+                psh_a += dy_a
+                psc_a += dy_a * xh_a
             if DB > 0:
                 xh_b = xh_b * rstd[:, None]
                 dx_b = dy_b * (1.0 + tl.load(mscale_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32))[None, :]
                 c1 += tl.sum(dx_b, 1)
                 c2 += tl.sum(dx_b * xh_b, 1)
-                psh_b += dy_b
-                psc_b += dy_b * xh_b
+                if LN_SLOT:
+                    ok_b = (c_b < D) & (r0 > 0)
+                    tl.store(pmod_ptr + prow + c_b, tl.load(pmod_ptr + prow + c_b, mask=ok_b, other=0.0)
+                             + tl.sum(dy_b, 0), mask=c_b < D)
+                    tl.store(pmod_ptr + mrow + prow + c_b, tl.load(pmod_ptr + mrow + prow + c_b, mask=ok_b, other=0.0)
+                             + tl.sum(dy_b * xh_b, 0), mask=c_b < D)
+                else:
+                    psh_b += dy_b
+                    psc_b += dy_b * xh_b
             c1 = c1 / D
             c2 = c2 / D
             dh_a = tl.where(m_a, rstd[:, None] * (dx_a - c1[:, None] - xh_a * c2[:, None]), 0.0)
@@ -570,12 +586,10 @@ def _router_bwd_kernel(
             if DB > 0:
                 part_b += u_b
 
-    prow = (b * n_tprog + pid_t) * D
     tl.store(part_ptr + prow + c_a, tl.sum(part_a, 0), mask=c_a < D)
     if DB > 0:
         tl.store(part_ptr + prow + c_b, tl.sum(part_b, 0), mask=c_b < D)
-    if LN_MOD:  # [2, B, n_tprog, D]: dshift partials, then dscale partials
-        mrow = tl.num_programs(1).to(tl.int64) * n_tprog * D
+    if LN_MOD and not LN_SLOT:  # [2, B, n_tprog, D]: dshift partials, then dscale partials
         tl.store(pmod_ptr + prow + c_a, tl.sum(psh_a, 0), mask=c_a < D)
         tl.store(pmod_ptr + mrow + prow + c_a, tl.sum(psc_a, 0), mask=c_a < D)
         if DB > 0:
@@ -603,7 +617,9 @@ def _tiles(D: int, split: bool) -> tuple[int, int]:
 # Defaults (from the sweep on an H100, see benchmarks/KERNEL_NOTES.md), overridable by environment for
 # experiments: DARTOOL_ROUTER_FWD="block_r,warps,stages,split,unroll", DARTOOL_ROUTER_BWD="block_r,rows,...".
 _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1)
-_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1)
+# ln_slot: with the LayerNorm fused in, keep the dshift / dscale partials in the program's own memory slot (updated
+# once per row) instead of registers held across the source loop; not yet measured on a GPU (off by default).
+_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=0)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -619,7 +635,8 @@ def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
 FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stages", "split", "unroll", "prefetch"),
                         _DEFAULT_FWD)
 BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
-                        ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch"), _DEFAULT_BWD)
+                        ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot"),
+                        _DEFAULT_BWD)
 
 
 # Per-shape backward configuration (sweeps on an H200 with inputs laid out as in a bf16 training step,
@@ -869,7 +886,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     meta = dict(BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
-                DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None,
+                DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)

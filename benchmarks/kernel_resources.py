@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Registers and stack (spill) bytes of the fused router's kernels, compiled ahead of time for a CUDA target
+without a GPU (Triton's bundled ptxas and cuobjdump), per width D and configuration:
+
+    python3 benchmarks/kernel_resources.py                 # sm_90 (H100 / H200), D = 384, 768, 1024, 1152
+    python3 benchmarks/kernel_resources.py --arch 80 --D 1152
+
+A kernel at 255 registers with a non-zero stack frame is spilling: values that do not fit are kept in local
+memory (L1 / L2) and re-read, inside the source loop if they are live across it. The numbers are what ptxas
+reports for the PTX Triton generates here; the GPU image's Triton may differ slightly. No timing: measure on a
+GPU (``router_sweep.py``, ``dartool bench``).
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int) -> tuple[int, int]:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = dict(sig, **{k: "constexpr" for k in cx})
+    names = list(sig)
+    src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in cx.items()})
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps, num_stages=1))
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(k.asm["cubin"])
+    try:
+        tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    return int(re.search(r"REG:(\d+)", out).group(1)), int(re.search(r"STACK:(\d+)", out).group(1))
+
+
+def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90) -> tuple[int, int]:
+    """(registers, stack bytes) of the backward kernel: bf16 sources with an fp32 v_0, fp32 h (bf16 autocast)."""
+    from dartool.kernels import router_triton as rt
+
+    DA, DB = rt._tiles(D, bool(cfg["split"]))
+    sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", dv0_ptr="*fp32", dvrest_ptr="*bf16",
+               otab_ptr="*i64", N="i32", q_ptr="*bf16" if dynamic else "*fp32", q_sb="i32", q_st="i32", g_ptr="*fp32",
+               h_ptr="*fp32", dh_ptr="*bf16" if ln else "*fp32", lse_ptr="*fp32", dq_ptr="*bf16" if dynamic else "*fp32",
+               part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", T="i32", D="i32", eps="fp32",
+               scale="fp32", n_tprog="i32")
+    cx = dict(BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
+              PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
+              LN_SLOT=bool(cfg.get("ln_slot", 0)))
+    return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
+
+
+def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:
+    """(registers, stack bytes) of the forward kernel, laid out as :func:`bwd_usage`."""
+    from dartool.kernels import router_triton as rt
+
+    DA, DB = rt._tiles(D, bool(cfg["split"]))
+    sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", N="i32", q_ptr="*fp32", q_sb="i32", q_st="i32",
+               g_ptr="*fp32", h_ptr="*fp32", h32_ptr="*fp32", lse_ptr="*fp32", logit_ptr="*fp32", y_ptr="*bf16",
+               shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", D="i32", eps="fp32", scale="fp32")
+    cx = dict(BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
+              WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln)
+    return _usage(rt._router_fwd_kernel, sig, cx, arch, cfg["num_warps"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90: H100 / H200)")
+    ap.add_argument("--D", type=int, action="append", help="widths (default 384 768 1024 1152)")
+    ap.add_argument("--N", type=int, default=9, help="sources (picks the per-shape configuration)")
+    a = ap.parse_args(argv)
+    from dartool.kernels import router_triton as rt
+
+    print(f"sm_{a.arch}, per-shape launch configuration at N = {a.N}; registers / stack bytes (> 0: spills)")
+    print("| D | kernel | LayerNorm fused | registers | stack bytes |")
+    print("|---:|---|---|---:|---:|")
+    for D in a.D or (384, 768, 1024, 1152):
+        fcfg, bcfg = rt.fwd_config(a.N, D), rt.bwd_config(a.N, D)
+        for ln in (False, True):
+            r, st = fwd_usage(D, ln, fcfg, a.arch)
+            print(f"| {D} | forward | {'yes' if ln else 'no'} | {r} | {st} |")
+        for ln, slot in ((False, 0), (True, 0), (True, 1)):
+            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot), arch=a.arch)
+            label = ("yes, partials in slots (ln_slot)" if slot else "yes") if ln else "no"
+            print(f"| {D} | backward | {label} | {r} | {st} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
