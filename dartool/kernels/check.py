@@ -293,10 +293,7 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
         g = 1 + rnd(D, s=0.3)
         shift, scale, dy = rnd(B, D), rnd(B, D, s=0.5), rnd(B, T, D)
         leaves = [t.detach().double().requires_grad_() for t in (*srcs, q, g, shift, scale)]
-        V = torch.stack(leaves[:N])                                                   # [N, B, T, D] float64
-        K = V * torch.rsqrt(V.pow(2).mean(-1, keepdim=True) + 1e-6) * leaves[N + 1]
-        alpha = torch.softmax((K * leaves[N]).sum(-1) / math.sqrt(D), 0)
-        h = (alpha[..., None] * V).sum(0)
+        h, _ = reference_router(leaves[:N], leaves[N], leaves[N + 1], 1e-6)          # [B, T, D] float64
         y_ref = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2

@@ -347,6 +347,12 @@ def _out_ptr(base, otab_ptr, i, mask, OALIGN: tl.constexpr):
 
 
 @triton.jit
+def _slot_add(p, c, D, r0, val):
+    """p[c] += val over c < D, starting from zero on a program's first row (r0 == 0): a private partial slot."""
+    tl.store(p + c, tl.load(p + c, mask=(c < D) & (r0 > 0), other=0.0) + val, mask=c < D)
+
+
+@triton.jit
 def _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b,
               DB: tl.constexpr, ACCUM: tl.constexpr):
     """dv = alpha*dh + cw*w - cv*v, added to the gradient already there when the flag says so."""
@@ -441,11 +447,8 @@ def _router_bwd_kernel(
             c1 = tl.sum(dx_a, 1)
             c2 = tl.sum(dx_a * xh_a, 1)
             if LN_SLOT:  # this program's own [D] slots in pmod, updated once per row: nothing held over the loop
-                ok_a = (c_a < D) & (r0 > 0)
-                tl.store(pmod_ptr + prow + c_a, tl.load(pmod_ptr + prow + c_a, mask=ok_a, other=0.0)
-                         + tl.sum(dy_a, 0), mask=c_a < D)
-                tl.store(pmod_ptr + mrow + prow + c_a, tl.load(pmod_ptr + mrow + prow + c_a, mask=ok_a, other=0.0)
-                         + tl.sum(dy_a * xh_a, 0), mask=c_a < D)
+                _slot_add(pmod_ptr + prow, c_a, D, r0, tl.sum(dy_a, 0))
+                _slot_add(pmod_ptr + mrow + prow, c_a, D, r0, tl.sum(dy_a * xh_a, 0))
             else:
                 psh_a += dy_a
                 psc_a += dy_a * xh_a
@@ -455,11 +458,8 @@ def _router_bwd_kernel(
                 c1 += tl.sum(dx_b, 1)
                 c2 += tl.sum(dx_b * xh_b, 1)
                 if LN_SLOT:
-                    ok_b = (c_b < D) & (r0 > 0)
-                    tl.store(pmod_ptr + prow + c_b, tl.load(pmod_ptr + prow + c_b, mask=ok_b, other=0.0)
-                             + tl.sum(dy_b, 0), mask=c_b < D)
-                    tl.store(pmod_ptr + mrow + prow + c_b, tl.load(pmod_ptr + mrow + prow + c_b, mask=ok_b, other=0.0)
-                             + tl.sum(dy_b * xh_b, 0), mask=c_b < D)
+                    _slot_add(pmod_ptr + prow, c_b, D, r0, tl.sum(dy_b, 0))
+                    _slot_add(pmod_ptr + mrow + prow, c_b, D, r0, tl.sum(dy_b * xh_b, 0))
                 else:
                     psh_b += dy_b
                     psc_b += dy_b * xh_b
