@@ -675,9 +675,10 @@ def markdown(res: dict) -> str:
               f"({bw['bytes_moved'] / 1e9:.1f} GB in {bw['ms']:.3f} ms). Byte floor = bytes that must move / this rate.", ""]
     rc = res.get("router_config")
     if rc and "fuse_ln" in rc:
-        L += ["LayerNorm + modulate fused into static / static_t routers: "
-              + ("on (eager; under torch.compile below D = 1024" + (" and above" if rc.get("fuse_ln_wide_compiled") else "")
-                 + ")" if rc["fuse_ln"] else "off (DARTOOL_FUSE_LN=0)") + ".", ""]
+        L += ["LayerNorm + modulate fused into the routers (every query kind and the head's; eager and compiled): "
+              + ("on" if rc["fuse_ln"] else "off (DARTOOL_FUSE_LN=0)")
+              + (f"; backward partials in memory slots (ln_slot = {rc['bwd'].get('ln_slot')})" if rc["fuse_ln"] else "")
+              + ".", ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -723,10 +724,10 @@ def markdown(res: dict) -> str:
                   "backward: read the sources, dh and h, write the source gradients) at the copy rate above. "
                   "'residual + floor' is the best ratio the router as built allows where DAR's other kernels cost what the "
                   "residual step costs (measured under torch.compile, `benchmarks/step_profile.py --compiled`: "
-                  "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds. Static / "
-                  "static_t routers that compute the following LayerNorm + adaLN modulate in their kernel (eager: always; "
-                  "compiled: below D = 1024; `dartool.kernels.dispatch.fuse_ln_for`) remove DAR's separate LayerNorm "
-                  "kernels, so such a step can beat this floor (`benchmarks/floor_options.py`, 'LN fused').", ""]
+                  "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds. "
+                  "Routers that compute the following LayerNorm + adaLN modulate in their kernels (every router, the head's "
+                  "too, unless DARTOOL_FUSE_LN=0; `dartool.kernels.dispatch.fuse_ln_for`) remove DAR's separate "
+                  "LayerNorm kernels, so such a step can beat this floor (`benchmarks/floor_options.py`, 'LN fused').", ""]
     sp = res.get("sampling")
     if sp:
         L += ["## Sampling (50 Euler steps, bf16 autocast, no guidance)", "",
@@ -858,8 +859,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         from .kernels import router_triton as rt
 
         res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
-                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
-                                    fuse_ln_wide_compiled=dispatch.FUSE_LN_WIDE)
+                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN)
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)

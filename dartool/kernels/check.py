@@ -209,12 +209,16 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
     from ..models import SiT, model_config
     from . import dispatch, router_triton
 
-    ln_calls = {"n": 0}
-    fused_router_ln = router_triton.fused_router_ln
+    ln_calls = {"n": 0, "dyn": 0}
+    fused_router_ln, fused_dynamic_router_ln = router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln
 
     def counting_ln(*a, **k):
         ln_calls["n"] += 1
         return fused_router_ln(*a, **k)
+
+    def counting_dyn_ln(*a, **k):
+        ln_calls["dyn"] += 1
+        return fused_dynamic_router_ln(*a, **k)
 
     res = []
     gen = torch.Generator().manual_seed(1)
@@ -240,10 +244,10 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         s = torch.rand(bs, generator=gen).to(device)
         eps = torch.randn(x.shape, generator=gen).to(device)
         outs = {}
-        ln_calls["n"] = 0
+        ln_calls.update(n=0, dyn=0)
         for fused in (False, True):
             model.zero_grad(set_to_none=True)
-            router_triton.fused_router_ln = counting_ln
+            router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln = counting_ln, counting_dyn_ln
             try:
                 with dispatch.fused(fused, allow_cpu=interpret):
                     ac = _autocast(device)
@@ -251,7 +255,8 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
                         loss = diffusion_loss(model, x, y, s, eps=eps)
                     loss.backward()
             finally:
-                router_triton.fused_router_ln = fused_router_ln
+                router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln = (fused_router_ln,
+                                                                                        fused_dynamic_router_ln)
             outs[fused] = (loss.detach().double(), {n: p.grad.detach().double().clone()
                                                    for n, p in model.named_parameters() if p.grad is not None})
         (l0, g0), (l1, g1) = outs[False], outs[True]
@@ -259,18 +264,20 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         tol = 5e-2 if device == "cuda" else 1e-4   # bf16 autocast: both paths round differently
         err_loss = abs(l1 - l0).item() / abs(l0).item()
         ok = set(g0) == set(g1) and err_loss < tol / 5 and worst[0] < tol
-        if dispatch.FUSE_LN and query != "dynamic":   # every sublayer router (not the head's) fuses its LayerNorm
-            ok = ok and ln_calls["n"] == 2 * cfg.depth
+        n_ln = ln_calls["dyn"] if query == "dynamic" else ln_calls["n"]
+        if dispatch.FUSE_LN:   # every router, the head's too, fuses the LayerNorm + modulate that follows it
+            ok = ok and n_ln == 2 * cfg.depth + 1
         res.append(dict(name=f"model-{query}-c{chunk}", loss_rel=err_loss, worst_grad_rel=worst[0],
-                        worst_param=worst[1], ln_fused_routers=ln_calls["n"], tol=tol, ok=bool(ok)))
+                        worst_param=worst[1], ln_fused_routers=n_ln, tol=tol, ok=bool(ok)))
     return res
 
 
 def ln_check(device: str, interpret: bool) -> list[dict]:
-    """The router with the LayerNorm + adaLN modulate fused in (``router_triton.fused_router_ln``) against float64
+    """The router with the LayerNorm + adaLN modulate fused in (``router_triton.fused_router_ln``, and
+    ``fused_dynamic_router_ln`` for a dynamic query q = v_prev W^T with v_prev the last source) against float64
     autograd of router -> F.layer_norm -> modulate on the same rounded inputs: y and the gradients of every
-    source, the query, the RMSNorm gain, shift and scale; eager, the custom op torch.compile runs, and the
-    backward's ``ln_slot`` variant."""
+    source, the query (W for a dynamic one), the RMSNorm gain, shift and scale; eager, the custom op
+    torch.compile runs, and the backward's ``ln_slot`` variant."""
     import torch.nn.functional as F
 
     from . import router_triton as rt
@@ -278,22 +285,26 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
     gen = torch.Generator().manual_seed(7)
     if interpret:
         shapes = [("ln-small", 2, 5, 40, 4, "static", torch.float32), ("ln-small-t", 2, 5, 40, 5, "static_t", torch.bfloat16),
-                  ("ln-n1", 1, 4, 24, 1, "static", torch.float32)]
+                  ("ln-n1", 1, 4, 24, 1, "static", torch.float32), ("ln-dyn", 2, 5, 40, 3, "dynamic", torch.float32)]
     else:
         shapes = [("ln-xl", 2, 100, 1152, 9, "static", torch.bfloat16), ("ln-b", 2, 255, 768, 6, "static_t", torch.bfloat16),
                   ("ln-pow2", 2, 17, 1024, 5, "static", torch.bfloat16), ("ln-f32", 2, 33, 384, 3, "static_t", torch.float32),
-                  ("ln-n1", 1, 7, 1152, 1, "static", torch.bfloat16)]
+                  ("ln-n1", 1, 7, 1152, 1, "static", torch.bfloat16), ("ln-dyn-xl", 2, 100, 1152, 9, "dynamic", torch.bfloat16),
+                  ("ln-dyn-b", 2, 64, 768, 4, "dynamic", torch.float32)]
     out = []
     for name, B, T, D, N, kind, dt in shapes:
         def rnd(*shape, s=1.0, dtype=torch.float32):
             return (torch.randn(*shape, generator=gen) * s).to(device=device, dtype=dtype)
 
         srcs = [(rnd(B, T, D, s=1 + i) + 0.3 * i).to(torch.float32 if i == 0 else dt) for i in range(N)]
-        q = rnd(D, s=2.0) if kind == "static" else rnd(B, 1, D, s=2.0)
+        # the query, or for a dynamic router the projection W (q = v_prev W^T, v_prev = the last source)
+        q = {"static": lambda: rnd(D, s=2.0), "static_t": lambda: rnd(B, 1, D, s=2.0),
+             "dynamic": lambda: rnd(D, D, s=2.0 / math.sqrt(D))}[kind]()
         g = 1 + rnd(D, s=0.3)
         shift, scale, dy = rnd(B, D), rnd(B, D, s=0.5), rnd(B, T, D)
         leaves = [t.detach().double().requires_grad_() for t in (*srcs, q, g, shift, scale)]
-        h, _ = reference_router(leaves[:N], leaves[N], leaves[N + 1], 1e-6)          # [B, T, D] float64
+        q_ref = leaves[N - 1] @ leaves[N].t() if kind == "dynamic" else leaves[N]
+        h, _ = reference_router(leaves[:N], q_ref, leaves[N + 1], 1e-6)              # [B, T, D] float64
         y_ref = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
@@ -305,10 +316,14 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
             try:
                 ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
                 with cfg:
-                    y = rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
+                    if kind == "dynamic":
+                        y = rt.fused_dynamic_router_ln(ins[:N], ins[N - 1], ins[N], ins[N + 1], 1e-6, ins[N + 2],
+                                                       ins[N + 3], 1e-6)
+                    else:
+                        y = rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
                     got = torch.autograd.grad(y, ins, dy.to(y.dtype))
                 errs = {"y": rel(y, y_ref)}
-                labels = [f"dv{i}" for i in range(N)] + ["dq", "dg", "dshift", "dscale"]
+                labels = [f"dv{i}" for i in range(N)] + ["dW" if kind == "dynamic" else "dq", "dg", "dshift", "dscale"]
                 errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
                 ok = all(math.isfinite(v) and v < tol for v in errs.values())
             except Exception as e:
@@ -343,24 +358,34 @@ def recompute_check(device: str, interpret: bool) -> dict:
     s = torch.rand(bs, generator=gen).to(device)
     eps = torch.randn(x.shape, generator=gen).to(device)
     out, calls = {}, {"fn": 0, "op": 0, "fn_folded": 0, "op_folded": 0}
-    apply, op = router_triton._FusedDynamicRouterFn.apply, router_triton.router_fwd_dynamic
+    # the routers run with or without the following LayerNorm + modulate fused in (dispatch.FUSE_LN; the head too)
+    fns = {"plain": (router_triton._FusedDynamicRouterFn, 5), "ln": (router_triton._FusedDynamicRouterLNFn, 9)}
+    ops = {"router_fwd_dynamic": (router_triton.router_fwd_dynamic, 6),
+           "router_ln_fwd_dynamic": (router_triton.router_ln_fwd_dynamic, 10)}
+    applies = {k: fn.apply for k, (fn, _) in fns.items()}
 
-    def counting(*a):  # (v_prev, W, g, eps, q_dtype, prev_index, slots, *sources)
-        calls["fn"] += 1
-        calls["fn_folded"] += a[5] >= 0
-        return apply(*a)
+    def counting(kind):  # (v_prev, W, g, eps, [LN args,] q_dtype, prev_index, slots, *sources)
+        def f(*a):
+            calls["fn"] += 1
+            calls["fn_folded"] += a[fns[kind][1]] >= 0
+            return applies[kind](*a)
+        return f
 
-    def counting_op(*a):  # (sources, v_prev, W, g, eps, q_dtype, prev_index)
-        calls["op"] += 1
-        calls["op_folded"] += a[6] >= 0
-        return op(*a)
+    def counting_op(name):  # (sources, v_prev, W, g, eps, [LN args,] q_dtype, prev_index)
+        def f(*a):
+            calls["op"] += 1
+            calls["op_folded"] += a[ops[name][1]] >= 0
+            return ops[name][0](*a)
+        return f
 
     old = router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN
     # save q; recompute it (eager autograd.Function); recompute it (the custom op torch.compile runs)
     modes = {"save": (False, True), "recompute": (True, True), "recompute-op": (True, False)}
     try:
-        router_triton._FusedDynamicRouterFn.apply = counting
-        router_triton.router_fwd_dynamic = counting_op
+        for k, (fn, _) in fns.items():
+            fn.apply = counting(k)
+        for name in ops:
+            setattr(router_triton, name, counting_op(name))
         for mode, (recompute, eager_fn) in modes.items():
             router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN = recompute, eager_fn
             model.zero_grad(set_to_none=True)
@@ -384,8 +409,10 @@ def recompute_check(device: str, interpret: bool) -> dict:
                          {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None})
     finally:
         router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN = old
-        router_triton._FusedDynamicRouterFn.apply = apply
-        router_triton.router_fwd_dynamic = op
+        for fn, _ in fns.values():
+            del fn.apply                          # back to autograd.Function.apply
+        for name, (op, _) in ops.items():
+            setattr(router_triton, name, op)
     n_routers = len(model.routers)
     q_bytes = bs * (size // 2) ** 2 * d * (2 if device == "cuda" else 4)     # one query per router
     tol = 1e-2 if device == "cuda" else 1e-5
@@ -411,8 +438,9 @@ def recompute_check(device: str, interpret: bool) -> dict:
 def compiled_saved_check(device: str, interpret: bool) -> dict:
     """Under torch.compile a dynamic router recomputes q too: AOTAutograd saves as many [B, T, D] activations for
     the backward of a compiled dynamic model as for the static one, not one query per router more (as when q is
-    saved: checked too, so the count can tell). Dynamic routers do not fuse the following LayerNorm, so the
-    static model is counted both ways; with it fused it must save no more."""
+    saved: checked too, so the count can tell). Both with the following LayerNorm + modulate fused into every
+    router and without; fused, each router saves one [B, T, D] fewer (its fp32 h stands for the LayerNorm's
+    input and the modulate's)."""
     from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
     from torch._dynamo.backends.common import aot_autograd
 
@@ -460,12 +488,14 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
 
     st = saved_count("static", True, fuse_ln=False)
     st_ln = saved_count("static", True, fuse_ln=True)
-    dy_save = saved_count("dynamic", False)
-    dy = saved_count("dynamic", True)
+    dy = saved_count("dynamic", True, fuse_ln=False)
+    dy_ln = saved_count("dynamic", True, fuse_ln=True)
+    dy_save = saved_count("dynamic", False, fuse_ln=True)
     n_routers = 2 * 2 + 1
-    ok = dy == st and dy_save - dy >= n_routers and st_ln <= st
+    ok = dy == st and dy_ln == st_ln and dy_save - dy_ln >= n_routers and st_ln < st
     return dict(name="compiled-dynamic-saved", btd_saved_static=st, btd_saved_static_ln_fused=st_ln,
-                btd_saved_dynamic=dy, btd_saved_dynamic_q_saved=dy_save, routers=n_routers, ok=bool(ok))
+                btd_saved_dynamic=dy, btd_saved_dynamic_ln_fused=dy_ln, btd_saved_dynamic_q_saved=dy_save,
+                routers=n_routers, ok=bool(ok))
 
 
 def tap_check(device: str, interpret: bool) -> dict:

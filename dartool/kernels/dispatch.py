@@ -149,6 +149,15 @@ def fused_router_ln(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.T
     return _frl(sources, q, g, eps, shift, scale, ln_eps)
 
 
+def fused_dynamic_router_ln(sources: Sequence[torch.Tensor], v_prev: torch.Tensor, W: torch.Tensor, g: torch.Tensor,
+                            eps: float, shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+    """modulate(LayerNorm(router(sources, q = v_prev W^T)), shift, scale), fused, q recomputed in the backward
+    (imports Triton on first use)."""
+    from .router_triton import fused_dynamic_router_ln as _fdrl
+
+    return _fdrl(sources, v_prev, W, g, eps, shift, scale, ln_eps)
+
+
 def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:
     """True when no tap point listens (no readers, no module forward hooks or pre-hooks, no global module
     hooks): then a fused path may skip materialising the tensors those points would show."""
@@ -160,19 +169,16 @@ def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:
 
 
 def fuse_ln_for(D: int) -> bool:
-    """Whether a static / static_t router of width D runs the following LayerNorm + adaLN modulate inside its
-    kernel (when the fused path runs and no tap listens). Eager: always. Under torch.compile, where Inductor
-    already fuses the separate LayerNorm into neighbouring kernels, only below D = 1024: at D = 1152 the fused
-    backward's extra per-row state made the compiled SiT-XL/2 step 2.5 % slower (H200, 2026-11-26;
-    benchmarks/KERNEL_NOTES.md, session 5). ``DARTOOL_FUSE_LN=0`` turns it off, ``DARTOOL_FUSE_LN_WIDE=1``
-    forces it at D >= 1024 under compile too."""
-    if not FUSE_LN:
-        return False
-    return D < 1024 or FUSE_LN_WIDE or not torch.compiler.is_compiling()
+    """Whether a router of width D runs the following LayerNorm + adaLN modulate inside its kernels (when the
+    fused path runs and no tap listens; every query kind, and the head's router). On unless
+    ``DARTOOL_FUSE_LN=0``, eager and compiled, at every width: with the backward's dshift / dscale partials kept
+    in memory slots (``ln_slot``) the compiled SiT-XL/2 step is faster fused (1.214 vs 1.235 LN separate, H200,
+    2026-11-26); with them in registers it had been slower (1.260), which is why this once stopped at D = 1024
+    under compile (benchmarks/KERNEL_NOTES.md, sessions 5-6)."""
+    return FUSE_LN
 
 
 FUSE_LN = env_flag("DARTOOL_FUSE_LN", True)
-FUSE_LN_WIDE = env_flag("DARTOOL_FUSE_LN_WIDE", False)
 
 
 # --------------------------------------------------------------------------------------------------

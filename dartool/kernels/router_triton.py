@@ -618,8 +618,10 @@ def _tiles(D: int, split: bool) -> tuple[int, int]:
 # experiments: DARTOOL_ROUTER_FWD="block_r,warps,stages,split,unroll", DARTOOL_ROUTER_BWD="block_r,rows,...".
 _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1)
 # ln_slot: with the LayerNorm fused in, keep the dshift / dscale partials in the program's own memory slot (updated
-# once per row) instead of registers held across the source loop; not yet measured on a GPU (off by default).
-_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=0)
+# once per row) instead of registers held across the source loop. Compiled static c4 steps, same run (H200,
+# 2026-11-26, benchmarks/results/slot-ab-NVIDIA-H200-20261126-1110.json): SiT-XL/2 b64 1.214 against 1.260 with
+# the partials in registers (240 -> 78 spilled registers), SiT-B/2 b256 1.111 against 1.124 (100 -> 2).
+_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -1017,16 +1019,25 @@ def _prev_index(sources: Sequence[Tensor], v_prev: Tensor, q_dtype: torch.dtype)
 
 def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor, lse: Tensor,
                  eps: float, q_dtype: torch.dtype, slots=None, want_v_prev: bool = True, want_W: bool = True,
-                 prev_index: int = -1):
+                 prev_index: int = -1, ln: "tuple | None" = None):
     """Backward of a dynamic router that saved v_prev and W, not q: recompute q, run the router backward, then
-    the projection's (dv per source, dv_prev, dW, dg); the eager autograd.Function and the compiled op share it.
+    the projection's (dv per source, dv_prev, dW, dg, dmod); the eager autograd.Functions and the compiled ops
+    share it.
 
     v_prev is normally the router's last source (``prev_index``, see :func:`_prev_index`): then dq W is added
     in place into that source's gradient (one GEMM with beta = 1; in its slot's buffer when the source is
-    tapped) and dv_prev is None, so no separate [B, T, D] gradient waits for autograd to sum it."""
+    tapped) and dv_prev is None, so no separate [B, T, D] gradient waits for autograd to sum it.
+    ``ln`` = (scale [B, D], ln_eps): the router ran with the LayerNorm + modulate fused in, ``dh`` is dy and
+    ``h`` the float32 router output; dmod = (dshift, dscale) [B, D] float32 (else None)."""
     q, vq, Wq = _project(v_prev, W, q_dtype)
-    dvs, dq, dg = _bwd_impl(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True)   # dq overwrites q
-    del q
+    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True, ln=ln)       # dq overwrites q
+    _bwd_launch(P)
+    dvs, dq, dg = _bwd_finish(P)
+    del q, P["q"]
+    dmod = None
+    if ln is not None:
+        pm = P["pmod"]                                                                  # [2, B, n_tprog, D]
+        dmod = (pm[0].sum(1), pm[1].sum(1))                                             # dshift, dscale [B, D]
     D = dq.shape[-1]
     dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype) if want_W else None    # [D, D]
     dv_prev = None
@@ -1040,7 +1051,7 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
             into.view(-1, D).addmm_(dq.reshape(-1, D), Wq)                          # += dq W  [B*T, D]
         else:
             dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)                         # [B, T, D]
-    return dvs, dv_prev, dW, dg
+    return dvs, dv_prev, dW, dg, dmod
 
 
 @torch.library.custom_op("dartool::router_fwd_dynamic", mutates_args=())
@@ -1079,7 +1090,7 @@ def router_bwd_dynamic(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Ten
     on purpose: were the recomputation traced into the backward graph, AOTAutograd would see that it needs no
     gradient input, move it into the forward and save q, which is what this op exists to avoid. With
     ``prev_index`` >= 0 the projection's gradient is inside that source's and dv_prev is empty ([0])."""
-    dvs, dv_prev, dW, dg = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index=prev_index)
+    dvs, dv_prev, dW, dg, _ = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index=prev_index)
     if dv_prev is None:
         dv_prev = v_prev.new_empty((0,))
     return dvs, dv_prev, dW, dg
@@ -1172,6 +1183,15 @@ class _FusedRouterLNFn(torch.autograd.Function):
         return (dq, dg, None, dshift.to(scale.dtype), dscale.to(scale.dtype), None, None, None, *dvs)
 
 
+def _y_dtype(sources: Sequence[Tensor]) -> torch.dtype:
+    """The dtype of the fused LayerNorm + modulate's output: what autocast gives the next GEMM inside an autocast
+    region, else the sources' (promoted) dtype."""
+    dev = sources[0].device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return sources[0].dtype if len(sources) == 1 else torch.promote_types(sources[0].dtype, sources[1].dtype)
+
+
 def fused_router_ln(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, scale: Tensor,
                     ln_eps: float) -> Tensor:
     """modulate(LayerNorm(router(sources, q)), shift, scale) in one kernel per pass: y [B, T, D].
@@ -1180,9 +1200,7 @@ def fused_router_ln(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float,
     an autocast region (what the next GEMM reads), else in h's dtype; h itself is kept in float32 for the
     backward only. Differentiable in every source, q, g, shift and scale."""
     sources = _as_kernel_sources(sources)
-    dev = sources[0].device.type
-    y_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else (
-        sources[0].dtype if len(sources) == 1 else torch.promote_types(sources[0].dtype, sources[1].dtype))
+    y_dtype = _y_dtype(sources)
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
         return router_ln_fwd(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or g.requires_grad or shift.requires_grad or
@@ -1261,8 +1279,8 @@ class _FusedDynamicRouterFn(torch.autograd.Function):
         v_prev, W, g, h, lse, *sources = ctx.saved_tensors
         if dh is None:
             return (None,) * (7 + len(sources))
-        dvs, dvp, dW, dg = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype, ctx.slots,
-                                        ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.prev_index)
+        dvs, dvp, dW, dg, _ = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype, ctx.slots,
+                                           ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.prev_index)
         return (dvp, dW, dg, None, None, None, None, *dvs)
 
 
@@ -1280,6 +1298,109 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
         return router_fwd_dynamic(sources, v_prev, W, g, float(eps), q_dtype, prev)[0]
     return _FusedDynamicRouterFn.apply(v_prev, W, g, float(eps), q_dtype, prev, _slots_of(sources), *sources)
+
+
+@torch.library.custom_op("dartool::router_ln_fwd_dynamic", mutates_args=())
+def router_ln_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float, shift: Tensor,
+                          scale: Tensor, ln_eps: float, y_dtype: torch.dtype, q_dtype: torch.dtype,
+                          prev_index: int) -> tuple[Tensor, Tensor, Tensor]:
+    """A dynamic router (q = v_prev W^T, recomputed in the backward) with the LayerNorm + modulate fused in, for
+    torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (for the backward), lse [B,T] fp32. No argument has a
+    default (see :func:`router_fwd_dynamic`)."""
+    q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
+    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+
+
+@router_ln_fwd_dynamic.register_fake
+def _router_ln_fwd_dynamic_fake(sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index):
+    return _router_ln_fwd_fake(sources, v_prev, g, eps, shift, scale, ln_eps, y_dtype)
+
+
+@torch.library.custom_op("dartool::router_ln_bwd_dynamic", mutates_args=())
+def router_ln_bwd_dynamic(dy: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor,
+                          lse: Tensor, eps: float, scale: Tensor, ln_eps: float, q_dtype: torch.dtype,
+                          prev_index: int) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dv per source, dv_prev, dW, dg, dshift, dscale) of ``router_ln_fwd_dynamic``; one opaque op for the reason
+    given at :func:`router_bwd_dynamic`. With ``prev_index`` >= 0 dv_prev is empty ([0])."""
+    dvs, dv_prev, dW, dg, (dshift, dscale) = _dynamic_bwd(dy, sources, v_prev, W, g, h, lse, eps, q_dtype,
+                                                          prev_index=prev_index, ln=(scale, ln_eps))
+    if dv_prev is None:
+        dv_prev = v_prev.new_empty((0,))
+    return dvs, dv_prev, dW, dg, dshift.to(scale.dtype), dscale.to(scale.dtype)
+
+
+@router_ln_bwd_dynamic.register_fake
+def _router_ln_bwd_dynamic_fake(dy, sources, v_prev, W, g, h, lse, eps, scale, ln_eps, q_dtype, prev_index):
+    dvs, dv_prev, dW, dg = _router_bwd_dynamic_fake(dy, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index)
+    return dvs, dv_prev, dW, dg, scale.new_empty(scale.shape), scale.new_empty(scale.shape)
+
+
+def _setup_context_ln_dynamic(ctx, inputs, output):
+    sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index = inputs
+    y, h, lse = output
+    ctx.eps, ctx.ln_eps, ctx.q_dtype, ctx.prev_index = eps, ln_eps, q_dtype, prev_index
+    ctx.mark_non_differentiable(h, lse)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(v_prev, W, g, scale, h, lse, *sources)
+
+
+def _backward_ln_dynamic(ctx, dy, dh, dlse):
+    v_prev, W, g, scale, h, lse, *sources = ctx.saved_tensors
+    if dy is None:
+        return [None] * len(sources), None, None, None, None, None, None, None, None, None, None
+    dvs, dv_prev, dW, dg, dshift, dscale = router_ln_bwd_dynamic(dy, sources, v_prev, W, g, h, lse, ctx.eps, scale,
+                                                                 ctx.ln_eps, ctx.q_dtype, ctx.prev_index)
+    return (list(dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, dshift, dscale,
+            None, None, None, None)
+
+
+router_ln_fwd_dynamic.register_autograd(_backward_ln_dynamic, setup_context=_setup_context_ln_dynamic)
+
+
+class _FusedDynamicRouterLNFn(torch.autograd.Function):
+    """Eager path of a dynamic router with the LayerNorm + modulate fused in: q recomputed in the backward (as in
+    ``_FusedDynamicRouterFn``), source gradients accumulated in their slots (as in ``_FusedRouterLNFn``)."""
+
+    @staticmethod
+    def forward(ctx, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index, slots, *sources):
+        q, _, _ = _project(v_prev, W, q_dtype)                                      # [B, T, D]
+        y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+        ctx.eps, ctx.ln_eps, ctx.q_dtype, ctx.prev_index, ctx.slots = eps, ln_eps, q_dtype, prev_index, slots
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(v_prev, W, g, scale, h, lse, *sources)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        v_prev, W, g, scale, h, lse, *sources = ctx.saved_tensors
+        if dy is None:
+            return (None,) * (11 + len(sources))
+        dvs, dvp, dW, dg, (dshift, dscale) = _dynamic_bwd(
+            dy, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype, ctx.slots, ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1], ctx.prev_index, ln=(scale, ctx.ln_eps))
+        return (dvp, dW, dg, None, dshift.to(scale.dtype), dscale.to(scale.dtype), None, None, None, None, None,
+                *dvs)
+
+
+def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
+                            shift: Tensor, scale: Tensor, ln_eps: float) -> Tensor:
+    """modulate(LayerNorm(router(sources, q = v_prev W^T)), shift, scale) with the query recomputed in the
+    backward (:func:`fused_dynamic_router`) and the LayerNorm + modulate in the router's kernels
+    (:func:`fused_router_ln`): y [B, T, D]. Differentiable in every source, v_prev, W, g, shift and scale."""
+    needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
+                                              shift.requires_grad or scale.requires_grad or
+                                              any(s.requires_grad for s in sources))
+    if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
+        return fused_router_ln(sources, torch.nn.functional.linear(v_prev, W), g, eps, shift, scale, ln_eps)
+    sources = _as_kernel_sources(sources)
+    y_dtype = _y_dtype(sources)
+    q_dtype = _query_dtype(v_prev, W)
+    prev = _prev_index(sources, v_prev, q_dtype) if FOLD_PREV_GRAD else -1
+    if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
+        return router_ln_fwd_dynamic(sources, v_prev, W, g, float(eps), shift, scale, float(ln_eps), y_dtype,
+                                     q_dtype, prev)[0]
+    return _FusedDynamicRouterLNFn.apply(v_prev, W, g, float(eps), shift, scale, float(ln_eps), y_dtype, q_dtype,
+                                         prev, _slots_of(sources), *sources)
 
 
 def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1e-6,

@@ -26,9 +26,9 @@ Tap points (see :mod:`dartool.models.hooks`), for a model of depth K, block k in
 
 The routers of a DAR model are ``routers.0 .. routers.{2K}``; the last one feeds the head.
 
-On CUDA the routers run as fused Triton kernels (:mod:`dartool.kernels`). When no tap point listens, a static or
-static_t sublayer router also computes the LayerNorm + adaLN modulate of the sublayer it feeds (the router's
-output h is then never materialised for anyone but the backward; :class:`PendingRoute`). Attach a tap and the
+On CUDA the routers run as fused Triton kernels (:mod:`dartool.kernels`). When no tap point listens, each router
+(every query kind, the head's too) also computes the LayerNorm + adaLN modulate of the sublayer or head it feeds
+(the router's output h is then never materialised for anyone but the backward; :class:`PendingRoute`). Attach a tap and the
 model takes the unfused path, where every tap above sees its tensor.
 """
 from __future__ import annotations
@@ -183,9 +183,13 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(dim, patch * patch * out_channels, bias=True)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim, bias=True))
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(self, h: "torch.Tensor | PendingRoute", c: torch.Tensor, eps: float) -> torch.Tensor:
+        """A :class:`PendingRoute` h runs the head's router with the LayerNorm + modulate fused in."""
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)              # 2 x [B, D]
-        x = modulate(F.layer_norm(h, (self.dim,), eps=eps), shift, scale)    # [B, T, D]
+        if isinstance(h, PendingRoute):
+            x = h.ln_modulate(shift, scale, eps)                             # [B, T, D]
+        else:
+            x = modulate(F.layer_norm(h, (self.dim,), eps=eps), shift, scale)   # [B, T, D]
         return self.linear(x)                                                # [B, T, p*p*C_out]
 
 
@@ -247,10 +251,14 @@ class Router(nn.Module):
             return _kernels.fused_dynamic_router(sources, v_prev, self.q_proj.weight, self.norm.weight, self.norm.eps)
         return self(sources, self.make_query(t_emb, v_prev))
 
-    def route_ln(self, sources: Sequence[torch.Tensor], q: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
-                 ln_eps: float) -> torch.Tensor:
-        """modulate(LayerNorm(h), shift, scale) for these sources in one fused kernel per pass (static and
-        static_t routers on the fused path; :class:`PendingRoute`). shift, scale [B, D] -> [B, T, D]."""
+    def route_ln(self, sources: Sequence[torch.Tensor], q: torch.Tensor | None, v_prev: torch.Tensor,
+                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+        """modulate(LayerNorm(h), shift, scale) for these sources in one fused kernel per pass (routers on the fused
+        path; :class:`PendingRoute`). A dynamic router (q None) hands its projection of v_prev to the kernels,
+        which recompute q in the backward. shift, scale [B, D] -> [B, T, D]."""
+        if self.kind == "dynamic":
+            return _kernels.fused_dynamic_router_ln(sources, v_prev, self.q_proj.weight, self.norm.weight,
+                                                    self.norm.eps, shift, scale, ln_eps)
         return _kernels.fused_router_ln(sources, q, self.norm.weight, self.norm.eps, shift, scale, ln_eps)
 
     def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
@@ -275,17 +283,19 @@ class Router(nn.Module):
 
 
 class PendingRoute:
-    """A router's input, recorded but not yet run: the sublayer that reads it runs the router with its
+    """A router's input, recorded but not yet run: the sublayer (or head) that reads it runs the router with its
     LayerNorm + adaLN modulate fused in (:meth:`Router.route_ln`). Made only when nothing would see h
-    (no tap listens), for static / static_t routers on the fused path."""
+    (no tap listens) and the router takes the fused path. ``q`` is the query of a static / static_t router,
+    None for a dynamic one (its kernels project ``v_prev``)."""
 
-    __slots__ = ("router", "sources", "q")
+    __slots__ = ("router", "sources", "q", "v_prev")
 
-    def __init__(self, router: Router, sources: list[torch.Tensor], q: torch.Tensor) -> None:
-        self.router, self.sources, self.q = router, sources, q
+    def __init__(self, router: Router, sources: list[torch.Tensor], q: torch.Tensor | None,
+                 v_prev: torch.Tensor) -> None:
+        self.router, self.sources, self.q, self.v_prev = router, sources, q, v_prev
 
     def ln_modulate(self, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-        return self.router.route_ln(self.sources, self.q, shift, scale, eps)   # [B, T, D]
+        return self.router.route_ln(self.sources, self.q, self.v_prev, shift, scale, eps)   # [B, T, D]
 
 
 def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
@@ -439,16 +449,20 @@ class SiT(nn.Module):
     def route(self, r: int, stream: "DARStream | torch.Tensor", e_t, final: bool = False,
               fuse_ln: bool = False) -> "torch.Tensor | PendingRoute":
         """The input of sublayer r (or of the head): the residual sum, or router r over its sources; with
-        ``fuse_ln`` a static / static_t router on the fused path is left pending for its sublayer, which runs it
+        ``fuse_ln`` a router on the fused path is left pending for its sublayer (or the head), which runs it
         with the LayerNorm + modulate fused in."""
         if not isinstance(stream, DARStream):
             return stream
         router, sources = self.routers[r], stream.sources(final)
-        if fuse_ln and not final and router.kind != "dynamic":
-            q = router.make_query(e_t, stream.last)                          # [D] or [B, 1, D]
-            if _kernels.use_fused(router, sources, q):
-                return PendingRoute(router, sources, q)
-            return router(sources, q)                                        # [B, T, D]
+        if fuse_ln:
+            if router.kind == "dynamic":
+                if _kernels.use_fused(router, sources, stream.last):
+                    return PendingRoute(router, sources, None, stream.last)
+            else:
+                q = router.make_query(e_t, stream.last)                      # [D] or [B, 1, D]
+                if _kernels.use_fused(router, sources, q):
+                    return PendingRoute(router, sources, q, stream.last)
+                return router(sources, q)                                    # [B, T, D]
         return router.route(sources, e_t, stream.last)                       # [B, T, D]
 
     def forward(
