@@ -619,7 +619,7 @@ def _tiles(D: int, split: bool) -> tuple[int, int]:
 _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1)
 # ln_slot: with the LayerNorm fused in, keep the dshift / dscale partials in the program's own memory slot (updated
 # once per row) instead of registers held across the source loop. Compiled static c4 steps, same run (H200,
-# 2026-11-26, benchmarks/results/slot-ab-NVIDIA-H200-20261126-1110.json): SiT-XL/2 b64 1.214 against 1.260 with
+# 2026-11-26, benchmarks/results/slot-ab-NVIDIA-H200-20261126-1101.json): SiT-XL/2 b64 1.214 against 1.260 with
 # the partials in registers (240 -> 78 spilled registers), SiT-B/2 b256 1.111 against 1.124 (100 -> 2).
 _DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1)
 
