@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def _cfg_key(r: dict) -> str:
     return (f"br{r['block_r']} rows{r['rows']} w{r['num_warps']} split{r['split']} pf{r['prefetch']}"
-            f" unroll{r.get('unroll', 2)}")
+            f" unroll{r.get('unroll', 2)}" + (f" ln_slot{r['ln_slot']}" if "ln_slot" in r else ""))
 
 
 def main(argv=None) -> int:
@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--shape", action="append", default=[], help="size:batch:N, e.g. B:256:6 (repeatable)")
     ap.add_argument("--fwd", action="store_true", help="also sweep the forward")
+    ap.add_argument("--ln", action="store_true", help="the kernels with the LayerNorm + modulate fused in")
     a = ap.parse_args(argv)
     from dartool.bench import config_sweep, copy_bandwidth, env_info, log
     from dartool.models import SIZES
@@ -43,17 +44,18 @@ def main(argv=None) -> int:
         D = SIZES[size][1]
         log(f"== SiT-{size}/2 batch {batch}, N = {n} (D = {D})")
         r = config_sweep(N=int(n), B=int(batch), T=256, D=D, bw=bw["bytes_per_s"], model_dtypes=True, wide=True,
-                         fwd=a.fwd)
+                         fwd=a.fwd, ln=a.ln)
         r["size"] = size
         res["shapes"].append(r)
         (out / "router_sweep.json").write_text(json.dumps(res, indent=1, default=str))
     lines = [f"# Router launch-configuration sweep — {env.get('card')}, {env.get('date', '')}, commit {env['commit']}",
              "", f"Copy rate {bw['tb_per_s']:.2f} TB/s. Inputs laid out as in a bf16 training step (v_0, h, dh "
-             "float32). Backward kernel alone; % of its byte floor.", ""]
+             "float32)" + ("; LayerNorm + modulate fused in (dy bf16, h fp32)" if a.ln else "")
+             + ". Backward kernel alone; % of its byte floor.", ""]
     for r in res["shapes"]:
         ok = sorted((x for x in r["bwd"] if "ms" in x), key=lambda x: x["ms"])
-        dflt = next((x for x in ok if all(x[k] == r["default_bwd"][k] for k in ("block_r", "rows", "num_warps",
-                                                                                  "split", "prefetch", "unroll"))), None)
+        keys = ("block_r", "rows", "num_warps", "split", "prefetch", "unroll") + (("ln_slot",) if a.ln else ())
+        dflt = next((x for x in ok if all(x[k] == r["default_bwd"][k] for k in keys)), None)
         lines.append(f"## SiT-{r['size']}/2, B = {r['B']}, N = {r['N']}")
         lines.append("")
         lines.append("| backward config | ms | % floor |")

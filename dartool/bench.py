@@ -267,13 +267,20 @@ BWD_SWEEP_WIDE = (
 )
 
 
+# the backward with the LayerNorm + modulate fused in: (rows, num_warps, split, unroll, ln_slot), no prefetch
+BWD_SWEEP_LN = ([(8, w, s, u, sl) for w in (1, 2, 4) for s in (0, 1) for u in (1, 2) for sl in (0, 1)]
+                + [(16, w, 1, 1, 1) for w in (2, 4)])
+
+
 def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: float | None = None,
-                 model_dtypes: bool = False, wide: bool = False, fwd: bool = True) -> dict:
+                 model_dtypes: bool = False, wide: bool = False, fwd: bool = True, ln: bool = False) -> dict:
     """Time the launch configurations of both kernels; returns the table and the best of each.
 
     ``model_dtypes``: lay the inputs out as a bf16-autocast model step does (v_0, h and dh in float32, the
     other sources bf16; gradients returned, not accumulated, as under torch.compile) and count the floor's
-    bytes that way. ``wide``: the larger backward grid (``BWD_SWEEP_WIDE``). ``fwd=False``: backward only."""
+    bytes that way. ``wide``: the larger backward grid (``BWD_SWEEP_WIDE``). ``fwd=False``: backward only.
+    ``ln``: the kernels with the LayerNorm + modulate fused in (forward writes h fp32 and y bf16; backward
+    reads dy bf16 and h fp32), backward grid ``BWD_SWEEP_LN`` (with and without ``ln_slot``)."""
     from .kernels import router_triton as rt
 
     srcs, q, gain, dh = _router_inputs(N, B, T, D, "static")
@@ -285,11 +292,18 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
     h_bytes = u * (2 if srcs[0].dtype == torch.float32 else 1)
     fwd_bytes = src_bytes + h_bytes                    # sources once, h written
     bwd_bytes = 2 * src_bytes + 2 * h_bytes            # sources read, their gradients written; dh and h read
+    if ln:                                             # h fp32 (+ y bf16) written; dy bf16 and h fp32 read
+        fwd_bytes, bwd_bytes = src_bytes + 3 * u, 2 * src_bytes + 3 * u
+        shift, mscale = (torch.randn(B, D, device=srcs[0].device) * s for s in (1.0, 0.3))
+        dy = dh.to(torch.bfloat16)
     fwd_rows, bwd_rows = [], []
     fwd_cfgs = [dict(block_r=br, num_warps=nw, num_stages=1, split=sp, unroll=2, prefetch=pf)
                 for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 2), (1, 2, 4))
                 for pf in (1, 0)] if fwd else []
-    if wide:
+    if ln:
+        bwd_cfgs = [dict(block_r=1, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=un, prefetch=0, ln_slot=sl)
+                    for r, nw, sp, un, sl in BWD_SWEEP_LN]
+    elif wide:
         bwd_cfgs = [dict(block_r=br, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=un, prefetch=pf)
                     for br, r, nw, sp, pf, un in BWD_SWEEP_WIDE]
     else:
@@ -301,18 +315,23 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
     for cfg in fwd_cfgs:
         with rt.configs(fwd=cfg):
             try:
-                Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False)
+                Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False,
+                                     ln=(shift, mscale, 1e-6, torch.bfloat16) if ln else None)
                 ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 50)
                 del Pf
                 fwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * fwd_bytes / bw / (ms * 1e-3) if bw else None))
             except Exception as e:
                 fwd_rows.append(dict(cfg, error=f"{type(e).__name__}: {str(e)[:100]}"))
-    h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, True)
-    hb = h32_ if h32_.numel() else h_
+    if ln:
+        _, hb, lse_ = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, mscale, 1e-6, torch.bfloat16)
+    else:
+        h_, lse_, _, h32_ = rt.router_fwd(srcs, q, gain, 1e-6, False, True)
+        hb = h32_ if h32_.numel() else h_
     for cfg in bwd_cfgs:
         with rt.configs(bwd=cfg):
             try:
-                Pb = rt._bwd_prepare(dh, srcs, q, gain, hb, lse_, 1e-6)
+                Pb = (rt._bwd_prepare(dy, srcs, q, gain, hb, lse_, 1e-6, ln=(mscale, 1e-6)) if ln else
+                      rt._bwd_prepare(dh, srcs, q, gain, hb, lse_, 1e-6))
                 ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 50)
                 del Pb
                 bwd_rows.append(dict(cfg, ms=ms, pct_floor=100 * bwd_bytes / bw / (ms * 1e-3) if bw else None))
@@ -329,7 +348,7 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
             log(f"  sweep {name}: {len(errs)} configs failed, e.g. {errs[0]}")
     del srcs, q, gain, dh
     _cleanup()
-    return dict(N=N, B=B, T=T, D=D, model_dtypes=model_dtypes, fwd_floor_bytes=fwd_bytes,
+    return dict(N=N, B=B, T=T, D=D, model_dtypes=model_dtypes, ln=ln, fwd_floor_bytes=fwd_bytes,
                 bwd_floor_bytes=bwd_bytes, default_fwd=default_f, default_bwd=default_b,
                 fwd=fwd_rows, bwd=bwd_rows, best_fwd=best_f, best_bwd=best_b)
 
