@@ -267,8 +267,8 @@ def test_cuda_fused_router_matches_float64_reference():
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
 @pytest.mark.parametrize("query", ["static", "dynamic"])
 def test_cuda_model_uses_fused_path_and_compile_matches_eager(query):
-    """Reference, fused eager and fused compiled agree (dynamic: the compiled step runs the router_fwd_dynamic
-    custom op, which recomputes q in the backward)."""
+    """Reference, fused eager and fused compiled agree (dynamic: the compiled step runs the router_ln_fwd_dynamic
+    custom op, or router_fwd_dynamic with DARTOOL_FUSE_LN=0, which recompute q in the backward)."""
     from dartool.diffusion import diffusion_loss
     from dartool.kernels import router_triton
 
@@ -284,16 +284,19 @@ def test_cuda_model_uses_fused_path_and_compile_matches_eager(query):
     e = torch.randn_like(x)
     res = {}
     calls = {"n": 0}
-    op = router_triton.router_fwd_dynamic
+    ops = {k: getattr(router_triton, k) for k in ("router_fwd_dynamic", "router_ln_fwd_dynamic")}
 
-    def counting_op(*a):
-        calls["n"] += 1
-        return op(*a)
+    def counting(k):
+        def f(*a):
+            calls["n"] += 1
+            return ops[k](*a)
+        return f
 
     for name in ("reference", "fused", "compiled"):
         model.zero_grad(set_to_none=True)
         torch._dynamo.reset()
-        router_triton.router_fwd_dynamic = counting_op
+        for k in ops:
+            setattr(router_triton, k, counting(k))
         try:
             with dispatch.fused(name != "reference"):
                 f = torch.compile(model) if name == "compiled" else model
@@ -301,7 +304,8 @@ def test_cuda_model_uses_fused_path_and_compile_matches_eager(query):
                     loss = diffusion_loss(f, x, y, s, eps=e)
                 loss.backward()
         finally:
-            router_triton.router_fwd_dynamic = op
+            for k, op in ops.items():
+                setattr(router_triton, k, op)
         res[name] = (loss.item(), {n: p.grad.double().clone() for n, p in model.named_parameters() if p.grad is not None})
     if query == "dynamic":  # the compiled run takes the op (every router), the eager runs do not
         assert calls["n"] >= len(model.routers)
