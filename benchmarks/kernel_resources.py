@@ -40,8 +40,10 @@ def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int) -> tuple[int,
     return int(re.search(r"REG:(\d+)", out).group(1)), int(re.search(r"STACK:(\d+)", out).group(1))
 
 
-def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90) -> tuple[int, int]:
-    """(registers, stack bytes) of the backward kernel: bf16 sources with an fp32 v_0, fp32 h (bf16 autocast)."""
+def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90,
+              recompute_h: bool = False) -> tuple[int, int]:
+    """(registers, stack bytes) of the backward kernel: bf16 sources with an fp32 v_0, fp32 h (bf16 autocast);
+    ``recompute_h``: h recomputed from the sources (a forward with keep_h=False)."""
     from dartool.kernels import router_triton as rt
 
     DA, DB = rt._tiles(D, bool(cfg["split"]))
@@ -52,7 +54,7 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
                scale="fp32", n_tprog="i32")
     cx = dict(BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
-              LN_SLOT=bool(cfg.get("ln_slot", 0)))
+              LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h)
     return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
 
 
@@ -65,7 +67,7 @@ def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:
                g_ptr="*fp32", h_ptr="*fp32", h32_ptr="*fp32", lse_ptr="*fp32", logit_ptr="*fp32", y_ptr="*bf16",
                shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", D="i32", eps="fp32", scale="fp32")
     cx = dict(BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
-              WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln)
+              WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True)
     return _usage(rt._router_fwd_kernel, sig, cx, arch, cfg["num_warps"])
 
 
@@ -85,9 +87,10 @@ def main(argv=None) -> int:
         for ln in (False, True):
             r, st = fwd_usage(D, ln, fcfg, a.arch)
             print(f"| {D} | forward | {'yes' if ln else 'no'} | {r} | {st} |")
-        for ln, slot in ((False, 0), (True, 0), (True, 1)):
-            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot), arch=a.arch)
+        for ln, slot, rh in ((False, 0, False), (True, 0, False), (True, 1, False), (True, 1, True)):
+            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot), arch=a.arch, recompute_h=rh)
             label = ("yes, partials in slots (ln_slot)" if slot else "yes") if ln else "no"
+            label += ", h recomputed" if rh else ""
             print(f"| {D} | backward | {label} | {r} | {st} |")
     return 0
 

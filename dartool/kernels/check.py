@@ -277,7 +277,8 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
     ``fused_dynamic_router_ln`` for a dynamic query q = v_prev W^T with v_prev the last source) against float64
     autograd of router -> F.layer_norm -> modulate on the same rounded inputs: y and the gradients of every
     source, the query (W for a dynamic one), the RMSNorm gain, shift and scale; eager, the custom op
-    torch.compile runs, and the backward's ``ln_slot`` variant."""
+    torch.compile runs, the backward's ``ln_slot`` variant, and h recomputed in the backward instead of kept
+    (``keep_h_for``; eager and op; also y without gradients, where h is never written)."""
     import torch.nn.functional as F
 
     from . import router_triton as rt
@@ -309,27 +310,35 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
         # eager, the custom op, and the backward keeping dshift / dscale partials in memory slots (ln_slot)
-        for path in ("eager", "op", "slot"):
-            old = rt.EAGER_AUTOGRAD_FN, rt.POISON
-            rt.EAGER_AUTOGRAD_FN, rt.POISON = path != "op", True   # unwritten outputs are NaN
+        for path in ("eager", "op", "slot", "noh", "noh-op"):
+            old = rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H
+            rt.EAGER_AUTOGRAD_FN, rt.POISON = not path.endswith("op"), True   # unwritten outputs are NaN
+            rt.RECOMPUTE_H = "all" if path.startswith("noh") else "none"
             cfg = rt.configs(bwd=dict(rt.bwd_config(N, D), ln_slot=1)) if path == "slot" else contextlib.nullcontext()
             try:
                 ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
-                with cfg:
+                def run():
                     if kind == "dynamic":
-                        y = rt.fused_dynamic_router_ln(ins[:N], ins[N - 1], ins[N], ins[N + 1], 1e-6, ins[N + 2],
-                                                       ins[N + 3], 1e-6)
-                    else:
-                        y = rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
+                        return rt.fused_dynamic_router_ln(ins[:N], ins[N - 1], ins[N], ins[N + 1], 1e-6, ins[N + 2],
+                                                          ins[N + 3], 1e-6)
+                    return rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
+
+                with cfg:
+                    y = run()
                     got = torch.autograd.grad(y, ins, dy.to(y.dtype))
+                    if path == "noh":
+                        with torch.no_grad():
+                            y_nograd = run()
                 errs = {"y": rel(y, y_ref)}
+                if path == "noh":
+                    errs["y_nograd"] = rel(y_nograd, y_ref)
                 labels = [f"dv{i}" for i in range(N)] + ["dW" if kind == "dynamic" else "dq", "dg", "dshift", "dscale"]
                 errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
                 ok = all(math.isfinite(v) and v < tol for v in errs.values())
             except Exception as e:
                 errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
             finally:
-                rt.EAGER_AUTOGRAD_FN, rt.POISON = old
+                rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H = old
             worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
             out.append(dict(name=f"{name}-{path}", N=N, D=D, worst_rel=worst[0], worst=worst[1], tol=tol,
                             **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
@@ -440,7 +449,8 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
     the backward of a compiled dynamic model as for the static one, not one query per router more (as when q is
     saved: checked too, so the count can tell). Both with the following LayerNorm + modulate fused into every
     router and without; fused, each router saves one [B, T, D] fewer (its fp32 h stands for the LayerNorm's
-    input and the modulate's)."""
+    input and the modulate's), and with h recomputed in the backward (``RECOMPUTE_H = "all"``) one fewer again.
+    Counted with h kept (``"none"``) unless said."""
     from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
     from torch._dynamo.backends.common import aot_autograd
 
@@ -451,7 +461,7 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
     bs, size, d = 2, 8, 64
     btd = (bs, (size // 2) ** 2, d)
 
-    def saved_count(query: str, recompute: bool, fuse_ln: bool = True) -> int:
+    def saved_count(query: str, recompute: bool, fuse_ln: bool = True, recompute_h: str = "none") -> int:
         cfg = model_config("S", 2, input_size=size, routing="dar", query=query, chunk_size=2).replace(
             depth=2, hidden_size=d, num_heads=4)
         torch.manual_seed(0)
@@ -467,8 +477,9 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
 
         backend = aot_autograd(fw_compiler=fw, bw_compiler=lambda gm, ex: make_boxed_func(gm),
                                partition_fn=min_cut_rematerialization_partition)
-        old, old_ln = router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN
+        old, old_ln, old_h = router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN, router_triton.RECOMPUTE_H
         router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN = recompute, fuse_ln
+        router_triton.RECOMPUTE_H = recompute_h
         torch._dynamo.reset()
         try:
             f = torch.compile(model, backend=backend)
@@ -482,20 +493,23 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
                     loss = diffusion_loss(f, x, y, s)
             loss.backward()
         finally:
-            router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN = old, old_ln
+            router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN, router_triton.RECOMPUTE_H = old, old_ln, old_h
             torch._dynamo.reset()
         return info["saved"]
 
     st = saved_count("static", True, fuse_ln=False)
     st_ln = saved_count("static", True, fuse_ln=True)
+    st_noh = saved_count("static", True, fuse_ln=True, recompute_h="all")
     dy = saved_count("dynamic", True, fuse_ln=False)
     dy_ln = saved_count("dynamic", True, fuse_ln=True)
     dy_save = saved_count("dynamic", False, fuse_ln=True)
     n_routers = 2 * 2 + 1
-    ok = dy == st and dy_ln == st_ln and dy_save - dy_ln >= n_routers and st_ln < st
+    # h recomputed in the backward: one [B, T, D] (fp32 h) fewer per router
+    ok = (dy == st and dy_ln == st_ln and dy_save - dy_ln >= n_routers and st_ln < st
+          and st_ln - st_noh >= n_routers)
     return dict(name="compiled-dynamic-saved", btd_saved_static=st, btd_saved_static_ln_fused=st_ln,
-                btd_saved_dynamic=dy, btd_saved_dynamic_ln_fused=dy_ln, btd_saved_dynamic_q_saved=dy_save,
-                routers=n_routers, ok=bool(ok))
+                btd_saved_static_h_recomputed=st_noh, btd_saved_dynamic=dy, btd_saved_dynamic_ln_fused=dy_ln,
+                btd_saved_dynamic_q_saved=dy_save, routers=n_routers, ok=bool(ok))
 
 
 def tap_check(device: str, interpret: bool) -> dict:

@@ -143,6 +143,27 @@ def _fwd_step2(v1_a, v1_b, v2_a, v2_b, w_a, w_b, D, eps, DB: tl.constexpr):
     return dot1 / tl.sqrt(ss1 / D + eps), dot2 / tl.sqrt(ss2 / D + eps)
 
 
+@triton.jit
+def _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps, DB: tl.constexpr,
+                 ALIGN: tl.constexpr):
+    """h = sum_i exp(logit_i - lse) v_i for a block of rows, from the sources and the forward's lse: the backward
+    of a router whose forward kept no h (``keep_h=False``) reads its sources twice instead of h once."""
+    v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
+    p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
+    h_a = p[:, None] * v_a
+    h_b = h_a
+    if DB > 0:
+        h_b = p[:, None] * v_b
+    for i in range(1, N):
+        ptr = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
+        v_a, v_b = _load_row(ptr, o_a, o_b, m_a, m_b, DB)
+        p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
+        h_a += p[:, None] * v_a
+        if DB > 0:
+            h_b += p[:, None] * v_b
+    return h_a, h_b
+
+
 @triton.jit(do_not_specialize=["N"])
 def _router_fwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, N,
@@ -152,6 +173,7 @@ def _router_fwd_kernel(
     T, D, eps, scale,
     BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
     ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr, LN_MOD: tl.constexpr,
+    WRITE_H: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -267,12 +289,14 @@ def _router_fwd_kernel(
 
     inv_l = 1.0 / l
     h_a = acc_a * inv_l[:, None]
-    tl.store(h_ptr + o_a, h_a.to(h_ptr.dtype.element_ty), mask=m_a)
+    if WRITE_H:  # off only with LN_MOD and keep_h=False: the backward recomputes h (_recompute_h)
+        tl.store(h_ptr + o_a, h_a.to(h_ptr.dtype.element_ty), mask=m_a)
     if WRITE_H32:
         tl.store(h32_ptr + o_a, h_a, mask=m_a)
     if DB > 0:
         h_b = acc_b * inv_l[:, None]
-        tl.store(h_ptr + o_b, h_b.to(h_ptr.dtype.element_ty), mask=m_b)
+        if WRITE_H:
+            tl.store(h_ptr + o_b, h_b.to(h_ptr.dtype.element_ty), mask=m_b)
         if WRITE_H32:
             tl.store(h32_ptr + o_b, h_b, mask=m_b)
     tl.store(lse_ptr + row, m + tl.log(l), mask=rmask)
@@ -388,7 +412,7 @@ def _router_bwd_kernel(
     T, D, eps, scale, n_tprog,
     BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
-    ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr,
+    ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -425,13 +449,20 @@ def _router_bwd_kernel(
             m_b = m_a
             o_b = o_a
             w_b = w_a
+        lse = tl.load(lse_ptr + row, mask=rmask, other=0.0)
+        if RECOMPUTE_H:  # a first pass over the sources instead of reading h
+            hv_a, hv_b = _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps,
+                                      DB, ALIGN)
+        else:
+            hv_a = tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
+            hv_b = hv_a
+            if DB > 0:
+                hv_b = tl.load(h_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
         if LN_MOD:
             # dh from dy: dxhat = dy (1 + scale); dh = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
-            hv_a = tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
             dy_a = tl.load(dh_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
             hs = tl.sum(hv_a, 1)
             if DB > 0:
-                hv_b = tl.load(h_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
                 dy_b = tl.load(dh_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
                 hs += tl.sum(hv_b, 1)
             mean = hs / D
@@ -474,13 +505,12 @@ def _router_bwd_kernel(
                 dh_b = dh_a
         else:
             dh_a = tl.load(dh_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
-            delta = tl.sum(dh_a * tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32), 1)
+            delta = tl.sum(dh_a * hv_a, 1)
             if DB > 0:
                 dh_b = tl.load(dh_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
-                delta += tl.sum(dh_b * tl.load(h_ptr + o_b, mask=m_b, other=0.0).to(tl.float32), 1)
+                delta += tl.sum(dh_b * hv_b, 1)
             else:
                 dh_b = dh_a
-        lse = tl.load(lse_ptr + row, mask=rmask, other=0.0)
 
         # source 0 (own dtype; its own gradient pointer, only the accumulate flag from the table)
         fl0 = (tl.load(otab_ptr) & 1) != 0
@@ -777,9 +807,10 @@ def _check(sources: Sequence[Tensor], q: Tensor) -> tuple[int, int, int]:
 
 
 def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logits: bool,
-                 want_h32: bool = False, ln: "tuple | None" = None) -> dict:
+                 want_h32: bool = False, ln: "tuple | None" = None, keep_h: bool = True) -> dict:
     """``ln`` = (shift [B, D], scale [B, D], ln_eps, y_dtype): also write y = LN(h) (1 + scale) + shift in
-    y_dtype (``P["y"]``); h is then written in float32 (the backward needs it at full precision)."""
+    y_dtype (``P["y"]``); h is then written in float32 (the backward needs it at full precision), or, with
+    ``keep_h=False``, not at all (h comes back empty, [0]; the backward recomputes it from the sources)."""
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
@@ -790,7 +821,8 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
         shift, mscale, ln_eps, y_dtype = ln
         y = _empty((B, T, D), y_dtype, dev)
         shift, mscale = shift.reshape(B, D).contiguous(), mscale.reshape(B, D).contiguous()
-    h = _empty((B, T, D), out_dtype, dev)
+    write_h = ln is None or keep_h
+    h = _empty((B, T, D) if write_h else (0,), out_dtype, dev)
     lse = _empty((B, T), torch.float32, dev)
     logits = _empty((B, T, N) if want_logits else (0,), torch.float32, dev)
     write_h32 = bool(want_h32) and out_dtype != torch.float32
@@ -802,12 +834,12 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
     DA, DB = _tiles(D, bool(cfg["split"]))
     if ln is None:
         y, shift, mscale, ln_eps = h, h, h, 0.0
-    args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h, h32, lse, logits,
+    args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h if write_h else y, h32, lse, logits,
             y, shift, mscale, float(ln_eps),
             T, D, float(eps), 1.0 / math.sqrt(D))
     meta = dict(BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
-                LN_MOD=ln is not None, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                LN_MOD=ln is not None, WRITE_H=write_h, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32), y=y)
 
 
@@ -831,13 +863,15 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     does no separate add per reader. ``dq_into_q``: a per-token query the caller owns and no longer needs
     (a dynamic router's recomputed q) receives dq in place: each row's q is read before its dq is written,
     by the same program. ``ln`` = (scale [B, D], ln_eps): ``dh`` is dy, the gradient of the fused
-    LayerNorm + modulate's output, and h the float32 router output; dshift and dscale come back too."""
+    LayerNorm + modulate's output, and h the float32 router output; dshift and dscale come back too. An empty
+    ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first."""
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
     dev = src0.device
     dh = _aligned(dh)
-    h = _aligned(h)
+    recompute_h = h.numel() == 0
+    h = dh if recompute_h else _aligned(h)
     if slots is not None:
         live = [id(sl) for sl in slots if sl is not None]
         if len(live) != len(set(live)):        # a source listed twice: plain gradients
@@ -889,6 +923,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
+                RECOMPUTE_H=recompute_h,
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)
@@ -923,9 +958,10 @@ def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor
 
 
 def _fwd_ln_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, mscale: Tensor,
-                 ln_eps: float, y_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """The router with the following LayerNorm + modulate fused in: (y, h fp32, lse)."""
-    P = _fwd_prepare(sources, q, g, eps, False, False, ln=(shift, mscale, ln_eps, y_dtype))
+                 ln_eps: float, y_dtype: torch.dtype, keep_h: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    """The router with the following LayerNorm + modulate fused in: (y, h fp32 (or [0] without ``keep_h``: the
+    backward recomputes it), lse)."""
+    P = _fwd_prepare(sources, q, g, eps, False, False, ln=(shift, mscale, ln_eps, y_dtype), keep_h=keep_h)
     _fwd_launch(P)
     h, lse, _, _ = P["out"]
     return P["y"], h, lse
@@ -1116,16 +1152,17 @@ router_fwd_dynamic.register_autograd(_backward_dynamic, setup_context=_setup_con
 
 @torch.library.custom_op("dartool::router_ln_fwd", mutates_args=())
 def router_ln_fwd(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, scale: Tensor,
-                  ln_eps: float, y_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """Router + LayerNorm + modulate for torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32, lse [B,T] fp32."""
-    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+                  ln_eps: float, y_dtype: torch.dtype, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Router + LayerNorm + modulate for torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (or [0] without
+    ``keep_h``: the backward recomputes it), lse [B,T] fp32."""
+    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 
 @router_ln_fwd.register_fake
-def _router_ln_fwd_fake(sources, q, g, eps, shift, scale, ln_eps, y_dtype):
+def _router_ln_fwd_fake(sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h):
     B, T, D = sources[0].shape
     s0 = sources[0]
-    return (s0.new_empty((B, T, D), dtype=y_dtype), s0.new_empty((B, T, D), dtype=torch.float32),
+    return (s0.new_empty((B, T, D), dtype=y_dtype), s0.new_empty((B, T, D) if keep_h else (0,), dtype=torch.float32),
             s0.new_empty((B, T), dtype=torch.float32))
 
 
@@ -1144,7 +1181,7 @@ def _router_ln_bwd_fake(dy, sources, q, g, h, lse, eps, scale, ln_eps):
 
 
 def _setup_context_ln(ctx, inputs, output):
-    sources, q, g, eps, shift, scale, ln_eps, y_dtype = inputs
+    sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h = inputs
     y, h, lse = output
     ctx.eps, ctx.ln_eps = eps, ln_eps
     ctx.mark_non_differentiable(h, lse)
@@ -1155,9 +1192,9 @@ def _setup_context_ln(ctx, inputs, output):
 def _backward_ln(ctx, dy, dh, dlse):
     q, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return [None] * len(sources), None, None, None, None, None, None, None
+        return [None] * len(sources), None, None, None, None, None, None, None, None
     dvs, dq, dg, dshift, dscale = router_ln_bwd(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps)
-    return list(dvs), dq, dg, None, dshift, dscale, None, None
+    return list(dvs), dq, dg, None, dshift, dscale, None, None, None
 
 
 router_ln_fwd.register_autograd(_backward_ln, setup_context=_setup_context_ln)
@@ -1167,8 +1204,8 @@ class _FusedRouterLNFn(torch.autograd.Function):
     """Eager path of the router with the LayerNorm + modulate fused in (in-kernel source-gradient slots)."""
 
     @staticmethod
-    def forward(ctx, q, g, eps, shift, scale, ln_eps, y_dtype, slots, *sources):
-        y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+    def forward(ctx, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h, slots, *sources):
+        y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
         ctx.eps, ctx.ln_eps, ctx.slots = eps, ln_eps, slots
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(q, g, scale, h, lse, *sources)
@@ -1178,9 +1215,9 @@ class _FusedRouterLNFn(torch.autograd.Function):
     def backward(ctx, dy):
         q, g, scale, h, lse, *sources = ctx.saved_tensors
         if dy is None:
-            return (None,) * (8 + len(sources))
+            return (None,) * (9 + len(sources))
         dvs, dq, dg, dshift, dscale = _bwd_ln_impl(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps, ctx.slots)
-        return (dq, dg, None, dshift.to(scale.dtype), dscale.to(scale.dtype), None, None, None, *dvs)
+        return (dq, dg, None, dshift.to(scale.dtype), dscale.to(scale.dtype), None, None, None, None, *dvs)
 
 
 def _y_dtype(sources: Sequence[Tensor]) -> torch.dtype:
@@ -1198,17 +1235,19 @@ def fused_router_ln(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float,
 
     shift, scale: [B, D] (adaLN). The LayerNorm has no affine (DiT's). y comes out in the autocast dtype inside
     an autocast region (what the next GEMM reads), else in h's dtype; h itself is kept in float32 for the
-    backward only. Differentiable in every source, q, g, shift and scale."""
+    backward only, or recomputed there from the sources (:func:`keep_h_for`). Differentiable in every source, q,
+    g, shift and scale."""
     sources = _as_kernel_sources(sources)
     y_dtype = _y_dtype(sources)
-    if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
-        return router_ln_fwd(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or g.requires_grad or shift.requires_grad or
                                               scale.requires_grad or any(s.requires_grad for s in sources))
+    keep_h = needs_grad and keep_h_for(len(sources))
+    if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
+        return router_ln_fwd(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, keep_h)[0]
     if not needs_grad:
-        return _fwd_ln_impl(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
-    return _FusedRouterLNFn.apply(q, g, float(eps), shift, scale, float(ln_eps), y_dtype, _slots_of(sources),
-                                  *sources)
+        return _fwd_ln_impl(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, False)[0]
+    return _FusedRouterLNFn.apply(q, g, float(eps), shift, scale, float(ln_eps), y_dtype, keep_h,
+                                  _slots_of(sources), *sources)
 
 
 def _query_dtype(v_prev: Tensor, W: Tensor) -> torch.dtype:
@@ -1303,17 +1342,18 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
 @torch.library.custom_op("dartool::router_ln_fwd_dynamic", mutates_args=())
 def router_ln_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float, shift: Tensor,
                           scale: Tensor, ln_eps: float, y_dtype: torch.dtype, q_dtype: torch.dtype,
-                          prev_index: int) -> tuple[Tensor, Tensor, Tensor]:
+                          prev_index: int, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """A dynamic router (q = v_prev W^T, recomputed in the backward) with the LayerNorm + modulate fused in, for
     torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (for the backward), lse [B,T] fp32. No argument has a
     default (see :func:`router_fwd_dynamic`)."""
     q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
-    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 
 @router_ln_fwd_dynamic.register_fake
-def _router_ln_fwd_dynamic_fake(sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index):
-    return _router_ln_fwd_fake(sources, v_prev, g, eps, shift, scale, ln_eps, y_dtype)
+def _router_ln_fwd_dynamic_fake(sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index,
+                                keep_h):
+    return _router_ln_fwd_fake(sources, v_prev, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 
 @torch.library.custom_op("dartool::router_ln_bwd_dynamic", mutates_args=())
@@ -1336,7 +1376,7 @@ def _router_ln_bwd_dynamic_fake(dy, sources, v_prev, W, g, h, lse, eps, scale, l
 
 
 def _setup_context_ln_dynamic(ctx, inputs, output):
-    sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index = inputs
+    sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index, keep_h = inputs
     y, h, lse = output
     ctx.eps, ctx.ln_eps, ctx.q_dtype, ctx.prev_index = eps, ln_eps, q_dtype, prev_index
     ctx.mark_non_differentiable(h, lse)
@@ -1347,11 +1387,11 @@ def _setup_context_ln_dynamic(ctx, inputs, output):
 def _backward_ln_dynamic(ctx, dy, dh, dlse):
     v_prev, W, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return [None] * len(sources), None, None, None, None, None, None, None, None, None, None
+        return [None] * len(sources), None, None, None, None, None, None, None, None, None, None, None
     dvs, dv_prev, dW, dg, dshift, dscale = router_ln_bwd_dynamic(dy, sources, v_prev, W, g, h, lse, ctx.eps, scale,
                                                                  ctx.ln_eps, ctx.q_dtype, ctx.prev_index)
     return (list(dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, dshift, dscale,
-            None, None, None, None)
+            None, None, None, None, None)
 
 
 router_ln_fwd_dynamic.register_autograd(_backward_ln_dynamic, setup_context=_setup_context_ln_dynamic)
@@ -1362,9 +1402,9 @@ class _FusedDynamicRouterLNFn(torch.autograd.Function):
     ``_FusedDynamicRouterFn``), source gradients accumulated in their slots (as in ``_FusedRouterLNFn``)."""
 
     @staticmethod
-    def forward(ctx, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index, slots, *sources):
+    def forward(ctx, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index, keep_h, slots, *sources):
         q, _, _ = _project(v_prev, W, q_dtype)                                      # [B, T, D]
-        y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+        y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
         ctx.eps, ctx.ln_eps, ctx.q_dtype, ctx.prev_index, ctx.slots = eps, ln_eps, q_dtype, prev_index, slots
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(v_prev, W, g, scale, h, lse, *sources)
@@ -1374,12 +1414,12 @@ class _FusedDynamicRouterLNFn(torch.autograd.Function):
     def backward(ctx, dy):
         v_prev, W, g, scale, h, lse, *sources = ctx.saved_tensors
         if dy is None:
-            return (None,) * (11 + len(sources))
+            return (None,) * (12 + len(sources))
         dvs, dvp, dW, dg, (dshift, dscale) = _dynamic_bwd(
             dy, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype, ctx.slots, ctx.needs_input_grad[0],
             ctx.needs_input_grad[1], ctx.prev_index, ln=(scale, ctx.ln_eps))
         return (dvp, dW, dg, None, dshift.to(scale.dtype), dscale.to(scale.dtype), None, None, None, None, None,
-                *dvs)
+                None, *dvs)
 
 
 def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
@@ -1396,11 +1436,12 @@ def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor
     y_dtype = _y_dtype(sources)
     q_dtype = _query_dtype(v_prev, W)
     prev = _prev_index(sources, v_prev, q_dtype) if FOLD_PREV_GRAD else -1
+    keep_h = keep_h_for(len(sources))
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
         return router_ln_fwd_dynamic(sources, v_prev, W, g, float(eps), shift, scale, float(ln_eps), y_dtype,
-                                     q_dtype, prev)[0]
+                                     q_dtype, prev, keep_h)[0]
     return _FusedDynamicRouterLNFn.apply(v_prev, W, g, float(eps), shift, scale, float(ln_eps), y_dtype, q_dtype,
-                                         prev, _slots_of(sources), *sources)
+                                         prev, keep_h, _slots_of(sources), *sources)
 
 
 def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1e-6,
@@ -1429,6 +1470,25 @@ EAGER_AUTOGRAD_FN = not env_flag("DARTOOL_ROUTER_CUSTOM_OP_EAGER", False)
 RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
 # ... and add the projection's gradient dq W into v_prev's source gradient in place (=0: a separate dv_prev)
 FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
+# LN-fused routers: keep h (fp32) for the backward, or recompute it there from the sources (keep_h_for)
+RECOMPUTE_H = os.environ.get("DARTOOL_RECOMPUTE_H", "auto")
+RECOMPUTE_H_MAX_N = 3
+
+
+def keep_h_for(N: int) -> bool:
+    """Whether a router with the LayerNorm fused in keeps its output h (float32) for the backward, or lets the
+    backward recompute it from its N sources and lse (one more pass over the sources; no [B, T, D] fp32 kept).
+    Per row, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the backward;
+    recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto``
+    recomputes where that is no more traffic (N <= 3); ``all`` everywhere (least memory); ``none`` never.
+    Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``."""
+    if RECOMPUTE_H not in ("auto", "all", "none"):
+        raise ValueError(f"DARTOOL_RECOMPUTE_H={RECOMPUTE_H!r}: use auto, all or none")
+    if RECOMPUTE_H == "all":
+        return False
+    if RECOMPUTE_H == "none":
+        return True
+    return N > RECOMPUTE_H_MAX_N
 
 
 def kernel_resources() -> dict:
