@@ -286,7 +286,8 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
     gen = torch.Generator().manual_seed(7)
     if interpret:
         shapes = [("ln-small", 2, 5, 40, 4, "static", torch.float32), ("ln-small-t", 2, 5, 40, 5, "static_t", torch.bfloat16),
-                  ("ln-n1", 1, 4, 24, 1, "static", torch.float32), ("ln-dyn", 2, 5, 40, 3, "dynamic", torch.float32)]
+                  ("ln-n1", 1, 4, 24, 1, "static", torch.float32), ("ln-dyn", 2, 5, 40, 3, "dynamic", torch.float32),
+                  ("ln-dyn-bf16", 2, 5, 40, 3, "dynamic", torch.bfloat16)]
     else:
         shapes = [("ln-xl", 2, 100, 1152, 9, "static", torch.bfloat16), ("ln-b", 2, 255, 768, 6, "static_t", torch.bfloat16),
                   ("ln-pow2", 2, 17, 1024, 5, "static", torch.bfloat16), ("ln-f32", 2, 33, 384, 3, "static_t", torch.float32),

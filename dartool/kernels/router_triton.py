@@ -1330,7 +1330,7 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               any(s.requires_grad for s in sources))
     if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
-        return fused_router(sources, torch.nn.functional.linear(v_prev, W), g, eps)
+        return fused_router(sources, _project(v_prev, W, _query_dtype(v_prev, W))[0], g, eps)
     sources = _as_kernel_sources(sources)
     q_dtype = _query_dtype(v_prev, W)
     prev = _prev_index(sources, v_prev, q_dtype) if FOLD_PREV_GRAD else -1
@@ -1431,7 +1431,8 @@ def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor
                                               shift.requires_grad or scale.requires_grad or
                                               any(s.requires_grad for s in sources))
     if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
-        return fused_router_ln(sources, torch.nn.functional.linear(v_prev, W), g, eps, shift, scale, ln_eps)
+        q = _project(v_prev, W, _query_dtype(v_prev, W))[0]        # [B, T, D], as autocast would compute it
+        return fused_router_ln(sources, q, g, eps, shift, scale, ln_eps)
     sources = _as_kernel_sources(sources)
     y_dtype = _y_dtype(sources)
     q_dtype = _query_dtype(v_prev, W)
