@@ -1,0 +1,40 @@
+"""Compiled training-step rows for one model size, same run, same card (session 6 GPU jobs).
+
+    python3 reports/jobs/s6_rows.py SIZE BATCH NAME BUDGET_S VARIANT...
+
+VARIANT = routing/query/q/h: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
+routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H). Writes $OUT/NAME.json.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+
+from dartool import bench
+from dartool.kernels import router_triton as rt
+
+torch.backends.cuda.matmul.allow_tf32 = True
+size, batch, name, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+dead = time.time() + budget
+bw = bench.copy_bandwidth()
+rows = []
+for spec in sys.argv[5:]:
+    routing, query, qmode, rh = spec.split("/")
+    rt.RECOMPUTE_DYNAMIC_QUERY, rt.RECOMPUTE_H = qmode == "recompute", rh
+    r = bench.train_step_bench(size, batch, [(routing, query, 4, True)], compiled=True, steps=8, deadline=dead,
+                               compile_est_s=30 if size == "B" else 60)
+    for x in r:
+        x["recompute_q"], x["recompute_h"] = qmode == "recompute", rh
+        if routing == "dar":
+            x["variant"] += f" (h {rh}" + (f", q {qmode})" if query == "dynamic" else ")")
+    rows += r
+    bench._ratios(rows)
+    bench._floors(rows, bw["bytes_per_s"])
+    with open(os.path.join(os.environ["OUT"], f"{name}.json"), "w") as f:
+        json.dump(dict(env=bench.env_info(), copy=bw, rows=rows), f, indent=1, default=str)
+    for x in r:
+        print(x.get("model"), x.get("batch"), x.get("variant"), {k: round(x[k], 3) for k in (
+              "step_ms", "peak_gb", "time_ratio", "mem_ratio", "floor_ratio") if isinstance(x.get(k), float)},
+              x.get("error", x.get("skipped", "")), flush=True)
