@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def _cfg_key(r: dict) -> str:
     return (f"br{r['block_r']} rows{r['rows']} w{r['num_warps']} split{r['split']} pf{r['prefetch']}"
-            f" unroll{r.get('unroll', 2)}" + (f" ln_slot{r['ln_slot']}" if "ln_slot" in r else ""))
+            f" unroll{r.get('unroll', 2)}" + (f" ln_slot{r['ln_slot']}" if "ln_slot" in r else "")
+            + (f" part_slot{r['part_slot']}" if "part_slot" in r else ""))
 
 
 def main(argv=None) -> int:
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
              + ". Backward kernel alone; % of its byte floor.", ""]
     for r in res["shapes"]:
         ok = sorted((x for x in r["bwd"] if "ms" in x), key=lambda x: x["ms"])
-        keys = ("block_r", "rows", "num_warps", "split", "prefetch", "unroll") + (("ln_slot",) if a.ln else ())
+        keys = ("block_r", "rows", "num_warps", "split", "prefetch", "unroll") + (("ln_slot", "part_slot") if a.ln else ())
         dflt = next((x for x in ok if all(x[k] == r["default_bwd"][k] for k in keys)), None)
         lines.append(f"## SiT-{r['size']}/2, B = {r['B']}, N = {r['N']}")
         lines.append("")

@@ -267,9 +267,11 @@ BWD_SWEEP_WIDE = (
 )
 
 
-# the backward with the LayerNorm + modulate fused in: (rows, num_warps, split, unroll, ln_slot), no prefetch
-BWD_SWEEP_LN = ([(8, w, s, u, sl) for w in (1, 2, 4) for s in (0, 1) for u in (1, 2) for sl in (0, 1)]
-                + [(16, w, 1, 1, 1) for w in (2, 4)])
+# the backward with the LayerNorm + modulate fused in: (rows, num_warps, split, unroll, prefetch, ln_slot,
+# part_slot). Session 6's first sweep (warps 1/2/4 x split x unroll x ln_slot) found one warp, split tiles, ln_slot
+# best at both model shapes; this grid varies what freeing registers (part_slot) might change.
+BWD_SWEEP_LN = ([(8, 1, 1, u, pf, 1, ps) for u in (1, 2) for pf in (0, 1) for ps in (0, 1)]
+                + [(8, 2, 0, 1, 0, 1, ps) for ps in (0, 1)] + [(8, 1, 1, 1, 0, 0, 0)])
 
 
 def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: float | None = None,
@@ -301,8 +303,8 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
                 for sp, br, nw in ((0, 1, 2), (0, 1, 4), (1, 1, 1), (1, 1, 2), (1, 2, 2), (1, 2, 4))
                 for pf in (1, 0)] if fwd else []
     if ln:
-        bwd_cfgs = [dict(block_r=1, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=un, prefetch=0, ln_slot=sl)
-                    for r, nw, sp, un, sl in BWD_SWEEP_LN]
+        bwd_cfgs = [dict(block_r=1, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=un, prefetch=pf, ln_slot=sl,
+                         part_slot=ps) for r, nw, sp, un, pf, sl, ps in BWD_SWEEP_LN]
     elif wide:
         bwd_cfgs = [dict(block_r=br, rows=r, num_warps=nw, num_stages=1, split=sp, unroll=un, prefetch=pf)
                     for br, r, nw, sp, pf, un in BWD_SWEEP_WIDE]

@@ -277,7 +277,8 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
     ``fused_dynamic_router_ln`` for a dynamic query q = v_prev W^T with v_prev the last source) against float64
     autograd of router -> F.layer_norm -> modulate on the same rounded inputs: y and the gradients of every
     source, the query (W for a dynamic one), the RMSNorm gain, shift and scale; eager, the custom op
-    torch.compile runs, the backward's ``ln_slot`` variant, and h recomputed in the backward instead of kept
+    torch.compile runs, the backward with its partials in registers instead of memory slots (``ln_slot``,
+    ``part_slot`` off), and h recomputed in the backward instead of kept
     (``keep_h_for``; eager and op; also y without gradients, where h is never written)."""
     import torch.nn.functional as F
 
@@ -310,12 +311,14 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
         y_ref = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
-        # eager, the custom op, and the backward keeping dshift / dscale partials in memory slots (ln_slot)
-        for path in ("eager", "op", "slot", "noh", "noh-op"):
+        # eager, the custom op, the backward with its partials in registers, and h recomputed (keep_h=False)
+        for path in ("eager", "op", "regs", "noh", "noh-op"):
             old = rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H
             rt.EAGER_AUTOGRAD_FN, rt.POISON = not path.endswith("op"), True   # unwritten outputs are NaN
             rt.RECOMPUTE_H = "all" if path.startswith("noh") else "none"
-            cfg = rt.configs(bwd=dict(rt.bwd_config(N, D), ln_slot=1)) if path == "slot" else contextlib.nullcontext()
+            # "regs": the backward keeping its partials in registers (ln_slot = part_slot = 0, not the default)
+            cfg = (rt.configs(bwd=dict(rt.bwd_config(N, D), ln_slot=0, part_slot=0)) if path == "regs"
+                   else contextlib.nullcontext())
             try:
                 ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
                 def run():

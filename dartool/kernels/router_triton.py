@@ -413,16 +413,21 @@ def _router_bwd_kernel(
     BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
+    PART_SLOT: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c_a = tl.arange(0, DA)
-    g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
-    part_a = tl.zeros([BLOCK_R, DA], tl.float32)
     if DB > 0:
         c_b = DA + tl.arange(0, DB)
-        g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
-        part_b = tl.zeros([BLOCK_R, DB], tl.float32)
+    # PART_SLOT: the query / gain gradient partial lives in the program's slot of part_ptr (updated once per row)
+    # and g is re-read per row, instead of both held in registers for the whole program
+    if not PART_SLOT:
+        g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
+        part_a = tl.zeros([BLOCK_R, DA], tl.float32)
+        if DB > 0:
+            g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
+            part_b = tl.zeros([BLOCK_R, DB], tl.float32)
     prow = (b * n_tprog + pid_t) * D
     mrow = tl.num_programs(1).to(tl.int64) * n_tprog * D
     if LN_MOD and not LN_SLOT:  # dh_ptr holds dy, the gradient of y = LN(h)(1 + scale_b) + shift_b
@@ -439,6 +444,10 @@ def _router_bwd_kernel(
         m_a = rmask[:, None] & (c_a < D)[None, :]
         o_a = row[:, None] * D + c_a[None, :]
         qo_a = b * q_sb + t[:, None] * q_st + c_a[None, :]
+        if PART_SLOT:
+            g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
+            if DB > 0:
+                g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
         w_a = tl.load(q_ptr + qo_a, mask=m_a, other=0.0).to(tl.float32) * g_a[None, :] * scale
         if DB > 0:
             m_b = rmask[:, None] & (c_b < D)[None, :]
@@ -606,19 +615,28 @@ def _router_bwd_kernel(
         if DYNAMIC:
             # dq per row = g * u; dg partial = sum_rows q * u. q is read before dq is stored: dq may be
             # written over q (same offsets, same layout: each element is loaded and then stored by one thread)
-            part_a += tl.load(q_ptr + qo_a, mask=m_a, other=0.0).to(tl.float32) * u_a
+            pq_a = tl.load(q_ptr + qo_a, mask=m_a, other=0.0).to(tl.float32) * u_a
             tl.store(dq_ptr + o_a, (g_a[None, :] * u_a).to(dq_ptr.dtype.element_ty), mask=m_a)
             if DB > 0:
-                part_b += tl.load(q_ptr + qo_b, mask=m_b, other=0.0).to(tl.float32) * u_b
+                pq_b = tl.load(q_ptr + qo_b, mask=m_b, other=0.0).to(tl.float32) * u_b
                 tl.store(dq_ptr + o_b, (g_b[None, :] * u_b).to(dq_ptr.dtype.element_ty), mask=m_b)
         else:
-            part_a += u_a
+            pq_a = u_a
             if DB > 0:
-                part_b += u_b
+                pq_b = u_b
+        if PART_SLOT:
+            _slot_add(part_ptr + prow, c_a, D, r0, tl.sum(pq_a, 0))
+            if DB > 0:
+                _slot_add(part_ptr + prow, c_b, D, r0, tl.sum(pq_b, 0))
+        else:
+            part_a += pq_a
+            if DB > 0:
+                part_b += pq_b
 
-    tl.store(part_ptr + prow + c_a, tl.sum(part_a, 0), mask=c_a < D)
-    if DB > 0:
-        tl.store(part_ptr + prow + c_b, tl.sum(part_b, 0), mask=c_b < D)
+    if not PART_SLOT:
+        tl.store(part_ptr + prow + c_a, tl.sum(part_a, 0), mask=c_a < D)
+        if DB > 0:
+            tl.store(part_ptr + prow + c_b, tl.sum(part_b, 0), mask=c_b < D)
     if LN_MOD and not LN_SLOT:  # [2, B, n_tprog, D]: dshift partials, then dscale partials
         tl.store(pmod_ptr + prow + c_a, tl.sum(psh_a, 0), mask=c_a < D)
         tl.store(pmod_ptr + mrow + prow + c_a, tl.sum(psc_a, 0), mask=c_a < D)
@@ -651,7 +669,8 @@ _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, pre
 # once per row) instead of registers held across the source loop. Compiled static c4 steps, same run (H200,
 # 2026-11-26, benchmarks/results/slot-ab-NVIDIA-H200-20261126-1101.json): SiT-XL/2 b64 1.214 against 1.260 with
 # the partials in registers (240 -> 78 spilled registers), SiT-B/2 b256 1.111 against 1.124 (100 -> 2).
-_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1)
+_DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1,
+                    part_slot=1)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -667,7 +686,8 @@ def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
 FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stages", "split", "unroll", "prefetch"),
                         _DEFAULT_FWD)
 BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
-                        ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot"),
+                        ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot",
+                         "part_slot"),
                         _DEFAULT_BWD)
 
 
@@ -923,7 +943,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
-                RECOMPUTE_H=recompute_h,
+                RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)

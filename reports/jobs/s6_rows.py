@@ -2,8 +2,9 @@
 
     python3 reports/jobs/s6_rows.py SIZE BATCH NAME BUDGET_S VARIANT...
 
-VARIANT = routing/query/q/h: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
-routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H). Writes $OUT/NAME.json.
+VARIANT = routing/query/q/h[/ps]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
+routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H), ps = ps0 | ps1 (the
+backward's part_slot; default: the code's). Writes $OUT/NAME.json.
 """
 import json
 import os
@@ -20,15 +21,18 @@ size, batch, name, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sy
 dead = time.time() + budget
 bw = bench.copy_bandwidth()
 rows = []
+default_ps = rt.BWD_CONFIG.get("part_slot", 0)
 for spec in sys.argv[5:]:
-    routing, query, qmode, rh = spec.split("/")
+    routing, query, qmode, rh, *ps = spec.split("/")
     rt.RECOMPUTE_DYNAMIC_QUERY, rt.RECOMPUTE_H = qmode == "recompute", rh
+    rt.BWD_CONFIG["part_slot"] = int(ps[0][2:]) if ps else default_ps
     r = bench.train_step_bench(size, batch, [(routing, query, 4, True)], compiled=True, steps=8, deadline=dead,
                                compile_est_s=30 if size == "B" else 60)
     for x in r:
-        x["recompute_q"], x["recompute_h"] = qmode == "recompute", rh
+        x["recompute_q"], x["recompute_h"], x["part_slot"] = qmode == "recompute", rh, rt.BWD_CONFIG["part_slot"]
         if routing == "dar":
-            x["variant"] += f" (h {rh}" + (f", q {qmode})" if query == "dynamic" else ")")
+            x["variant"] += (f" (h {rh}" + (f", q {qmode}" if query == "dynamic" else "")
+                             + f", part_slot {rt.BWD_CONFIG['part_slot']})")
     rows += r
     bench._ratios(rows)
     bench._floors(rows, bw["bytes_per_s"])
