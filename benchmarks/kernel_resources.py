@@ -90,6 +90,7 @@ def main(argv=None) -> int:
         for ln, slot, rh in ((False, 0, False), (True, 0, False), (True, 1, False), (True, 1, True)):
             r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot), arch=a.arch, recompute_h=rh)
             label = ("yes, partials in slots (ln_slot)" if slot else "yes") if ln else "no"
+            label += ", part_slot" if bcfg.get("part_slot") else ""
             label += ", h recomputed" if rh else ""
             print(f"| {D} | backward | {label} | {r} | {st} |")
     return 0

@@ -277,8 +277,8 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
     ``fused_dynamic_router_ln`` for a dynamic query q = v_prev W^T with v_prev the last source) against float64
     autograd of router -> F.layer_norm -> modulate on the same rounded inputs: y and the gradients of every
     source, the query (W for a dynamic one), the RMSNorm gain, shift and scale; eager, the custom op
-    torch.compile runs, the backward with its partials in registers instead of memory slots (``ln_slot``,
-    ``part_slot`` off), and h recomputed in the backward instead of kept
+    torch.compile runs, the backward with its partials in registers and in memory slots (``ln_slot`` and
+    ``part_slot`` both off, both on), and h recomputed in the backward instead of kept
     (``keep_h_for``; eager and op; also y without gradients, where h is never written)."""
     import torch.nn.functional as F
 
@@ -311,13 +311,15 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
         y_ref = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
-        # eager, the custom op, the backward with its partials in registers, and h recomputed (keep_h=False)
-        for path in ("eager", "op", "regs", "noh", "noh-op"):
+        # eager, the custom op, the backward's partials in registers / in slots, and h recomputed (keep_h=False)
+        for path in ("eager", "op", "regs", "slots", "noh", "noh-op"):
             old = rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H
             rt.EAGER_AUTOGRAD_FN, rt.POISON = not path.endswith("op"), True   # unwritten outputs are NaN
             rt.RECOMPUTE_H = "all" if path.startswith("noh") else "none"
-            # "regs": the backward keeping its partials in registers (ln_slot = part_slot = 0, not the default)
-            cfg = (rt.configs(bwd=dict(rt.bwd_config(N, D), ln_slot=0, part_slot=0)) if path == "regs"
+            # the backward keeping its partials in registers ("regs": ln_slot = part_slot = 0) or in memory slots
+            # ("slots": both 1), whatever the per-shape default is
+            slots = {"regs": 0, "slots": 1}.get(path)
+            cfg = (rt.configs(bwd=dict(rt.bwd_config(N, D), ln_slot=slots, part_slot=slots)) if slots is not None
                    else contextlib.nullcontext())
             try:
                 ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]

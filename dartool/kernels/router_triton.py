@@ -669,8 +669,10 @@ _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, pre
 # once per row) instead of registers held across the source loop. Compiled static c4 steps, same run (H200,
 # 2026-11-26, benchmarks/results/slot-ab-NVIDIA-H200-20261126-1101.json): SiT-XL/2 b64 1.214 against 1.260 with
 # the partials in registers (240 -> 78 spilled registers), SiT-B/2 b256 1.111 against 1.124 (100 -> 2).
+# part_slot: likewise the query / gain gradient partial, with g re-read per row (frees two row vectors of registers);
+# per shape in bwd_config.
 _DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1,
-                    part_slot=1)
+                    part_slot=0)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -712,13 +714,17 @@ def fwd_config(N: int, D: int) -> dict:
 
 
 def bwd_config(N: int, D: int) -> dict:
-    """The backward's launch configuration for N sources of width D."""
+    """The backward's launch configuration for N sources of width D. ``part_slot`` only at D >= 1024: the
+    LayerNorm-fused backward kernel at SiT-XL/2 b64 N = 9 is 1.6 % faster with it (0.424 vs 0.431 ms), at SiT-B/2
+    b256 N = 6 12 % slower (0.706 vs 0.631 ms); compiled static c4 steps, same run: XL/2 1.220 both ways, B/2
+    1.085 without against 1.096 with (H200, benchmarks/results/part-slot-*-NVIDIA-H200-20261126-115*.json,
+    router_sweep-ln-NVIDIA-H200-20261126-1153.md)."""
     cfg = dict(BWD_CONFIG)
     if _AUTO["bwd"]:
         if D < 1024:
-            cfg.update(num_warps=1, split=1)
+            cfg.update(num_warps=1, split=1, part_slot=0)
         else:
-            cfg.update(num_warps=1, split=1, unroll=1, prefetch=0)
+            cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1)
     return cfg
 
 
