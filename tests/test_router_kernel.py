@@ -55,13 +55,35 @@ def test_backward_launch_configuration_per_shape():
     if not rt._AUTO["bwd"]:
         pytest.skip("DARTOOL_ROUTER_BWD is set")
     narrow, wide = rt.bwd_config(6, 768), rt.bwd_config(9, 1152)
-    assert (narrow["num_warps"], narrow["split"], narrow["unroll"]) == (1, 1, 2)
-    assert (wide["num_warps"], wide["split"], wide["unroll"], wide["prefetch"]) == (1, 1, 1, 0)
+    assert (narrow["num_warps"], narrow["split"], narrow["unroll"], narrow["part_slot"]) == (1, 1, 2, 0)
+    assert (wide["num_warps"], wide["split"], wide["unroll"], wide["prefetch"], wide["part_slot"]) == (1, 1, 1, 0, 1)
+    assert narrow["ln_slot"] == wide["ln_slot"] == 1
     assert rt.bwd_config(17, 1152) == wide
     fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
     with rt.configs(bwd=fixed):
         assert rt.bwd_config(6, 768) == fixed == rt.bwd_config(17, 1152)
     assert rt.bwd_config(6, 768) == narrow and rt._AUTO["bwd"]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_recompute_h_policy():
+    """LN-fused routers keep h for the backward unless recomputing it costs no more traffic (auto: N <= 3); all /
+    none override; anything else is refused with the values that work."""
+    from dartool.kernels import router_triton as rt
+
+    old = rt.RECOMPUTE_H
+    try:
+        rt.RECOMPUTE_H = "auto"
+        assert [rt.keep_h_for(n) for n in (1, 3, 4, 57)] == [False, False, True, True]
+        rt.RECOMPUTE_H = "all"
+        assert not rt.keep_h_for(57)
+        rt.RECOMPUTE_H = "none"
+        assert rt.keep_h_for(1)
+        rt.RECOMPUTE_H = "sometimes"
+        with pytest.raises(ValueError, match="auto, all or none"):
+            rt.keep_h_for(4)
+    finally:
+        rt.RECOMPUTE_H = old
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
