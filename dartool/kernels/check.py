@@ -285,15 +285,16 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
     from . import router_triton as rt
 
     gen = torch.Generator().manual_seed(7)
+    bf, f32 = torch.bfloat16, torch.float32
     if interpret:
-        shapes = [("ln-small", 2, 5, 40, 4, "static", torch.float32), ("ln-small-t", 2, 5, 40, 5, "static_t", torch.bfloat16),
-                  ("ln-n1", 1, 4, 24, 1, "static", torch.float32), ("ln-dyn", 2, 5, 40, 3, "dynamic", torch.float32),
-                  ("ln-dyn-bf16", 2, 5, 40, 3, "dynamic", torch.bfloat16)]
+        shapes = [("ln-small", 2, 5, 40, 4, "static", f32), ("ln-small-t", 2, 5, 40, 5, "static_t", bf),
+                  ("ln-n1", 1, 4, 24, 1, "static", f32), ("ln-dyn", 2, 5, 40, 3, "dynamic", f32),
+                  ("ln-dyn-bf16", 2, 5, 40, 3, "dynamic", bf)]
     else:
-        shapes = [("ln-xl", 2, 100, 1152, 9, "static", torch.bfloat16), ("ln-b", 2, 255, 768, 6, "static_t", torch.bfloat16),
-                  ("ln-pow2", 2, 17, 1024, 5, "static", torch.bfloat16), ("ln-f32", 2, 33, 384, 3, "static_t", torch.float32),
-                  ("ln-n1", 1, 7, 1152, 1, "static", torch.bfloat16), ("ln-dyn-xl", 2, 100, 1152, 9, "dynamic", torch.bfloat16),
-                  ("ln-dyn-b", 2, 64, 768, 4, "dynamic", torch.float32)]
+        shapes = [("ln-xl", 2, 100, 1152, 9, "static", bf), ("ln-b", 2, 255, 768, 6, "static_t", bf),
+                  ("ln-pow2", 2, 17, 1024, 5, "static", bf), ("ln-f32", 2, 33, 384, 3, "static_t", f32),
+                  ("ln-n1", 1, 7, 1152, 1, "static", bf), ("ln-dyn-xl", 2, 100, 1152, 9, "dynamic", bf),
+                  ("ln-dyn-b", 2, 64, 768, 4, "dynamic", f32)]
     out = []
     for name, B, T, D, N, kind, dt in shapes:
         def rnd(*shape, s=1.0, dtype=torch.float32):

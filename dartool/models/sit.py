@@ -28,8 +28,8 @@ The routers of a DAR model are ``routers.0 .. routers.{2K}``; the last one feeds
 
 On CUDA the routers run as fused Triton kernels (:mod:`dartool.kernels`). When no tap point listens, each router
 (every query kind, the head's too) also computes the LayerNorm + adaLN modulate of the sublayer or head it feeds
-(the router's output h is then never materialised for anyone but the backward; :class:`PendingRoute`). Attach a tap and the
-model takes the unfused path, where every tap above sees its tensor.
+(the router's output h is then never materialised for anyone but the backward; :class:`PendingRoute`). Attach a
+tap and the model takes the unfused path, where every tap above sees its tensor.
 """
 from __future__ import annotations
 
