@@ -494,6 +494,93 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
     return rows
 
 
+def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool], compiled: bool,
+                      rounds: int = 6, steps: int = 5, warmup: int = 3, device: str = "cuda",
+                      overrides: dict | None = None) -> dict:
+    """DAR / residual step-time ratio measured in interleaved rounds, both models alive in one process.
+
+    Separate runs of :func:`train_step_bench` put the two steps minutes apart; the compiled residual step alone
+    moved by 4 % between such runs on one H200 (benchmarks/KERNEL_NOTES.md, session 6), which is as much as a
+    ratio's distance to its target. Here each round times ``steps`` steps of one model, then of the other (the
+    order alternates: ABBA), and the ratio is taken per round; the result gives every round's ratio, their
+    median, min and max. Peak memory is not attributable with both models resident: use train_step_bench.
+    variant: (routing, query, chunk, fused) of the DAR model. ``overrides``: config fields (small test models)."""
+    from .diffusion import diffusion_loss
+    from .kernels import dispatch
+    from .models import SiT, model_config
+
+    routing, query, chunk, fused = variant
+    cuda = device == "cuda"
+
+    def runner(rt_: str):
+        cfg = model_config(size, 2, routing=rt_, query=query, chunk_size=chunk)
+        if overrides:
+            cfg = cfg.replace(**overrides)
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = SiT(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+        fwd = torch.compile(model) if compiled else model
+        gen = torch.Generator(device=device).manual_seed(0)
+        batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device, generator=gen),
+                    torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),
+                    torch.rand(batch, device=device, generator=gen),
+                    torch.rand(batch, device=device, generator=gen) < 0.1) for _ in range(2)]
+
+        def step(i: int) -> None:
+            x, y, s, drop = batches[i % len(batches)]
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+                loss = diffusion_loss(fwd, x, y, s, drop_labels=drop)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    def block(step) -> float:
+        """Median ms of ``steps`` steps."""
+        ms = []
+        for i in range(steps):
+            if cuda:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                step(i)
+                b.record()
+                b.synchronize()
+                ms.append(a.elapsed_time(b))
+            else:
+                t0 = time.perf_counter()
+                step(i)
+                ms.append((time.perf_counter() - t0) * 1e3)
+        return sorted(ms)[len(ms) // 2]
+
+    name = f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
+    out: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=name, compiled=compiled, rounds=[],
+                               steps_per_round=steps)
+    with dispatch.fused(fused):
+        steps_ = {"residual": runner("residual"), "dar": runner(routing)}
+        for st in steps_.values():        # compile and warm both before any timing
+            for i in range(warmup):
+                st(i)
+        if cuda:
+            torch.cuda.synchronize()
+        for r in range(rounds):
+            order = ("residual", "dar") if r % 2 == 0 else ("dar", "residual")
+            t = {k: block(steps_[k]) for k in order}
+            out["rounds"].append(dict(residual_ms=t["residual"], dar_ms=t["dar"], ratio=t["dar"] / t["residual"]))
+    ratios = sorted(x["ratio"] for x in out["rounds"])
+    out.update(ratio_median=ratios[len(ratios) // 2] if len(ratios) % 2 else
+               0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]),
+               ratio_min=ratios[0], ratio_max=ratios[-1],
+               residual_ms=sorted(x["residual_ms"] for x in out["rounds"])[len(ratios) // 2],
+               dar_ms=sorted(x["dar_ms"] for x in out["rounds"])[len(ratios) // 2])
+    log(f"  paired {out['model']} b{batch} {name} {'compiled' if compiled else 'eager'}: ratio "
+        f"{out['ratio_median']:.3f} (min {out['ratio_min']:.3f}, max {out['ratio_max']:.3f}, {rounds} rounds)")
+    if compiled:
+        torch._dynamo.reset()
+    _cleanup()
+    return out
+
+
 def _residual_row(rows: list[dict], r: dict) -> dict | None:
     """The measured residual row of r's model, batch and mode (the baseline of every ratio)."""
     return next((b for b in rows if b["routing"] == "residual" and "step_ms" in b and b["model"] == r["model"]

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""DAR / residual training-step time ratio from interleaved rounds (both models alive in one process).
+
+Separate benchmark runs put the two steps minutes apart, and the compiled residual step alone moves by a few per
+cent between runs on the same card: enough to decide whether a ratio meets its target. This times the residual
+and the DAR step in alternating rounds and reports every round's ratio, the median, min and max
+(``dartool.bench.paired_step_bench``); peak memory is left to ``dartool bench`` (one model per measurement).
+
+    PYTHONPATH=$PWD python3 benchmarks/paired_step.py --size B --batch 256 --query static --compiled \
+        --rounds 8 --out /tmp/paired
+
+Needs CUDA for real numbers; on CPU it runs (slowly) for a smoke test.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="B", help="S, B, L or XL (patch 2)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--query", default="static", choices=("static", "static_t", "dynamic"))
+    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--compiled", action="store_true", help="torch.compile both models")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=5, help="steps per model and round (their median is the round's)")
+    ap.add_argument("--out", required=True, help="a folder: paired_step-CARD-DATE.json and .md are written there")
+    a = ap.parse_args(argv)
+    import torch
+
+    from dartool.bench import env_info, paired_step_bench
+
+    if a.rounds < 1 or a.steps < 1:
+        ap.error("--rounds and --steps must be at least 1")
+    env = env_info()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        print("no CUDA device: timing the PyTorch reference on the CPU (a smoke test, not a measurement)")
+    r = paired_step_bench(a.size, a.batch, ("dar", a.query, a.chunk, True), a.compiled, rounds=a.rounds,
+                          steps=a.steps, device=device)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"paired_step-{str(env.get('card', device)).replace(' ', '-')}-{env['date'][:16].replace(' ', '-').replace(':', '')}"
+    tmp = out / (stem + ".json.tmp")
+    tmp.write_text(json.dumps(dict(env=env, result=r), indent=1, default=str))
+    tmp.replace(out / (stem + ".json"))
+    lines = [f"# Paired step ratio — {env.get('card', device)} — {env['date']}, commit {env['commit']}", "",
+             f"{r['model']} batch {r['batch']}, {r['variant']}, {'torch.compile' if r['compiled'] else 'eager'}, "
+             f"{len(r['rounds'])} rounds of {r['steps_per_round']} steps per model (order alternating).", "",
+             "| round | residual ms | DAR ms | DAR / residual |", "|---:|---:|---:|---:|"]
+    lines += [f"| {i + 1} | {x['residual_ms']:.2f} | {x['dar_ms']:.2f} | {x['ratio']:.3f} |"
+              for i, x in enumerate(r["rounds"])]
+    lines += ["", f"Median ratio **{r['ratio_median']:.3f}** (min {r['ratio_min']:.3f}, max {r['ratio_max']:.3f})."]
+    md = out / (stem + ".md")
+    md.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
