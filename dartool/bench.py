@@ -415,11 +415,33 @@ def _floors(rows: list[dict], bytes_per_s: float | None) -> None:
             r["floor_ratio"] = (base["step_ms"] + r["router_floor_ms"]) / base["step_ms"]
 
 
+def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda"):
+    """One AdamW training step of ``model`` (bf16 autocast on CUDA, the SiT velocity loss) on two fixed random
+    batches, alternating: ``(step(i), opt)``."""
+    from .diffusion import diffusion_loss
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    fwd = torch.compile(model) if compiled else model
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device, generator=gen),
+                torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),
+                torch.rand(batch, device=device, generator=gen),
+                torch.rand(batch, device=device, generator=gen) < 0.1) for _ in range(2)]
+
+    def step(i: int) -> None:
+        x, y, s, drop = batches[i % len(batches)]
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = diffusion_loss(fwd, x, y, s, drop_labels=drop)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, opt
+
+
 def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                      steps: int = 10, warmup: int = 3, deadline: float | None = None,
                      compile_est_s: float = 0.0) -> list[dict]:
     """variants: (routing, query, chunk, fused). Returns one row per variant."""
-    from .diffusion import diffusion_loss
     from .kernels import dispatch
 
     rows = []
@@ -437,21 +459,7 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
         try:
             _cleanup()
             model, cfg = _build(size, routing, query, chunk, "cuda")
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-            fwd = torch.compile(model) if compiled else model
-            gen = torch.Generator(device="cuda").manual_seed(0)
-            batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device="cuda", generator=gen),
-                        torch.randint(0, cfg.num_classes, (batch,), device="cuda", generator=gen),
-                        torch.rand(batch, device="cuda", generator=gen),
-                        torch.rand(batch, device="cuda", generator=gen) < 0.1) for _ in range(2)]
-
-            def step(i: int) -> None:
-                x, y, s, drop = batches[i % len(batches)]
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = diffusion_loss(fwd, x, y, s, drop_labels=drop)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            step, opt = _train_step(model, cfg, batch, compiled)
 
             with dispatch.fused(fused):
                 t0 = time.time()
@@ -505,7 +513,6 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
     order alternates: ABBA), and the ratio is taken per round; the result gives every round's ratio, their
     median, min and max. Peak memory is not attributable with both models resident: use train_step_bench.
     variant: (routing, query, chunk, fused) of the DAR model. ``overrides``: config fields (small test models)."""
-    from .diffusion import diffusion_loss
     from .kernels import dispatch
     from .models import SiT, model_config
 
@@ -519,22 +526,7 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
         torch.manual_seed(0)
         with torch.device(device):
             model = SiT(cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-        fwd = torch.compile(model) if compiled else model
-        gen = torch.Generator(device=device).manual_seed(0)
-        batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device, generator=gen),
-                    torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),
-                    torch.rand(batch, device=device, generator=gen),
-                    torch.rand(batch, device=device, generator=gen) < 0.1) for _ in range(2)]
-
-        def step(i: int) -> None:
-            x, y, s, drop = batches[i % len(batches)]
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
-                loss = diffusion_loss(fwd, x, y, s, drop_labels=drop)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return step
+        return _train_step(model, cfg, batch, compiled, device)[0]
 
     def block(step) -> float:
         """Median ms of ``steps`` steps."""
@@ -834,7 +826,7 @@ def markdown(res: dict) -> str:
                   "residual step costs (measured under torch.compile, `benchmarks/step_profile.py --compiled`: "
                   "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds. "
                   "Routers that compute the following LayerNorm + adaLN modulate in their kernels (every router, the head's "
-                  "too, unless DARTOOL_FUSE_LN=0; `dartool.kernels.dispatch.fuse_ln_for`) remove DAR's separate "
+                  "too, unless DARTOOL_FUSE_LN=0; `dartool.kernels.dispatch.FUSE_LN`) remove DAR's separate "
                   "LayerNorm kernels, so such a step can beat this floor (`benchmarks/floor_options.py`, 'LN fused').", ""]
     sp = res.get("sampling")
     if sp:

@@ -168,16 +168,11 @@ def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:
     return not any(getattr(p, "_readers", None) or p._forward_hooks or p._forward_pre_hooks for p in points)
 
 
-def fuse_ln_for(D: int) -> bool:
-    """Whether a router of width D runs the following LayerNorm + adaLN modulate inside its kernels (when the
-    fused path runs and no tap listens; every query kind, and the head's router). On unless
-    ``DARTOOL_FUSE_LN=0``, eager and compiled, at every width: with the backward's dshift / dscale partials kept
-    in memory slots (``ln_slot``) the compiled SiT-XL/2 step is faster fused (1.214 vs 1.235 LN separate, H200,
-    2026-11-26); with them in registers it had been slower (1.260), which is why this once stopped at D = 1024
-    under compile (benchmarks/KERNEL_NOTES.md, sessions 5-6)."""
-    return FUSE_LN
-
-
+# Routers compute the following LayerNorm + adaLN modulate inside their kernels (when the fused path runs and no
+# tap listens; every query kind, the head's router too), eager and compiled, at every width; DARTOOL_FUSE_LN=0
+# turns it off. Under compile it once stopped at D = 1024: with the backward's dshift / dscale partials in
+# registers the fused SiT-XL/2 step was slower (1.260 vs 1.235 separate); with them in memory slots (ln_slot) it
+# is faster (1.214; H200, 2026-11-26, benchmarks/KERNEL_NOTES.md sessions 5-6).
 FUSE_LN = env_flag("DARTOOL_FUSE_LN", True)
 
 

@@ -144,6 +144,23 @@ def _fwd_step2(v1_a, v1_b, v2_a, v2_b, w_a, w_b, D, eps, DB: tl.constexpr):
 
 
 @triton.jit
+def _ln_center(h_a, h_b, m_a, m_b, D, ln_eps, DB: tl.constexpr):
+    """LayerNorm statistics of a block of rows (no affine, biased variance): the centred rows h - mean (zero
+    outside the masks) and rstd; the forward and the backward of the fused LayerNorm share them."""
+    hs = tl.sum(tl.where(m_a, h_a, 0.0), 1)
+    if DB > 0:
+        hs += tl.sum(tl.where(m_b, h_b, 0.0), 1)
+    mean = hs / D
+    xc_a = tl.where(m_a, h_a - mean[:, None], 0.0)
+    var = tl.sum(xc_a * xc_a, 1)
+    xc_b = xc_a
+    if DB > 0:
+        xc_b = tl.where(m_b, h_b - mean[:, None], 0.0)
+        var += tl.sum(xc_b * xc_b, 1)
+    return xc_a, xc_b, 1.0 / tl.sqrt(var / D + ln_eps)
+
+
+@triton.jit
 def _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps, DB: tl.constexpr,
                  ALIGN: tl.constexpr):
     """h = sum_i exp(logit_i - lse) v_i for a block of rows, from the sources and the forward's lse: the backward
@@ -293,6 +310,7 @@ def _router_fwd_kernel(
         tl.store(h_ptr + o_a, h_a.to(h_ptr.dtype.element_ty), mask=m_a)
     if WRITE_H32:
         tl.store(h32_ptr + o_a, h_a, mask=m_a)
+    h_b = h_a
     if DB > 0:
         h_b = acc_b * inv_l[:, None]
         if WRITE_H:
@@ -302,16 +320,7 @@ def _router_fwd_kernel(
     tl.store(lse_ptr + row, m + tl.log(l), mask=rmask)
     if LN_MOD:
         # y = LayerNorm(h) * (1 + scale_b) + shift_b over the row in registers (no affine, biased variance)
-        hs = tl.sum(tl.where(m_a, h_a, 0.0), 1)
-        if DB > 0:
-            hs += tl.sum(tl.where(m_b, h_b, 0.0), 1)
-        mean = hs / D
-        xc_a = tl.where(m_a, h_a - mean[:, None], 0.0)
-        var = tl.sum(xc_a * xc_a, 1)
-        if DB > 0:
-            xc_b = tl.where(m_b, h_b - mean[:, None], 0.0)
-            var += tl.sum(xc_b * xc_b, 1)
-        rstd = 1.0 / tl.sqrt(var / D + ln_eps)
+        xc_a, xc_b, rstd = _ln_center(h_a, h_b, m_a, m_b, D, ln_eps, DB)
         sc_a = tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
         sh_a = tl.load(shift_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
         y_a = xc_a * rstd[:, None] * (1.0 + sc_a[None, :]) + sh_a[None, :]
@@ -470,17 +479,9 @@ def _router_bwd_kernel(
         if LN_MOD:
             # dh from dy: dxhat = dy (1 + scale); dh = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
             dy_a = tl.load(dh_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
-            hs = tl.sum(hv_a, 1)
             if DB > 0:
                 dy_b = tl.load(dh_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
-                hs += tl.sum(hv_b, 1)
-            mean = hs / D
-            xh_a = tl.where(m_a, hv_a - mean[:, None], 0.0)
-            var = tl.sum(xh_a * xh_a, 1)
-            if DB > 0:
-                xh_b = tl.where(m_b, hv_b - mean[:, None], 0.0)
-                var += tl.sum(xh_b * xh_b, 1)
-            rstd = 1.0 / tl.sqrt(var / D + ln_eps)
+            xh_a, xh_b, rstd = _ln_center(hv_a, hv_b, m_a, m_b, D, ln_eps, DB)
             xh_a = xh_a * rstd[:, None]
             # 1 + scale_b re-read per row (a cached [D] vector) rather than held across the source loop
             dx_a = dy_a * (1.0 + tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32))[None, :]
@@ -1356,7 +1357,7 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               any(s.requires_grad for s in sources))
     if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
-        return fused_router(sources, _project(v_prev, W, _query_dtype(v_prev, W))[0], g, eps)
+        return fused_router(sources, _project(v_prev, W, _query_dtype(v_prev, W))[0], g, eps)   # q saved
     sources = _as_kernel_sources(sources)
     q_dtype = _query_dtype(v_prev, W)
     prev = _prev_index(sources, v_prev, q_dtype) if FOLD_PREV_GRAD else -1
@@ -1457,8 +1458,8 @@ def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor
                                               shift.requires_grad or scale.requires_grad or
                                               any(s.requires_grad for s in sources))
     if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
-        q = _project(v_prev, W, _query_dtype(v_prev, W))[0]        # [B, T, D], as autocast would compute it
-        return fused_router_ln(sources, q, g, eps, shift, scale, ln_eps)
+        return fused_router_ln(sources, _project(v_prev, W, _query_dtype(v_prev, W))[0], g, eps, shift, scale,
+                               ln_eps)                                                  # q saved
     sources = _as_kernel_sources(sources)
     y_dtype = _y_dtype(sources)
     q_dtype = _query_dtype(v_prev, W)

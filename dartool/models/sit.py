@@ -475,7 +475,7 @@ class SiT(nn.Module):
         # residual: the stream is the running sum h; DAR: the sources seen so far
         stream = DARStream(v0, cfg.chunk_size, cfg.summary) if cfg.routing == "dar" else v0
         # DAR with nothing listening on the taps: routers run with the next LayerNorm + modulate fused in
-        fuse = (cfg.routing == "dar" and _kernels.dispatch.fuse_ln_for(cfg.hidden_size)
+        fuse = (cfg.routing == "dar" and _kernels.dispatch.FUSE_LN
                 and _kernels.hooks_idle(self._tap_points))
         h = self.route(0, stream, e_t, fuse_ln=fuse)                         # [B, T, D]
         for k, block in enumerate(self.blocks):
