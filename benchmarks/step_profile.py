@@ -18,6 +18,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 
+KINDS = (("router fwd", ("_router_fwd",)), ("router bwd", ("_router_bwd",)),
+         ("attention", ("flash", "fmha", "attention", "sdpa")),
+         ("gemm", ("gemm", "xmma", "nvjet", "cutlass", "sm90_", "cublas", "splitk")),
+         ("inductor", ("triton_",)))
+
+
+def kernel_groups(events) -> dict:
+    """GPU time (ms) per kind of kernel: the routers' forward / backward, attention, GEMMs (cuBLAS / CUTLASS),
+    Inductor's generated kernels, everything else."""
+    out: dict = {}
+    for e in events:
+        name = e.key.lower()
+        kind = next((k for k, keys in KINDS if any(x in name for x in keys)), "other")
+        out[kind] = out.get(kind, 0.0) + e.self_device_time_total / 1e3
+    return dict(sorted(out.items()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="XL")
@@ -49,6 +66,7 @@ def main() -> int:
     from torch.profiler import ProfilerActivity, profile
 
     torch.backends.cuda.matmul.allow_tf32 = True
+    totals: dict = {}
     for routing in ("residual", "dar"):
         cfg = model_config(a.size, 2, routing=routing, query=a.query, chunk_size=a.chunk)
         with torch.device("cuda"):
@@ -89,8 +107,16 @@ def main() -> int:
               f"GPU time in kernels {tot:.1f} ms")
         for e in sorted(ev, key=lambda e: -e.self_device_time_total)[:a.rows]:
             print(f"{e.self_device_time_total / 1e3:8.2f} ms {e.count:5d}x  {e.key[:110]}")
+        groups = kernel_groups(ev)
+        totals[routing] = groups
+        print("by kind: " + ", ".join(f"{k} {v:.1f} ms" for k, v in groups.items()))
         del model, opt, fwd
         torch.cuda.empty_cache()
+    if len(totals) == 2:
+        print("\nkernel time by kind, ms per step (DAR - residual):")
+        for k in sorted(totals["dar"].keys() | totals["residual"].keys()):
+            r, d = totals["residual"].get(k, 0.0), totals["dar"].get(k, 0.0)
+            print(f"  {k:16s} residual {r:7.1f}  DAR {d:7.1f}  extra {d - r:+7.1f}")
     return 0
 
 
