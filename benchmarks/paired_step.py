@@ -50,7 +50,9 @@ def main(argv=None) -> int:
     tmp.replace(out / (stem + ".json"))
     lines = [f"# Paired step ratio — {env.get('card', device)} — {env['date']}, commit {env['commit']}", "",
              f"{r['model']} batch {r['batch']}, {r['variant']}, {'torch.compile' if r['compiled'] else 'eager'}, "
-             f"{len(r['rounds'])} rounds of {r['steps_per_round']} steps per model (order alternating).", "",
+             f"{len(r['rounds'])} rounds of {r['steps_per_round']} steps per model (order alternating; one untimed step "
+             f"before each model's steps)" + (f"; Dynamo graphs {r['dynamo_graphs']}" if "dynamo_graphs" in r else "")
+             + ".", "",
              "| round | residual ms | DAR ms | DAR / residual |", "|---:|---:|---:|---:|"]
     lines += [f"| {i + 1} | {x['residual_ms']:.2f} | {x['dar_ms']:.2f} | {x['ratio']:.3f} |"
               for i, x in enumerate(r["rounds"])]

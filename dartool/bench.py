@@ -421,7 +421,9 @@ def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda"):
     from .diffusion import diffusion_loss
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-    fwd = torch.compile(model) if compiled else model
+    # dynamic=False: static shapes even when another model of the same class was compiled first in this process
+    # (paired_step_bench); otherwise Dynamo's recompile may mark sizes dynamic and slow the second model down
+    fwd = torch.compile(model, dynamic=False) if compiled else model
     gen = torch.Generator(device=device).manual_seed(0)
     batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device, generator=gen),
                 torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),
@@ -529,21 +531,26 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
         return _train_step(model, cfg, batch, compiled, device)[0]
 
     def block(step) -> float:
-        """Median ms of ``steps`` steps."""
-        ms = []
-        for i in range(steps):
-            if cuda:
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                step(i)
-                b.record()
-                b.synchronize()
-                ms.append(a.elapsed_time(b))
-            else:
+        """Median ms of ``steps`` steps, after one untimed step: the first step after the other model ran was
+        several per cent slower (H200, 2026-11-26). Steps are queued back to back as in training (no sync
+        between them), each between its own pair of events, as in :func:`train_step_bench`."""
+        step(-1)
+        if not cuda:
+            ms = []
+            for i in range(steps):
                 t0 = time.perf_counter()
                 step(i)
                 ms.append((time.perf_counter() - t0) * 1e3)
-        return sorted(ms)[len(ms) // 2]
+            return sorted(ms)[len(ms) // 2]
+        ev = []
+        for i in range(steps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            step(i)
+            b.record()
+            ev.append((a, b))
+        torch.cuda.synchronize()
+        return sorted(a.elapsed_time(b) for a, b in ev)[len(ev) // 2]
 
     name = f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
     out: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=name, compiled=compiled, rounds=[],
@@ -559,6 +566,8 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
             order = ("residual", "dar") if r % 2 == 0 else ("dar", "residual")
             t = {k: block(steps_[k]) for k in order}
             out["rounds"].append(dict(residual_ms=t["residual"], dar_ms=t["dar"], ratio=t["dar"] / t["residual"]))
+    if compiled:   # both models' graphs (a recompile for the second model's guards is expected, no more)
+        out["dynamo_graphs"] = int(torch._dynamo.utils.counters["stats"].get("unique_graphs", 0))
     ratios = sorted(x["ratio"] for x in out["rounds"])
     out.update(ratio_median=ratios[len(ratios) // 2] if len(ratios) % 2 else
                0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]),
