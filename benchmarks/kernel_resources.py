@@ -50,9 +50,9 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
     sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", dv0_ptr="*fp32", dvrest_ptr="*bf16",
                otab_ptr="*i64", N="i32", q_ptr="*bf16" if dynamic else "*fp32", q_sb="i32", q_st="i32", g_ptr="*fp32",
                h_ptr="*fp32", dh_ptr="*bf16" if ln else "*fp32", lse_ptr="*fp32", dq_ptr="*bf16" if dynamic else "*fp32",
-               part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", T="i32", D="i32", eps="fp32",
+               part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", T="i32", eps="fp32",
                scale="fp32", n_tprog="i32")
-    cx = dict(BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
+    cx = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)))
     return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
@@ -65,8 +65,8 @@ def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:
     DA, DB = rt._tiles(D, bool(cfg["split"]))
     sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", N="i32", q_ptr="*fp32", q_sb="i32", q_st="i32",
                g_ptr="*fp32", h_ptr="*fp32", h32_ptr="*fp32", lse_ptr="*fp32", logit_ptr="*fp32", y_ptr="*bf16",
-               shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", D="i32", eps="fp32", scale="fp32")
-    cx = dict(BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
+               shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", eps="fp32", scale="fp32")
+    cx = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
               WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True)
     return _usage(rt._router_fwd_kernel, sig, cx, arch, cfg["num_warps"])
 
@@ -87,11 +87,13 @@ def main(argv=None) -> int:
         for ln in (False, True):
             r, st = fwd_usage(D, ln, fcfg, a.arch)
             print(f"| {D} | forward | {'yes' if ln else 'no'} | {r} | {st} |")
-        for ln, slot, rh in ((False, 0, False), (True, 0, False), (True, 1, False), (True, 1, True)):
-            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot), arch=a.arch, recompute_h=rh)
+        for ln, slot, rh, dyn in ((False, 0, False, False), (True, 0, False, False), (True, 1, False, False),
+                                  (True, 1, True, False), (True, 1, False, True)):
+            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot), dynamic=dyn, arch=a.arch, recompute_h=rh)
             label = ("yes, partials in slots (ln_slot)" if slot else "yes") if ln else "no"
             label += ", part_slot" if bcfg.get("part_slot") else ""
             label += ", h recomputed" if rh else ""
+            label += ", dynamic query" if dyn else ""
             print(f"| {D} | backward | {label} | {r} | {st} |")
     return 0
 

@@ -398,7 +398,7 @@ def test_kernel_resources_report_compiles_without_a_gpu(capsys):
     spec.loader.exec_module(kr)
     assert kr.main(["--D", "384"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 |")]
-    assert len(rows) == 6      # forward x 2, backward x 4 (plain, LN, LN + ln_slot, LN + ln_slot + h recomputed)
+    assert len(rows) == 7      # forward x 2, backward x 5 (plain, LN, LN + ln_slot, + h recomputed, + dynamic query)
     for line in rows:
         regs, stack = (int(x) for x in line.strip("| ").split("|")[-2:])
         assert 0 < regs <= 255 and stack >= 0

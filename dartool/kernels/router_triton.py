@@ -187,8 +187,8 @@ def _router_fwd_kernel(
     q_ptr, q_sb, q_st, g_ptr,
     h_ptr, h32_ptr, lse_ptr, logit_ptr,
     y_ptr, shift_ptr, mscale_ptr, ln_eps,
-    T, D, eps, scale,
-    BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
+    T, eps, scale,
+    D: tl.constexpr, BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
     ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr, LN_MOD: tl.constexpr,
     WRITE_H: tl.constexpr,
 ):
@@ -418,8 +418,8 @@ def _router_bwd_kernel(
     h_ptr, dh_ptr, lse_ptr,
     dq_ptr, part_ptr,
     mscale_ptr, pmod_ptr, ln_eps,
-    T, D, eps, scale, n_tprog,
-    BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
+    T, eps, scale, n_tprog,
+    D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
     PART_SLOT: tl.constexpr,
@@ -616,11 +616,14 @@ def _router_bwd_kernel(
         if DYNAMIC:
             # dq per row = g * u; dg partial = sum_rows q * u. q is read before dq is stored: dq may be
             # written over q (same offsets, same layout: each element is loaded and then stored by one thread)
+            # g re-read here rather than kept live across the source loop (registers at D = 1152)
+            ge_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
             pq_a = tl.load(q_ptr + qo_a, mask=m_a, other=0.0).to(tl.float32) * u_a
-            tl.store(dq_ptr + o_a, (g_a[None, :] * u_a).to(dq_ptr.dtype.element_ty), mask=m_a)
+            tl.store(dq_ptr + o_a, (ge_a[None, :] * u_a).to(dq_ptr.dtype.element_ty), mask=m_a)
             if DB > 0:
+                ge_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
                 pq_b = tl.load(q_ptr + qo_b, mask=m_b, other=0.0).to(tl.float32) * u_b
-                tl.store(dq_ptr + o_b, (g_b[None, :] * u_b).to(dq_ptr.dtype.element_ty), mask=m_b)
+                tl.store(dq_ptr + o_b, (ge_b[None, :] * u_b).to(dq_ptr.dtype.element_ty), mask=m_b)
         else:
             pq_a = u_a
             if DB > 0:
@@ -863,8 +866,8 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
         y, shift, mscale, ln_eps = h, h, h, 0.0
     args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h if write_h else y, h32, lse, logits,
             y, shift, mscale, float(ln_eps),
-            T, D, float(eps), 1.0 / math.sqrt(D))
-    meta = dict(BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
+            T, float(eps), 1.0 / math.sqrt(D))
+    meta = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
                 LN_MOD=ln is not None, WRITE_H=write_h, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32), y=y)
@@ -945,8 +948,8 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
             h, dh, lse.contiguous(),
             dq_rows, part,
             mscale, pmod, ln_eps,
-            T, D, float(eps), 1.0 / math.sqrt(D), n_tprog)
-    meta = dict(BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
+            T, float(eps), 1.0 / math.sqrt(D), n_tprog)
+    meta = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),

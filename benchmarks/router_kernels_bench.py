@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The fused router's kernels with the LayerNorm + modulate fused in, as a bf16 model step calls them, per query
+kind: forward and backward time and their fraction of the byte floor (sources read once, the copy rate measured
+in the same run), at the per-shape launch configuration the model uses.
+
+    PYTHONPATH=$PWD python3 benchmarks/router_kernels_bench.py --shape XL:64:9 --shape B:256:6 --json /tmp/k.json
+    ncu -k regex:_router_bwd_kernel --launch-skip 3 --launch-count 1 --section SpeedOfLight ... \\
+        python3 benchmarks/router_kernels_bench.py --shape XL:64:9 --query dynamic --ncu   # launches only
+
+Inputs are laid out as in a bf16-autocast step: v_0 float32, the other sources bf16, h float32, dy bf16; a
+dynamic query is a bf16 [B, T, D] row per token. Runs against whichever ``dartool`` is on PYTHONPATH, so two
+checkouts can be timed in one job (an A/B on one card). Needs CUDA.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def floor_bytes(N: int, B: int, T: int, D: int, dynamic: bool) -> tuple[int, int]:
+    """(forward, backward) bytes: sources once (v_0 fp32), y bf16 + h fp32 written / dy bf16 + h fp32 read, every
+    source's gradient written; a dynamic query read once per pass and its gradient written."""
+    u = B * T * D
+    src = u * (4 + 2 * (N - 1))
+    fwd = src + u * (2 + 4) + (2 * u if dynamic else 0)
+    bwd = 2 * src + u * (2 + 4) + (4 * u if dynamic else 0)
+    return fwd, bwd
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", action="append", default=[], help="size:batch:N (repeatable; default XL:64:9 B:256:6)")
+    ap.add_argument("--query", action="append", default=[], help="static, static_t, dynamic (default static, dynamic)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--ncu", action="store_true", help="launch the kernels a few times, no timing (under ncu)")
+    a = ap.parse_args(argv)
+    import torch
+
+    from dartool.bench import _router_inputs, bench_ms, copy_bandwidth, env_info
+    from dartool.kernels import router_triton as rt
+    from dartool.models import SIZES
+
+    env = env_info()
+    bw = None if a.ncu else copy_bandwidth()["bytes_per_s"]
+    rows = []
+    for spec in a.shape or ["XL:64:9", "B:256:6"]:
+        size, batch, n = spec.split(":")
+        B, N, T, D = int(batch), int(n), 256, SIZES[size][1]
+        for query in a.query or ["static", "dynamic"]:
+            srcs, q, gain, dh = _router_inputs(N, B, T, D, query)
+            srcs[0] = srcs[0].detach().float().requires_grad_()
+            dy = dh.to(torch.bfloat16)
+            shift, mscale = (torch.randn(B, D, device="cuda") * s for s in (1.0, 0.3))
+            ln = (shift, mscale, 1e-6, torch.bfloat16)
+            Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)
+            rt._fwd_launch(Pf)
+            h, lse = Pf["out"][0], Pf["out"][1]
+            Pb = rt._bwd_prepare(dy, srcs, q, gain, h, lse, 1e-6, ln=(mscale, 1e-6))
+            if a.ncu:
+                for _ in range(5):
+                    rt._fwd_launch(Pf)
+                    rt._bwd_launch(Pb)
+                torch.cuda.synchronize()
+                print(f"launched {spec} {query}")
+                continue
+            f_ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 60)
+            b_ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 60)
+            fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
+            k = rt.LAST_KERNELS.get("bwd")
+            r = dict(shape=spec, query=query, fwd_ms=f_ms, bwd_ms=b_ms, fwd_pct_floor=100 * fb / bw / (f_ms * 1e-3),
+                     bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=rt.bwd_config(N, D),
+                     bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
+            rows.append(r)
+            print(f"{spec:9s} {query:8s} fwd {f_ms:7.3f} ms ({r['fwd_pct_floor']:4.1f} % of floor)   "
+                  f"bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  regs {r['bwd_registers']} "
+                  f"spills {r['bwd_spills']}", flush=True)
+            del Pf, Pb, srcs, q, h, lse
+            torch.cuda.empty_cache()
+    if a.json and rows:
+        Path(a.json).write_text(json.dumps(dict(env=env, copy_bytes_per_s=bw, rows=rows), indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
