@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--query", action="append", default=[], help="static, static_t, dynamic (default static, dynamic)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--ncu", action="store_true", help="launch the kernels a few times, no timing (under ncu)")
+    ap.add_argument("--pf", type=int, action="append", default=[],
+                    help="backward L2 prefetch distances to time (the configuration's pf_l2; repeatable)")
     a = ap.parse_args(argv)
     import torch
 
@@ -57,25 +59,29 @@ def main(argv=None) -> int:
             Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)
             rt._fwd_launch(Pf)
             h, lse = Pf["out"][0], Pf["out"][1]
-            Pb = rt._bwd_prepare(dy, srcs, q, gain, h, lse, 1e-6, ln=(mscale, 1e-6))
-            if a.ncu:
-                for _ in range(5):
-                    rt._fwd_launch(Pf)
-                    rt._bwd_launch(Pb)
-                torch.cuda.synchronize()
-                print(f"launched {spec} {query}")
-                continue
-            f_ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 60)
-            b_ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 60)
             fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
-            k = rt.LAST_KERNELS.get("bwd")
-            r = dict(shape=spec, query=query, fwd_ms=f_ms, bwd_ms=b_ms, fwd_pct_floor=100 * fb / bw / (f_ms * 1e-3),
-                     bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=rt.bwd_config(N, D),
-                     bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
-            rows.append(r)
-            print(f"{spec:9s} {query:8s} fwd {f_ms:7.3f} ms ({r['fwd_pct_floor']:4.1f} % of floor)   "
-                  f"bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  regs {r['bwd_registers']} "
-                  f"spills {r['bwd_spills']}", flush=True)
+            base_cfg = rt.bwd_config(N, D)
+            for pf in a.pf or [None]:
+                cfg = base_cfg if pf is None else dict(base_cfg, pf_l2=pf)
+                with rt.configs(bwd=cfg):
+                    Pb = rt._bwd_prepare(dy, srcs, q, gain, h, lse, 1e-6, ln=(mscale, 1e-6))
+                    if a.ncu:
+                        for _ in range(5):
+                            rt._fwd_launch(Pf)
+                            rt._bwd_launch(Pb)
+                        torch.cuda.synchronize()
+                        print(f"launched {spec} {query} {cfg}")
+                        continue
+                    f_ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 60)
+                    b_ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 60)
+                k = rt.LAST_KERNELS.get("bwd")
+                r = dict(shape=spec, query=query, fwd_ms=f_ms, bwd_ms=b_ms, fwd_pct_floor=100 * fb / bw / (f_ms * 1e-3),
+                         bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=cfg,
+                         bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
+                rows.append(r)
+                print(f"{spec:9s} {query:8s} pf_l2 {cfg.get('pf_l2', 0)}  fwd {f_ms:7.3f} ms "
+                      f"({r['fwd_pct_floor']:4.1f} % of floor)   bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  "
+                      f"regs {r['bwd_registers']} spills {r['bwd_spills']}", flush=True)
             del Pf, Pb, srcs, q, h, lse
             torch.cuda.empty_cache()
     if a.json and rows:

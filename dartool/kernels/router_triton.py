@@ -120,6 +120,25 @@ def _load_raw(p, o_a, o_b, m_a, m_b, DB: tl.constexpr):
 
 
 @triton.jit
+def _l2_prefetch(row_ptr, D: tl.constexpr, LINES: tl.constexpr):
+    """Ask L2 for one row of D elements (128-byte lines, one lane per line) without waiting for it and without
+    registers to hold it: the load that follows a few iterations later finds it in L2. A latency-bound loop
+    (one warp per row, registers for one source at a time) gets more bytes in flight this way. LINES: a power of
+    two >= the row's lines (surplus lanes repeat the last line)."""
+    NB: tl.constexpr = D * (row_ptr.dtype.element_ty.primitive_bitwidth // 8)
+    off = tl.minimum(tl.arange(0, LINES) * 128, NB - 1)
+    addr = row_ptr.to(tl.pointer_type(tl.int8)) + off
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [addr], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
+def _src_row(rest_ptr, tab_ptr, j, rs, D: tl.constexpr, ALIGN: tl.constexpr):
+    """Pointer to row rs of source j >= 1."""
+    return rest_ptr + (tl.load(tab_ptr + j) // ALIGN) * ALIGN + rs * D
+
+
+@triton.jit
 def _fwd_step(v_a, v_b, w_a, w_b, D, eps, DB: tl.constexpr):
     """logit of one source (one fused row reduction per tile)."""
     ss, dot = tl.reduce((v_a * v_a, w_a * v_a), 1, _add2)
@@ -422,7 +441,7 @@ def _router_bwd_kernel(
     D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
-    PART_SLOT: tl.constexpr,
+    PART_SLOT: tl.constexpr, PF_L2: tl.constexpr = 0, PF_LINES: tl.constexpr = 64,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -453,6 +472,23 @@ def _router_bwd_kernel(
         m_a = rmask[:, None] & (c_a < D)[None, :]
         o_a = row[:, None] * D + c_a[None, :]
         qo_a = b * q_sb + t[:, None] * q_st + c_a[None, :]
+        if PF_L2 > 0:
+            # L2 prefetch (BLOCK_R = 1): this row's first PF_L2 sources, and the next row's per-row inputs
+            t0 = pid_t * ROWS + r0
+            rs = b * T + tl.minimum(t0, T - 1)
+            if UNROLL == 2:
+                n_first = tl.minimum(PF_L2 + 3, N)
+            else:
+                n_first = tl.minimum(PF_L2 + 1, N)
+            for j in range(1, n_first):
+                _l2_prefetch(_src_row(rest_ptr, tab_ptr, j, rs, D, ALIGN), D, PF_LINES)
+            if (r0 + BLOCK_R < ROWS) & (t0 + 1 < T):
+                _l2_prefetch(src0_ptr + (rs + 1) * D, D, PF_LINES)
+                _l2_prefetch(dh_ptr + (rs + 1) * D, D, PF_LINES)
+                if not RECOMPUTE_H:
+                    _l2_prefetch(h_ptr + (rs + 1) * D, D, PF_LINES)
+                if DYNAMIC:
+                    _l2_prefetch(q_ptr + b * q_sb + (t0 + 1) * q_st, D, PF_LINES)
         if PART_SLOT:
             g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
             if DB > 0:
@@ -543,6 +579,12 @@ def _router_bwd_kernel(
             n1_a, n1_b = _load_raw(p1, o_a, o_b, m_a & ok1, m_b & ok1, DB)
             n2_a, n2_b = _load_raw(p2, o_a, o_b, m_a & ok2, m_b & ok2, DB)
             for i in range(1, N, 2):
+                if PF_L2 > 0:  # beyond the pair the registers prefetch (i + 2, i + 3)
+                    if i + 3 + PF_L2 < N:
+                        _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + 2 + PF_L2, rs, D, ALIGN), D, PF_LINES)
+                        _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + 3 + PF_L2, rs, D, ALIGN), D, PF_LINES)
+                    elif i + 2 + PF_L2 < N:
+                        _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + 2 + PF_L2, rs, D, ALIGN), D, PF_LINES)
                 c1_a = n1_a
                 c1_b = n1_b
                 c2_a = n2_a
@@ -604,6 +646,9 @@ def _router_bwd_kernel(
             start = 1
 
         for i in range(start, N):
+            if PF_L2 > 0:
+                if i + PF_L2 < N:
+                    _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + PF_L2, rs, D, ALIGN), D, PF_LINES)
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po, fl = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
             v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
@@ -654,6 +699,13 @@ def _router_bwd_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # no inline PTX (the L2 prefetch) in the interpreter
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def _pow2_floor(n: int) -> int:
     return 1 << (n.bit_length() - 1)
 
@@ -676,7 +728,7 @@ _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, pre
 # part_slot: likewise the query / gain gradient partial, with g re-read per row (frees two row vectors of registers);
 # per shape in bwd_config.
 _DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1,
-                    part_slot=0)
+                    part_slot=0, pf_l2=0)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -693,7 +745,7 @@ FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stag
                         _DEFAULT_FWD)
 BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
                         ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot",
-                         "part_slot"),
+                         "part_slot", "pf_l2"),
                         _DEFAULT_BWD)
 
 
@@ -717,6 +769,11 @@ def fwd_config(N: int, D: int) -> dict:
     return cfg
 
 
+# The backward's L2 prefetch distance (sources ahead of the one being read; 0: off): DARTOOL_ROUTER_PF_L2 sets it
+# for every shape (the rest of the per-shape choice stays), else bwd_config picks it.
+PF_L2: "int | None" = int(os.environ["DARTOOL_ROUTER_PF_L2"]) if os.environ.get("DARTOOL_ROUTER_PF_L2") else None
+
+
 def bwd_config(N: int, D: int) -> dict:
     """The backward's launch configuration for N sources of width D. ``part_slot`` only at D >= 1024: the
     LayerNorm-fused backward kernel at SiT-XL/2 b64 N = 9 is 1.6 % faster with it (0.424 vs 0.431 ms), at SiT-B/2
@@ -729,6 +786,8 @@ def bwd_config(N: int, D: int) -> dict:
             cfg.update(num_warps=1, split=1, part_slot=0)
         else:
             cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1)
+        if PF_L2 is not None:
+            cfg.update(pf_l2=PF_L2)
     return cfg
 
 
@@ -954,6 +1013,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
+                PF_L2=0 if _INTERPRET else int(cfg.get("pf_l2", 0)), PF_LINES=max(32, _next_pow2(-(-D * 4 // 128))),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)

@@ -2,9 +2,10 @@
 
     python3 reports/jobs/s6_rows.py SIZE BATCH NAME BUDGET_S VARIANT...
 
-VARIANT = routing/query/q/h[/ps]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
+VARIANT = routing/query/q/h[/psN][/pfK]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
 routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H), ps = ps0 | ps1 (the
-backward's part_slot; default: the code's). Writes $OUT/NAME.json.
+backward's part_slot; default: the code's), pfK = the backward's L2 prefetch distance (router_triton.PF_L2;
+default: the code's per-shape choice). Writes $OUT/NAME.json.
 """
 import json
 import os
@@ -22,17 +23,22 @@ dead = time.time() + budget
 bw = bench.copy_bandwidth()
 rows = []
 default_ps = rt.BWD_CONFIG.get("part_slot", 0)
+default_pf = rt.PF_L2
 for spec in sys.argv[5:]:
-    routing, query, qmode, rh, *ps = spec.split("/")
+    routing, query, qmode, rh, *extra = spec.split("/")
+    ps = [x for x in extra if x.startswith("ps")]
+    pf = [x for x in extra if x.startswith("pf")]
     rt.RECOMPUTE_DYNAMIC_QUERY, rt.RECOMPUTE_H = qmode == "recompute", rh
     rt.BWD_CONFIG["part_slot"] = int(ps[0][2:]) if ps else default_ps
+    rt.PF_L2 = int(pf[0][2:]) if pf else default_pf
     r = bench.train_step_bench(size, batch, [(routing, query, 4, True)], compiled=True, steps=8, deadline=dead,
                                compile_est_s=30 if size == "B" else 60)
     for x in r:
         x["recompute_q"], x["recompute_h"], x["part_slot"] = qmode == "recompute", rh, rt.BWD_CONFIG["part_slot"]
         if routing == "dar":
             x["variant"] += (f" (h {rh}" + (f", q {qmode}" if query == "dynamic" else "")
-                             + f", part_slot {rt.BWD_CONFIG['part_slot']})")
+                             + (f", pf_l2 {rt.PF_L2}" if rt.PF_L2 is not None else "") + ")")
+            x["pf_l2"] = rt.PF_L2
     rows += r
     bench._ratios(rows)
     bench._floors(rows, bw["bytes_per_s"])
