@@ -8,6 +8,7 @@ and the DAR step in alternating rounds and reports every round's ratio, the medi
 
     PYTHONPATH=$PWD python3 benchmarks/paired_step.py --size B --batch 256 --query static --compiled \
         --rounds 8 --out /tmp/paired
+    # several DAR models against one residual (compiled once), e.g. --query static --query dynamic
 
 Needs CUDA for real numbers; on CPU it runs (slowly) for a smoke test.
 """
@@ -23,40 +24,56 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="B", help="S, B, L or XL (patch 2)")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--query", default="static", choices=("static", "static_t", "dynamic"))
+    ap.add_argument("--query", action="append", choices=("static", "static_t", "dynamic"),
+                    help="DAR query kind (repeatable: several DAR models against one residual; default static)")
     ap.add_argument("--chunk", type=int, default=4)
-    ap.add_argument("--compiled", action="store_true", help="torch.compile both models")
+    ap.add_argument("--compiled", action="store_true", help="torch.compile every model")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=5, help="steps per model and round (their median is the round's)")
     ap.add_argument("--out", required=True, help="a folder: paired_step-CARD-DATE.json and .md are written there")
     a = ap.parse_args(argv)
     import torch
 
-    from dartool.bench import env_info, paired_step_bench
+    from dartool import bench
+    from dartool.bench import env_info
 
     if a.rounds < 1 or a.steps < 1:
         ap.error("--rounds and --steps must be at least 1")
+    queries = list(dict.fromkeys(a.query or ["static"]))
     env = env_info()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         print("no CUDA device: timing the PyTorch reference on the CPU (a smoke test, not a measurement)")
-    r = paired_step_bench(a.size, a.batch, ("dar", a.query, a.chunk, True), a.compiled, rounds=a.rounds,
-                          steps=a.steps, device=device)
+    variants = [("dar", q, a.chunk, True) for q in queries]
+    if len(variants) == 1:
+        res = [bench.paired_step_bench(a.size, a.batch, variants[0], a.compiled, rounds=a.rounds, steps=a.steps,
+                                       device=device)]
+    else:
+        res = bench.paired_steps_bench(a.size, a.batch, variants, a.compiled, rounds=a.rounds, steps=a.steps,
+                                       device=device)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"paired_step-{str(env.get('card', device)).replace(' ', '-')}-{env['date'][:16].replace(' ', '-').replace(':', '')}"
     tmp = out / (stem + ".json.tmp")
-    tmp.write_text(json.dumps(dict(env=env, result=r), indent=1, default=str))
+    tmp.write_text(json.dumps(dict(env=env, result=res[0] if len(res) == 1 else None, results=res), indent=1,
+                              default=str))
     tmp.replace(out / (stem + ".json"))
+    r0 = res[0]
+    graphs = f"; Dynamo graphs {r0['dynamo_graphs']}" if "dynamo_graphs" in r0 else ""
     lines = [f"# Paired step ratio — {env.get('card', device)} — {env['date']}, commit {env['commit']}", "",
-             f"{r['model']} batch {r['batch']}, {r['variant']}, {'torch.compile' if r['compiled'] else 'eager'}, "
-             f"{len(r['rounds'])} rounds of {r['steps_per_round']} steps per model (order alternating; one untimed step "
-             f"before each model's steps)" + (f"; Dynamo graphs {r['dynamo_graphs']}" if "dynamo_graphs" in r else "")
-             + ".", "",
-             "| round | residual ms | DAR ms | DAR / residual |", "|---:|---:|---:|---:|"]
-    lines += [f"| {i + 1} | {x['residual_ms']:.2f} | {x['dar_ms']:.2f} | {x['ratio']:.3f} |"
-              for i, x in enumerate(r["rounds"])]
-    lines += ["", f"Median ratio **{r['ratio_median']:.3f}** (min {r['ratio_min']:.3f}, max {r['ratio_max']:.3f})."]
+             f"{r0['model']} batch {r0['batch']}, {', '.join(r['variant'] for r in res)}, "
+             f"{'torch.compile' if r0['compiled'] else 'eager'}, {len(r0['rounds'])} rounds of "
+             f"{r0['steps_per_round']} steps per model (the order rotates every round; one untimed step before each "
+             f"model's steps){graphs}.", "",
+             "| round | residual ms | " + " | ".join(f"{r['variant']} ms | ratio" for r in res) + " |",
+             "|---:|---:|" + "---:|---:|" * len(res)]
+    for i in range(len(r0["rounds"])):
+        lines.append(f"| {i + 1} | {r0['rounds'][i]['residual_ms']:.2f} | "
+                     + " | ".join(f"{r['rounds'][i]['dar_ms']:.2f} | {r['rounds'][i]['ratio']:.3f}" for r in res) + " |")
+    lines.append("")
+    for r in res:
+        lines.append(f"{r['variant']}: median ratio **{r['ratio_median']:.3f}** (min {r['ratio_min']:.3f}, "
+                     f"max {r['ratio_max']:.3f}).")
     md = out / (stem + ".md")
     md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -507,21 +507,31 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
 def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool], compiled: bool,
                       rounds: int = 6, steps: int = 5, warmup: int = 3, device: str = "cuda",
                       overrides: dict | None = None) -> dict:
-    """DAR / residual step-time ratio measured in interleaved rounds, both models alive in one process.
+    """DAR / residual step-time ratio measured in interleaved rounds, both models alive in one process: one
+    DAR variant of :func:`paired_steps_bench` (which times several against one residual model)."""
+    return paired_steps_bench(size, batch, [variant], compiled, rounds=rounds, steps=steps, warmup=warmup,
+                              device=device, overrides=overrides)[0]
+
+
+def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
+                       rounds: int = 6, steps: int = 5, warmup: int = 3, device: str = "cuda",
+                       overrides: dict | None = None) -> list[dict]:
+    """DAR / residual step-time ratios measured in interleaved rounds, the residual and every DAR variant alive
+    in one process.
 
     Separate runs of :func:`train_step_bench` put the two steps minutes apart; the compiled residual step alone
     moved by 4 % between such runs on one H200 (benchmarks/KERNEL_NOTES.md, session 6), which is as much as a
-    ratio's distance to its target. Here each round times ``steps`` steps of one model, then of the other (the
-    order alternates: ABBA), and the ratio is taken per round; the result gives every round's ratio, their
-    median, min and max. Peak memory is not attributable with both models resident: use train_step_bench.
-    variant: (routing, query, chunk, fused) of the DAR model. ``overrides``: config fields (small test models)."""
+    ratio's distance to its target. Here each round times ``steps`` steps of every model in turn (the order
+    rotates by one model per round; with one DAR variant: ABBA), and each DAR variant's ratio is taken against
+    the residual of the same round; every round's ratio is kept, with their median, min and max. Peak memory is
+    not attributable with all models resident: use train_step_bench. variants: (routing, query, chunk, fused)
+    of each DAR model. ``overrides``: config fields (small test models). Returns one result per variant."""
     from .kernels import dispatch
     from .models import SiT, model_config
 
-    routing, query, chunk, fused = variant
     cuda = device == "cuda"
 
-    def runner(rt_: str):
+    def runner(rt_: str, query: str, chunk: int):
         cfg = model_config(size, 2, routing=rt_, query=query, chunk_size=chunk)
         if overrides:
             cfg = cfg.replace(**overrides)
@@ -531,7 +541,7 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
         return _train_step(model, cfg, batch, compiled, device)[0]
 
     def block(step) -> float:
-        """Median ms of ``steps`` steps, after one untimed step: the first step after the other model ran was
+        """Median ms of ``steps`` steps, after one untimed step: the first step after another model ran was
         several per cent slower (H200, 2026-11-26). Steps are queued back to back as in training (no sync
         between them), each between its own pair of events, as in :func:`train_step_bench`."""
         step(-1)
@@ -552,34 +562,56 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
         torch.cuda.synchronize()
         return sorted(a.elapsed_time(b) for a, b in ev)[len(ev) // 2]
 
-    name = f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
-    out: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=name, compiled=compiled, rounds=[],
-                               steps_per_round=steps)
-    with dispatch.fused(fused):
-        steps_ = {"residual": runner("residual"), "dar": runner(routing)}
-        for st in steps_.values():        # compile and warm both before any timing
+    def median(xs: list[float]) -> float:
+        xs = sorted(xs)
+        n = len(xs)
+        return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+    names = [f"DAR {q} c{c}" + ("" if f else " (unfused)") for (_, q, c, f) in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"paired_steps_bench: variants repeat: {names}")
+    fused_of = {"residual": variants[0][3], **{n: v[3] for n, v in zip(names, variants)}}
+    models: dict[str, Any] = {}
+    with dispatch.fused(variants[0][3]):
+        models["residual"] = runner("residual", variants[0][1], variants[0][2])
+    for n, (routing, query, chunk, fused) in zip(names, variants):
+        with dispatch.fused(fused):
+            models[n] = runner(routing, query, chunk)
+    order0 = list(models)
+    for k in order0:                  # compile and warm every model before any timing
+        with dispatch.fused(fused_of[k]):
             for i in range(warmup):
-                st(i)
-        if cuda:
-            torch.cuda.synchronize()
-        for r in range(rounds):
-            order = ("residual", "dar") if r % 2 == 0 else ("dar", "residual")
-            t = {k: block(steps_[k]) for k in order}
-            out["rounds"].append(dict(residual_ms=t["residual"], dar_ms=t["dar"], ratio=t["dar"] / t["residual"]))
-    if compiled:   # both models' graphs (a recompile for the second model's guards is expected, no more)
-        out["dynamo_graphs"] = int(torch._dynamo.utils.counters["stats"].get("unique_graphs", 0))
-    ratios = sorted(x["ratio"] for x in out["rounds"])
-    out.update(ratio_median=ratios[len(ratios) // 2] if len(ratios) % 2 else
-               0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]),
-               ratio_min=ratios[0], ratio_max=ratios[-1],
-               residual_ms=sorted(x["residual_ms"] for x in out["rounds"])[len(ratios) // 2],
-               dar_ms=sorted(x["dar_ms"] for x in out["rounds"])[len(ratios) // 2])
-    log(f"  paired {out['model']} b{batch} {name} {'compiled' if compiled else 'eager'}: ratio "
-        f"{out['ratio_median']:.3f} (min {out['ratio_min']:.3f}, max {out['ratio_max']:.3f}, {rounds} rounds)")
+                models[k](i)
+    if cuda:
+        torch.cuda.synchronize()
+    per_round = []
+    for r in range(rounds):
+        order = order0[r % len(order0):] + order0[:r % len(order0)]
+        t = {}
+        for k in order:
+            with dispatch.fused(fused_of[k]):
+                t[k] = block(models[k])
+        per_round.append(t)
+    graphs = int(torch._dynamo.utils.counters["stats"].get("unique_graphs", 0)) if compiled else None
+    results = []
+    for n in names:
+        rr = [dict(residual_ms=t["residual"], dar_ms=t[n], ratio=t[n] / t["residual"]) for t in per_round]
+        ratios = [x["ratio"] for x in rr]
+        out: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=n, compiled=compiled, rounds=rr,
+                                   steps_per_round=steps, models_in_process=len(models),
+                                   ratio_median=median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
+                                   residual_ms=median([x["residual_ms"] for x in rr]),
+                                   dar_ms=median([x["dar_ms"] for x in rr]))
+        if graphs is not None:   # one graph per model (a recompile for each further model's guards), no more
+            out["dynamo_graphs"] = graphs
+        log(f"  paired {out['model']} b{batch} {n} {'compiled' if compiled else 'eager'}: ratio "
+            f"{out['ratio_median']:.3f} (min {out['ratio_min']:.3f}, max {out['ratio_max']:.3f}, {rounds} rounds)")
+        results.append(out)
+    del models
     if compiled:
         torch._dynamo.reset()
     _cleanup()
-    return out
+    return results
 
 
 def _residual_row(rows: list[dict], r: dict) -> dict | None:
