@@ -48,7 +48,7 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
 
     DA, DB = rt._tiles(D, bool(cfg["split"]))
     sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", dv0_ptr="*fp32", dvrest_ptr="*bf16",
-               otab_ptr="*i64", gin0_ptr="*fp32", ginrest_ptr="*bf16", itab_ptr="*i64", N="i32", q_ptr="*bf16" if dynamic else "*fp32", q_sb="i32", q_st="i32", g_ptr="*fp32",
+               otab_ptr="*i64", N="i32", q_ptr="*bf16" if dynamic else "*fp32", q_sb="i32", q_st="i32", g_ptr="*fp32",
                h_ptr="*fp32", dh_ptr="*bf16" if ln else "*fp32", lse_ptr="*fp32", dq_ptr="*bf16" if dynamic else "*fp32",
                part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", T="i32", eps="fp32",
                scale="fp32", n_tprog="i32")

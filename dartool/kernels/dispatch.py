@@ -142,22 +142,20 @@ def fused_dynamic_router(sources: Sequence[torch.Tensor], v_prev: torch.Tensor, 
 
 
 def fused_router_ln(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.Tensor, eps: float,
-                    shift: torch.Tensor, scale: torch.Tensor, ln_eps: float, chain: "list | None" = None) -> torch.Tensor:
-    """modulate(LayerNorm(router(sources, q)), shift, scale), fused (imports Triton on first use). ``chain``: the
-    sources' gradient-chain tokens under torch.compile (``router_triton``, "Gradient chains")."""
+                    shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+    """modulate(LayerNorm(router(sources, q)), shift, scale), fused (imports Triton on first use)."""
     from .router_triton import fused_router_ln as _frl
 
-    return _frl(sources, q, g, eps, shift, scale, ln_eps, chain=chain)
+    return _frl(sources, q, g, eps, shift, scale, ln_eps)
 
 
 def fused_dynamic_router_ln(sources: Sequence[torch.Tensor], v_prev: torch.Tensor, W: torch.Tensor, g: torch.Tensor,
-                            eps: float, shift: torch.Tensor, scale: torch.Tensor, ln_eps: float,
-                            chain: "list | None" = None) -> torch.Tensor:
+                            eps: float, shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
     """modulate(LayerNorm(router(sources, q = v_prev W^T)), shift, scale), fused, q recomputed in the backward
-    (imports Triton on first use). ``chain``: as in :func:`fused_router_ln`."""
+    (imports Triton on first use)."""
     from .router_triton import fused_dynamic_router_ln as _fdrl
 
-    return _fdrl(sources, v_prev, W, g, eps, shift, scale, ln_eps, chain=chain)
+    return _fdrl(sources, v_prev, W, g, eps, shift, scale, ln_eps)
 
 
 def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:
@@ -176,10 +174,6 @@ def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:
 # registers the fused SiT-XL/2 step was slower (1.260 vs 1.235 separate); with them in memory slots (ln_slot) it
 # is faster (1.214; H200, 2026-11-26, benchmarks/KERNEL_NOTES.md sessions 5-6).
 FUSE_LN = env_flag("DARTOOL_FUSE_LN", True)
-# Under torch.compile the model threads a gradient chain through its LayerNorm-fused routers (each source's
-# gradient summed in the routers' kernels as the backward goes, not kept per reader until Inductor sums them at
-# the end; ``router_triton``, "Gradient chains"). DARTOOL_CHAIN_GRADS=0 turns it off.
-CHAIN_GRADS = env_flag("DARTOOL_CHAIN_GRADS", True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -405,18 +405,17 @@ def _slot_add(p, c, D, r0, val):
 
 
 @triton.jit
-def _store_dv(po, pi, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b,
+def _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b,
               DB: tl.constexpr, ACCUM: tl.constexpr):
-    """dv = alpha*dh + cw*w - cv*v, plus the gradient accumulated so far (read at pi: po itself for a tapped
-    source's slot, the incoming sum for a chained one) when the flag says so."""
+    """dv = alpha*dh + cw*w - cv*v, added to the gradient already there when the flag says so."""
     dv_a = alpha[:, None] * dh_a + cw[:, None] * w_a - cv[:, None] * v_a
     if ACCUM:
-        dv_a += tl.load(pi + o_a, mask=m_a & fl, other=0.0).to(tl.float32)
+        dv_a += tl.load(po + o_a, mask=m_a & fl, other=0.0).to(tl.float32)
     tl.store(po + o_a, dv_a.to(po.dtype.element_ty), mask=m_a)
     if DB > 0:
         dv_b = alpha[:, None] * dh_b + cw[:, None] * w_b - cv[:, None] * v_b
         if ACCUM:
-            dv_b += tl.load(pi + o_b, mask=m_b & fl, other=0.0).to(tl.float32)
+            dv_b += tl.load(po + o_b, mask=m_b & fl, other=0.0).to(tl.float32)
         tl.store(po + o_b, dv_b.to(po.dtype.element_ty), mask=m_b)
 
 
@@ -433,7 +432,7 @@ def _store_dv_acc(po, g_a, g_b, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w
 
 @triton.jit(do_not_specialize=["N"])
 def _router_bwd_kernel(
-    src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, gin0_ptr, ginrest_ptr, itab_ptr, N,
+    src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, N,
     q_ptr, q_sb, q_st, g_ptr,
     h_ptr, dh_ptr, lse_ptr,
     dq_ptr, part_ptr,
@@ -565,8 +564,7 @@ def _router_bwd_kernel(
         alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
         cw = tl.where(N > 1, cw, 0.0)   # one source: alpha == 1 whatever q and g are; exact zero gradients
         cv = tl.where(N > 1, cv, 0.0)
-        _store_dv(dv0_ptr, gin0_ptr, fl0, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB,
-                  ACCUM)
+        _store_dv(dv0_ptr, fl0, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
         u_a = (cw * scale)[:, None] * v_a
         if DB > 0:
             u_b = (cw * scale)[:, None] * v_b
@@ -601,10 +599,8 @@ def _router_bwd_kernel(
                 po1, fl1 = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
                 po2, fl2 = _out_ptr(dvrest_ptr, otab_ptr, i + 1, has2, OALIGN)
                 if ACCUM:  # the gradients already accumulated for this pair: in flight during the math
-                    pi1, _ = _out_ptr(ginrest_ptr, itab_ptr, i, i < N, OALIGN)
-                    pi2, _ = _out_ptr(ginrest_ptr, itab_ptr, i + 1, has2, OALIGN)
-                    g1_a, g1_b = _load_raw(pi1, o_a, o_b, m_a & fl1, m_b & fl1, DB)
-                    g2_a, g2_b = _load_raw(pi2, o_a, o_b, m_a & fl2, m_b & fl2, DB)
+                    g1_a, g1_b = _load_raw(po1, o_a, o_b, m_a & fl1, m_b & fl1, DB)
+                    g2_a, g2_b = _load_raw(po2, o_a, o_b, m_a & fl2, m_b & fl2, DB)
                 v1_a = c1_a.to(tl.float32)
                 v1_b = c1_b.to(tl.float32)
                 v2_a = c2_a.to(tl.float32)
@@ -620,9 +616,9 @@ def _router_bwd_kernel(
                     _store_dv_acc(po2, g2_a, g2_b, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b,
                                   w_a, w_b, v2_a, v2_b, DB)
                 else:
-                    _store_dv(po1, po1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
+                    _store_dv(po1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
                               DB, ACCUM)
-                    _store_dv(po2, po2, fl2, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b, w_a, w_b,
+                    _store_dv(po2, fl2, o_a, o_b, m_a & has2, m_b & has2, al2, cw2, cv2, dh_a, dh_b, w_a, w_b,
                               v2_a, v2_b, DB, ACCUM)
                 u_a += (cw1 * scale)[:, None] * v1_a + (cw2 * scale)[:, None] * v2_a
                 if DB > 0:
@@ -634,18 +630,13 @@ def _router_bwd_kernel(
                 p2 = rest_ptr + (tl.load(tab_ptr + i + 1) // ALIGN) * ALIGN
                 po1, fl1 = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
                 po2, fl2 = _out_ptr(dvrest_ptr, otab_ptr, i + 1, i + 1 < N, OALIGN)
-                pi1 = po1
-                pi2 = po2
-                if ACCUM:
-                    pi1, _ = _out_ptr(ginrest_ptr, itab_ptr, i, i < N, OALIGN)
-                    pi2, _ = _out_ptr(ginrest_ptr, itab_ptr, i + 1, i + 1 < N, OALIGN)
                 v1_a, v1_b = _load_row(p1, o_a, o_b, m_a, m_b, DB)
                 v2_a, v2_b = _load_row(p2, o_a, o_b, m_a, m_b, DB)
                 al1, cw1, cv1, al2, cw2, cv2 = _bwd_step2(v1_a, v1_b, v2_a, v2_b, w_a, w_b, dh_a, dh_b,
                                                           lse, delta, D, eps, DB)
-                _store_dv(po1, pi1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
+                _store_dv(po1, fl1, o_a, o_b, m_a, m_b, al1, cw1, cv1, dh_a, dh_b, w_a, w_b, v1_a, v1_b,
                           DB, ACCUM)
-                _store_dv(po2, pi2, fl2, o_a, o_b, m_a, m_b, al2, cw2, cv2, dh_a, dh_b, w_a, w_b, v2_a, v2_b,
+                _store_dv(po2, fl2, o_a, o_b, m_a, m_b, al2, cw2, cv2, dh_a, dh_b, w_a, w_b, v2_a, v2_b,
                           DB, ACCUM)
                 u_a += (cw1 * scale)[:, None] * v1_a + (cw2 * scale)[:, None] * v2_a
                 if DB > 0:
@@ -660,12 +651,9 @@ def _router_bwd_kernel(
                     _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + PF_L2, rs, D, ALIGN), D, PF_LINES)
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po, fl = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
-            pi = po
-            if ACCUM:
-                pi, _ = _out_ptr(ginrest_ptr, itab_ptr, i, i < N, OALIGN)
             v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
             alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
-            _store_dv(po, pi, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
+            _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
             u_a += (cw * scale)[:, None] * v_a
             if DB > 0:
                 u_b += (cw * scale)[:, None] * v_b
@@ -955,8 +943,7 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 
 
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
-                 slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None,
-                 acc_in: "Sequence[Tensor] | None" = None) -> dict:
+                 slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
@@ -966,10 +953,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     (a dynamic router's recomputed q) receives dq in place: each row's q is read before its dq is written,
     by the same program. ``ln`` = (scale [B, D], ln_eps): ``dh`` is dy, the gradient of the fused
     LayerNorm + modulate's output, and h the float32 router output; dshift and dscale come back too. An empty
-    ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
-    ``acc_in`` (one per source; a [B, T, D] tensor or a placeholder, see :func:`_has_tok`): the gradient the
-    source's later readers accumulated (a chained source under torch.compile); the kernel adds this router's
-    gradient to it and writes the sum to a fresh output."""
+    ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first."""
     B, T, D = _check(sources, q)
     N = len(sources)
     src0, rest = _prep_sources(sources)
@@ -981,31 +965,20 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
         live = [id(sl) for sl in slots if sl is not None]
         if len(live) != len(set(live)):        # a source listed twice: plain gradients
             slots = None
-    outs, ins, flags, returned = [], [], [], []
+    outs, flags, returned = [], [], []
     for i, s in enumerate([src0] + rest):
         sl = slots[i] if slots is not None else None
-        acc = acc_in[i] if acc_in is not None and _has_tok(acc_in[i]) else None
-        if acc is not None:                                    # chained: read the incoming sum, write a new one
-            CHAIN_STATS["chained"] += 1
-            acc = _aligned(acc if acc.dtype == s.dtype else acc.to(s.dtype))
-            o = _empty(s.shape, s.dtype, dev)
-            outs.append(o)
-            ins.append(acc)
-            flags.append(1)
-            returned.append(o)
-        elif sl is not None and (sl.grad is None or (sl.grad.shape == s.shape and sl.grad.dtype == s.dtype)):
+        if sl is not None and (sl.grad is None or (sl.grad.shape == s.shape and sl.grad.dtype == s.dtype)):
             if sl.grad is None:
                 sl.grad = _empty(s.shape, s.dtype, dev)
                 flags.append(0)
             else:
                 flags.append(1)
             outs.append(sl.grad)
-            ins.append(sl.grad)
             returned.append(None)
         else:
             o = _empty(s.shape, s.dtype, dev)
             outs.append(o)
-            ins.append(o)
             flags.append(0)
             returned.append(o)
     dv0, dvrest = outs[0], outs[1:]
@@ -1014,12 +987,6 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(), dev)
     otab = _offset_table([dv0.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(), obase.element_size(),
                          dev, flags)
-    if all(a is b for a, b in zip(ins, outs)):                 # nothing chained: the input table is the output's
-        gin0, ibase, itab = dv0, obase, otab
-    else:
-        gin0, ibase = ins[0], (ins[1] if len(ins) > 1 else ins[0])
-        itab = _offset_table([gin0.data_ptr()] + [x.data_ptr() for x in ins[1:]], ibase.data_ptr(),
-                             ibase.element_size(), dev, flags)
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
     cfg = bwd_config(N, D)
     rows = max(cfg["rows"], cfg["block_r"])
@@ -1035,7 +1002,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
         pmod = _empty((2, B, n_tprog, D), torch.float32, dev)
     else:
         mscale, pmod, ln_eps = part, part, 0.0
-    args = (src0, base, tab, dv0, obase, otab, gin0, ibase, itab, N,
+    args = (src0, base, tab, dv0, obase, otab, N,
             qc, q_sb, q_st, g.contiguous(),
             h, dh, lse.contiguous(),
             dq_rows, part,
@@ -1091,10 +1058,9 @@ def _fwd_ln_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift:
 
 
 def _bwd_ln_impl(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
-                 mscale: Tensor, ln_eps: float, slots: "Sequence | None" = None,
-                 acc_in: "Sequence[Tensor] | None" = None):
+                 mscale: Tensor, ln_eps: float, slots: "Sequence | None" = None):
     """Backward of :func:`_fwd_ln_impl`: (dv per source, dq, dg, dshift [B, D], dscale [B, D])."""
-    P = _bwd_prepare(dy, sources, q, g, h, lse, eps, slots, ln=(mscale, ln_eps), acc_in=acc_in)
+    P = _bwd_prepare(dy, sources, q, g, h, lse, eps, slots, ln=(mscale, ln_eps))
     _bwd_launch(P)
     dvs, dq, dg = _bwd_finish(P)
     pm = P["pmod"]                                                     # [2, B, n_tprog, D]
@@ -1179,7 +1145,7 @@ def _prev_index(sources: Sequence[Tensor], v_prev: Tensor, q_dtype: torch.dtype)
 
 def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor, lse: Tensor,
                  eps: float, q_dtype: torch.dtype, slots=None, want_v_prev: bool = True, want_W: bool = True,
-                 prev_index: int = -1, ln: "tuple | None" = None, acc_in: "Sequence[Tensor] | None" = None):
+                 prev_index: int = -1, ln: "tuple | None" = None):
     """Backward of a dynamic router that saved v_prev and W, not q: recompute q, run the router backward, then
     the projection's (dv per source, dv_prev, dW, dg, dmod); the eager autograd.Functions and the compiled ops
     share it.
@@ -1190,8 +1156,7 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
     ``ln`` = (scale [B, D], ln_eps): the router ran with the LayerNorm + modulate fused in, ``dh`` is dy and
     ``h`` the float32 router output; dmod = (dshift, dscale) [B, D] float32 (else None)."""
     q, vq, Wq = _project(v_prev, W, q_dtype)
-    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True, ln=ln,     # dq overwrites q
-                     acc_in=acc_in)
+    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True, ln=ln)       # dq overwrites q
     _bwd_launch(P)
     dvs, dq, dg = _bwd_finish(P)
     del q, P["q"]
@@ -1275,112 +1240,51 @@ def _backward_dynamic(ctx, dh, dlse, dh32):
 router_fwd_dynamic.register_autograd(_backward_dynamic, setup_context=_setup_context_dynamic)
 
 
-# --------------------------------------------------------------------------------------------------
-# Gradient chains under torch.compile
-# --------------------------------------------------------------------------------------------------
-# Compiled, each router's backward op returns a fresh gradient per source and autograd sums a source's gradients
-# from all its readers; Inductor lowers that sum lazily, as one fused add where the source's producer needs the
-# gradient, so every reader's gradient of v_0 and of each summary stays alive until late in the backward
-# (+1.3 GB at SiT-B/2 b256; benchmarks/KERNEL_NOTES.md, session 7). A chain threads the sum through the routers
-# instead: each LayerNorm-fused router op takes one token per source (from the source's previous reader, or a
-# placeholder) and returns one token per source for its next reader. A token is a [B, T, D] view of a single
-# element (no memory). In the backward the later reader returns its running sum as the gradient of the token it
-# took, and the earlier reader's kernel adds its own gradient to that sum (the tapped-source path of eager mode,
-# reading the incoming sum and writing a fresh buffer, so the ops stay functional); only a source's first reader
-# returns a gradient for the source itself. The model threads the tokens (``DARStream``) under torch.compile only.
-
-
-CHAIN_STATS = {"chained": 0}  # sources whose incoming gradient sum a backward launch took (checks, tests)
-
-
-def _has_tok(t: Tensor) -> bool:
-    """A real token (or incoming gradient sum) is [B, T, D]; a placeholder is a 1-d empty tensor."""
-    return t.dim() > 1
-
-
-def tok_placeholder(like: Tensor) -> Tensor:
-    """The token of a source no chained router has read yet."""
-    return like.new_empty((0,))
-
-
-def _tokens_out(sources: Sequence[Tensor], toks: Sequence[Tensor]) -> list[Tensor]:
-    """One token per source (a [B, T, D] view of one element) when the op is chained (``toks`` given), else []."""
-    if not toks:
-        return []
-    return [torch.empty((1,), dtype=s.dtype, device=s.device).expand(s.shape) for s in sources]
-
-
-def _tokens_fake(sources: Sequence[Tensor], toks: Sequence[Tensor]) -> list[Tensor]:
-    return [s.new_empty_strided(tuple(s.shape), (0,) * s.dim()) for s in sources] if toks else []
-
-
-def _chain_accs(dtoks, ref: Tensor) -> list[Tensor]:
-    """The incoming sums (gradients of this op's tokens; a placeholder where no later reader took the token)."""
-    return [d if d is not None else tok_placeholder(ref) for d in dtoks]
-
-
-def _chain_split(dvs: Sequence, had: "list[bool] | None") -> tuple[list, list]:
-    """(gradients for the sources, gradients for the tokens taken): a source read before by a chained router
-    (``had[i]``) passes this op's running sum back through its token, the others get it directly."""
-    if had is None:
-        return list(dvs), []
-    return [None if h else dv for dv, h in zip(dvs, had)], [dv if h else None for dv, h in zip(dvs, had)]
-
-
 @torch.library.custom_op("dartool::router_ln_fwd", mutates_args=())
-def router_ln_fwd(sources: list[Tensor], toks: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor,
-                  scale: Tensor, ln_eps: float, y_dtype: torch.dtype,
-                  keep_h: bool) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+def router_ln_fwd(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, scale: Tensor,
+                  ln_eps: float, y_dtype: torch.dtype, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Router + LayerNorm + modulate for torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (or [0] without
-    ``keep_h``: the backward recomputes it), lse [B,T] fp32, and the chain's tokens (``toks``: one per source,
-    see :func:`_has_tok`; [] for an op outside a chain, which then returns [])."""
-    y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
-    return y, h, lse, _tokens_out(sources, toks)
+    ``keep_h``: the backward recomputes it), lse [B,T] fp32."""
+    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 
 @router_ln_fwd.register_fake
-def _router_ln_fwd_fake(sources, toks, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h):
+def _router_ln_fwd_fake(sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h):
     B, T, D = sources[0].shape
     s0 = sources[0]
     return (s0.new_empty((B, T, D), dtype=y_dtype), s0.new_empty((B, T, D) if keep_h else (0,), dtype=torch.float32),
-            s0.new_empty((B, T), dtype=torch.float32), _tokens_fake(sources, toks))
+            s0.new_empty((B, T), dtype=torch.float32))
 
 
 @torch.library.custom_op("dartool::router_ln_bwd", mutates_args=())
-def router_ln_bwd(dy: Tensor, sources: list[Tensor], accs: list[Tensor], q: Tensor, g: Tensor, h: Tensor,
-                  lse: Tensor, eps: float, scale: Tensor,
-                  ln_eps: float) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
-    """(dv per source, dq, dg, dshift, dscale) of ``router_ln_fwd``; ``accs``: the chain's incoming sums ([] outside
-    a chain), added into the returned gradients in the kernel."""
-    dvs, dq, dg, dshift, dscale = _bwd_ln_impl(dy, list(sources), q, g, h, lse, eps, scale, ln_eps,
-                                               acc_in=accs or None)
+def router_ln_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
+                  scale: Tensor, ln_eps: float) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
+    """(dv per source, dq, dg, dshift, dscale) of ``router_ln_fwd``."""
+    dvs, dq, dg, dshift, dscale = _bwd_ln_impl(dy, list(sources), q, g, h, lse, eps, scale, ln_eps)
     return dvs, dq, dg, dshift.to(scale.dtype), dscale.to(scale.dtype)
 
 
 @router_ln_bwd.register_fake
-def _router_ln_bwd_fake(dy, sources, accs, q, g, h, lse, eps, scale, ln_eps):
+def _router_ln_bwd_fake(dy, sources, q, g, h, lse, eps, scale, ln_eps):
     return ([s.new_empty(s.shape) for s in sources], q.new_empty(q.shape), g.new_empty(g.shape),
             scale.new_empty(scale.shape), scale.new_empty(scale.shape))
 
 
 def _setup_context_ln(ctx, inputs, output):
-    sources, toks, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h = inputs
-    y, h, lse, _ = output
+    sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h = inputs
+    y, h, lse = output
     ctx.eps, ctx.ln_eps = eps, ln_eps
-    ctx.had = [_has_tok(t) for t in toks] if toks else None     # chained: which sources' tokens were taken
     ctx.mark_non_differentiable(h, lse)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(q, g, scale, h, lse, *sources)
 
 
-def _backward_ln(ctx, dy, dh, dlse, dtoks):
+def _backward_ln(ctx, dy, dh, dlse):
     q, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return ([None] * len(sources), [None] * len(ctx.had or []), None, None, None, None, None, None, None, None)
-    accs = _chain_accs(dtoks, q) if ctx.had is not None else []
-    dvs, dq, dg, dshift, dscale = router_ln_bwd(dy, sources, accs, q, g, h, lse, ctx.eps, scale, ctx.ln_eps)
-    dsrc, dtok = _chain_split(dvs, ctx.had)
-    return dsrc, dtok, dq, dg, None, dshift, dscale, None, None, None
+        return [None] * len(sources), None, None, None, None, None, None, None, None
+    dvs, dq, dg, dshift, dscale = router_ln_bwd(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps)
+    return list(dvs), dq, dg, None, dshift, dscale, None, None, None
 
 
 router_ln_fwd.register_autograd(_backward_ln, setup_context=_setup_context_ln)
@@ -1415,34 +1319,21 @@ def _y_dtype(sources: Sequence[Tensor]) -> torch.dtype:
     return sources[0].dtype if len(sources) == 1 else torch.promote_types(sources[0].dtype, sources[1].dtype)
 
 
-def _run_chained(op, sources: list[Tensor], chain: "list | None", *args):
-    """Call a LayerNorm-fused forward op with the chain's tokens (``chain``: one per source, updated in place with
-    the tokens this op hands to the sources' next readers), or outside a chain. Returns y."""
-    toks = list(chain) if chain is not None and len(chain) == len(sources) else []
-    out = op(sources, toks, *args)
-    if toks:
-        chain[:] = list(out[3])
-    return out[0]
-
-
 def fused_router_ln(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, scale: Tensor,
-                    ln_eps: float, chain: "list | None" = None) -> Tensor:
+                    ln_eps: float) -> Tensor:
     """modulate(LayerNorm(router(sources, q)), shift, scale) in one kernel per pass: y [B, T, D].
 
     shift, scale: [B, D] (adaLN). The LayerNorm has no affine (DiT's). y comes out in the autocast dtype inside
     an autocast region (what the next GEMM reads), else in h's dtype; h itself is kept in float32 for the
     backward only, or recomputed there from the sources (:func:`keep_h_for`). Differentiable in every source, q,
-    g, shift and scale. ``chain``: the sources' gradient-chain tokens under torch.compile (see "Gradient chains"
-    above; a list the caller keeps, one per source, updated in place); ignored in eager mode, where tapped
-    sources accumulate in their slots."""
+    g, shift and scale."""
     sources = _as_kernel_sources(sources)
     y_dtype = _y_dtype(sources)
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or g.requires_grad or shift.requires_grad or
                                               scale.requires_grad or any(s.requires_grad for s in sources))
     keep_h = needs_grad and keep_h_for(len(sources))
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
-        return _run_chained(router_ln_fwd, sources, chain if needs_grad else None, q, g, float(eps), shift, scale,
-                            float(ln_eps), y_dtype, keep_h)
+        return router_ln_fwd(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, keep_h)[0]
     if not needs_grad:
         return _fwd_ln_impl(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, False)[0]
     return _FusedRouterLNFn.apply(q, g, float(eps), shift, scale, float(ln_eps), y_dtype, keep_h,
@@ -1539,66 +1430,57 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
 
 
 @torch.library.custom_op("dartool::router_ln_fwd_dynamic", mutates_args=())
-def router_ln_fwd_dynamic(sources: list[Tensor], toks: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor,
-                          eps: float, shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype,
-                          q_dtype: torch.dtype, prev_index: int,
-                          keep_h: bool) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+def router_ln_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float, shift: Tensor,
+                          scale: Tensor, ln_eps: float, y_dtype: torch.dtype, q_dtype: torch.dtype,
+                          prev_index: int, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """A dynamic router (q = v_prev W^T, recomputed in the backward) with the LayerNorm + modulate fused in, for
-    torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (for the backward), lse [B,T] fp32, the chain's tokens
-    (as :func:`router_ln_fwd`). No argument has a default (see :func:`router_fwd_dynamic`)."""
+    torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (for the backward), lse [B,T] fp32. No argument has a
+    default (see :func:`router_fwd_dynamic`)."""
     q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
-    y, h, lse = _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
-    return y, h, lse, _tokens_out(sources, toks)
+    return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 
 @router_ln_fwd_dynamic.register_fake
-def _router_ln_fwd_dynamic_fake(sources, toks, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype,
-                                prev_index, keep_h):
-    return _router_ln_fwd_fake(sources, toks, v_prev, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
+def _router_ln_fwd_dynamic_fake(sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index,
+                                keep_h):
+    return _router_ln_fwd_fake(sources, v_prev, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 
 @torch.library.custom_op("dartool::router_ln_bwd_dynamic", mutates_args=())
-def router_ln_bwd_dynamic(dy: Tensor, sources: list[Tensor], accs: list[Tensor], v_prev: Tensor, W: Tensor,
-                          g: Tensor, h: Tensor, lse: Tensor, eps: float, scale: Tensor, ln_eps: float,
-                          q_dtype: torch.dtype,
+def router_ln_bwd_dynamic(dy: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor,
+                          lse: Tensor, eps: float, scale: Tensor, ln_eps: float, q_dtype: torch.dtype,
                           prev_index: int) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dv per source, dv_prev, dW, dg, dshift, dscale) of ``router_ln_fwd_dynamic``; one opaque op for the reason
-    given at :func:`router_bwd_dynamic`. With ``prev_index`` >= 0 dv_prev is empty ([0]). ``accs``: the chain's
-    incoming sums ([] outside a chain)."""
+    given at :func:`router_bwd_dynamic`. With ``prev_index`` >= 0 dv_prev is empty ([0])."""
     dvs, dv_prev, dW, dg, (dshift, dscale) = _dynamic_bwd(dy, sources, v_prev, W, g, h, lse, eps, q_dtype,
-                                                          prev_index=prev_index, ln=(scale, ln_eps),
-                                                          acc_in=accs or None)
+                                                          prev_index=prev_index, ln=(scale, ln_eps))
     if dv_prev is None:
         dv_prev = v_prev.new_empty((0,))
     return dvs, dv_prev, dW, dg, dshift.to(scale.dtype), dscale.to(scale.dtype)
 
 
 @router_ln_bwd_dynamic.register_fake
-def _router_ln_bwd_dynamic_fake(dy, sources, accs, v_prev, W, g, h, lse, eps, scale, ln_eps, q_dtype, prev_index):
+def _router_ln_bwd_dynamic_fake(dy, sources, v_prev, W, g, h, lse, eps, scale, ln_eps, q_dtype, prev_index):
     dvs, dv_prev, dW, dg = _router_bwd_dynamic_fake(dy, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index)
     return dvs, dv_prev, dW, dg, scale.new_empty(scale.shape), scale.new_empty(scale.shape)
 
 
 def _setup_context_ln_dynamic(ctx, inputs, output):
-    sources, toks, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index, keep_h = inputs
-    y, h, lse, _ = output
+    sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index, keep_h = inputs
+    y, h, lse = output
     ctx.eps, ctx.ln_eps, ctx.q_dtype, ctx.prev_index = eps, ln_eps, q_dtype, prev_index
-    ctx.had = [_has_tok(t) for t in toks] if toks else None
     ctx.mark_non_differentiable(h, lse)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(v_prev, W, g, scale, h, lse, *sources)
 
 
-def _backward_ln_dynamic(ctx, dy, dh, dlse, dtoks):
+def _backward_ln_dynamic(ctx, dy, dh, dlse):
     v_prev, W, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return ([None] * len(sources), [None] * len(ctx.had or []), None, None, None, None, None, None, None, None,
-                None, None, None)
-    accs = _chain_accs(dtoks, h) if ctx.had is not None else []
-    dvs, dv_prev, dW, dg, dshift, dscale = router_ln_bwd_dynamic(dy, sources, accs, v_prev, W, g, h, lse, ctx.eps,
-                                                                 scale, ctx.ln_eps, ctx.q_dtype, ctx.prev_index)
-    dsrc, dtok = _chain_split(dvs, ctx.had)
-    return (dsrc, dtok, (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, dshift, dscale,
+        return [None] * len(sources), None, None, None, None, None, None, None, None, None, None, None
+    dvs, dv_prev, dW, dg, dshift, dscale = router_ln_bwd_dynamic(dy, sources, v_prev, W, g, h, lse, ctx.eps, scale,
+                                                                 ctx.ln_eps, ctx.q_dtype, ctx.prev_index)
+    return (list(dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, dshift, dscale,
             None, None, None, None, None)
 
 
@@ -1631,25 +1513,24 @@ class _FusedDynamicRouterLNFn(torch.autograd.Function):
 
 
 def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
-                            shift: Tensor, scale: Tensor, ln_eps: float, chain: "list | None" = None) -> Tensor:
+                            shift: Tensor, scale: Tensor, ln_eps: float) -> Tensor:
     """modulate(LayerNorm(router(sources, q = v_prev W^T)), shift, scale) with the query recomputed in the
     backward (:func:`fused_dynamic_router`) and the LayerNorm + modulate in the router's kernels
-    (:func:`fused_router_ln`): y [B, T, D]. Differentiable in every source, v_prev, W, g, shift and scale.
-    ``chain``: as in :func:`fused_router_ln`."""
+    (:func:`fused_router_ln`): y [B, T, D]. Differentiable in every source, v_prev, W, g, shift and scale."""
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               shift.requires_grad or scale.requires_grad or
                                               any(s.requires_grad for s in sources))
     if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
         return fused_router_ln(sources, _project(v_prev, W, _query_dtype(v_prev, W))[0], g, eps, shift, scale,
-                               ln_eps, chain=chain)                                    # q saved
+                               ln_eps)                                                  # q saved
     sources = _as_kernel_sources(sources)
     y_dtype = _y_dtype(sources)
     q_dtype = _query_dtype(v_prev, W)
     prev = _prev_index(sources, v_prev, q_dtype) if FOLD_PREV_GRAD else -1
     keep_h = keep_h_for(len(sources))
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
-        return _run_chained(router_ln_fwd_dynamic, sources, chain, v_prev, W, g, float(eps), shift, scale,
-                            float(ln_eps), y_dtype, q_dtype, prev, keep_h)
+        return router_ln_fwd_dynamic(sources, v_prev, W, g, float(eps), shift, scale, float(ln_eps), y_dtype,
+                                     q_dtype, prev, keep_h)[0]
     return _FusedDynamicRouterLNFn.apply(v_prev, W, g, float(eps), shift, scale, float(ln_eps), y_dtype, q_dtype,
                                          prev, keep_h, _slots_of(sources), *sources)
 

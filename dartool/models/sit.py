@@ -252,16 +252,14 @@ class Router(nn.Module):
         return self(sources, self.make_query(t_emb, v_prev))
 
     def route_ln(self, sources: Sequence[torch.Tensor], q: torch.Tensor | None, v_prev: torch.Tensor,
-                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float, chain: list | None = None) -> torch.Tensor:
+                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
         """modulate(LayerNorm(h), shift, scale) for these sources in one fused kernel per pass (routers on the fused
         path; :class:`PendingRoute`). A dynamic router (q None) hands its projection of v_prev to the kernels,
-        which recompute q in the backward. shift, scale [B, D] -> [B, T, D]. ``chain``: the sources' gradient-chain
-        tokens under torch.compile (:class:`DARStream`), updated in place."""
+        which recompute q in the backward. shift, scale [B, D] -> [B, T, D]."""
         if self.kind == "dynamic":
             return _kernels.fused_dynamic_router_ln(sources, v_prev, self.q_proj.weight, self.norm.weight,
-                                                    self.norm.eps, shift, scale, ln_eps, chain=chain)
-        return _kernels.fused_router_ln(sources, q, self.norm.weight, self.norm.eps, shift, scale, ln_eps,
-                                        chain=chain)
+                                                    self.norm.eps, shift, scale, ln_eps)
+        return _kernels.fused_router_ln(sources, q, self.norm.weight, self.norm.eps, shift, scale, ln_eps)
 
     def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
         """Reference implementation (also the CPU path). sources: N x [B, T, D].
@@ -290,18 +288,14 @@ class PendingRoute:
     (no tap listens) and the router takes the fused path. ``q`` is the query of a static / static_t router,
     None for a dynamic one (its kernels project ``v_prev``)."""
 
-    __slots__ = ("router", "sources", "q", "v_prev", "stream")
+    __slots__ = ("router", "sources", "q", "v_prev")
 
     def __init__(self, router: Router, sources: list[torch.Tensor], q: torch.Tensor | None,
-                 v_prev: torch.Tensor, stream: "DARStream | None" = None) -> None:
-        self.router, self.sources, self.q, self.v_prev, self.stream = router, sources, q, v_prev, stream
+                 v_prev: torch.Tensor) -> None:
+        self.router, self.sources, self.q, self.v_prev = router, sources, q, v_prev
 
     def ln_modulate(self, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-        chain = self.stream.tokens() if self.stream is not None else None
-        y = self.router.route_ln(self.sources, self.q, self.v_prev, shift, scale, eps, chain=chain)   # [B, T, D]
-        if chain is not None:
-            self.stream.set_tokens(chain)
-        return y
+        return self.router.route_ln(self.sources, self.q, self.v_prev, shift, scale, eps)   # [B, T, D]
 
 
 def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
@@ -321,45 +315,26 @@ def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
 
 
 class DARStream:
-    """Per-forward bookkeeping of the sources (summaries + the current chunk's raw outputs). With ``chain`` (under
-    torch.compile) it also keeps each source's gradient-chain token: the handle its last LayerNorm-fused reader
-    returned, which the next such reader takes, so the backward sums each source's gradient in the routers'
-    kernels (``dartool.kernels.router_triton``, "Gradient chains")."""
+    """Per-forward bookkeeping of the sources (summaries + the current chunk's raw outputs)."""
 
-    def __init__(self, v0: torch.Tensor, chunk: int, summary: str, chain: bool = False) -> None:
+    def __init__(self, v0: torch.Tensor, chunk: int, summary: str) -> None:
         v0 = _kernels.tap_source(v0)  # identity; lets fused routers accumulate its gradient in-kernel
         self.chunk, self.summary = chunk, summary
         self.summaries = [v0]
         self.current: list[torch.Tensor] = []
         self.last = v0
-        self.chain = chain
-        self.summary_toks = [v0.new_empty((0,))] if chain else []
-        self.current_toks: list[torch.Tensor] = []
 
     def write(self, v: torch.Tensor) -> None:
         v = _kernels.tap_source(v)
         self.current.append(v)
         self.last = v
-        if self.chain:
-            self.current_toks.append(v.new_empty((0,)))          # no chained reader yet
 
     def sources(self, final: bool = False) -> list[torch.Tensor]:
         if not final and len(self.current) == self.chunk:
             done = self.current
             self.summaries.append(done[-1] if self.summary == "last" else torch.stack(done).sum(0))
-            if self.chain:
-                self.summary_toks.append(self.current_toks[-1] if self.summary == "last" else done[-1].new_empty((0,)))
-                self.current_toks = []
             self.current = []
         return self.summaries + self.current
-
-    def tokens(self) -> list[torch.Tensor] | None:
-        """The chain tokens of :meth:`sources`' list, in its order (a new list), or None without a chain."""
-        return self.summary_toks + self.current_toks if self.chain else None
-
-    def set_tokens(self, toks: list[torch.Tensor]) -> None:
-        n = len(self.summary_toks)
-        self.summary_toks, self.current_toks = list(toks[:n]), list(toks[n:])
 
 
 def write(stream: "DARStream | torch.Tensor", h: torch.Tensor, v: torch.Tensor) -> "DARStream | torch.Tensor":
@@ -479,15 +454,14 @@ class SiT(nn.Module):
         if not isinstance(stream, DARStream):
             return stream
         router, sources = self.routers[r], stream.sources(final)
-        chained = stream if stream.chain else None
         if fuse_ln:
             if router.kind == "dynamic":
                 if _kernels.use_fused(router, sources, stream.last):
-                    return PendingRoute(router, sources, None, stream.last, chained)
+                    return PendingRoute(router, sources, None, stream.last)
             else:
                 q = router.make_query(e_t, stream.last)                      # [D] or [B, 1, D]
                 if _kernels.use_fused(router, sources, q):
-                    return PendingRoute(router, sources, q, stream.last, chained)
+                    return PendingRoute(router, sources, q, stream.last)
                 return router(sources, q)                                    # [B, T, D]
         return router.route(sources, e_t, stream.last)                       # [B, T, D]
 
@@ -498,14 +472,11 @@ class SiT(nn.Module):
         cfg = self.config
         v0 = self.hook_embed(self.x_embedder(x) + self.pos_embed)            # [B, T, D]
         c, e_t = self.condition(t, y, drop_labels)                           # [B, D]
+        # residual: the stream is the running sum h; DAR: the sources seen so far
+        stream = DARStream(v0, cfg.chunk_size, cfg.summary) if cfg.routing == "dar" else v0
         # DAR with nothing listening on the taps: routers run with the next LayerNorm + modulate fused in
         fuse = (cfg.routing == "dar" and _kernels.dispatch.FUSE_LN
                 and _kernels.hooks_idle(self._tap_points))
-        # compiled with gradients: those routers also chain each source's gradient sum (DARStream)
-        chain = (fuse and _kernels.dispatch.CHAIN_GRADS and torch.compiler.is_compiling()
-                 and torch.is_grad_enabled())
-        # residual: the stream is the running sum h; DAR: the sources seen so far
-        stream = DARStream(v0, cfg.chunk_size, cfg.summary, chain) if cfg.routing == "dar" else v0
         h = self.route(0, stream, e_t, fuse_ln=fuse)                         # [B, T, D]
         for k, block in enumerate(self.blocks):
             mod = block.modulation(c)                                        # 6 x [B, D]
