@@ -5,6 +5,8 @@ compiled. GB, one line per variant:
 
     PYTHONPATH=$PWD python3 benchmarks/step_memory.py --size B --batch 256 --compiled \
         --variant residual --variant static --variant dynamic
+    # what is alive at the peak (the allocator's trace replayed; sites in dartool or Inductor's generated code):
+    PYTHONPATH=$PWD python3 benchmarks/step_memory.py --size B --batch 256 --compiled --variant dynamic --peak-buffers 12
 
 Needs CUDA (bf16 autocast, as ``dartool bench``).
 """
@@ -17,8 +19,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+_SKIP_FRAMES = ("torch/", "<frozen", "/site-packages/", "<eval_with_key>")
 
-def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3) -> dict:
+
+def _where(frames: list) -> str:
+    """The allocation's first frame outside torch and the standard library: a line of dartool, of a benchmark,
+    or of the module Inductor generated for a compiled graph (its ``bufN = ...`` line)."""
+    for f in frames or []:
+        fn = str(f.get("filename", ""))
+        if "torchinductor" in fn or not any(k in fn for k in _SKIP_FRAMES):
+            return f"{Path(fn).name}:{f.get('line')} {f.get('name')}"
+    f = (frames or [{}])[0]
+    return f"{Path(str(f.get('filename', '?'))).name}:{f.get('line')} {f.get('name')}" if frames else "?"
+
+
+def peak_buffers(trace: list[dict], n_forward: int, top: int = 12) -> dict:
+    """Replay the caching allocator's trace (``torch.cuda.memory._snapshot()['device_traces'][0]``, recorded from
+    the start of a step) and name what is alive at the step's peak: the peak (bytes above the allocations made
+    before the recording began), whether it falls in the forward (event index < ``n_forward``) or the backward,
+    and the ``top`` largest live blocks and the largest totals by allocation site (:func:`_where`)."""
+    live: dict = {}
+    total = peak = 0
+    peak_at, peak_live = -1, {}
+    for i, ev in enumerate(trace):
+        act, addr, size = ev.get("action"), ev.get("addr"), int(ev.get("size", 0))
+        if act == "alloc":
+            live[addr] = (size, ev.get("frames", []))
+            total += size
+            if total > peak:
+                peak, peak_at, peak_live = total, i, dict(live)
+        elif act == "free_completed" and addr in live:
+            total -= live.pop(addr)[0]
+    blocks = sorted(((sz, _where(fr)) for sz, fr in peak_live.values()), reverse=True)
+    by_site: dict = {}
+    for sz, w in blocks:
+        n, b = by_site.get(w, (0, 0))
+        by_site[w] = (n + 1, b + sz)
+    sites = sorted(by_site.items(), key=lambda kv: -kv[1][1])[:top]
+    return dict(peak_gb=peak / 1e9, peak_event=peak_at, phase="forward" if peak_at < n_forward else "backward",
+                live_blocks=len(peak_live),
+                largest=[dict(gb=sz / 1e9, where=w) for sz, w in blocks[:top]],
+                by_site=[dict(where=w, blocks=n, gb=b / 1e9) for w, (n, b) in sites])
+
+
+def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3, peak: int = 0) -> dict:
     from dartool.bench import _build, _cleanup
     from dartool.diffusion import diffusion_loss
 
@@ -39,6 +83,8 @@ def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3)
         if last:
             torch.cuda.reset_peak_memory_stats()
             out["resident_gb"] = base / gb                         # parameters, optimizer state
+            if peak:
+                torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = diffusion_loss(f, x, y, s)
         torch.cuda.synchronize()
@@ -46,11 +92,16 @@ def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3)
             out["after_forward_gb"] = (torch.cuda.memory_allocated() - base) / gb   # kept for the backward
             out["forward_peak_gb"] = (torch.cuda.max_memory_allocated() - base) / gb
             torch.cuda.reset_peak_memory_stats()
+            if peak:
+                n_fwd = len(torch.cuda.memory._snapshot()["device_traces"][0])
         loss.backward()
         torch.cuda.synchronize()
         if last:
             out["backward_peak_gb"] = (torch.cuda.max_memory_allocated() - base) / gb
             torch.cuda.reset_peak_memory_stats()
+            if peak:
+                out["peak_buffers"] = peak_buffers(torch.cuda.memory._snapshot()["device_traces"][0], n_fwd, peak)
+                torch.cuda.memory._record_memory_history(enabled=None)
         opt.step()
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
@@ -70,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compiled", action="store_true")
     ap.add_argument("--variant", action="append", default=[], help="residual, static, static_t or dynamic")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--peak-buffers", type=int, default=0, metavar="K",
+                    help="record the allocator's trace over the last step and list the K largest blocks (and "
+                         "allocation sites) alive at its peak")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("step_memory.py needs CUDA", file=sys.stderr)
@@ -77,12 +131,18 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
     for v in a.variant or ["residual", "static", "dynamic"]:
-        r = measure(a.size, a.batch, v, a.compiled)
+        r = measure(a.size, a.batch, v, a.compiled, peak=a.peak_buffers)
         rows.append(r)
         print(f"SiT-{a.size}/2 b{a.batch} {v:9s} {'compiled' if a.compiled else 'eager'}: resident "
               f"{r['resident_gb']:.2f} GB, + after forward {r['after_forward_gb']:.2f}, forward peak "
               f"{r['forward_peak_gb']:.2f}, backward peak {r['backward_peak_gb']:.2f}, optimizer peak "
               f"{r['optimizer_peak_gb']:.2f}", flush=True)
+        pb = r.get("peak_buffers")
+        if pb:
+            print(f"  peak {pb['peak_gb']:.2f} GB above the step's start, in the {pb['phase']}, "
+                  f"{pb['live_blocks']} blocks live; by allocation site:")
+            for x in pb["by_site"]:
+                print(f"    {x['gb']:7.3f} GB in {x['blocks']:4d} blocks  {x['where']}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0
