@@ -275,6 +275,51 @@ def test_interpreter_check_quick():
     assert "PASS" in p.stdout
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_save_query_for_the_last_routers_only():
+    """DARTOOL_SAVE_QUERY_LAST=K: the last K dynamic routers (the head's included) save q for the backward, the
+    others recompute it; the gradients do not change (Triton interpreter, eager autograd path)."""
+    code = """
+import torch
+from dartool.diffusion import diffusion_loss
+from dartool.kernels import dispatch, router_triton as rt
+from dartool.models import SiT, model_config
+assert [rt.saves_query(r, 5) for r in range(5)] == [False] * 5
+calls = {"n": 0}
+real = rt._FusedDynamicRouterLNFn.apply
+def counting(*a):
+    calls["n"] += 1
+    return real(*a)
+rt._FusedDynamicRouterLNFn.apply = counting
+grads, recomputed = {}, {}
+for k in (0, 2):
+    rt.SAVE_QUERY_LAST = k
+    calls["n"] = 0
+    cfg = model_config("S", 2, input_size=8, routing="dar", query="dynamic", chunk_size=2).replace(
+        depth=2, hidden_size=48, num_heads=4)
+    torch.manual_seed(0)
+    model = SiT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    x, y, s = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([1, 2]), torch.tensor([0.3, 0.6])
+    with dispatch.fused(True, allow_cpu=True):
+        diffusion_loss(model, x, y, s, eps=torch.randn(2, 4, 8, 8, generator=g)).backward()
+    grads[k] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    recomputed[k] = calls["n"]
+assert [rt.saves_query(r, 5) for r in range(5)] == [False, False, False, True, True]
+assert recomputed == {0: 5, 2: 3}, recomputed
+worst = max(((grads[2][n] - grads[0][n]).norm() / grads[0][n].norm().clamp_min(1e-12)).item() for n in grads[0])
+assert worst < 1e-5, worst
+print("ok", recomputed, worst)
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("DARTOOL_SAVE_QUERY_LAST", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
 def test_cuda_fused_router_matches_float64_reference():

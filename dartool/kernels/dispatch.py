@@ -134,11 +134,12 @@ def fused_router(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.Tens
 
 
 def fused_dynamic_router(sources: Sequence[torch.Tensor], v_prev: torch.Tensor, W: torch.Tensor, g: torch.Tensor,
-                         eps: float = 1e-6):
-    """The fused router with the dynamic query q = v_prev W^T recomputed in the backward (imports Triton)."""
+                         eps: float = 1e-6, save_q: bool = False):
+    """The fused router with the dynamic query q = v_prev W^T recomputed in the backward (``save_q``: saved;
+    imports Triton)."""
     from .router_triton import fused_dynamic_router as _fdr
 
-    return _fdr(sources, v_prev, W, g, eps)
+    return _fdr(sources, v_prev, W, g, eps, save_q=save_q)
 
 
 def fused_router_ln(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.Tensor, eps: float,
@@ -150,12 +151,23 @@ def fused_router_ln(sources: Sequence[torch.Tensor], q: torch.Tensor, g: torch.T
 
 
 def fused_dynamic_router_ln(sources: Sequence[torch.Tensor], v_prev: torch.Tensor, W: torch.Tensor, g: torch.Tensor,
-                            eps: float, shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+                            eps: float, shift: torch.Tensor, scale: torch.Tensor, ln_eps: float,
+                            save_q: bool = False) -> torch.Tensor:
     """modulate(LayerNorm(router(sources, q = v_prev W^T)), shift, scale), fused, q recomputed in the backward
-    (imports Triton on first use)."""
+    (``save_q``: saved; imports Triton on first use)."""
     from .router_triton import fused_dynamic_router_ln as _fdrl
 
-    return _fdrl(sources, v_prev, W, g, eps, shift, scale, ln_eps)
+    return _fdrl(sources, v_prev, W, g, eps, shift, scale, ln_eps, save_q=save_q)
+
+
+def saves_query(r: int, n_routers: int) -> bool:
+    """Whether dynamic router r of n_routers saves its query for the backward (``DARTOOL_SAVE_QUERY_LAST``,
+    ``DARTOOL_RECOMPUTE_DYNAMIC_QUERY``); False without Triton (the reference path saves what autograd saves)."""
+    if not triton_available():
+        return False
+    from .router_triton import saves_query as _sq
+
+    return _sq(r, n_routers)
 
 
 def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:

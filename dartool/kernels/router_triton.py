@@ -1413,13 +1413,15 @@ class _FusedDynamicRouterFn(torch.autograd.Function):
         return (dvp, dW, dg, None, None, None, None, *dvs)
 
 
-def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float = 1e-6):
+def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float = 1e-6,
+                         save_q: bool = False):
     """The fused router with a dynamic query q = v_prev W^T, recomputing q in the backward when training
     (eager: ``_FusedDynamicRouterFn``; torch.compile: the ``router_fwd_dynamic`` custom op). Without
-    gradients it is :func:`fused_router` of the projected query."""
+    gradients it is :func:`fused_router` of the projected query. ``save_q``: this router keeps q for the
+    backward instead (as for every router with ``RECOMPUTE_DYNAMIC_QUERY`` off; see :func:`saves_query`)."""
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               any(s.requires_grad for s in sources))
-    if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
+    if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY or save_q:
         return fused_router(sources, _project(v_prev, W, _query_dtype(v_prev, W))[0], g, eps)   # q saved
     sources = _as_kernel_sources(sources)
     q_dtype = _query_dtype(v_prev, W)
@@ -1513,14 +1515,15 @@ class _FusedDynamicRouterLNFn(torch.autograd.Function):
 
 
 def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, eps: float,
-                            shift: Tensor, scale: Tensor, ln_eps: float) -> Tensor:
+                            shift: Tensor, scale: Tensor, ln_eps: float, save_q: bool = False) -> Tensor:
     """modulate(LayerNorm(router(sources, q = v_prev W^T)), shift, scale) with the query recomputed in the
     backward (:func:`fused_dynamic_router`) and the LayerNorm + modulate in the router's kernels
-    (:func:`fused_router_ln`): y [B, T, D]. Differentiable in every source, v_prev, W, g, shift and scale."""
+    (:func:`fused_router_ln`): y [B, T, D]. Differentiable in every source, v_prev, W, g, shift and scale.
+    ``save_q``: keep q for the backward instead (:func:`saves_query`)."""
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               shift.requires_grad or scale.requires_grad or
                                               any(s.requires_grad for s in sources))
-    if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY:
+    if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY or save_q:
         return fused_router_ln(sources, _project(v_prev, W, _query_dtype(v_prev, W))[0], g, eps, shift, scale,
                                ln_eps)                                                  # q saved
     sources = _as_kernel_sources(sources)
@@ -1559,6 +1562,15 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
 EAGER_AUTOGRAD_FN = not env_flag("DARTOOL_ROUTER_CUSTOM_OP_EAGER", False)
 # dynamic routers recompute q = W v_prev in the backward instead of saving it (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: save)
 RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
+# ... except the last SAVE_QUERY_LAST routers of a model (the head's included), which save it: between the two,
+# a memory budget (q is one [B, T, D] of the autocast dtype per router; the last routers' are freed first in the
+# backward). DARTOOL_SAVE_QUERY_LAST=K; 0 (default): every router recomputes.
+SAVE_QUERY_LAST = int(os.environ.get("DARTOOL_SAVE_QUERY_LAST", "0") or 0)
+
+
+def saves_query(r: int, n_routers: int) -> bool:
+    """Whether dynamic router r (0-based, of n_routers) saves q for the backward rather than recomputing it."""
+    return not RECOMPUTE_DYNAMIC_QUERY or r >= n_routers - SAVE_QUERY_LAST
 # ... and add the projection's gradient dq W into v_prev's source gradient in place (=0: a separate dv_prev)
 FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
 # LN-fused routers: keep h (fp32) for the backward, or recompute it there from the sources (keep_h_for)

@@ -243,22 +243,24 @@ class Router(nn.Module):
             return (self.query + t_emb).unsqueeze(1)                         # [B, 1, D]
         return self.query                                                    # [D]
 
-    def route(self, sources: Sequence[torch.Tensor], t_emb: torch.Tensor | None, v_prev: torch.Tensor) -> torch.Tensor:
+    def route(self, sources: Sequence[torch.Tensor], t_emb: torch.Tensor | None, v_prev: torch.Tensor,
+              save_q: bool = False) -> torch.Tensor:
         """h for these sources: the query, then the router. A dynamic router on the fused path (no listeners on
         ``hook_alpha``) hands the projection to the kernel, which recomputes q in the backward instead of saving
-        it; everything else is ``self(sources, self.make_query(t_emb, v_prev))``."""
+        it (unless ``save_q``); everything else is ``self(sources, self.make_query(t_emb, v_prev))``."""
         if self.kind == "dynamic" and not self.hook_alpha.has_readers and _kernels.use_fused(self, sources, v_prev):
-            return _kernels.fused_dynamic_router(sources, v_prev, self.q_proj.weight, self.norm.weight, self.norm.eps)
+            return _kernels.fused_dynamic_router(sources, v_prev, self.q_proj.weight, self.norm.weight, self.norm.eps,
+                                                 save_q=save_q)
         return self(sources, self.make_query(t_emb, v_prev))
 
     def route_ln(self, sources: Sequence[torch.Tensor], q: torch.Tensor | None, v_prev: torch.Tensor,
-                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float) -> torch.Tensor:
+                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float, save_q: bool = False) -> torch.Tensor:
         """modulate(LayerNorm(h), shift, scale) for these sources in one fused kernel per pass (routers on the fused
         path; :class:`PendingRoute`). A dynamic router (q None) hands its projection of v_prev to the kernels,
-        which recompute q in the backward. shift, scale [B, D] -> [B, T, D]."""
+        which recompute q in the backward (unless ``save_q``). shift, scale [B, D] -> [B, T, D]."""
         if self.kind == "dynamic":
             return _kernels.fused_dynamic_router_ln(sources, v_prev, self.q_proj.weight, self.norm.weight,
-                                                    self.norm.eps, shift, scale, ln_eps)
+                                                    self.norm.eps, shift, scale, ln_eps, save_q=save_q)
         return _kernels.fused_router_ln(sources, q, self.norm.weight, self.norm.eps, shift, scale, ln_eps)
 
     def forward(self, sources: Sequence[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
@@ -288,14 +290,15 @@ class PendingRoute:
     (no tap listens) and the router takes the fused path. ``q`` is the query of a static / static_t router,
     None for a dynamic one (its kernels project ``v_prev``)."""
 
-    __slots__ = ("router", "sources", "q", "v_prev")
+    __slots__ = ("router", "sources", "q", "v_prev", "save_q")
 
     def __init__(self, router: Router, sources: list[torch.Tensor], q: torch.Tensor | None,
-                 v_prev: torch.Tensor) -> None:
-        self.router, self.sources, self.q, self.v_prev = router, sources, q, v_prev
+                 v_prev: torch.Tensor, save_q: bool = False) -> None:
+        self.router, self.sources, self.q, self.v_prev, self.save_q = router, sources, q, v_prev, save_q
 
     def ln_modulate(self, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-        return self.router.route_ln(self.sources, self.q, self.v_prev, shift, scale, eps)   # [B, T, D]
+        return self.router.route_ln(self.sources, self.q, self.v_prev, shift, scale, eps,
+                                    save_q=self.save_q)                              # [B, T, D]
 
 
 def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
@@ -454,16 +457,18 @@ class SiT(nn.Module):
         if not isinstance(stream, DARStream):
             return stream
         router, sources = self.routers[r], stream.sources(final)
+        save_q = router.kind == "dynamic" and _kernels.use_fused(router, sources, stream.last) and \
+            _kernels.dispatch.saves_query(r, len(self.routers))           # DARTOOL_SAVE_QUERY_LAST
         if fuse_ln:
             if router.kind == "dynamic":
                 if _kernels.use_fused(router, sources, stream.last):
-                    return PendingRoute(router, sources, None, stream.last)
+                    return PendingRoute(router, sources, None, stream.last, save_q)
             else:
                 q = router.make_query(e_t, stream.last)                      # [D] or [B, 1, D]
                 if _kernels.use_fused(router, sources, q):
                     return PendingRoute(router, sources, q, stream.last)
                 return router(sources, q)                                    # [B, T, D]
-        return router.route(sources, e_t, stream.last)                       # [B, T, D]
+        return router.route(sources, e_t, stream.last, save_q=save_q)         # [B, T, D]
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None

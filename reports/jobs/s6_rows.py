@@ -2,10 +2,11 @@
 
     python3 reports/jobs/s6_rows.py SIZE BATCH NAME BUDGET_S VARIANT...
 
-VARIANT = routing/query/q/h[/psN][/pfK]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
+VARIANT = routing/query/q/h[/psN][/pfK][/sqK]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
 routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H), ps = ps0 | ps1 (the
 backward's part_slot; default: the code's), pfK = the backward's L2 prefetch distance (router_triton.PF_L2;
-default: the code's per-shape choice). Writes $OUT/NAME.json.
+default: the code's per-shape choice), sqK = the last K dynamic routers save q (router_triton.SAVE_QUERY_LAST).
+Writes $OUT/NAME.json.
 """
 import json
 import os
@@ -24,10 +25,13 @@ bw = bench.copy_bandwidth()
 rows = []
 default_ps = rt.BWD_CONFIG.get("part_slot", 0)
 default_pf = rt.PF_L2
+default_sq = rt.SAVE_QUERY_LAST
 for spec in sys.argv[5:]:
     routing, query, qmode, rh, *extra = spec.split("/")
     ps = [x for x in extra if x.startswith("ps")]
     pf = [x for x in extra if x.startswith("pf")]
+    sq = [x for x in extra if x.startswith("sq")]
+    rt.SAVE_QUERY_LAST = int(sq[0][2:]) if sq else default_sq
     rt.RECOMPUTE_DYNAMIC_QUERY, rt.RECOMPUTE_H = qmode == "recompute", rh
     rt.BWD_CONFIG["part_slot"] = int(ps[0][2:]) if ps else default_ps
     rt.PF_L2 = int(pf[0][2:]) if pf else default_pf
@@ -37,7 +41,8 @@ for spec in sys.argv[5:]:
         x["recompute_q"], x["recompute_h"], x["part_slot"] = qmode == "recompute", rh, rt.BWD_CONFIG["part_slot"]
         if routing == "dar":
             x["variant"] += (f" (h {rh}" + (f", q {qmode}" if query == "dynamic" else "")
-                             + (f", pf_l2 {rt.PF_L2}" if rt.PF_L2 is not None else "") + ")")
+                             + (f", pf_l2 {rt.PF_L2}" if rt.PF_L2 is not None else "")
+                             + (f", q saved by the last {rt.SAVE_QUERY_LAST}" if rt.SAVE_QUERY_LAST else "") + ")")
             x["pf_l2"] = rt.PF_L2
     rows += r
     bench._ratios(rows)
