@@ -440,6 +440,20 @@ def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda"):
     return step, opt
 
 
+def _queued_step_ms(step, steps: int) -> list[float]:
+    """ms of ``steps`` CUDA training steps queued back to back as in training (no sync between them), each between
+    its own pair of events; sorted."""
+    ev = []
+    for i in range(steps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        step(i)
+        b.record()
+        ev.append((a, b))
+    torch.cuda.synchronize()
+    return sorted(a.elapsed_time(b) for a, b in ev)
+
+
 def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                      steps: int = 10, warmup: int = 3, deadline: float | None = None,
                      compile_est_s: float = 0.0) -> list[dict]:
@@ -472,15 +486,7 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
                     step(i)
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-                times = []
-                for i in range(steps):
-                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    a.record()
-                    step(i)
-                    b.record()
-                    times.append((a, b))
-                torch.cuda.synchronize()
-            ms = sorted(a.elapsed_time(b) for a, b in times)
+                ms = _queued_step_ms(step, steps)
             row["step_ms"] = ms[len(ms) // 2]
             row["step_ms_min"] = ms[0]
             row["img_per_s"] = batch / (row["step_ms"] * 1e-3)
@@ -552,15 +558,8 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
                 step(i)
                 ms.append((time.perf_counter() - t0) * 1e3)
             return sorted(ms)[len(ms) // 2]
-        ev = []
-        for i in range(steps):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            step(i)
-            b.record()
-            ev.append((a, b))
-        torch.cuda.synchronize()
-        return sorted(a.elapsed_time(b) for a, b in ev)[len(ev) // 2]
+        ms = _queued_step_ms(step, steps)
+        return ms[len(ms) // 2]
 
     def median(xs: list[float]) -> float:
         xs = sorted(xs)

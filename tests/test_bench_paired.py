@@ -19,10 +19,15 @@ def test_paired_ratio_per_round_on_cpu():
     assert r["variant"] == "DAR static c2" and r["model"] == "SiT-S/2"
 
 
-def test_paired_step_script_writes_json_and_markdown(tmp_path, monkeypatch):
+def _paired_script():
     spec = importlib.util.spec_from_file_location("paired_step", ROOT / "benchmarks" / "paired_step.py")
     ps = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ps)
+    return ps
+
+
+def test_paired_step_script_writes_json_and_markdown(tmp_path, monkeypatch):
+    ps = _paired_script()
     import dartool.bench as bench
 
     real = bench.paired_step_bench
@@ -56,9 +61,7 @@ def test_paired_steps_rejects_a_repeated_variant():
 
 
 def test_paired_step_script_several_queries(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("paired_step", ROOT / "benchmarks" / "paired_step.py")
-    ps = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ps)
+    ps = _paired_script()
     import json
 
     import dartool.bench as bench
