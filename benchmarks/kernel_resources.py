@@ -28,7 +28,11 @@ def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int) -> tuple[int,
 
     sig = dict(sig, **{k: "constexpr" for k in cx})
     names = list(sig)
-    src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in cx.items()})
+    # what the JIT assumes at a real launch: every pointer 16-byte aligned and T a multiple of 16 (without it the
+    # loads and stores compile to scalar 16-bit accesses and the register counts are a different kernel's)
+    attrs = {(names.index(k),): [["tt.divisibility", 16]] for k, v in sig.items()
+             if str(v).startswith("*") or k == "T"}
+    src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in cx.items()}, attrs=attrs)
     k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps, num_stages=1))
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
