@@ -59,7 +59,8 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
     cx = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
-              PF_L2=int(cfg.get("pf_l2", 0)), PF_LINES=max(32, rt._next_pow2(-(-D * 4 // 128))))
+              PF_L2=int(cfg.get("pf_l2", 0)), PF_LINES=max(32, rt._next_pow2(-(-D * 4 // 128))),
+              VEC4=int(cfg.get("vec4", 0)))
     return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
 
 
@@ -92,13 +93,15 @@ def main(argv=None) -> int:
         for ln in (False, True):
             r, st = fwd_usage(D, ln, fcfg, a.arch)
             print(f"| {D} | forward | {'yes' if ln else 'no'} | {r} | {st} |")
-        for ln, slot, rh, dyn in ((False, 0, False, False), (True, 0, False, False), (True, 1, False, False),
-                                  (True, 1, True, False), (True, 1, False, True)):
-            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot), dynamic=dyn, arch=a.arch, recompute_h=rh)
+        for ln, slot, rh, dyn, v4 in ((False, 0, False, False, 0), (True, 0, False, False, 0),
+                                      (True, 1, False, False, 0), (True, 1, True, False, 0), (True, 1, False, True, 0),
+                                      (True, 1, False, False, 1), (True, 1, False, True, 1)):
+            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot, vec4=v4), dynamic=dyn, arch=a.arch, recompute_h=rh)
             label = ("yes, partials in slots (ln_slot)" if slot else "yes") if ln else "no"
             label += ", part_slot" if bcfg.get("part_slot") else ""
             label += ", h recomputed" if rh else ""
             label += ", dynamic query" if dyn else ""
+            label += ", vec4" if v4 else ""
             print(f"| {D} | backward | {label} | {r} | {st} |")
     return 0
 

@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ncu", action="store_true", help="launch the kernels a few times, no timing (under ncu)")
     ap.add_argument("--pf", type=int, action="append", default=[],
                     help="backward L2 prefetch distances to time (the configuration's pf_l2; repeatable)")
+    ap.add_argument("--vec4", action="store_true",
+                    help="time the backward with and without vec4 (4-wide accesses, no layout conversion per source)")
     a = ap.parse_args(argv)
     import torch
 
@@ -61,8 +63,10 @@ def main(argv=None) -> int:
             h, lse = Pf["out"][0], Pf["out"][1]
             fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
             base_cfg = rt.bwd_config(N, D)
-            for pf in a.pf or [None]:
-                cfg = base_cfg if pf is None else dict(base_cfg, pf_l2=pf)
+            variants = [base_cfg if pf is None else dict(base_cfg, pf_l2=pf) for pf in a.pf or [None]]
+            if a.vec4:
+                variants = [dict(c, vec4=v) for c in variants for v in (0, 1)]
+            for cfg in variants:
                 with rt.configs(bwd=cfg):
                     Pb = rt._bwd_prepare(dy, srcs, q, gain, h, lse, 1e-6, ln=(mscale, 1e-6))
                     if a.ncu:
@@ -79,7 +83,7 @@ def main(argv=None) -> int:
                          bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=cfg,
                          bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
                 rows.append(r)
-                print(f"{spec:9s} {query:8s} pf_l2 {cfg.get('pf_l2', 0)}  fwd {f_ms:7.3f} ms "
+                print(f"{spec:9s} {query:8s} pf_l2 {cfg.get('pf_l2', 0)} vec4 {cfg.get('vec4', 0)}  fwd {f_ms:7.3f} ms "
                       f"({r['fwd_pct_floor']:4.1f} % of floor)   bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  "
                       f"regs {r['bwd_registers']} spills {r['bwd_spills']}", flush=True)
             del Pf, Pb, srcs, q, h, lse

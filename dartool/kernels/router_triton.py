@@ -133,6 +133,16 @@ def _l2_prefetch(row_ptr, D: tl.constexpr, LINES: tl.constexpr):
 
 
 @triton.jit
+def _cols(c, VEC4: tl.constexpr):
+    """Column offsets; with VEC4 the same values written so the compiler sees runs of 4 contiguous columns only:
+    every access is then at most 4 wide (64-bit for bf16, 128-bit for fp32), one register layout serves the bf16
+    sources and the fp32 row vectors alike, and the source loop needs no layout conversion (shuffles) per source."""
+    if VEC4:
+        return (c // 4) * 4 + c % 4
+    return c
+
+
+@triton.jit
 def _src_row(rest_ptr, tab_ptr, j, rs, D: tl.constexpr, ALIGN: tl.constexpr):
     """Pointer to row rs of source j >= 1."""
     return rest_ptr + (tl.load(tab_ptr + j) // ALIGN) * ALIGN + rs * D
@@ -441,7 +451,7 @@ def _router_bwd_kernel(
     D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
-    PART_SLOT: tl.constexpr, PF_L2: tl.constexpr = 0, PF_LINES: tl.constexpr = 64,
+    PART_SLOT: tl.constexpr, PF_L2: tl.constexpr = 0, PF_LINES: tl.constexpr = 64, VEC4: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -470,7 +480,7 @@ def _router_bwd_kernel(
         rmask = t < T
         row = b * T + t
         m_a = rmask[:, None] & (c_a < D)[None, :]
-        o_a = row[:, None] * D + c_a[None, :]
+        o_a = row[:, None] * D + _cols(c_a, VEC4)[None, :]
         qo_a = b * q_sb + t[:, None] * q_st + c_a[None, :]
         if PF_L2 > 0:
             # L2 prefetch (BLOCK_R = 1): this row's first PF_L2 sources, and the next row's per-row inputs
@@ -496,7 +506,7 @@ def _router_bwd_kernel(
         w_a = tl.load(q_ptr + qo_a, mask=m_a, other=0.0).to(tl.float32) * g_a[None, :] * scale
         if DB > 0:
             m_b = rmask[:, None] & (c_b < D)[None, :]
-            o_b = row[:, None] * D + c_b[None, :]
+            o_b = row[:, None] * D + _cols(c_b, VEC4)[None, :]
             qo_b = b * q_sb + t[:, None] * q_st + c_b[None, :]
             w_b = tl.load(q_ptr + qo_b, mask=m_b, other=0.0).to(tl.float32) * g_b[None, :] * scale
         else:
@@ -728,7 +738,7 @@ _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, pre
 # part_slot: likewise the query / gain gradient partial, with g re-read per row (frees two row vectors of registers);
 # per shape in bwd_config.
 _DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1,
-                    part_slot=0, pf_l2=0)
+                    part_slot=0, pf_l2=0, vec4=0)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -745,7 +755,7 @@ FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stag
                         _DEFAULT_FWD)
 BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
                         ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot",
-                         "part_slot", "pf_l2"),
+                         "part_slot", "pf_l2", "vec4"),
                         _DEFAULT_BWD)
 
 
@@ -772,6 +782,10 @@ def fwd_config(N: int, D: int) -> dict:
 # The backward's L2 prefetch distance (sources ahead of the one being read; 0: off): DARTOOL_ROUTER_PF_L2 sets it
 # for every shape (the rest of the per-shape choice stays), else bwd_config picks it.
 PF_L2: "int | None" = int(os.environ["DARTOOL_ROUTER_PF_L2"]) if os.environ.get("DARTOOL_ROUTER_PF_L2") else None
+# vec4 in the backward (column offsets as runs of 4: no layout conversion of each source and each gradient in the
+# source loop; at D = 1152 sm_90 ptxas: 619 -> 473 loop instructions, 88 / 112 -> 8 / 0 stack bytes). Off until
+# timed on a GPU; DARTOOL_ROUTER_VEC4=1 turns it on for every shape (the rest of the per-shape choice stays).
+VEC4: "int | None" = int(os.environ["DARTOOL_ROUTER_VEC4"]) if os.environ.get("DARTOOL_ROUTER_VEC4") else None
 
 
 def bwd_config(N: int, D: int) -> dict:
@@ -788,6 +802,8 @@ def bwd_config(N: int, D: int) -> dict:
             cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1)
         if PF_L2 is not None:
             cfg.update(pf_l2=PF_L2)
+        if VEC4 is not None:
+            cfg.update(vec4=VEC4)
     return cfg
 
 
@@ -1014,6 +1030,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
                 PF_L2=0 if _INTERPRET else int(cfg.get("pf_l2", 0)), PF_LINES=max(32, _next_pow2(-(-D * 4 // 128))),
+                VEC4=int(cfg.get("vec4", 0)),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)

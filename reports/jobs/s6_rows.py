@@ -2,10 +2,11 @@
 
     python3 reports/jobs/s6_rows.py SIZE BATCH NAME BUDGET_S VARIANT...
 
-VARIANT = routing/query/q/h[/psN][/pfK][/sqK]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
+VARIANT = routing/query/q/h[/psN][/pfK][/sqK][/v4N]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
 routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H), ps = ps0 | ps1 (the
 backward's part_slot; default: the code's), pfK = the backward's L2 prefetch distance (router_triton.PF_L2;
-default: the code's per-shape choice), sqK = the last K dynamic routers save q (router_triton.SAVE_QUERY_LAST).
+default: the code's per-shape choice), sqK = the last K dynamic routers save q (router_triton.SAVE_QUERY_LAST),
+v4N = the backward's vec4 on / off (router_triton.VEC4).
 Writes $OUT/NAME.json.
 """
 import json
@@ -26,11 +27,14 @@ rows = []
 default_ps = rt.BWD_CONFIG.get("part_slot", 0)
 default_pf = rt.PF_L2
 default_sq = rt.SAVE_QUERY_LAST
+default_v4 = rt.VEC4
 for spec in sys.argv[5:]:
     routing, query, qmode, rh, *extra = spec.split("/")
     ps = [x for x in extra if x.startswith("ps")]
     pf = [x for x in extra if x.startswith("pf")]
     sq = [x for x in extra if x.startswith("sq")]
+    v4 = [x for x in extra if x.startswith("v4")]
+    rt.VEC4 = int(v4[0][2:]) if v4 else default_v4
     rt.SAVE_QUERY_LAST = int(sq[0][2:]) if sq else default_sq
     rt.RECOMPUTE_DYNAMIC_QUERY, rt.RECOMPUTE_H = qmode == "recompute", rh
     rt.BWD_CONFIG["part_slot"] = int(ps[0][2:]) if ps else default_ps
@@ -42,7 +46,8 @@ for spec in sys.argv[5:]:
         if routing == "dar":
             x["variant"] += (f" (h {rh}" + (f", q {qmode}" if query == "dynamic" else "")
                              + (f", pf_l2 {rt.PF_L2}" if rt.PF_L2 is not None else "")
-                             + (f", q saved by the last {rt.SAVE_QUERY_LAST}" if rt.SAVE_QUERY_LAST else "") + ")")
+                             + (f", q saved by the last {rt.SAVE_QUERY_LAST}" if rt.SAVE_QUERY_LAST else "")
+                             + (f", vec4 {rt.VEC4}" if rt.VEC4 is not None else "") + ")")
             x["pf_l2"] = rt.PF_L2
     rows += r
     bench._ratios(rows)
