@@ -73,7 +73,7 @@ def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:
                g_ptr="*fp32", h_ptr="*fp32", h32_ptr="*fp32", lse_ptr="*fp32", logit_ptr="*fp32", y_ptr="*bf16",
                shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", eps="fp32", scale="fp32")
     cx = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
-              WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True)
+              WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True, VEC4=int(cfg.get("vec4", 0)))
     return _usage(rt._router_fwd_kernel, sig, cx, arch, cfg["num_warps"])
 
 
@@ -90,9 +90,9 @@ def main(argv=None) -> int:
     print("|---:|---|---|---:|---:|")
     for D in a.D or (384, 768, 1024, 1152):
         fcfg, bcfg = rt.fwd_config(a.N, D), rt.bwd_config(a.N, D)
-        for ln in (False, True):
-            r, st = fwd_usage(D, ln, fcfg, a.arch)
-            print(f"| {D} | forward | {'yes' if ln else 'no'} | {r} | {st} |")
+        for ln, v4 in ((False, 0), (True, 0), (True, 1)):
+            r, st = fwd_usage(D, ln, dict(fcfg, vec4=v4), a.arch)
+            print(f"| {D} | forward | {'yes' if ln else 'no'}{', vec4' if v4 else ''} | {r} | {st} |")
         for ln, slot, rh, dyn, v4 in ((False, 0, False, False, 0), (True, 0, False, False, 0),
                                       (True, 1, False, False, 0), (True, 1, True, False, 0), (True, 1, False, True, 0),
                                       (True, 1, False, False, 1), (True, 1, False, True, 1)):

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pf", type=int, action="append", default=[],
                     help="backward L2 prefetch distances to time (the configuration's pf_l2; repeatable)")
     ap.add_argument("--vec4", action="store_true",
-                    help="time the backward with and without vec4 (4-wide accesses, no layout conversion per source)")
+                    help="time both kernels with and without vec4 (4-wide accesses, no layout conversion per source)")
     a = ap.parse_args(argv)
     import torch
 
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
             if a.vec4:
                 variants = [dict(c, vec4=v) for c in variants for v in (0, 1)]
             for cfg in variants:
-                with rt.configs(bwd=cfg):
+                fcfg = dict(rt.fwd_config(N, D), vec4=cfg.get("vec4", 0))     # --vec4: both kernels
+                with rt.configs(fwd=fcfg, bwd=cfg):
+                    Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)
                     Pb = rt._bwd_prepare(dy, srcs, q, gain, h, lse, 1e-6, ln=(mscale, 1e-6))
                     if a.ncu:
                         for _ in range(5):

@@ -277,9 +277,11 @@ def test_interpreter_check_quick():
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_interpreter_check_quick_vec4():
-    """The backward with vec4 (column offsets written as runs of 4: 4-wide accesses, no layout conversion per
-    source; off by default until timed on a GPU) against float64, one source per iteration (the D >= 1024 loop)."""
+    """Both kernels with vec4 (column offsets written as runs of 4: 4-wide accesses, no layout conversion per
+    source; off by default until timed on a GPU) against float64: the backward's one-source loop (D >= 1024),
+    the forward's prefetching two-source loop."""
     env = dict(os.environ, TRITON_INTERPRET="1", DARTOOL_ROUTER_BWD="1,8,1,1,1,1,0,1,1,0,1",
+               DARTOOL_ROUTER_FWD="1,1,1,1,2,1,1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=180)
@@ -454,8 +456,8 @@ def test_kernel_resources_report_compiles_without_a_gpu(capsys):
     spec.loader.exec_module(kr)
     assert kr.main(["--D", "384"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 |")]
-    assert len(rows) == 9      # forward x 2, backward x 7 (plain, LN, LN + ln_slot, + h recomputed, + dynamic query,
-    #                            LN + ln_slot with vec4 static and dynamic)
+    assert len(rows) == 10     # forward x 3 (plain, LN, LN + vec4), backward x 7 (plain, LN, LN + ln_slot,
+    #                            + h recomputed, + dynamic query, LN + ln_slot with vec4 static and dynamic)
     for line in rows:
         regs, stack = (int(x) for x in line.strip("| ").split("|")[-2:])
         assert 0 < regs <= 255 and stack >= 0

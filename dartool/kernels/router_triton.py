@@ -133,6 +133,12 @@ def _l2_prefetch(row_ptr, D: tl.constexpr, LINES: tl.constexpr):
 
 
 @triton.jit
+def _src_row(rest_ptr, tab_ptr, j, rs, D: tl.constexpr, ALIGN: tl.constexpr):
+    """Pointer to row rs of source j >= 1."""
+    return rest_ptr + (tl.load(tab_ptr + j) // ALIGN) * ALIGN + rs * D
+
+
+@triton.jit
 def _cols(c, VEC4: tl.constexpr):
     """Column offsets; with VEC4 the same values written so the compiler sees runs of 4 contiguous columns only:
     every access is then at most 4 wide (64-bit for bf16, 128-bit for fp32), one register layout serves the bf16
@@ -140,12 +146,6 @@ def _cols(c, VEC4: tl.constexpr):
     if VEC4:
         return (c // 4) * 4 + c % 4
     return c
-
-
-@triton.jit
-def _src_row(rest_ptr, tab_ptr, j, rs, D: tl.constexpr, ALIGN: tl.constexpr):
-    """Pointer to row rs of source j >= 1."""
-    return rest_ptr + (tl.load(tab_ptr + j) // ALIGN) * ALIGN + rs * D
 
 
 @triton.jit
@@ -219,7 +219,7 @@ def _router_fwd_kernel(
     T, eps, scale,
     D: tl.constexpr, BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
     ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr, LN_MOD: tl.constexpr,
-    WRITE_H: tl.constexpr,
+    WRITE_H: tl.constexpr, VEC4: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -228,14 +228,14 @@ def _router_fwd_kernel(
     row = b * T + t                                                   # int64 [BLOCK_R]
     c_a = tl.arange(0, DA)
     m_a = rmask[:, None] & (c_a < D)[None, :]
-    o_a = row[:, None] * D + c_a[None, :]
+    o_a = row[:, None] * D + _cols(c_a, VEC4)[None, :]
     q_a = tl.load(q_ptr + b * q_sb + t[:, None] * q_st + c_a[None, :], mask=m_a, other=0.0).to(tl.float32)
     g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
     w_a = q_a * g_a[None, :] * scale
     if DB > 0:
         c_b = DA + tl.arange(0, DB)
         m_b = rmask[:, None] & (c_b < D)[None, :]
-        o_b = row[:, None] * D + c_b[None, :]
+        o_b = row[:, None] * D + _cols(c_b, VEC4)[None, :]
         q_b = tl.load(q_ptr + b * q_sb + t[:, None] * q_st + c_b[None, :], mask=m_b, other=0.0).to(tl.float32)
         g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
         w_b = q_b * g_b[None, :] * scale
@@ -730,7 +730,7 @@ def _tiles(D: int, split: bool) -> tuple[int, int]:
 
 # Defaults (from the sweep on an H100, see benchmarks/KERNEL_NOTES.md), overridable by environment for
 # experiments: DARTOOL_ROUTER_FWD="block_r,warps,stages,split,unroll", DARTOOL_ROUTER_BWD="block_r,rows,...".
-_DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1)
+_DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1, vec4=0)
 # ln_slot: with the LayerNorm fused in, keep the dshift / dscale partials in the program's own memory slot (updated
 # once per row) instead of registers held across the source loop. Compiled static c4 steps, same run (H200,
 # 2026-11-26, benchmarks/results/slot-ab-NVIDIA-H200-20261126-1101.json): SiT-XL/2 b64 1.214 against 1.260 with
@@ -751,8 +751,8 @@ def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
     return out
 
 
-FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stages", "split", "unroll", "prefetch"),
-                        _DEFAULT_FWD)
+FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stages", "split", "unroll", "prefetch",
+                                               "vec4"), _DEFAULT_FWD)
 BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
                         ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot",
                          "part_slot", "pf_l2", "vec4"),
@@ -776,15 +776,18 @@ def fwd_config(N: int, D: int) -> dict:
     cfg = dict(FWD_CONFIG)
     if _AUTO["fwd"] and N < 32:
         cfg.update(prefetch=0)
+    if _AUTO["fwd"] and VEC4 is not None:
+        cfg.update(vec4=VEC4)
     return cfg
 
 
 # The backward's L2 prefetch distance (sources ahead of the one being read; 0: off): DARTOOL_ROUTER_PF_L2 sets it
 # for every shape (the rest of the per-shape choice stays), else bwd_config picks it.
 PF_L2: "int | None" = int(os.environ["DARTOOL_ROUTER_PF_L2"]) if os.environ.get("DARTOOL_ROUTER_PF_L2") else None
-# vec4 in the backward (column offsets as runs of 4: no layout conversion of each source and each gradient in the
-# source loop; at D = 1152 sm_90 ptxas: 619 -> 473 loop instructions, 88 / 112 -> 8 / 0 stack bytes). Off until
-# timed on a GPU; DARTOOL_ROUTER_VEC4=1 turns it on for every shape (the rest of the per-shape choice stays).
+# vec4 in both kernels (column offsets as runs of 4: no layout conversion of each source (and, backward, each
+# gradient) in the source loop; backward at D = 1152, sm_90 ptxas: 619 -> 473 loop instructions, 88 / 112 -> 8 / 0
+# stack bytes). Off until timed on a GPU; DARTOOL_ROUTER_VEC4=1 turns it on for every shape (the rest of the
+# per-shape choice stays).
 VEC4: "int | None" = int(os.environ["DARTOOL_ROUTER_VEC4"]) if os.environ.get("DARTOOL_ROUTER_VEC4") else None
 
 
@@ -944,7 +947,8 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
             T, float(eps), 1.0 / math.sqrt(D))
     meta = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
-                LN_MOD=ln is not None, WRITE_H=write_h, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                LN_MOD=ln is not None, WRITE_H=write_h, VEC4=int(cfg.get("vec4", 0)),
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32), y=y)
 
 
