@@ -59,7 +59,6 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
     cx = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
-              PF_L2=int(cfg.get("pf_l2", 0)), PF_LINES=max(32, rt._next_pow2(-(-D * 4 // 128))),
               VEC4=int(cfg.get("vec4", 0)))
     return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
 

@@ -35,8 +35,6 @@ def main(argv=None) -> int:
     ap.add_argument("--query", action="append", default=[], help="static, static_t, dynamic (default static, dynamic)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--ncu", action="store_true", help="launch the kernels a few times, no timing (under ncu)")
-    ap.add_argument("--pf", type=int, action="append", default=[],
-                    help="backward L2 prefetch distances to time (the configuration's pf_l2; repeatable)")
     ap.add_argument("--vec4", action="store_true",
                     help="time both kernels with and without vec4 (4-wide accesses, no layout conversion per source)")
     a = ap.parse_args(argv)
@@ -63,9 +61,7 @@ def main(argv=None) -> int:
             h, lse = Pf["out"][0], Pf["out"][1]
             fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
             base_cfg = rt.bwd_config(N, D)
-            variants = [base_cfg if pf is None else dict(base_cfg, pf_l2=pf) for pf in a.pf or [None]]
-            if a.vec4:
-                variants = [dict(c, vec4=v) for c in variants for v in (0, 1)]
+            variants = [dict(base_cfg, vec4=v) for v in (0, 1)] if a.vec4 else [base_cfg]
             for cfg in variants:
                 fcfg = dict(rt.fwd_config(N, D), vec4=cfg.get("vec4", 0))     # --vec4: both kernels
                 with rt.configs(fwd=fcfg, bwd=cfg):
@@ -85,7 +81,7 @@ def main(argv=None) -> int:
                          bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=cfg,
                          bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
                 rows.append(r)
-                print(f"{spec:9s} {query:8s} pf_l2 {cfg.get('pf_l2', 0)} vec4 {cfg.get('vec4', 0)}  fwd {f_ms:7.3f} ms "
+                print(f"{spec:9s} {query:8s} vec4 {cfg.get('vec4', 0)}  fwd {f_ms:7.3f} ms "
                       f"({r['fwd_pct_floor']:4.1f} % of floor)   bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  "
                       f"regs {r['bwd_registers']} spills {r['bwd_spills']}", flush=True)
             del Pf, Pb, srcs, q, h, lse

@@ -297,7 +297,7 @@ import torch
 from dartool.diffusion import diffusion_loss
 from dartool.kernels import dispatch, router_triton as rt
 from dartool.models import SiT, model_config
-assert [rt.saves_query(r, 5) for r in range(5)] == [False] * 5
+assert [dispatch.saves_query(r, 5) for r in range(5)] == [False] * 5
 calls = {"n": 0}
 real = rt._FusedDynamicRouterLNFn.apply
 def counting(*a):
@@ -306,7 +306,7 @@ def counting(*a):
 rt._FusedDynamicRouterLNFn.apply = counting
 grads, recomputed = {}, {}
 for k in (0, 2):
-    rt.SAVE_QUERY_LAST = k
+    dispatch.SAVE_QUERY_LAST = k
     calls["n"] = 0
     cfg = model_config("S", 2, input_size=8, routing="dar", query="dynamic", chunk_size=2).replace(
         depth=2, hidden_size=48, num_heads=4)
@@ -321,7 +321,7 @@ for k in (0, 2):
         diffusion_loss(model, x, y, s, eps=torch.randn(2, 4, 8, 8, generator=g)).backward()
     grads[k] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     recomputed[k] = calls["n"]
-assert [rt.saves_query(r, 5) for r in range(5)] == [False, False, False, True, True]
+assert [dispatch.saves_query(r, 5) for r in range(5)] == [False, False, False, True, True]
 assert recomputed == {0: 5, 2: 3}, recomputed
 worst = max(((grads[2][n] - grads[0][n]).norm() / grads[0][n].norm().clamp_min(1e-12)).item() for n in grads[0])
 assert worst < 1e-5, worst

@@ -160,14 +160,17 @@ def fused_dynamic_router_ln(sources: Sequence[torch.Tensor], v_prev: torch.Tenso
     return _fdrl(sources, v_prev, W, g, eps, shift, scale, ln_eps, save_q=save_q)
 
 
-def saves_query(r: int, n_routers: int) -> bool:
-    """Whether dynamic router r of n_routers saves its query for the backward (``DARTOOL_SAVE_QUERY_LAST``,
-    ``DARTOOL_RECOMPUTE_DYNAMIC_QUERY``); False without Triton (the reference path saves what autograd saves)."""
-    if not triton_available():
-        return False
-    from .router_triton import saves_query as _sq
+# Dynamic routers on the fused path recompute q = W v_prev in the backward, except the last SAVE_QUERY_LAST
+# routers of a model (the head's included), which save it: a memory budget between the two (q is one [B, T, D]
+# of the autocast dtype per router; the last routers' are freed first in the backward).
+# DARTOOL_SAVE_QUERY_LAST=K; 0 (default): every router recomputes (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: none does).
+SAVE_QUERY_LAST = int(os.environ.get("DARTOOL_SAVE_QUERY_LAST", "0") or 0)
 
-    return _sq(r, n_routers)
+
+def saves_query(r: int, n_routers: int) -> bool:
+    """Whether dynamic router r (0-based, of n_routers) is one of the last SAVE_QUERY_LAST, which save q for the
+    backward on the fused path (the reference path saves what autograd saves anyway)."""
+    return r >= n_routers - SAVE_QUERY_LAST
 
 
 def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:

@@ -120,25 +120,6 @@ def _load_raw(p, o_a, o_b, m_a, m_b, DB: tl.constexpr):
 
 
 @triton.jit
-def _l2_prefetch(row_ptr, D: tl.constexpr, LINES: tl.constexpr):
-    """Ask L2 for one row of D elements (128-byte lines, one lane per line) without waiting for it and without
-    registers to hold it: the load that follows a few iterations later finds it in L2. A latency-bound loop
-    (one warp per row, registers for one source at a time) gets more bytes in flight this way. LINES: a power of
-    two >= the row's lines (surplus lanes repeat the last line)."""
-    NB: tl.constexpr = D * (row_ptr.dtype.element_ty.primitive_bitwidth // 8)
-    off = tl.minimum(tl.arange(0, LINES) * 128, NB - 1)
-    addr = row_ptr.to(tl.pointer_type(tl.int8)) + off
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [addr], dtype=tl.int32,
-                              is_pure=False, pack=1)
-
-
-@triton.jit
-def _src_row(rest_ptr, tab_ptr, j, rs, D: tl.constexpr, ALIGN: tl.constexpr):
-    """Pointer to row rs of source j >= 1."""
-    return rest_ptr + (tl.load(tab_ptr + j) // ALIGN) * ALIGN + rs * D
-
-
-@triton.jit
 def _cols(c, VEC4: tl.constexpr):
     """Column offsets; with VEC4 the same values written so the compiler sees runs of 4 contiguous columns only:
     every access is then at most 4 wide (64-bit for bf16, 128-bit for fp32), one register layout serves the bf16
@@ -451,7 +432,7 @@ def _router_bwd_kernel(
     D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
-    PART_SLOT: tl.constexpr, PF_L2: tl.constexpr = 0, PF_LINES: tl.constexpr = 64, VEC4: tl.constexpr = 0,
+    PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -482,23 +463,6 @@ def _router_bwd_kernel(
         m_a = rmask[:, None] & (c_a < D)[None, :]
         o_a = row[:, None] * D + _cols(c_a, VEC4)[None, :]
         qo_a = b * q_sb + t[:, None] * q_st + c_a[None, :]
-        if PF_L2 > 0:
-            # L2 prefetch (BLOCK_R = 1): this row's first PF_L2 sources, and the next row's per-row inputs
-            t0 = pid_t * ROWS + r0
-            rs = b * T + tl.minimum(t0, T - 1)
-            if UNROLL == 2:
-                n_first = tl.minimum(PF_L2 + 3, N)
-            else:
-                n_first = tl.minimum(PF_L2 + 1, N)
-            for j in range(1, n_first):
-                _l2_prefetch(_src_row(rest_ptr, tab_ptr, j, rs, D, ALIGN), D, PF_LINES)
-            if (r0 + BLOCK_R < ROWS) & (t0 + 1 < T):
-                _l2_prefetch(src0_ptr + (rs + 1) * D, D, PF_LINES)
-                _l2_prefetch(dh_ptr + (rs + 1) * D, D, PF_LINES)
-                if not RECOMPUTE_H:
-                    _l2_prefetch(h_ptr + (rs + 1) * D, D, PF_LINES)
-                if DYNAMIC:
-                    _l2_prefetch(q_ptr + b * q_sb + (t0 + 1) * q_st, D, PF_LINES)
         if PART_SLOT:
             g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
             if DB > 0:
@@ -589,12 +553,6 @@ def _router_bwd_kernel(
             n1_a, n1_b = _load_raw(p1, o_a, o_b, m_a & ok1, m_b & ok1, DB)
             n2_a, n2_b = _load_raw(p2, o_a, o_b, m_a & ok2, m_b & ok2, DB)
             for i in range(1, N, 2):
-                if PF_L2 > 0:  # beyond the pair the registers prefetch (i + 2, i + 3)
-                    if i + 3 + PF_L2 < N:
-                        _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + 2 + PF_L2, rs, D, ALIGN), D, PF_LINES)
-                        _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + 3 + PF_L2, rs, D, ALIGN), D, PF_LINES)
-                    elif i + 2 + PF_L2 < N:
-                        _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + 2 + PF_L2, rs, D, ALIGN), D, PF_LINES)
                 c1_a = n1_a
                 c1_b = n1_b
                 c2_a = n2_a
@@ -656,9 +614,6 @@ def _router_bwd_kernel(
             start = 1
 
         for i in range(start, N):
-            if PF_L2 > 0:
-                if i + PF_L2 < N:
-                    _l2_prefetch(_src_row(rest_ptr, tab_ptr, i + PF_L2, rs, D, ALIGN), D, PF_LINES)
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po, fl = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
             v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
@@ -709,13 +664,6 @@ def _router_bwd_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # no inline PTX (the L2 prefetch) in the interpreter
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def _pow2_floor(n: int) -> int:
     return 1 << (n.bit_length() - 1)
 
@@ -738,7 +686,7 @@ _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, pre
 # part_slot: likewise the query / gain gradient partial, with g re-read per row (frees two row vectors of registers);
 # per shape in bwd_config.
 _DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1,
-                    part_slot=0, pf_l2=0, vec4=0)
+                    part_slot=0, vec4=0)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -755,7 +703,7 @@ FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stag
                                                "vec4"), _DEFAULT_FWD)
 BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
                         ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot",
-                         "part_slot", "pf_l2", "vec4"),
+                         "part_slot", "vec4"),
                         _DEFAULT_BWD)
 
 
@@ -781,9 +729,6 @@ def fwd_config(N: int, D: int) -> dict:
     return cfg
 
 
-# The backward's L2 prefetch distance (sources ahead of the one being read; 0: off): DARTOOL_ROUTER_PF_L2 sets it
-# for every shape (the rest of the per-shape choice stays), else bwd_config picks it.
-PF_L2: "int | None" = int(os.environ["DARTOOL_ROUTER_PF_L2"]) if os.environ.get("DARTOOL_ROUTER_PF_L2") else None
 # vec4 in both kernels (column offsets as runs of 4: no layout conversion of each source (and, backward, each
 # gradient) in the source loop; backward at D = 1152, sm_90 ptxas: 619 -> 473 loop instructions, 88 / 112 -> 8 / 0
 # stack bytes). Off until timed on a GPU; DARTOOL_ROUTER_VEC4=1 turns it on for every shape (the rest of the
@@ -803,8 +748,6 @@ def bwd_config(N: int, D: int) -> dict:
             cfg.update(num_warps=1, split=1, part_slot=0)
         else:
             cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1)
-        if PF_L2 is not None:
-            cfg.update(pf_l2=PF_L2)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
     return cfg
@@ -1033,7 +976,6 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
-                PF_L2=0 if _INTERPRET else int(cfg.get("pf_l2", 0)), PF_LINES=max(32, _next_pow2(-(-D * 4 // 128))),
                 VEC4=int(cfg.get("vec4", 0)),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
@@ -1439,7 +1381,7 @@ def fused_dynamic_router(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor, g
     """The fused router with a dynamic query q = v_prev W^T, recomputing q in the backward when training
     (eager: ``_FusedDynamicRouterFn``; torch.compile: the ``router_fwd_dynamic`` custom op). Without
     gradients it is :func:`fused_router` of the projected query. ``save_q``: this router keeps q for the
-    backward instead (as for every router with ``RECOMPUTE_DYNAMIC_QUERY`` off; see :func:`saves_query`)."""
+    backward instead (as for every router with ``RECOMPUTE_DYNAMIC_QUERY`` off; see ``dispatch.saves_query``)."""
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               any(s.requires_grad for s in sources))
     if not needs_grad or not RECOMPUTE_DYNAMIC_QUERY or save_q:
@@ -1540,7 +1482,7 @@ def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor
     """modulate(LayerNorm(router(sources, q = v_prev W^T)), shift, scale) with the query recomputed in the
     backward (:func:`fused_dynamic_router`) and the LayerNorm + modulate in the router's kernels
     (:func:`fused_router_ln`): y [B, T, D]. Differentiable in every source, v_prev, W, g, shift and scale.
-    ``save_q``: keep q for the backward instead (:func:`saves_query`)."""
+    ``save_q``: keep q for the backward instead (``dispatch.saves_query``)."""
     needs_grad = torch.is_grad_enabled() and (v_prev.requires_grad or W.requires_grad or g.requires_grad or
                                               shift.requires_grad or scale.requires_grad or
                                               any(s.requires_grad for s in sources))
@@ -1583,15 +1525,7 @@ def fused_router(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float = 1
 EAGER_AUTOGRAD_FN = not env_flag("DARTOOL_ROUTER_CUSTOM_OP_EAGER", False)
 # dynamic routers recompute q = W v_prev in the backward instead of saving it (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: save)
 RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
-# ... except the last SAVE_QUERY_LAST routers of a model (the head's included), which save it: between the two,
-# a memory budget (q is one [B, T, D] of the autocast dtype per router; the last routers' are freed first in the
-# backward). DARTOOL_SAVE_QUERY_LAST=K; 0 (default): every router recomputes.
-SAVE_QUERY_LAST = int(os.environ.get("DARTOOL_SAVE_QUERY_LAST", "0") or 0)
-
-
-def saves_query(r: int, n_routers: int) -> bool:
-    """Whether dynamic router r (0-based, of n_routers) saves q for the backward rather than recomputing it."""
-    return not RECOMPUTE_DYNAMIC_QUERY or r >= n_routers - SAVE_QUERY_LAST
+# (save_q: a single router saves it; the model asks dispatch.saves_query, DARTOOL_SAVE_QUERY_LAST)
 # ... and add the projection's gradient dq W into v_prev's source gradient in place (=0: a separate dv_prev)
 FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
 # LN-fused routers: keep h (fp32) for the backward, or recompute it there from the sources (keep_h_for)

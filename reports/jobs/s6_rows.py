@@ -2,10 +2,9 @@
 
     python3 reports/jobs/s6_rows.py SIZE BATCH NAME BUDGET_S VARIANT...
 
-VARIANT = routing/query/q/h[/psN][/pfK][/sqK][/v4N]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
+VARIANT = routing/query/q/h[/psN][/sqK][/v4N]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
 routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H), ps = ps0 | ps1 (the
-backward's part_slot; default: the code's), pfK = the backward's L2 prefetch distance (router_triton.PF_L2;
-default: the code's per-shape choice), sqK = the last K dynamic routers save q (router_triton.SAVE_QUERY_LAST),
+backward's part_slot; default: the code's), sqK = the last K dynamic routers save q (dispatch.SAVE_QUERY_LAST),
 v4N = the backward's vec4 on / off (router_triton.VEC4).
 Writes $OUT/NAME.json.
 """
@@ -17,6 +16,7 @@ import time
 import torch
 
 from dartool import bench
+from dartool.kernels import dispatch
 from dartool.kernels import router_triton as rt
 
 torch.backends.cuda.matmul.allow_tf32 = True
@@ -25,30 +25,25 @@ dead = time.time() + budget
 bw = bench.copy_bandwidth()
 rows = []
 default_ps = rt.BWD_CONFIG.get("part_slot", 0)
-default_pf = rt.PF_L2
-default_sq = rt.SAVE_QUERY_LAST
+default_sq = dispatch.SAVE_QUERY_LAST
 default_v4 = rt.VEC4
 for spec in sys.argv[5:]:
     routing, query, qmode, rh, *extra = spec.split("/")
     ps = [x for x in extra if x.startswith("ps")]
-    pf = [x for x in extra if x.startswith("pf")]
     sq = [x for x in extra if x.startswith("sq")]
     v4 = [x for x in extra if x.startswith("v4")]
     rt.VEC4 = int(v4[0][2:]) if v4 else default_v4
-    rt.SAVE_QUERY_LAST = int(sq[0][2:]) if sq else default_sq
+    dispatch.SAVE_QUERY_LAST = int(sq[0][2:]) if sq else default_sq
     rt.RECOMPUTE_DYNAMIC_QUERY, rt.RECOMPUTE_H = qmode == "recompute", rh
     rt.BWD_CONFIG["part_slot"] = int(ps[0][2:]) if ps else default_ps
-    rt.PF_L2 = int(pf[0][2:]) if pf else default_pf
     r = bench.train_step_bench(size, batch, [(routing, query, 4, True)], compiled=True, steps=8, deadline=dead,
                                compile_est_s=30 if size == "B" else 60)
     for x in r:
         x["recompute_q"], x["recompute_h"], x["part_slot"] = qmode == "recompute", rh, rt.BWD_CONFIG["part_slot"]
         if routing == "dar":
             x["variant"] += (f" (h {rh}" + (f", q {qmode}" if query == "dynamic" else "")
-                             + (f", pf_l2 {rt.PF_L2}" if rt.PF_L2 is not None else "")
-                             + (f", q saved by the last {rt.SAVE_QUERY_LAST}" if rt.SAVE_QUERY_LAST else "")
+                             + (f", q saved by the last {dispatch.SAVE_QUERY_LAST}" if dispatch.SAVE_QUERY_LAST else "")
                              + (f", vec4 {rt.VEC4}" if rt.VEC4 is not None else "") + ")")
-            x["pf_l2"] = rt.PF_L2
     rows += r
     bench._ratios(rows)
     bench._floors(rows, bw["bytes_per_s"])

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Historical: ran at ebd480c; the pf_l2 code was measured slower and removed afterwards (KERNEL_NOTES, session 7).
 # Session 7, call 4 (one GPU, about 8 min): the backward's L2 prefetch (pf_l2: sources requested from L2 that many
 # iterations ahead, no registers held). 1. kernel sweep pf_l2 = 0..3 at XL/2 b64 N = 9, 17 and B/2 b256 N = 6, 10,
 # static and dynamic query; 2. the best distance per width, then compiled steps with it against pf_l2 = 0, same run.
