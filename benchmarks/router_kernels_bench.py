@@ -29,6 +29,33 @@ def floor_bytes(N: int, B: int, T: int, D: int, dynamic: bool) -> tuple[int, int
     return fwd, bwd
 
 
+def _variants(fwd: dict, bwd: dict, sweeps: list, sets: list) -> list:
+    """[(label, fwd config, bwd config)] for every combination of the --sweep values, --set applied to all."""
+    import itertools
+
+    def apply(f, b, key, val):
+        f, b = dict(f), dict(b)
+        kern, _, k = key.rpartition(".")
+        for name, c in (("fwd", f), ("bwd", b)):
+            if kern in ("", name) and k in c:
+                c[k] = val
+                if k == "pipe" and val > 1:
+                    c.update(unroll=1, prefetch=0)
+        return f, b
+
+    for kv in sets:
+        k, v = kv.split("=")
+        fwd, bwd = apply(fwd, bwd, k, int(v))
+    axes = [(k, [int(x) for x in v.split(",")]) for k, v in (s.split("=") for s in sweeps)]
+    out = []
+    for combo in itertools.product(*[vals for _, vals in axes]):
+        f, b = fwd, bwd
+        for (k, _), v in zip(axes, combo):
+            f, b = apply(f, b, k, v)
+        out.append((" ".join(f"{k}={v}" for (k, _), v in zip(axes, combo)) or "default", f, b))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", action="append", default=[], help="size:batch:N (repeatable; default XL:64:9 B:256:6)")
@@ -37,6 +64,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ncu", action="store_true", help="launch the kernels a few times, no timing (under ncu)")
     ap.add_argument("--vec4", action="store_true",
                     help="time both kernels with and without vec4 (4-wide accesses, no layout conversion per source)")
+    ap.add_argument("--sweep", action="append", default=[],
+                    help="KEY=V1,V2,...: time every value of a launch-configuration key (both kernels where each has "
+                         "it; fwd.KEY / bwd.KEY for one); repeated: every combination. pipe=1,2,3 also sets unroll 1, "
+                         "prefetch 0 where pipe > 1")
+    ap.add_argument("--set", action="append", default=[], help="KEY=V: a fixed key for every variant (as --sweep)")
     a = ap.parse_args(argv)
     import torch
 
@@ -60,10 +92,8 @@ def main(argv=None) -> int:
             rt._fwd_launch(Pf)
             h, lse = Pf["out"][0], Pf["out"][1]
             fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
-            base_cfg = rt.bwd_config(N, D)
-            variants = [dict(base_cfg, vec4=v) for v in (0, 1)] if a.vec4 else [base_cfg]
-            for cfg in variants:
-                fcfg = dict(rt.fwd_config(N, D), vec4=cfg.get("vec4", 0))     # --vec4: both kernels
+            for label, fcfg, cfg in _variants(rt.fwd_config(N, D), rt.bwd_config(N, D),
+                                              a.sweep + (["vec4=0,1"] if a.vec4 else []), a.set):
                 with rt.configs(fwd=fcfg, bwd=cfg):
                     Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)
                     Pb = rt._bwd_prepare(dy, srcs, q, gain, h, lse, 1e-6, ln=(mscale, 1e-6))
@@ -77,11 +107,11 @@ def main(argv=None) -> int:
                     f_ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 60)
                     b_ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 60)
                 k = rt.LAST_KERNELS.get("bwd")
-                r = dict(shape=spec, query=query, fwd_ms=f_ms, bwd_ms=b_ms, fwd_pct_floor=100 * fb / bw / (f_ms * 1e-3),
+                r = dict(shape=spec, query=query, variant=label, fwd_config=fcfg, fwd_ms=f_ms, bwd_ms=b_ms, fwd_pct_floor=100 * fb / bw / (f_ms * 1e-3),
                          bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=cfg,
                          bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
                 rows.append(r)
-                print(f"{spec:9s} {query:8s} vec4 {cfg.get('vec4', 0)}  fwd {f_ms:7.3f} ms "
+                print(f"{spec:9s} {query:8s} {label:18s} fwd {f_ms:7.3f} ms "
                       f"({r['fwd_pct_floor']:4.1f} % of floor)   bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  "
                       f"regs {r['bwd_registers']} spills {r['bwd_spills']}", flush=True)
             del Pf, Pb, srcs, q, h, lse

@@ -172,7 +172,7 @@ def _ln_center(h_a, h_b, m_a, m_b, D, ln_eps, DB: tl.constexpr):
 
 @triton.jit
 def _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps, DB: tl.constexpr,
-                 ALIGN: tl.constexpr):
+                 ALIGN: tl.constexpr, PIPE: tl.constexpr):
     """h = sum_i exp(logit_i - lse) v_i for a block of rows, from the sources and the forward's lse: the backward
     of a router whose forward kept no h (``keep_h=False``) reads its sources twice instead of h once."""
     v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
@@ -181,7 +181,7 @@ def _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, l
     h_b = h_a
     if DB > 0:
         h_b = p[:, None] * v_b
-    for i in range(1, N):
+    for i in tl.range(1, N, num_stages=PIPE):
         ptr = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
         v_a, v_b = _load_row(ptr, o_a, o_b, m_a, m_b, DB)
         p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
@@ -200,7 +200,7 @@ def _router_fwd_kernel(
     T, eps, scale,
     D: tl.constexpr, BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
     ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr, LN_MOD: tl.constexpr,
-    WRITE_H: tl.constexpr, VEC4: tl.constexpr = 0,
+    WRITE_H: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -299,7 +299,9 @@ def _router_fwd_kernel(
     else:
         start = 1
 
-    for i in range(start, N):
+    # PIPE > 1: Triton's software pipeliner keeps PIPE - 1 sources in flight as asynchronous copies into shared
+    # memory (no registers held for them)
+    for i in tl.range(start, N, num_stages=PIPE):
         p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
         v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
         logit = _fwd_step(v_a, v_b, w_a, w_b, D, eps, DB)
@@ -432,7 +434,7 @@ def _router_bwd_kernel(
     D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
-    PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0,
+    PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -480,7 +482,7 @@ def _router_bwd_kernel(
         lse = tl.load(lse_ptr + row, mask=rmask, other=0.0)
         if RECOMPUTE_H:  # a first pass over the sources instead of reading h
             hv_a, hv_b = _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps,
-                                      DB, ALIGN)
+                                      DB, ALIGN, PIPE)
         else:
             hv_a = tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
             hv_b = hv_a
@@ -613,7 +615,7 @@ def _router_bwd_kernel(
         else:
             start = 1
 
-        for i in range(start, N):
+        for i in tl.range(start, N, num_stages=PIPE):  # PIPE > 1: as in the forward
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po, fl = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
             v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
@@ -678,7 +680,7 @@ def _tiles(D: int, split: bool) -> tuple[int, int]:
 
 # Defaults (from the sweep on an H100, see benchmarks/KERNEL_NOTES.md), overridable by environment for
 # experiments: DARTOOL_ROUTER_FWD="block_r,warps,stages,split,unroll", DARTOOL_ROUTER_BWD="block_r,rows,...".
-_DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1, vec4=0)
+_DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, prefetch=1, vec4=0, pipe=1)
 # ln_slot: with the LayerNorm fused in, keep the dshift / dscale partials in the program's own memory slot (updated
 # once per row) instead of registers held across the source loop. Compiled static c4 steps, same run (H200,
 # 2026-11-26, benchmarks/results/slot-ab-NVIDIA-H200-20261126-1101.json): SiT-XL/2 b64 1.214 against 1.260 with
@@ -686,7 +688,7 @@ _DEFAULT_FWD = dict(block_r=1, num_warps=1, num_stages=1, split=1, unroll=2, pre
 # part_slot: likewise the query / gain gradient partial, with g re-read per row (frees two row vectors of registers);
 # per shape in bwd_config.
 _DEFAULT_BWD = dict(block_r=1, rows=8, num_warps=2, num_stages=1, split=1, unroll=2, prefetch=1, ln_slot=1,
-                    part_slot=0, vec4=0)
+                    part_slot=0, vec4=0, pipe=1)
 
 
 def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
@@ -700,10 +702,10 @@ def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
 
 
 FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stages", "split", "unroll", "prefetch",
-                                               "vec4"), _DEFAULT_FWD)
+                                               "vec4", "pipe"), _DEFAULT_FWD)
 BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
                         ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot",
-                         "part_slot", "vec4"),
+                         "part_slot", "vec4", "pipe"),
                         _DEFAULT_BWD)
 
 
@@ -726,6 +728,8 @@ def fwd_config(N: int, D: int) -> dict:
         cfg.update(prefetch=0)
     if _AUTO["fwd"] and VEC4 is not None:
         cfg.update(vec4=VEC4)
+    if _AUTO["fwd"] and PIPE is not None:
+        cfg.update(_pipe_cfg(PIPE))
     return cfg
 
 
@@ -734,6 +738,16 @@ def fwd_config(N: int, D: int) -> dict:
 # stack bytes). Off until timed on a GPU; DARTOOL_ROUTER_VEC4=1 turns it on for every shape (the rest of the
 # per-shape choice stays).
 VEC4: "int | None" = int(os.environ["DARTOOL_ROUTER_VEC4"]) if os.environ.get("DARTOOL_ROUTER_VEC4") else None
+
+# pipe: the single-source loop of both kernels as a software pipeline (tl.range num_stages): Triton issues the next
+# pipe - 1 sources' loads as asynchronous copies into shared memory (cp.async), so each warp has more bytes in flight
+# without holding them in registers (the kernels are latency-bound: one source in flight per warp). pipe > 1 runs
+# the single-source loop (unroll 1, no register prefetch). Off until timed; DARTOOL_ROUTER_PIPE=k for every shape.
+PIPE: "int | None" = int(os.environ["DARTOOL_ROUTER_PIPE"]) if os.environ.get("DARTOOL_ROUTER_PIPE") else None
+
+
+def _pipe_cfg(pipe: int) -> dict:
+    return dict(pipe=pipe, unroll=1, prefetch=0) if pipe > 1 else dict(pipe=1)
 
 
 def bwd_config(N: int, D: int) -> dict:
@@ -750,6 +764,8 @@ def bwd_config(N: int, D: int) -> dict:
             cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
+        if PIPE is not None:
+            cfg.update(_pipe_cfg(PIPE))
     return cfg
 
 
@@ -890,7 +906,7 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
             T, float(eps), 1.0 / math.sqrt(D))
     meta = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
-                LN_MOD=ln is not None, WRITE_H=write_h, VEC4=int(cfg.get("vec4", 0)),
+                LN_MOD=ln is not None, WRITE_H=write_h, VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32), y=y)
 
@@ -976,7 +992,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
-                VEC4=int(cfg.get("vec4", 0)),
+                VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)

@@ -2,10 +2,11 @@
 
     python3 reports/jobs/s6_rows.py SIZE BATCH NAME BUDGET_S VARIANT...
 
-VARIANT = routing/query/q/h[/psN][/sqK][/v4N]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
+VARIANT = routing/query/q/h[/psN][/sqK][/v4N][/pN]: routing residual | dar, query static | dynamic, q = recompute | saved (dynamic
 routers: DARTOOL_RECOMPUTE_DYNAMIC_QUERY), h = auto | all | none (DARTOOL_RECOMPUTE_H), ps = ps0 | ps1 (the
 backward's part_slot; default: the code's), sqK = the last K dynamic routers save q (dispatch.SAVE_QUERY_LAST),
-v4N = the backward's vec4 on / off (router_triton.VEC4).
+v4N = the backward's vec4 on / off (router_triton.VEC4), pN = both kernels' source loop pipelined N deep
+(router_triton.PIPE).
 Writes $OUT/NAME.json.
 """
 import json
@@ -27,11 +28,14 @@ rows = []
 default_ps = rt.BWD_CONFIG.get("part_slot", 0)
 default_sq = dispatch.SAVE_QUERY_LAST
 default_v4 = rt.VEC4
+default_pipe = rt.PIPE
 for spec in sys.argv[5:]:
     routing, query, qmode, rh, *extra = spec.split("/")
     ps = [x for x in extra if x.startswith("ps")]
     sq = [x for x in extra if x.startswith("sq")]
     v4 = [x for x in extra if x.startswith("v4")]
+    pp = [x for x in extra if x.startswith("p") and x[1:].isdigit()]
+    rt.PIPE = int(pp[0][1:]) if pp else default_pipe
     rt.VEC4 = int(v4[0][2:]) if v4 else default_v4
     dispatch.SAVE_QUERY_LAST = int(sq[0][2:]) if sq else default_sq
     rt.RECOMPUTE_DYNAMIC_QUERY, rt.RECOMPUTE_H = qmode == "recompute", rh
@@ -43,7 +47,8 @@ for spec in sys.argv[5:]:
         if routing == "dar":
             x["variant"] += (f" (h {rh}" + (f", q {qmode}" if query == "dynamic" else "")
                              + (f", q saved by the last {dispatch.SAVE_QUERY_LAST}" if dispatch.SAVE_QUERY_LAST else "")
-                             + (f", vec4 {rt.VEC4}" if rt.VEC4 is not None else "") + ")")
+                             + (f", vec4 {rt.VEC4}" if rt.VEC4 is not None else "")
+                             + (f", pipe {rt.PIPE}" if rt.PIPE is not None else "") + ")")
     rows += r
     bench._ratios(rows)
     bench._floors(rows, bw["bytes_per_s"])
