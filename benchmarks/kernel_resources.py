@@ -59,7 +59,7 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
     cx = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
-              VEC4=int(cfg.get("vec4", 0)))
+              VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)))
     return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
 
 
@@ -72,7 +72,8 @@ def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:
                g_ptr="*fp32", h_ptr="*fp32", h32_ptr="*fp32", lse_ptr="*fp32", logit_ptr="*fp32", y_ptr="*bf16",
                shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", eps="fp32", scale="fp32")
     cx = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
-              WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True, VEC4=int(cfg.get("vec4", 0)))
+              WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True, VEC4=int(cfg.get("vec4", 0)),
+              PIPE=int(cfg.get("pipe", 1)))
     return _usage(rt._router_fwd_kernel, sig, cx, arch, cfg["num_warps"])
 
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         for ln, slot, rh, dyn, v4 in ((False, 0, False, False, 0), (True, 0, False, False, 0),
                                       (True, 1, False, False, 0), (True, 1, True, False, 0), (True, 1, False, True, 0),
                                       (True, 1, False, False, 1), (True, 1, False, True, 1)):
-            r, st = bwd_usage(D, ln, dict(bcfg, ln_slot=slot, vec4=v4), dynamic=dyn, arch=a.arch, recompute_h=rh)
+            r, st = bwd_usage(D, ln, dict(rt.bwd_config(a.N, D, dynamic=dyn), ln_slot=slot, vec4=v4), dynamic=dyn, arch=a.arch, recompute_h=rh)
             label = ("yes, partials in slots (ln_slot)" if slot else "yes") if ln else "no"
             label += ", part_slot" if bcfg.get("part_slot") else ""
             label += ", h recomputed" if rh else ""

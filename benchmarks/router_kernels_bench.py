@@ -43,15 +43,15 @@ def _variants(fwd: dict, bwd: dict, sweeps: list, sets: list) -> list:
                     c.update(unroll=1, prefetch=0)
         return f, b
 
-    for kv in sets:
-        k, v = kv.split("=")
-        fwd, bwd = apply(fwd, bwd, k, int(v))
     axes = [(k, [int(x) for x in v.split(",")]) for k, v in (s.split("=") for s in sweeps)]
     out = []
     for combo in itertools.product(*[vals for _, vals in axes]):
         f, b = fwd, bwd
         for (k, _), v in zip(axes, combo):
             f, b = apply(f, b, k, v)
+        for kv in sets:  # after the sweep: --set bwd.unroll=2 keeps two sources per iteration under pipe > 1
+            k, v = kv.split("=")
+            f, b = apply(f, b, k, int(v))
         out.append((" ".join(f"{k}={v}" for (k, _), v in zip(axes, combo)) or "default", f, b))
     return out
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                     help="KEY=V1,V2,...: time every value of a launch-configuration key (both kernels where each has "
                          "it; fwd.KEY / bwd.KEY for one); repeated: every combination. pipe=1,2,3 also sets unroll 1, "
                          "prefetch 0 where pipe > 1")
-    ap.add_argument("--set", action="append", default=[], help="KEY=V: a fixed key for every variant (as --sweep)")
+    ap.add_argument("--set", action="append", default=[], help="KEY=V: a fixed key for every variant (as --sweep), applied after the sweep's keys")
     a = ap.parse_args(argv)
     import torch
 
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             rt._fwd_launch(Pf)
             h, lse = Pf["out"][0], Pf["out"][1]
             fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
-            for label, fcfg, cfg in _variants(rt.fwd_config(N, D), rt.bwd_config(N, D),
+            for label, fcfg, cfg in _variants(rt.fwd_config(N, D), rt.bwd_config(N, D, dynamic=query == "dynamic"),
                                               a.sweep + (["vec4=0,1"] if a.vec4 else []), a.set):
                 with rt.configs(fwd=fcfg, bwd=cfg):
                     Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)

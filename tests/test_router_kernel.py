@@ -58,6 +58,10 @@ def test_backward_launch_configuration_per_shape():
     assert (narrow["num_warps"], narrow["split"], narrow["unroll"], narrow["part_slot"]) == (1, 1, 2, 0)
     assert (wide["num_warps"], wide["split"], wide["unroll"], wide["prefetch"], wide["part_slot"]) == (1, 1, 1, 0, 1)
     assert narrow["ln_slot"] == wide["ln_slot"] == 1
+    assert narrow["vec4"] == wide["vec4"] == 1
+    # the source loop pipelined at D >= 1024 only, deeper with a static query than with a dynamic one
+    assert (narrow["pipe"], rt.bwd_config(6, 768, dynamic=True)["pipe"]) == (1, 1)
+    assert (wide["pipe"], rt.bwd_config(9, 1152, dynamic=True)["pipe"]) == (4, 3)
     assert rt.bwd_config(17, 1152) == wide
     fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
     with rt.configs(bwd=fixed):
@@ -95,6 +99,9 @@ def test_forward_launch_configuration_per_shape():
     if not rt._AUTO["fwd"]:
         pytest.skip("DARTOOL_ROUTER_FWD is set")
     assert rt.fwd_config(9, 1152)["prefetch"] == 0 and rt.fwd_config(57, 1152) == rt.FWD_CONFIG
+    # chunked source counts at D >= 768: one source per iteration, pipelined 4 deep, 4-wide accesses
+    assert {k: rt.fwd_config(6, 768)[k] for k in ("unroll", "pipe", "vec4")} == dict(unroll=1, pipe=4, vec4=1)
+    assert rt.fwd_config(6, 384)["pipe"] == 1
     with rt.configs(fwd=dict(prefetch=1)):
         assert rt.fwd_config(9, 1152)["prefetch"] == 1
     assert rt.fwd_config(6, 768)["prefetch"] == 0 and rt._AUTO["fwd"]

@@ -277,7 +277,7 @@ def _router_fwd_kernel(
             m = m_new
         start = N
     elif UNROLL == 2:  # two sources per iteration: twice the loads in flight, one reduction
-        for i in range(1, N - 1, 2):
+        for i in tl.range(1, N - 1, 2, num_stages=PIPE):
             p1 = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN      # exact; tells the compiler it is aligned
             p2 = rest_ptr + (tl.load(tab_ptr + i + 1) // ALIGN) * ALIGN
             v1_a, v1_b = _load_row(p1, o_a, o_b, m_a, m_b, DB)
@@ -595,7 +595,7 @@ def _router_bwd_kernel(
                     u_b += (cw1 * scale)[:, None] * v1_b + (cw2 * scale)[:, None] * v2_b
             start = N
         elif UNROLL == 2:
-            for i in range(1, N - 1, 2):
+            for i in tl.range(1, N - 1, 2, num_stages=PIPE):
                 p1 = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
                 p2 = rest_ptr + (tl.load(tab_ptr + i + 1) // ALIGN) * ALIGN
                 po1, fl1 = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
@@ -726,6 +726,8 @@ def fwd_config(N: int, D: int) -> dict:
     cfg = dict(FWD_CONFIG)
     if _AUTO["fwd"] and N < 32:
         cfg.update(prefetch=0)
+        if D >= 768:
+            cfg.update(_pipe_cfg(4), vec4=1)
     if _AUTO["fwd"] and VEC4 is not None:
         cfg.update(vec4=VEC4)
     if _AUTO["fwd"] and PIPE is not None:
@@ -750,7 +752,18 @@ def _pipe_cfg(pipe: int) -> dict:
     return dict(pipe=pipe, unroll=1, prefetch=0) if pipe > 1 else dict(pipe=1)
 
 
-def bwd_config(N: int, D: int) -> dict:
+# The per-shape choices below were timed on an H200 with the kernels alone, laid out as in a bf16 training step
+# (benchmarks/router_kernels_bench.py; benchmarks/results/router_kernels-pipe-NVIDIA-H200-20261126-1449.json,
+# router_kernels-vec4-NVIDIA-H200-20261126-1435.json):
+#   forward, N < 32, D >= 768: one source per iteration pipelined 4 deep, vec4: SiT-XL/2 b64 N = 9 / 17 and
+#   SiT-B/2 b256 N = 6 at 94-101 % of the byte floor (86-93 % before), static and dynamic queries alike;
+#   backward, D >= 1024: vec4 (static 3-5 % faster, dynamic unchanged), pipelined 4 deep with a static query
+#   (N = 9 / 17: 0.367 -> 0.361, 0.562 -> 0.520 ms), 3 deep with a dynamic one (0.433 -> 0.423, 0.637 -> 0.587 ms;
+#   2 deep is slower everywhere); D < 1024: vec4 (static 5 % faster), not pipelined (the dynamic backward at
+#   SiT-B/2 is 3-19 % slower pipelined).
+
+
+def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
     """The backward's launch configuration for N sources of width D. ``part_slot`` only at D >= 1024: the
     LayerNorm-fused backward kernel at SiT-XL/2 b64 N = 9 is 1.6 % faster with it (0.424 vs 0.431 ms), at SiT-B/2
     b256 N = 6 12 % slower (0.706 vs 0.631 ms); compiled static c4 steps, same run: XL/2 1.220 both ways, B/2
@@ -759,9 +772,9 @@ def bwd_config(N: int, D: int) -> dict:
     cfg = dict(BWD_CONFIG)
     if _AUTO["bwd"]:
         if D < 1024:
-            cfg.update(num_warps=1, split=1, part_slot=0)
+            cfg.update(num_warps=1, split=1, part_slot=0, vec4=1)
         else:
-            cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1)
+            cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1, vec4=1, pipe=3 if dynamic else 4)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
         if PIPE is not None:
@@ -967,7 +980,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     otab = _offset_table([dv0.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(), obase.element_size(),
                          dev, flags)
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
-    cfg = bwd_config(N, D)
+    cfg = bwd_config(N, D, dynamic=mode == 2)
     rows = max(cfg["rows"], cfg["block_r"])
     n_tprog = triton.cdiv(T, rows)
     part = _empty((B, n_tprog, D), torch.float32, dev)
