@@ -92,13 +92,14 @@ def test_recompute_h_policy():
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_forward_launch_configuration_per_shape():
-    """The forward drops its prefetch at the source counts of a chunked model, keeps it at N = 57, and a
-    configuration given in a ``configs`` block holds for every N."""
+    """The forward drops its register prefetch at the source counts of a chunked model and pipelines its source
+    loop instead (D >= 768), and a configuration given in a ``configs`` block holds for every N."""
     from dartool.kernels import router_triton as rt
 
     if not rt._AUTO["fwd"]:
         pytest.skip("DARTOOL_ROUTER_FWD is set")
-    assert rt.fwd_config(9, 1152)["prefetch"] == 0 and rt.fwd_config(57, 1152) == rt.FWD_CONFIG
+    assert rt.fwd_config(9, 1152)["prefetch"] == 0 and rt.fwd_config(57, 384) == rt.FWD_CONFIG
+    assert rt.fwd_config(57, 1152) == dict(rt.FWD_CONFIG, pipe=3, unroll=1, prefetch=0)
     # chunked source counts at D >= 768: one source per iteration, pipelined 4 deep, 4-wide accesses
     assert {k: rt.fwd_config(6, 768)[k] for k in ("unroll", "pipe", "vec4")} == dict(unroll=1, pipe=4, vec4=1)
     assert rt.fwd_config(6, 384)["pipe"] == 1

@@ -728,6 +728,8 @@ def fwd_config(N: int, D: int) -> dict:
         cfg.update(prefetch=0)
         if D >= 768:
             cfg.update(_pipe_cfg(4), vec4=1)
+    elif _AUTO["fwd"] and D >= 768:  # N = 57, SiT-XL/2 b32: 0.357 -> 0.274 ms, 77 -> 100 % of the floor
+        cfg.update(_pipe_cfg(3))
     if _AUTO["fwd"] and VEC4 is not None:
         cfg.update(vec4=VEC4)
     if _AUTO["fwd"] and PIPE is not None:
@@ -759,8 +761,9 @@ def _pipe_cfg(pipe: int) -> dict:
 #   SiT-B/2 b256 N = 6 at 94-101 % of the byte floor (86-93 % before), static and dynamic queries alike;
 #   backward, D >= 1024: vec4 (static 3-5 % faster, dynamic unchanged), pipelined 4 deep with a static query
 #   (N = 9 / 17: 0.367 -> 0.361, 0.562 -> 0.520 ms), 3 deep with a dynamic one (0.433 -> 0.423, 0.637 -> 0.587 ms;
-#   2 deep is slower everywhere); D < 1024: vec4 (static 5 % faster), not pipelined (the dynamic backward at
-#   SiT-B/2 is 3-19 % slower pipelined).
+#   2 deep is slower everywhere; at N = 57, b32: 70 -> 81 % of the floor); D < 1024: vec4 (static 5 % faster), not
+#   pipelined (the dynamic backward at SiT-B/2 is 3-19 % slower pipelined, one or two sources per iteration;
+#   router_kernels-pipe57-NVIDIA-H200-20261126-1503.json, router_kernels-pipeB-NVIDIA-H200-20261126-1503.json).
 
 
 def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
