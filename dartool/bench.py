@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -462,7 +462,7 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
 
     rows = []
     for routing, query, chunk, fused in variants:
-        name = "residual" if routing == "residual" else f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
+        name = _variant_name((routing, query, chunk, fused))
         row: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=name, routing=routing, query=query,
                                    chunk=chunk, fused=fused, compiled=compiled)
         if deadline is not None and time.time() + compile_est_s > deadline:
@@ -645,7 +645,7 @@ def sampling_bench(size: str = "B", batch: int = 256, steps: int = 50,
 
     rows = []
     for routing, query, chunk, fused in variants:
-        name = "residual" if routing == "residual" else f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
+        name = _variant_name((routing, query, chunk, fused))
         row: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, steps=steps, variant=name, fused=fused)
         model = None
         try:
@@ -819,6 +819,10 @@ def markdown(res: dict) -> str:
          + (f" · CUDA {e.get('cuda')} · {e.get('sms')} SMs · {e.get('memory_gb')} GB" if e.get("sms") else ""), ""]
     if res.get("note"):
         L += [f"> {res['note']}", ""]
+    for r in res.get("resumed", []):
+        L += [f"Continued (`--resume`) from a run on the same card at commit `{r['env'].get('commit')}`, "
+              f"{r['env'].get('date')}; kept from it: {', '.join(r['parts']) or 'nothing'} (ratios compare rows "
+              "of one run: a training-step group with a row missing was timed again whole).", ""]
     if res.get("skipped"):
         L += ["Skipped: " + "; ".join(res["skipped"]), ""]
     bw = res.get("copy")
@@ -959,9 +963,61 @@ def write_results(res: dict, out: Path) -> tuple[Path, Path]:
     stem = res.setdefault("_stem", f"bench-{card}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M')}")
     res["targets"] = evaluate_targets(res)
     jp, mp = out / f"{stem}.json", out / f"{stem}.md"
-    jp.write_text(json.dumps({k: v for k, v in res.items() if k != "_stem"}, indent=1, default=str))
-    mp.write_text(markdown(res))
+    for path, text in ((jp, json.dumps({k: v for k, v in res.items() if k != "_stem"}, indent=1, default=str)),
+                       (mp, markdown(res))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)           # atomic: a run killed mid-write leaves the previous complete file
     return jp, mp
+
+
+class ResumeError(ValueError):
+    """A results file that ``--resume`` cannot continue (message: one line, what to do)."""
+
+
+_PARTS = ("check", "copy", "sweep", "router", "router_dynamic", "train", "paired", "sampling")
+
+
+def load_resume(path: Path, card: "str | None") -> dict:
+    """The results of an earlier ``dartool bench`` run to continue: every part it measured is kept and not run
+    again. Refuses another card's results (ratios and floors compare only within one card)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResumeError(f"--resume {path}: no such file; give the .json a previous `dartool bench` wrote")
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ResumeError(f"--resume {path}: not readable as JSON ({type(e).__name__}); give the .json a previous "
+                          f"`dartool bench` wrote") from None
+    if not isinstance(prev, dict) or not isinstance(prev.get("env"), dict):
+        raise ResumeError(f"--resume {path}: not a `dartool bench` results file (no env); give the .json it wrote")
+    if card is not None and prev["env"].get("card") != card:
+        raise ResumeError(f"--resume {path}: measured on {prev['env'].get('card')}, this is {card}; ratios compare "
+                          f"only within one card, so run without --resume")
+    prev.pop("targets", None)
+    prev["resumed"] = prev.get("resumed", []) + [dict(env=prev["env"], seconds=prev.get("seconds"),
+                                                      parts=sorted(k for k in prev if k in _PARTS))]
+    prev["_stem"] = path.stem
+    prev["skipped"] = []
+    return prev
+
+
+def _keep_group(res: dict, size: str, compiled: bool, variants: list) -> bool:
+    """Whether a resumed run already has every training-step row of this size and mode (then they are kept); if
+    any is missing, the group's rows are dropped and all are timed again, so a ratio never compares steps timed
+    in two runs."""
+    model = f"SiT-{size}/2"
+    have = {r["variant"] for r in res.get("train", []) if r["model"] == model and r.get("compiled") == compiled
+            and not r.get("skipped") and not r.get("error")}
+    if all(_variant_name(v) in have for v in variants):
+        return True
+    res["train"] = [r for r in res.get("train", []) if not (r["model"] == model and r.get("compiled") == compiled)]
+    return False
+
+
+def _variant_name(v: tuple) -> str:
+    routing, query, chunk, fused = v
+    return "residual" if routing == "residual" else f"DAR {query} c{chunk}" + ("" if fused else " (unfused)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -972,13 +1028,20 @@ def write_results(res: dict, out: Path) -> tuple[Path, Path]:
 def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 420.0,
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
               router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0,
-              paired_rounds: int = 0) -> dict:
-    """Everything ``dartool bench`` measures. ``paired_rounds`` > 0: after the compiled rows, time the compiled
+              paired_rounds: int = 0, resume: "Path | None" = None) -> dict:
+    """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
+    measured parts are kept and not run again (a run that outgrew one machine slot continues in the next). ``paired_rounds`` > 0: after the compiled rows, time the compiled
     residual, static c4 and dynamic c4 steps of each size in that many interleaved rounds in one process
     (:func:`paired_steps_bench`); the compiled time targets then use those medians (single compiled runs minutes
     apart moved by a few per cent on one card), memory targets the separate rows."""
     t_begin = time.time()
-    res: dict[str, Any] = {"env": env_info(), "skipped": []}
+    env = env_info()
+    res: dict[str, Any] = {"env": env, "skipped": []}
+    if resume is not None:
+        res = load_resume(resume, env.get("card") if torch.cuda.is_available() else None)
+        log(f"resuming {resume}: keeping {', '.join(res['resumed'][-1]['parts']) or 'nothing'} "
+            f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
+        res["env"] = env
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
         f"commit {res['env']['commit']})")
     if not torch.cuda.is_available():
@@ -1001,7 +1064,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         res["note"] = f"fused router unavailable: {reason}"
         log(res["note"])
 
-    if check and not reason:
+    if check and not reason and "check" not in res:
         log("[1/5] correctness of the fused router (float64 reference)")
         from .kernels.check import run_all
 
@@ -1009,10 +1072,11 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log(f"  correctness: {'PASS' if res['check']['ok'] else 'FAIL'} ({res['check']['seconds']:.0f} s)")
         write_results(res, out)
     log("[2/5] copy bandwidth")
-    res["copy"] = copy_bandwidth()
+    if "copy" not in res:      # a resumed run keeps the rate its floors were computed with
+        res["copy"] = copy_bandwidth()
     bw = res["copy"]["bytes_per_s"]
     log(f"  {res['copy']['tb_per_s']:.2f} TB/s")
-    if sweep and not reason:
+    if sweep and not reason and "sweep" not in res:
         log("  launch-configuration sweep (N=57)")
         res["sweep"] = config_sweep(bw=bw)
         from .kernels import router_triton as rt
@@ -1025,7 +1089,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                                 for k in ("block_r", "rows", "num_warps", "num_stages", "split", "unroll",
                                           "prefetch")})
         log(f"  using fwd {rt.FWD_CONFIG} bwd {rt.BWD_CONFIG}")
-    if router and not reason:
+    if router and not reason and "router" not in res:
         log("[3/5] router microbench")
         from .kernels import dispatch
         from .kernels import router_triton as rt
@@ -1047,17 +1111,20 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         sizes = [("B", 256), ("XL", xlb)]
         if quick:
             full = full[:2] + [full[3]]
-        res["train"] = []
+        res["train"] = [r for r in res.get("train", []) if not r.get("skipped") and not r.get("error")]
         for size, batch in sizes:
+            if _keep_group(res, size, False, full):
+                continue
             res["train"] += train_step_bench(size, batch, full, compiled=False, deadline=deadline)
             _floors(res["train"], res["copy"]["bytes_per_s"])
             write_results(res, out)
         if compile:
             cdead = min(deadline, time.time() + compile_budget_s)
             # residual + static c4 of both sizes first, then dynamic c4 while the budget lasts
-            plan = [(size, batch, [("residual", "static", 4, True), ("dar", "static", 4, True)])
-                    for size, batch in sizes]
-            plan += [(size, batch, [("dar", "dynamic", 4, True)]) for size, batch in sizes]
+            first = [("residual", "static", 4, True), ("dar", "static", 4, True)]
+            kept = {size for size, _ in sizes if _keep_group(res, size, True, first + [("dar", "dynamic", 4, True)])}
+            plan = [(size, batch, first) for size, batch in sizes if size not in kept]
+            plan += [(size, batch, [("dar", "dynamic", 4, True)]) for size, batch in sizes if size not in kept]
             for size, batch, cvars in plan:
                 est = 40.0 if size == "B" else 60.0
                 rows_c = train_step_bench(size, batch, cvars, compiled=True, deadline=cdead,
@@ -1067,8 +1134,10 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                 _floors(res["train"], res["copy"]["bytes_per_s"])
                 write_results(res, out)
             if paired_rounds > 0:
-                res["paired"] = []
+                res.setdefault("paired", [])
                 for size, batch in sizes:
+                    if any(p["model"] == f"SiT-{size}/2" and "ratio_median" in p for p in res["paired"]):
+                        continue
                     est = 3 * (40.0 if size == "B" else 60.0) + paired_rounds * 3 * 6 * 0.2
                     if time.time() + est > deadline:
                         res["skipped"].append(f"paired compiled SiT-{size}/2 (time budget)")
@@ -1080,7 +1149,9 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                     write_results(res, out)
         else:
             res["skipped"].append("torch.compile (--no-compile)")
-    if sampling and time.time() < deadline:
+    if sampling and "sampling" in res:
+        pass
+    elif sampling and time.time() < deadline:
         log("[5/5] sampling")
         res["sampling"] = sampling_bench(variants=(("residual", "static", 4, True), ("dar", "static", 4, True),
                                                    ("dar", "static", 4, False)) if not reason else
@@ -1119,11 +1190,16 @@ def main(argv=None) -> int:
     ap.add_argument("--xl-batch", type=int, default=None)
     ap.add_argument("--paired-rounds", type=int, default=0,
                     help="also time the compiled steps in interleaved rounds (see dartool bench --help)")
+    ap.add_argument("--resume", default=None, help="continue an earlier run's results JSON (see dartool bench --help)")
     a = ap.parse_args(argv)
-    res = run_bench(Path(a.out), quick=a.quick, compile=not a.no_compile, compile_budget_s=a.compile_budget,
-                    sweep=a.sweep, check=not a.no_check, train=not a.no_train, sampling=not a.no_sampling,
-                    router=not a.no_router, xl_batch=a.xl_batch, time_budget_s=a.time_budget,
-                    paired_rounds=a.paired_rounds)
+    try:
+        res = run_bench(Path(a.out), quick=a.quick, compile=not a.no_compile, compile_budget_s=a.compile_budget,
+                        sweep=a.sweep, check=not a.no_check, train=not a.no_train, sampling=not a.no_sampling,
+                        router=not a.no_router, xl_batch=a.xl_batch, time_budget_s=a.time_budget,
+                        paired_rounds=a.paired_rounds, resume=Path(a.resume) if a.resume else None)
+    except ResumeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ok = res.get("check", {}).get("ok", True)
     return 0 if ok else 1
 
@@ -1146,11 +1222,19 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
         paired_rounds: int = typer.Option(0, help="Also time the compiled steps in this many interleaved rounds "
                                                   "(residual, static c4, dynamic c4 in one process; 6 is a good "
                                                   "choice) and judge compiled time targets on their medians."),
+        resume: Optional[Path] = typer.Option(None, help="Continue an earlier run on the same card: its results JSON "
+                                                         "(rewritten in place, under --out); the parts it measured "
+                                                         "are kept, the rest run (a training-step group with a row "
+                                                         "missing is timed again whole)."),
     ) -> None:
         """Benchmark the fused DAR router and what DAR costs against the residual baseline (JSON + Markdown)."""
-        res = run_bench(out, quick=quick, compile=compile, compile_budget_s=compile_budget, sweep=sweep, check=check,
-                        train=train, sampling=sampling, router=router, xl_batch=xl_batch or None,
-                        time_budget_s=time_budget, paired_rounds=paired_rounds)
+        try:
+            res = run_bench(out, quick=quick, compile=compile, compile_budget_s=compile_budget, sweep=sweep,
+                            check=check, train=train, sampling=sampling, router=router, xl_batch=xl_batch or None,
+                            time_budget_s=time_budget, paired_rounds=paired_rounds, resume=resume)
+        except ResumeError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
         if not res.get("check", {}).get("ok", True):
             raise typer.Exit(1)
 except ImportError:  # pragma: no cover

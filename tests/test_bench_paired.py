@@ -127,3 +127,99 @@ def test_bench_cli_has_paired_rounds():
 
     out = CliRunner().invoke(app, ["bench", "--help"], terminal_width=200)
     assert out.exit_code == 0 and "--paired-rounds" in out.output
+
+
+def _saved_run(tmp_path, card="H200 test"):
+    import json
+
+    res = dict(env=dict(card=card, date="2026-11-26 14:00 UTC", commit="old", torch="x", python="3"), skipped=[],
+               copy=dict(bytes_per_s=4.2e12, tb_per_s=4.2, bytes_moved=1e9, ms=0.2),
+               router=[],
+               train=[_row("SiT-B/2", "residual", "residual", "static", False, 1.0),
+                      _row("SiT-B/2", "DAR static c4", "dar", "static", False, 0.8),
+                      _row("SiT-B/2", "DAR dynamic c4", "dar", "dynamic", False, 0.9),
+                      _row("SiT-XL/2", "residual", "residual", "static", False, 1.0),
+                      _row("SiT-XL/2", "DAR static c4", "dar", "static", False, 0.9),
+                      dict(_row("SiT-XL/2", "DAR dynamic c4", "dar", "dynamic", False, 1.0), skipped="time budget")],
+               sampling=[], seconds=500.0)
+    p = tmp_path / "bench-H200-test-20261126-1400.json"
+    p.write_text(json.dumps(res))
+    return p
+
+
+def test_resume_refuses_a_missing_corrupt_or_foreign_file(tmp_path):
+    import pytest
+
+    from dartool.bench import ResumeError, load_resume
+
+    with pytest.raises(ResumeError, match="no such file"):
+        load_resume(tmp_path / "nope.json", "H200 test")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"env": {"card": "H200 te')            # cut short
+    with pytest.raises(ResumeError, match="not readable as JSON"):
+        load_resume(bad, "H200 test")
+    other = tmp_path / "other.json"
+    other.write_text('{"rows": []}')
+    with pytest.raises(ResumeError, match="not a `dartool bench` results file"):
+        load_resume(other, "H200 test")
+    with pytest.raises(ResumeError, match="measured on H200 test, this is H100; .*without --resume"):
+        load_resume(_saved_run(tmp_path), "H100")
+    prev = load_resume(_saved_run(tmp_path), "H200 test")
+    assert prev["resumed"][0]["parts"] == ["copy", "router", "sampling", "train"]
+    assert prev["_stem"] == "bench-H200-test-20261126-1400"
+
+
+def test_resume_keeps_measured_parts_and_retimes_incomplete_groups(tmp_path, monkeypatch):
+    """A resumed run keeps what the earlier one measured (router, copy rate, sampling, complete training-step
+    groups), times a group again whole when one of its rows is missing (XL/2 eager: its dynamic row was skipped),
+    runs what is new (compiled rows, paired rounds) and rewrites the same results file with both runs named."""
+    import json
+
+    import dartool.bench as bench
+    import dartool.kernels as kernels
+
+    calls = []
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench, "env_info", lambda: dict(card="H200 test", date="2026-11-26 15:00 UTC", commit="new",
+                                                        torch="x", python="3"))
+    monkeypatch.setattr(kernels, "why_not_fused", lambda: None)
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda: calls.append("copy") or {})
+    monkeypatch.setattr(bench, "router_microbench", lambda **k: calls.append("router") or [])
+    monkeypatch.setattr(bench, "sampling_bench", lambda **k: calls.append("sampling") or [])
+
+    def fake_train(size, batch, variants, compiled, **k):
+        calls.append(("train", size, compiled, tuple(bench._variant_name(v) for v in variants)))
+        return [_row(f"SiT-{size}/2", bench._variant_name(v), v[0], v[1], compiled, 1.0 if v[0] == "residual" else 1.1)
+                for v in variants]
+
+    monkeypatch.setattr(bench, "train_step_bench", fake_train)
+    monkeypatch.setattr(bench, "paired_steps_bench_many",
+                        lambda size, batch, rounds: calls.append(("paired", size)) or
+                        [_paired(f"SiT-{size}/2", "DAR static c4", [1.05] * rounds)])
+    monkeypatch.setattr(bench.torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 141e9}))
+    saved = _saved_run(tmp_path)
+    res = bench.run_bench(tmp_path, quick=True, check=False, paired_rounds=3, resume=saved)
+    assert "router" not in calls and "copy" not in calls and "sampling" not in calls
+    trains = [c for c in calls if c[0] == "train"]
+    assert ("train", "B", False, ("residual", "DAR static c4", "DAR dynamic c4")) not in trains   # kept
+    assert ("train", "XL", False, ("residual", "DAR static c4", "DAR dynamic c4")) in trains       # re-timed whole
+    assert ("train", "B", True, ("residual", "DAR static c4")) in trains
+    assert ("train", "XL", True, ("DAR dynamic c4",)) in trains
+    assert [c for c in calls if c[0] == "paired"] == [("paired", "B"), ("paired", "XL")]
+    xl_eager = [r for r in res["train"] if r["model"] == "SiT-XL/2" and not r["compiled"]]
+    assert len(xl_eager) == 3 and not any(r.get("skipped") for r in xl_eager)
+    assert len([r for r in res["train"] if r["model"] == "SiT-B/2" and not r["compiled"]]) == 3
+    written = json.loads(saved.read_text())                  # the same file, rewritten
+    assert written["env"]["commit"] == "new" and written["resumed"][0]["env"]["commit"] == "old"
+    assert "Continued (`--resume`)" in saved.with_suffix(".md").read_text()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bench_cli_resume_error_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from dartool.cli import app
+
+    out = CliRunner().invoke(app, ["bench", "--resume", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
+    assert out.exit_code == 2
+    assert "no such file" in out.output and "Traceback" not in out.output
