@@ -995,6 +995,8 @@ def load_resume(path: Path, card: "str | None") -> dict:
         raise ResumeError(f"--resume {path}: measured on {prev['env'].get('card')}, this is {card}; ratios compare "
                           f"only within one card, so run without --resume")
     prev.pop("targets", None)
+    if not prev.get("check", {"ok": True}).get("ok", False):  # a failed correctness check is run again, not kept
+        prev.pop("check")
     prev["resumed"] = prev.get("resumed", []) + [dict(env=prev["env"], seconds=prev.get("seconds"),
                                                       parts=sorted(k for k in prev if k in _PARTS))]
     prev["_stem"] = path.stem

@@ -223,3 +223,34 @@ def test_bench_cli_resume_error_is_one_line(tmp_path):
     out = CliRunner().invoke(app, ["bench", "--resume", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
     assert out.exit_code == 2
     assert "no such file" in out.output and "Traceback" not in out.output
+
+
+def test_resume_runs_a_failed_check_again(tmp_path):
+    import json
+
+    from dartool.bench import load_resume
+
+    p = _saved_run(tmp_path)
+    d = json.loads(p.read_text())
+    p.write_text(json.dumps(dict(d, check=dict(ok=False, cases=[], models=[]))))
+    assert "check" not in load_resume(p, "H200 test")
+    p.write_text(json.dumps(dict(d, check=dict(ok=True, cases=[], models=[]))))
+    assert load_resume(p, "H200 test")["check"]["ok"]
+
+
+def test_check_runs_without_tf32_and_restores_the_callers_setting(monkeypatch):
+    """The float64 check pins TF32 off (a TF32 projection would be charged to the kernels) and gives the caller's
+    setting back."""
+    import torch
+
+    from dartool.kernels import check
+
+    seen = []
+    monkeypatch.setattr(check, "_run_all", lambda *a: seen.append(torch.backends.cuda.matmul.allow_tf32) or {})
+    old = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        check.run_all(device="cpu")
+        assert seen == [False] and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old

@@ -569,6 +569,18 @@ def _autocast(device: str):
 
 def run_all(device: str | None = None, interpret: bool = False, verbose: bool = True, model: bool = True,
             quick: bool = False) -> dict:
+    """Every check against float64. TF32 is off while they run, whatever the caller set (``dartool bench``
+    turns it on for its timings): a dynamic router's projection W v_prev in TF32 is off by ~1e-3, which would
+    be charged to the kernels."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        return _run_all(device, interpret, verbose, model, quick)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, quick: bool) -> dict:
     device = device or ("cuda" if torch.cuda.is_available() and not interpret else "cpu")
     gen = torch.Generator().manual_seed(1234)
     t0 = time.time()
