@@ -821,8 +821,10 @@ def markdown(res: dict) -> str:
         L += [f"> {res['note']}", ""]
     for r in res.get("resumed", []):
         L += [f"Continued (`--resume`) from a run on the same card at commit `{r['env'].get('commit')}`, "
-              f"{r['env'].get('date')}; kept from it: {', '.join(r['parts']) or 'nothing'} (ratios compare rows "
-              "of one run: a training-step group with a row missing was timed again whole).", ""]
+              f"{r['env'].get('date')}; kept from it: {', '.join(r['parts']) or 'nothing'}"
+              + (f"; run again: {', '.join(r['run_again'])}" if r.get("run_again") else "")
+              + " (ratios compare rows of one run: a training-step group with a row missing was timed again whole).",
+              ""]
     if res.get("skipped"):
         L += ["Skipped: " + "; ".join(res["skipped"]), ""]
     bw = res.get("copy")
@@ -995,10 +997,12 @@ def load_resume(path: Path, card: "str | None") -> dict:
         raise ResumeError(f"--resume {path}: measured on {prev['env'].get('card')}, this is {card}; ratios compare "
                           f"only within one card, so run without --resume")
     prev.pop("targets", None)
+    again = []
     if not prev.get("check", {"ok": True}).get("ok", False):  # a failed correctness check is run again, not kept
         prev.pop("check")
+        again.append("check (it had failed)")
     prev["resumed"] = prev.get("resumed", []) + [dict(env=prev["env"], seconds=prev.get("seconds"),
-                                                      parts=sorted(k for k in prev if k in _PARTS))]
+                                                      parts=sorted(k for k in prev if k in _PARTS), run_again=again)]
     prev["_stem"] = path.stem
     prev["skipped"] = []
     return prev

@@ -233,7 +233,8 @@ def test_resume_runs_a_failed_check_again(tmp_path):
     p = _saved_run(tmp_path)
     d = json.loads(p.read_text())
     p.write_text(json.dumps(dict(d, check=dict(ok=False, cases=[], models=[]))))
-    assert "check" not in load_resume(p, "H200 test")
+    again = load_resume(p, "H200 test")
+    assert "check" not in again and again["resumed"][-1]["run_again"] == ["check (it had failed)"]
     p.write_text(json.dumps(dict(d, check=dict(ok=True, cases=[], models=[]))))
     assert load_resume(p, "H200 test")["check"]["ok"]
 

@@ -739,14 +739,17 @@ def fwd_config(N: int, D: int) -> dict:
 
 # vec4 in both kernels (column offsets as runs of 4: no layout conversion of each source (and, backward, each
 # gradient) in the source loop; backward at D = 1152, sm_90 ptxas: 619 -> 473 loop instructions, 88 / 112 -> 8 / 0
-# stack bytes). Off until timed on a GPU; DARTOOL_ROUTER_VEC4=1 turns it on for every shape (the rest of the
-# per-shape choice stays).
+# stack bytes). On per shape (below); DARTOOL_ROUTER_VEC4=0 / 1 sets it for every shape (the rest of the per-shape
+# choice stays).
 VEC4: "int | None" = int(os.environ["DARTOOL_ROUTER_VEC4"]) if os.environ.get("DARTOOL_ROUTER_VEC4") else None
 
 # pipe: the single-source loop of both kernels as a software pipeline (tl.range num_stages): Triton issues the next
 # pipe - 1 sources' loads as asynchronous copies into shared memory (cp.async), so each warp has more bytes in flight
 # without holding them in registers (the kernels are latency-bound: one source in flight per warp). pipe > 1 runs
-# the single-source loop (unroll 1, no register prefetch). Off until timed; DARTOOL_ROUTER_PIPE=k for every shape.
+# the single-source loop (unroll 1, no register prefetch). Per shape (below); DARTOOL_ROUTER_PIPE=k for every shape
+# (1: none). Rows per program (4, 8, 16) and two warps per row were swept with it at SiT-XL/2 (router_kernels-bwd-
+# sweep-XL-NVIDIA-H200-20261126-1457.json): two warps 20-40 % slower; 4 rows 3 % faster alone, but the compiled
+# XL/2 step was 1 % slower (compiled-XL-bwd-rows-NVIDIA-H200-20261126-1501.json), so 8 rows stay.
 PIPE: "int | None" = int(os.environ["DARTOOL_ROUTER_PIPE"]) if os.environ.get("DARTOOL_ROUTER_PIPE") else None
 
 
@@ -755,15 +758,15 @@ def _pipe_cfg(pipe: int) -> dict:
 
 
 # The per-shape choices below were timed on an H200 with the kernels alone, laid out as in a bf16 training step
-# (benchmarks/router_kernels_bench.py; benchmarks/results/router_kernels-pipe-NVIDIA-H200-20261126-1449.json,
-# router_kernels-vec4-NVIDIA-H200-20261126-1435.json):
+# (benchmarks/router_kernels_bench.py; benchmarks/results/router_kernels-pipe-NVIDIA-H200-20261126-1439.json,
+# router_kernels-vec4-NVIDIA-H200-20261126-1429.json):
 #   forward, N < 32, D >= 768: one source per iteration pipelined 4 deep, vec4: SiT-XL/2 b64 N = 9 / 17 and
 #   SiT-B/2 b256 N = 6 at 94-101 % of the byte floor (86-93 % before), static and dynamic queries alike;
 #   backward, D >= 1024: vec4 (static 3-5 % faster, dynamic unchanged), pipelined 4 deep with a static query
 #   (N = 9 / 17: 0.367 -> 0.361, 0.562 -> 0.520 ms), 3 deep with a dynamic one (0.433 -> 0.423, 0.637 -> 0.587 ms;
 #   2 deep is slower everywhere; at N = 57, b32: 70 -> 81 % of the floor); D < 1024: vec4 (static 5 % faster), not
 #   pipelined (the dynamic backward at SiT-B/2 is 3-19 % slower pipelined, one or two sources per iteration;
-#   router_kernels-pipe57-NVIDIA-H200-20261126-1503.json, router_kernels-pipeB-NVIDIA-H200-20261126-1503.json).
+#   router_kernels-pipe57-NVIDIA-H200-20261126-1452.json, router_kernels-pipeB-NVIDIA-H200-20261126-1452.json).
 
 
 def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
