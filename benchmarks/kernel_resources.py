@@ -23,17 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int) -> tuple[int, int]:
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
-    sig = dict(sig, **{k: "constexpr" for k in cx})
-    names = list(sig)
-    # what the JIT assumes at a real launch: every pointer 16-byte aligned and T a multiple of 16 (without it the
-    # loads and stores compile to scalar 16-bit accesses and the register counts are a different kernel's)
-    attrs = {(names.index(k),): [["tt.divisibility", 16]] for k, v in sig.items()
-             if str(v).startswith("*") or k == "T"}
-    src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in cx.items()}, attrs=attrs)
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps, num_stages=1))
+    k = _compile(kernel, sig, cx, arch, num_warps)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
     try:
@@ -44,10 +35,26 @@ def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int) -> tuple[int,
     return int(re.search(r"REG:(\d+)", out).group(1)), int(re.search(r"STACK:(\d+)", out).group(1))
 
 
+def _compile(kernel, sig: dict, cx: dict, arch: int, num_warps: int):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = dict(sig, **{k: "constexpr" for k in cx})
+    names = list(sig)
+    # what the JIT assumes at a real launch: every pointer 16-byte aligned and T a multiple of 16 (without it the
+    # loads and stores compile to scalar 16-bit accesses and the register counts are a different kernel's)
+    attrs = {(names.index(k),): [["tt.divisibility", 16]] for k, v in sig.items()
+             if str(v).startswith("*") or k == "T"}
+    src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in cx.items()}, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps, num_stages=1))
+
+
 def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90,
-              recompute_h: bool = False) -> tuple[int, int]:
+              recompute_h: bool = False, count_async: bool = False):
     """(registers, stack bytes) of the backward kernel: bf16 sources with an fp32 v_0, fp32 h (bf16 autocast);
-    ``recompute_h``: h recomputed from the sources (a forward with keep_h=False)."""
+    ``recompute_h``: h recomputed from the sources (a forward with keep_h=False). ``count_async``: instead, the
+    number of asynchronous global-to-shared copies in its Triton GPU IR (> 0: the source loop is pipelined)."""
     from dartool.kernels import router_triton as rt
 
     DA, DB = rt._tiles(D, bool(cfg["split"]))
@@ -60,6 +67,9 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
               VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)))
+    if count_async:   # asynchronous copies into shared memory in the Triton GPU IR: the pipelined source loop
+        return _compile(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"]).asm["ttgir"].count(
+            "async_copy_global_to_local")
     return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
 
 
@@ -92,16 +102,19 @@ def main(argv=None) -> int:
         fcfg, bcfg = rt.fwd_config(a.N, D), rt.bwd_config(a.N, D)
         for ln, v4 in ((False, 0), (True, 0), (True, 1)):
             r, st = fwd_usage(D, ln, dict(fcfg, vec4=v4), a.arch)
-            print(f"| {D} | forward | {'yes' if ln else 'no'}{', vec4' if v4 else ''} | {r} | {st} |")
+            pipe = f", pipe {fcfg['pipe']}" if fcfg.get("pipe", 1) > 1 else ""
+            print(f"| {D} | forward | {'yes' if ln else 'no'}{', vec4' if v4 else ''}{pipe} | {r} | {st} |")
         for ln, slot, rh, dyn, v4 in ((False, 0, False, False, 0), (True, 0, False, False, 0),
                                       (True, 1, False, False, 0), (True, 1, True, False, 0), (True, 1, False, True, 0),
                                       (True, 1, False, False, 1), (True, 1, False, True, 1)):
-            r, st = bwd_usage(D, ln, dict(rt.bwd_config(a.N, D, dynamic=dyn), ln_slot=slot, vec4=v4), dynamic=dyn, arch=a.arch, recompute_h=rh)
+            bc = rt.bwd_config(a.N, D, dynamic=dyn)
+            r, st = bwd_usage(D, ln, dict(bc, ln_slot=slot, vec4=v4), dynamic=dyn, arch=a.arch, recompute_h=rh)
             label = ("yes, partials in slots (ln_slot)" if slot else "yes") if ln else "no"
             label += ", part_slot" if bcfg.get("part_slot") else ""
             label += ", h recomputed" if rh else ""
             label += ", dynamic query" if dyn else ""
             label += ", vec4" if v4 else ""
+            label += f", pipe {bc['pipe']}" if bc.get("pipe", 1) > 1 else ""
             print(f"| {D} | backward | {label} | {r} | {st} |")
     return 0
 

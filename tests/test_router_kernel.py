@@ -469,3 +469,36 @@ def test_kernel_resources_report_compiles_without_a_gpu(capsys):
     for line in rows:
         regs, stack = (int(x) for x in line.strip("| ").split("|")[-2:])
         assert 0 < regs <= 255 and stack >= 0
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")
+def test_pipe_makes_the_backward_source_loop_a_software_pipeline():
+    """pipe > 1 is only worth its config key if Triton really pipelines the pointer-table loads of the source loop
+    (cp.async into shared memory): a Triton upgrade that stopped doing so would silently undo the measured gain.
+    pipe = 1 has no asynchronous copies; deeper pipes have more."""
+    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
+    kr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kr)
+    from dartool.kernels import router_triton as rt
+
+    cfg = dict(rt.bwd_config(9, 1024), ln_slot=1)
+    n = [kr.bwd_usage(1024, True, dict(cfg, pipe=p), count_async=True) for p in (1, 3, 4)]
+    assert n[0] == 0 < n[1] < n[2], n
+
+
+def test_router_kernels_bench_variants_sweep_and_set():
+    """router_kernels_bench --sweep: every combination, keys routed to the kernel that has them (fwd. / bwd. for
+    one); pipe > 1 means the one-source loop; --set is applied after the sweep, so it can override that."""
+    spec = importlib.util.spec_from_file_location("rkb", ROOT / "benchmarks" / "router_kernels_bench.py")
+    rkb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rkb)
+    fwd = dict(unroll=2, prefetch=1, pipe=1, vec4=0, num_warps=1)
+    bwd = dict(unroll=2, prefetch=1, pipe=1, vec4=0, rows=8)
+    v = rkb._variants(fwd, bwd, ["pipe=1,3", "bwd.rows=4,8"], [])
+    assert [x[0] for x in v] == ["pipe=1 bwd.rows=4", "pipe=1 bwd.rows=8", "pipe=3 bwd.rows=4", "pipe=3 bwd.rows=8"]
+    _, f3, b3 = v[2]
+    assert (f3["pipe"], f3["unroll"], f3["prefetch"], b3["pipe"], b3["unroll"], b3["rows"]) == (3, 1, 0, 3, 1, 4)
+    assert "rows" not in f3 and v[0][1] == fwd
+    _, f, b = rkb._variants(fwd, bwd, ["bwd.pipe=3"], ["bwd.unroll=2"])[0]
+    assert (b["pipe"], b["unroll"], f["pipe"]) == (3, 2, 1)
+    assert rkb._variants(fwd, bwd, [], [])[0][0] == "default"
