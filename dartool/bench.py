@@ -566,7 +566,7 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
         n = len(xs)
         return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
-    names = [f"DAR {q} c{c}" + ("" if f else " (unfused)") for (_, q, c, f) in variants]
+    names = [_variant_name(v) for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"paired_steps_bench: variants repeat: {names}")
     fused_of = {"residual": variants[0][3], **{n: v[3] for n, v in zip(names, variants)}}
@@ -1036,8 +1036,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
               router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0,
               paired_rounds: int = 0, resume: "Path | None" = None) -> dict:
     """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
-    measured parts are kept and not run again (a run that outgrew one machine slot continues in the next). ``paired_rounds`` > 0: after the compiled rows, time the compiled
-    residual, static c4 and dynamic c4 steps of each size in that many interleaved rounds in one process
+    measured parts are kept and not run again (a run that outgrew one machine slot continues in the next).
+    ``paired_rounds`` > 0: after the compiled rows, time the compiled residual, static c4 and dynamic c4 steps of each size in that many interleaved rounds in one process
     (:func:`paired_steps_bench`); the compiled time targets then use those medians (single compiled runs minutes
     apart moved by a few per cent on one card), memory targets the separate rows."""
     t_begin = time.time()
@@ -1155,14 +1155,14 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                     write_results(res, out)
         else:
             res["skipped"].append("torch.compile (--no-compile)")
-    if sampling and "sampling" in res:
+    if not sampling or "sampling" in res:     # off, or kept from the resumed run
         pass
-    elif sampling and time.time() < deadline:
+    elif time.time() < deadline:
         log("[5/5] sampling")
         res["sampling"] = sampling_bench(variants=(("residual", "static", 4, True), ("dar", "static", 4, True),
                                                    ("dar", "static", 4, False)) if not reason else
                                          (("residual", "static", 4, True), ("dar", "static", 4, False)))
-    elif sampling:
+    else:
         res["skipped"].append("sampling (time budget)")
     skipped_train = [f"{r['model']} {r['variant']} {'compiled' if r['compiled'] else 'eager'}"
                      for r in res.get("train", []) if r.get("skipped")]

@@ -320,7 +320,8 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
             # the backward keeping its partials in registers ("regs": ln_slot = part_slot = 0) or in memory slots
             # ("slots": both 1), whatever the per-shape default is
             slots = {"regs": 0, "slots": 1}.get(path)
-            cfg = (rt.configs(bwd=dict(rt.bwd_config(N, D, dynamic=kind == "dynamic"), ln_slot=slots, part_slot=slots)) if slots is not None
+            base = rt.bwd_config(N, D, dynamic=kind == "dynamic")
+            cfg = (rt.configs(bwd=dict(base, ln_slot=slots, part_slot=slots)) if slots is not None
                    else contextlib.nullcontext())
             try:
                 ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
