@@ -62,7 +62,7 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
                otab_ptr="*i64", N="i32", q_ptr="*bf16" if dynamic else "*fp32", q_sb="i32", q_st="i32", g_ptr="*fp32",
                h_ptr="*fp32", dh_ptr="*bf16" if ln else "*fp32", lse_ptr="*fp32", dq_ptr="*bf16" if dynamic else "*fp32",
                part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", T="i32", eps="fp32",
-               scale="fp32", n_tprog="i32")
+               scale="fp32", n_tprog="i32", plam_ptr="*fp32", dpre_ptr="*fp32", glam_ptr="*fp32")
     cx = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
@@ -80,7 +80,8 @@ def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:
     DA, DB = rt._tiles(D, bool(cfg["split"]))
     sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", N="i32", q_ptr="*fp32", q_sb="i32", q_st="i32",
                g_ptr="*fp32", h_ptr="*fp32", h32_ptr="*fp32", lse_ptr="*fp32", logit_ptr="*fp32", y_ptr="*bf16",
-               shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", eps="fp32", scale="fp32")
+               shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", eps="fp32", scale="fp32",
+               pre_ptr="*fp32", plam_ptr="*fp32")
     cx = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
               WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True, VEC4=int(cfg.get("vec4", 0)),
               PIPE=int(cfg.get("pipe", 1)))

@@ -207,14 +207,20 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
     with the following LayerNorm + modulate fused in (``dispatch.FUSE_LN``): counted, so the check can tell."""
     from ..diffusion import diffusion_loss
     from ..models import SiT, model_config
-    from . import dispatch, router_triton
+    from . import dispatch, prefix_triton, router_triton
 
-    ln_calls = {"n": 0, "dyn": 0}
+    ln_calls = {"n": 0, "dyn": 0, "prefix": 0}
     fused_router_ln, fused_dynamic_router_ln = router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln
+    fused_router_ln_prefix = prefix_triton.fused_router_ln_prefix
 
     def counting_ln(*a, **k):
         ln_calls["n"] += 1
         return fused_router_ln(*a, **k)
+
+    def counting_prefix_ln(*a, **k):  # a router over a shared prefix (static / static_t, chunks with summaries)
+        ln_calls["n"] += 1
+        ln_calls["prefix"] += 1
+        return fused_router_ln_prefix(*a, **k)
 
     def counting_dyn_ln(*a, **k):
         ln_calls["dyn"] += 1
@@ -244,10 +250,11 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         s = torch.rand(bs, generator=gen).to(device)
         eps = torch.randn(x.shape, generator=gen).to(device)
         outs = {}
-        ln_calls.update(n=0, dyn=0)
+        ln_calls.update(n=0, dyn=0, prefix=0)
         for fused in (False, True):
             model.zero_grad(set_to_none=True)
             router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln = counting_ln, counting_dyn_ln
+            prefix_triton.fused_router_ln_prefix = counting_prefix_ln
             try:
                 with dispatch.fused(fused, allow_cpu=interpret):
                     ac = _autocast(device)
@@ -257,6 +264,7 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
             finally:
                 router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln = (fused_router_ln,
                                                                                         fused_dynamic_router_ln)
+                prefix_triton.fused_router_ln_prefix = fused_router_ln_prefix
             outs[fused] = (loss.detach().double(), {n: p.grad.detach().double().clone()
                                                    for n, p in model.named_parameters() if p.grad is not None})
         (l0, g0), (l1, g1) = outs[False], outs[True]
@@ -268,7 +276,8 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         if dispatch.FUSE_LN:   # every router, the head's too, fuses the LayerNorm + modulate that follows it
             ok = ok and n_ln == 2 * cfg.depth + 1
         res.append(dict(name=f"model-{query}-c{chunk}", loss_rel=err_loss, worst_grad_rel=worst[0],
-                        worst_param=worst[1], ln_fused_routers=n_ln, tol=tol, ok=bool(ok)))
+                        worst_param=worst[1], ln_fused_routers=n_ln, shared_prefix_routers=ln_calls["prefix"],
+                        tol=tol, ok=bool(ok)))
     return res
 
 
@@ -350,6 +359,72 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
             worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
             out.append(dict(name=f"{name}-{path}", N=N, D=D, worst_rel=worst[0], worst=worst[1], tol=tol,
                             **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
+    return out
+
+
+def prefix_check(device: str, interpret: bool) -> list[dict]:
+    """Shared prefixes (``prefix_triton``): K static / static_t routers over P shared summaries, router k with k raw
+    sources after them (a chunk), each followed by its fused LayerNorm + modulate, against float64 autograd of the
+    K routers run separately on the same rounded inputs: every y and the gradients of every source, query, gain,
+    shift and scale. The prefix op and the routers' op are a pair (their lam gradient is a private protocol), so
+    only the composition is checked, as the model runs it."""
+    import torch.nn.functional as F
+
+    from . import prefix_triton as pt
+
+    gen = torch.Generator().manual_seed(11)
+    bf, f32 = torch.bfloat16, torch.float32
+    if interpret:
+        shapes = [("prefix-small", 2, 5, 40, 3, 3, "static", f32), ("prefix-small-t", 2, 5, 48, 4, 4, "static_t", bf),
+                  ("prefix-p1", 1, 4, 24, 1, 2, "static", f32)]
+    else:
+        shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf), ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf),
+                  ("prefix-b", 3, 255, 768, 6, 4, "static", bf), ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf),
+                  ("prefix-f32", 2, 33, 384, 5, 2, "static", f32), ("prefix-odd", 2, 17, 40, 3, 4, "static_t", bf)]
+    out = []
+    for name, B, T, D, P, K, kind, dt in shapes:
+        def rnd(*shape, s=1.0, dtype=torch.float32):
+            return (torch.randn(*shape, generator=gen) * s).to(device=device, dtype=dtype)
+
+        n = P + K - 1
+        srcs = [(rnd(B, T, D, s=1 + 0.3 * i) + 0.2 * i).to(torch.float32 if i == 0 else dt) for i in range(n)]
+        qs = rnd(K, D, s=2.0) if kind == "static" else rnd(B, K, D, s=2.0)
+        gs = 1 + rnd(K, D, s=0.3)
+        shifts, scales, dys = rnd(K, B, D), rnd(K, B, D, s=0.5), rnd(K, B, T, D)
+        leaves = [t.detach().double().requires_grad_() for t in (*srcs, qs, gs, shifts, scales)]
+        lq, lg, lsh, lsc = leaves[n:]
+        ys_ref = []
+        for k in range(K):
+            qk = lq[k] if kind == "static" else lq[:, k:k + 1]
+            h, _ = reference_router(leaves[:P + k], qk, lg[k], 1e-6)                # [B, T, D] float64
+            ys_ref.append(F.layer_norm(h, (D,), eps=1e-6) * (1 + lsc[k][:, None]) + lsh[k][:, None])
+        want = torch.autograd.grad(ys_ref, leaves, [d.double() for d in dys])
+        tol = 1e-4 if dt == torch.float32 else 1.6e-2
+        rt_poison = None
+        try:
+            from . import router_triton as rt
+
+            rt_poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
+            ins = [t.detach().requires_grad_() for t in (*srcs, qs, gs, shifts, scales)]
+            iq, ig, ish, isc = ins[n:]
+            parts, lam = pt.shared_prefix(ins[:P], iq, ig, 1e-6)
+            y_dtype = rt._y_dtype(ins[:P + K - 1])
+            ys = [pt.fused_router_ln_prefix(parts[k], lam[k], ins[P:P + k],
+                                            iq[k] if kind == "static" else iq[:, k:k + 1], ig[k], 1e-6, ish[k],
+                                            isc[k], 1e-6, y_dtype) for k in range(K)]
+            got = torch.autograd.grad(ys, ins, [d.to(y.dtype) for d, y in zip(dys, ys)])
+            errs = {f"y{k}": rel(y, yr) for k, (y, yr) in enumerate(zip(ys, ys_ref))}
+            labels = [f"dv{i}" for i in range(n)] + ["dq", "dg", "dshift", "dscale"]
+            errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
+            ok = all(math.isfinite(v) and v < tol for v in errs.values())
+        except Exception as e:
+            errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
+        finally:
+            if rt_poison is not None:
+                rt.POISON = rt_poison
+        worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
+        out.append(dict(name=name, P=P, K=K, D=D, worst_rel=worst[0], worst=worst[1], tol=tol,
+                        **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
     return out
 
 
@@ -601,6 +676,7 @@ def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, 
             print(f"  [{'ok' if c.ok else 'FAIL'}] {c.name:18s} N={c.N:2d} D={c.D:4d} {c.dtypes:10s} "
                   f"{errs} max_dv={worst_dv:.1e} tol={c.tol:.0e} (torch ref dq={ref_dq:.1e})", flush=True)
     checks = [("ln-fused", lambda: ln_check(device, interpret)),
+              ("shared-prefix", lambda: prefix_check(device, interpret)),
               ("tapped-sources", lambda: [tap_check(device, interpret)]),
               ("dynamic-recompute", lambda: [recompute_check(device, interpret)])]
     if not quick:

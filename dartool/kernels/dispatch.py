@@ -160,6 +160,37 @@ def fused_dynamic_router_ln(sources: Sequence[torch.Tensor], v_prev: torch.Tenso
     return _fdrl(sources, v_prev, W, g, eps, shift, scale, ln_eps, save_q=save_q)
 
 
+def shared_prefix(sources: Sequence[torch.Tensor], qs: torch.Tensor, gs: torch.Tensor, eps: float):
+    """The states of K static / static_t routers over their shared prefix ``sources``, in one pass:
+    ([partial_k [B, T, D] fp32], lse [K, B, T] fp32) for :func:`fused_router_ln_prefix` (imports Triton)."""
+    from .prefix_triton import shared_prefix as _sp
+
+    return _sp(sources, qs, gs, eps)
+
+
+def fused_router_ln_prefix(part: torch.Tensor, lam: torch.Tensor, sources: Sequence[torch.Tensor],
+                           q: torch.Tensor, g: torch.Tensor, eps: float, shift: torch.Tensor, scale: torch.Tensor,
+                           ln_eps: float, y_dtype: torch.dtype) -> torch.Tensor:
+    """:func:`fused_router_ln` over a shared prefix (its state from :func:`shared_prefix`) + the raw ``sources``."""
+    from .prefix_triton import fused_router_ln_prefix as _frp
+
+    return _frp(part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype)
+
+
+def y_dtype_of(sources: Sequence[torch.Tensor]) -> torch.dtype:
+    """The dtype a LayerNorm-fused router over these sources writes (the autocast dtype inside autocast)."""
+    from .router_triton import _y_dtype
+
+    return _y_dtype(sources)
+
+
+# Chunked models with static / static_t queries and the LayerNorm fused in: the routers of a chunk read its summaries
+# once between them (prefix_triton) where the chunk has at least SHARED_PREFIX_MIN summaries (below that the fp32
+# partials cost more bytes than the summaries they replace). DARTOOL_SHARED_PREFIX=0 turns it off.
+SHARED_PREFIX = env_flag("DARTOOL_SHARED_PREFIX", True)
+SHARED_PREFIX_MIN = int(os.environ.get("DARTOOL_SHARED_PREFIX_MIN", "3") or 3)
+
+
 # Dynamic routers on the fused path recompute q = W v_prev in the backward, except the last SAVE_QUERY_LAST
 # routers of a model (the head's included), which save it: a memory budget between the two (q is one [B, T, D]
 # of the autocast dtype per router; the last routers' are freed first in the backward).

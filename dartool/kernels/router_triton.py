@@ -197,10 +197,10 @@ def _router_fwd_kernel(
     q_ptr, q_sb, q_st, g_ptr,
     h_ptr, h32_ptr, lse_ptr, logit_ptr,
     y_ptr, shift_ptr, mscale_ptr, ln_eps,
-    T, eps, scale,
+    T, eps, scale, pre_ptr, plam_ptr,
     D: tl.constexpr, BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
     ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr, LN_MOD: tl.constexpr,
-    WRITE_H: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1,
+    WRITE_H: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1, PREFIX: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -225,9 +225,18 @@ def _router_fwd_kernel(
         o_b = o_a
         m_b = m_a
 
-    # source 0 (own dtype) initialises the online softmax
-    v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
-    logit = _fwd_step(v_a, v_b, w_a, w_b, D, eps, DB)
+    if PREFIX:
+        # a shared prefix (prefix_triton) is source 0: its normalised partial sum (fp32) and, as its logit, its
+        # log-sum-exp; sources 1..N-1 are the raw sources (table entries 1..; entry 0 unused)
+        v_a = tl.load(pre_ptr + o_a, mask=m_a, other=0.0)
+        v_b = v_a
+        if DB > 0:
+            v_b = tl.load(pre_ptr + o_b, mask=m_b, other=0.0)
+        logit = tl.load(plam_ptr + row, mask=rmask, other=0.0)
+    else:
+        # source 0 (own dtype) initialises the online softmax
+        v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
+        logit = _fwd_step(v_a, v_b, w_a, w_b, D, eps, DB)
     if WRITE_LOGITS:
         tl.store(logit_ptr + row * N, logit, mask=rmask)
     m = logit
@@ -430,11 +439,11 @@ def _router_bwd_kernel(
     h_ptr, dh_ptr, lse_ptr,
     dq_ptr, part_ptr,
     mscale_ptr, pmod_ptr, ln_eps,
-    T, eps, scale, n_tprog,
+    T, eps, scale, n_tprog, plam_ptr, dpre_ptr, glam_ptr,
     D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
-    PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1,
+    PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1, PREFIX: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -534,18 +543,32 @@ def _router_bwd_kernel(
             else:
                 dh_b = dh_a
 
-        # source 0 (own dtype; its own gradient pointer, only the accumulate flag from the table)
-        fl0 = (tl.load(otab_ptr) & 1) != 0
-        v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
-        alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
-        cw = tl.where(N > 1, cw, 0.0)   # one source: alpha == 1 whatever q and g are; exact zero gradients
-        cv = tl.where(N > 1, cv, 0.0)
-        _store_dv(dv0_ptr, fl0, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
-        u_a = (cw * scale)[:, None] * v_a
-        if DB > 0:
-            u_b = (cw * scale)[:, None] * v_b
+        if PREFIX:
+            # the shared prefix as source 0 (prefix_triton): hand back d(partial) = alpha_0 dh and, for its
+            # log-sum-exp, -alpha_0 delta (= dlse - d(partial) . partial, since the logits' gradients sum to zero),
+            # which is all the prefix's backward needs; the partial itself is neither kept nor read
+            a0 = tl.exp(tl.load(plam_ptr + row, mask=rmask, other=0.0) - lse)
+            tl.store(dpre_ptr + o_a, a0[:, None] * dh_a, mask=m_a)
+            u_a = tl.zeros([BLOCK_R, DA], tl.float32)
+            if DB > 0:
+                tl.store(dpre_ptr + o_b, a0[:, None] * dh_b, mask=m_b)
+                u_b = tl.zeros([BLOCK_R, DB], tl.float32)
+            else:
+                u_b = u_a
+            tl.store(glam_ptr + row, -a0 * delta, mask=rmask)
         else:
-            u_b = u_a
+            # source 0 (own dtype; its own gradient pointer, only the accumulate flag from the table)
+            fl0 = (tl.load(otab_ptr) & 1) != 0
+            v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
+            alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
+            cw = tl.where(N > 1, cw, 0.0)   # one source: alpha == 1 whatever q and g are; exact zero gradients
+            cv = tl.where(N > 1, cv, 0.0)
+            _store_dv(dv0_ptr, fl0, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
+            u_a = (cw * scale)[:, None] * v_a
+            if DB > 0:
+                u_b = (cw * scale)[:, None] * v_b
+            else:
+                u_b = u_a
 
         if UNROLL == 2 and PREFETCH:  # as in the forward: next pair's loads issued before this pair's math
             ok1 = N > 1
@@ -892,14 +915,42 @@ def _check(sources: Sequence[Tensor], q: Tensor) -> tuple[int, int, int]:
     return B, T, D
 
 
+def _prefix_sources(prefix: tuple, sources: Sequence[Tensor]) -> tuple:
+    """With a shared prefix (partial [B, T, D] fp32, its lse [B, T]) as source 0: (B, T, D, N, src0, rest, table
+    base, table of the raw sources as entries 1..N-1 (entry 0 unused)). ``sources`` are the raw ones (may be
+    none)."""
+    pre, plam = prefix
+    if pre.dtype != torch.float32 or plam.dtype != torch.float32:
+        raise ValueError("a shared prefix is float32 (partial and log-sum-exp)")
+    B, T, D = pre.shape
+    rest = [_aligned(s) for s in sources]
+    for s in rest:
+        if s.shape != (B, T, D):
+            raise ValueError(f"source shapes differ: {tuple(s.shape)} vs {(B, T, D)}")
+    if rest and any(s.dtype != rest[0].dtype for s in rest):
+        raise ValueError("raw sources must share one dtype")
+    base = rest[0] if rest else pre
+    tab = _offset_table([base.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(),
+                        pre.device)
+    return B, T, D, 1 + len(rest), _aligned(pre), rest, base, tab
+
+
 def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logits: bool,
-                 want_h32: bool = False, ln: "tuple | None" = None, keep_h: bool = True) -> dict:
+                 want_h32: bool = False, ln: "tuple | None" = None, keep_h: bool = True,
+                 prefix: "tuple | None" = None) -> dict:
     """``ln`` = (shift [B, D], scale [B, D], ln_eps, y_dtype): also write y = LN(h) (1 + scale) + shift in
     y_dtype (``P["y"]``); h is then written in float32 (the backward needs it at full precision), or, with
-    ``keep_h=False``, not at all (h comes back empty, [0]; the backward recomputes it from the sources)."""
-    B, T, D = _check(sources, q)
-    N = len(sources)
-    src0, rest = _prep_sources(sources)
+    ``keep_h=False``, not at all (h comes back empty, [0]; the backward recomputes it from the sources).
+    ``prefix`` = (partial, lse) of a shared prefix (:mod:`prefix_triton`), read as source 0 ahead of
+    ``sources`` (the raw ones); needs ``ln``, ``keep_h`` and no logits."""
+    if prefix is not None:
+        if ln is None or not keep_h or want_logits or want_h32:
+            raise ValueError("a shared prefix needs the LayerNorm fused in, h kept and no logits")
+        B, T, D, N, src0, rest, base, tab = _prefix_sources(prefix, sources)
+    else:
+        B, T, D = _check(sources, q)
+        N = len(sources)
+        src0, rest = _prep_sources(sources)
     dev = src0.device
     out_dtype = src0.dtype if not rest else torch.promote_types(src0.dtype, rest[0].dtype)
     if ln is not None:
@@ -913,20 +964,23 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
     logits = _empty((B, T, N) if want_logits else (0,), torch.float32, dev)
     write_h32 = bool(want_h32) and out_dtype != torch.float32
     h32 = _empty((B, T, D) if write_h32 else (0,), torch.float32, dev)
-    base = rest[0] if rest else src0
-    tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(), dev)
+    if prefix is None:
+        base = rest[0] if rest else src0
+        tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(),
+                            dev)
     qc, q_sb, q_st, _ = _query_view(q, B, T, D)
     cfg = fwd_config(N, D)
     DA, DB = _tiles(D, bool(cfg["split"]))
     if ln is None:
         y, shift, mscale, ln_eps = h, h, h, 0.0
+    plam = prefix[1].contiguous() if prefix is not None else lse
     args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h if write_h else y, h32, lse, logits,
             y, shift, mscale, float(ln_eps),
-            T, float(eps), 1.0 / math.sqrt(D))
+            T, float(eps), 1.0 / math.sqrt(D), src0, plam)
     meta = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
                 LN_MOD=ln is not None, WRITE_H=write_h, VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)),
-                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                PREFIX=prefix is not None, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(triton.cdiv(T, cfg["block_r"]), B), out=(h, lse, logits, h32), y=y)
 
 
@@ -941,7 +995,8 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 
 
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
-                 slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None) -> dict:
+                 slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None,
+                 plam: "Tensor | None" = None) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
@@ -951,10 +1006,20 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     (a dynamic router's recomputed q) receives dq in place: each row's q is read before its dq is written,
     by the same program. ``ln`` = (scale [B, D], ln_eps): ``dh`` is dy, the gradient of the fused
     LayerNorm + modulate's output, and h the float32 router output; dshift and dscale come back too. An empty
-    ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first."""
-    B, T, D = _check(sources, q)
-    N = len(sources)
-    src0, rest = _prep_sources(sources)
+    ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
+    ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
+    kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D], ``P["glam"]`` [B, T], float32)."""
+    if plam is not None:
+        if slots is not None or h.numel() == 0:
+            raise ValueError("a shared prefix's router takes no gradient slots and needs h kept")
+        B, T, D = h.shape
+        dpre, glam = _empty((B, T, D), torch.float32, h.device), _empty((B, T), torch.float32, h.device)
+        # dpre stands for the prefix in the source table (entry 0, never read)
+        _, _, _, N, src0, rest, base, tab = _prefix_sources((dpre, plam), sources)
+    else:
+        B, T, D = _check(sources, q)
+        N = len(sources)
+        src0, rest = _prep_sources(sources)
     dev = src0.device
     dh = _aligned(dh)
     recompute_h = h.numel() == 0
@@ -965,6 +1030,10 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
             slots = None
     outs, flags, returned = [], [], []
     for i, s in enumerate([src0] + rest):
+        if i == 0 and plam is not None:  # the prefix: its gradient comes out as dpre / glam
+            outs.append(dpre)
+            flags.append(0)
+            continue
         sl = slots[i] if slots is not None else None
         if sl is not None and (sl.grad is None or (sl.grad.shape == s.shape and sl.grad.dtype == s.dtype)):
             if sl.grad is None:
@@ -979,12 +1048,14 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
             outs.append(o)
             flags.append(0)
             returned.append(o)
+    if plam is None:
+        base = rest[0] if rest else src0
+        tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(),
+                            dev)
     dv0, dvrest = outs[0], outs[1:]
-    base = rest[0] if rest else src0
     obase = dvrest[0] if dvrest else dv0
-    tab = _offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(), dev)
-    otab = _offset_table([dv0.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(), obase.element_size(),
-                         dev, flags)
+    otab = _offset_table([(obase if plam is not None else dv0).data_ptr()] + [o.data_ptr() for o in dvrest],
+                         obase.data_ptr(), obase.element_size(), dev, flags)
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
     cfg = bwd_config(N, D, dynamic=mode == 2)
     rows = max(cfg["rows"], cfg["block_r"])
@@ -1005,16 +1076,19 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
             h, dh, lse.contiguous(),
             dq_rows, part,
             mscale, pmod, ln_eps,
-            T, float(eps), 1.0 / math.sqrt(D), n_tprog)
+            T, float(eps), 1.0 / math.sqrt(D), n_tprog,
+            plam.contiguous() if plam is not None else lse, dpre if plam is not None else part,
+            glam if plam is not None else lse)
     meta = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
-                VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)),
+                VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=plam is not None,
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
-                B=B, D=D, returned=returned, pmod=pmod if ln is not None else None)
+                B=B, D=D, returned=returned, pmod=pmod if ln is not None else None,
+                dpre=dpre if plam is not None else None, glam=glam if plam is not None else None)
 
 
 def _bwd_launch(P: dict) -> None:

@@ -254,10 +254,17 @@ class Router(nn.Module):
         return self(sources, self.make_query(t_emb, v_prev))
 
     def route_ln(self, sources: Sequence[torch.Tensor], q: torch.Tensor | None, v_prev: torch.Tensor,
-                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float, save_q: bool = False) -> torch.Tensor:
+                 shift: torch.Tensor, scale: torch.Tensor, ln_eps: float, save_q: bool = False,
+                 prefix: "tuple | None" = None) -> torch.Tensor:
         """modulate(LayerNorm(h), shift, scale) for these sources in one fused kernel per pass (routers on the fused
         path; :class:`PendingRoute`). A dynamic router (q None) hands its projection of v_prev to the kernels,
-        which recompute q in the backward (unless ``save_q``). shift, scale [B, D] -> [B, T, D]."""
+        which recompute q in the backward (unless ``save_q``). ``prefix`` = (partial, lse, P): the state of this
+        router over the first P sources, computed for the whole chunk at once (:meth:`SiT.shared_prefix`); the
+        kernel reads it instead of them. shift, scale [B, D] -> [B, T, D]."""
+        if prefix is not None:
+            part, lam, n = prefix
+            return _kernels.fused_router_ln_prefix(part, lam, sources[n:], q, self.norm.weight, self.norm.eps,
+                                                   shift, scale, ln_eps, _kernels.dispatch.y_dtype_of(sources))
         if self.kind == "dynamic":
             return _kernels.fused_dynamic_router_ln(sources, v_prev, self.q_proj.weight, self.norm.weight,
                                                     self.norm.eps, shift, scale, ln_eps, save_q=save_q)
@@ -290,15 +297,17 @@ class PendingRoute:
     (no tap listens) and the router takes the fused path. ``q`` is the query of a static / static_t router,
     None for a dynamic one (its kernels project ``v_prev``)."""
 
-    __slots__ = ("router", "sources", "q", "v_prev", "save_q")
+    __slots__ = ("router", "sources", "q", "v_prev", "save_q", "prefix")
 
     def __init__(self, router: Router, sources: list[torch.Tensor], q: torch.Tensor | None,
-                 v_prev: torch.Tensor, save_q: bool = False) -> None:
+                 v_prev: torch.Tensor, save_q: bool = False, prefix: "tuple | None" = None) -> None:
         self.router, self.sources, self.q, self.v_prev, self.save_q = router, sources, q, v_prev, save_q
+        self.prefix = prefix  # (partial, lse, P) of a shared prefix (SiT.shared_prefix), or None
 
     def ln_modulate(self, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+        prefix, self.prefix = self.prefix, None  # let the partial go once read
         return self.router.route_ln(self.sources, self.q, self.v_prev, shift, scale, eps,
-                                    save_q=self.save_q)                              # [B, T, D]
+                                    save_q=self.save_q, prefix=prefix)               # [B, T, D]
 
 
 def dar_source_plan(num_sublayers: int, chunk: int) -> tuple[list[int], int]:
@@ -326,6 +335,7 @@ class DARStream:
         self.summaries = [v0]
         self.current: list[torch.Tensor] = []
         self.last = v0
+        self.prefix: dict[int, tuple] = {}  # router index -> its shared-prefix state (SiT.shared_prefix)
 
     def write(self, v: torch.Tensor) -> None:
         v = _kernels.tap_source(v)
@@ -393,6 +403,9 @@ class SiT(nn.Module):
                 for z in cfg.projector_dims
             ])
         self._tap_points = [m for m in self.modules() if isinstance(m, HookPoint)]   # not registered: a list
+        # shared prefixes on the fused path (SiT.shared_prefix): None follows DARTOOL_SHARED_PREFIX; True / False
+        # decides for this model only (benchmarks compare both in one process)
+        self.share_prefixes: "bool | None" = None
         self.initialize_weights()
 
     # ------------------------------------------------------------------ initialisation
@@ -465,9 +478,33 @@ class SiT(nn.Module):
             else:
                 q = router.make_query(e_t, stream.last)                      # [D] or [B, 1, D]
                 if _kernels.use_fused(router, sources, q):
-                    return PendingRoute(router, sources, q, stream.last)
+                    prefix = stream.prefix.pop(r, None) or self.shared_prefix(r, stream, e_t)
+                    return PendingRoute(router, sources, q, stream.last, prefix=prefix)
                 return router(sources, q)                                    # [B, T, D]
         return router.route(sources, e_t, stream.last, save_q=save_q)         # [B, T, D]
+
+    def shared_prefix(self, r: int, stream: DARStream, e_t) -> "tuple | None":
+        """At the start of a chunk (static / static_t queries, LayerNorm-fused routers): every sublayer router of
+        the chunk reads the chunk's summaries first, so one pass over them gives all their states at once
+        (``dartool.kernels.prefix_triton``). Returns router r's (partial, lse, P) and files the others' in the
+        stream; None where it does not pay (fewer than ``SHARED_PREFIX_MIN`` summaries, one router left, or
+        ``DARTOOL_SHARED_PREFIX=0``). The head's router reads the same summaries but keeps its own pass."""
+        disp = _kernels.dispatch
+        P = len(stream.summaries)
+        on = disp.SHARED_PREFIX if self.share_prefixes is None else self.share_prefixes
+        if not on or stream.current or P < disp.SHARED_PREFIX_MIN:
+            return None
+        group = list(range(r, min(r + self.config.chunk_size, len(self.routers) - 1)))
+        if len(group) < 2:
+            return None
+        routers = [self.routers[i] for i in group]
+        qs = [ro.make_query(e_t, stream.last) for ro in routers]           # K x [D] or K x [B, 1, D]
+        qs = torch.stack(qs) if qs[0].dim() == 1 else torch.cat(qs, dim=1)   # [K, D] or [B, K, D]
+        gs = torch.stack([ro.norm.weight for ro in routers])                # [K, D]
+        parts, lam = _kernels.shared_prefix(stream.summaries, qs, gs, routers[0].norm.eps)
+        for k, i in enumerate(group[1:], start=1):
+            stream.prefix[i] = (parts[k], lam[k], P)
+        return parts[0], lam[0], P
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None

@@ -1,0 +1,464 @@
+"""Shared prefixes for chunked DAR with static / static_t queries (Triton): every router of a chunk reads the
+chunk's summaries once between them.
+
+In a chunked model (DAR-METHOD.md section 4) the S routers of chunk n all read the same summaries
+c_0 .. c_{n-1} (the *prefix*, P sources), and router j of the chunk reads j raw outputs after them. With static
+or static_t queries all S queries are known when the chunk starts, so one pass over the prefix can compute every
+router's softmax state over it. Router k's state is its normalised partial sum and log-sum-exp::
+
+    s_ki    = q_k . RMSNorm_k(v_i) / sqrt(D)            i over the prefix
+    lam_k   = logsumexp_i s_ki                          [B, T]      fp32
+    part_k  = sum_i exp(s_ki - lam_k) v_i               [B, T, D]   fp32
+
+Router k then runs the ordinary fused router (``router_triton``, ``PREFIX``) with (part_k, lam_k) as source 0
+(its logit is lam_k) ahead of its raw sources: the same function as router k over prefix + raws. Its forward reads
+one fp32 partial instead of P sources.
+
+Backward. Router k's backward kernel hands back, for its prefix, ``dpart_k = alpha_0 dh_k`` (alpha_0 = exp(lam_k -
+lse_k), the prefix's total weight) and, in the slot of lam_k's gradient, ``glam_k = -alpha_0 delta_k`` (delta =
+dh . h). That is dlam_k - dpart_k . part_k (the logits' gradients sum to zero), so neither kernel keeps or reads
+part_k. One pass over the prefix then gives every prefix source's gradient from all K routers at once::
+
+    beta_ki = exp(s_ki - lam_k)                          (alpha_ki = alpha_0 beta_ki, router k's weight)
+    ds_ki   = beta_ki (dpart_k . v_i + glam_k)           (= alpha_ki (dh_k . v_i - delta_k))
+    dv_i    = sum_k beta_ki dpart_k + ds_ki rinv_i w_k - ds_ki s_ki rinv_i^2 v_i / D,   w_k = q_k g_k / sqrt(D)
+    u_k    += ds_ki rinv_i v_i / sqrt(D)                 dq_k = g_k sum_rows u_k,  dg_k = sum_rows q_k u_k
+
+(dpart_k, glam_k) is a private protocol between the two custom ops (``dartool::prefix_fwd`` and
+``dartool::router_ln_prefix_fwd``): the router op's gradient for lam_k is *not* d(loss)/d(lam_k) on its own; the
+pair is exact only composed, which is how :meth:`dartool.models.sit.SiT.route` uses it (tested against the
+routers it replaces in float64, ``dartool.kernels.check``).
+
+Layout: one program handles ROWS rows of one sample, four warps per row; the K queries live in each thread
+(tensors [KP, D], KP = next power of two >= K), the columns spread over the warps, so the sum over k in dv_i stays
+in registers and only the per-source dot products cross warps. The source loop is a software pipeline
+(``tl.range(num_stages=pipe)``), as in the router kernels.
+
+Bytes, per chunk of K routers over P prefix sources (u = one [B, T, D] element): forward (2P + 2) + 8K instead of
+K (2P + 2); backward 2 (2P + 2) + 8K instead of 2K (2P + 2) (v_0 fp32, the rest bf16; the routers' raw sources
+unchanged). ``dartool.models.sit`` uses it where P >= ``SHARED_PREFIX_MIN``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+import triton
+import triton.language as tl
+
+from . import router_triton as rt
+
+# --------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB: tl.constexpr):
+    """K logits of one source row (v [1, D] against w [KP, D]) and its RMS inverse."""
+    ss = tl.sum(v_a * v_a, 1)                                            # [1]
+    dot = tl.sum(w_a * v_a, 1)                                           # [KP]
+    if DB > 0:
+        ss += tl.sum(v_b * v_b, 1)
+        dot += tl.sum(w_b * v_b, 1)
+    rinv = 1.0 / tl.sqrt(ss / D + eps)
+    return dot * rinv, rinv
+
+
+@triton.jit
+def _load_w(q_ptr, qo, g_ptr, kk, c, km, D, scale):
+    """w [KP, cols] = q_k * g_k / sqrt(D) for the K queries (zero for padding k >= K)."""
+    m = km[:, None] & (c < D)[None, :]
+    q = tl.load(q_ptr + qo + kk[:, None] * D + c[None, :], mask=m, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + kk[:, None] * D + c[None, :], mask=m, other=0.0).to(tl.float32)
+    return q * g * scale
+
+
+@triton.jit(do_not_specialize=["NP"])
+def _prefix_fwd_kernel(
+    src0_ptr, rest_ptr, tab_ptr, NP,
+    q_ptr, q_sb, g_ptr,
+    out_ptr, otab_ptr, lam_ptr,
+    T, K, eps, scale,
+    D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
+    ALIGN: tl.constexpr, PIPE: tl.constexpr,
+):
+    pid_t = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    R = tl.num_programs(1).to(tl.int64) * T
+    kk = tl.arange(0, KP)
+    km = kk < K
+    c_a = tl.arange(0, DA)
+    w_a = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_a, km, D, scale)                   # [KP, DA]
+    if DB > 0:
+        c_b = DA + tl.arange(0, DB)
+        w_b = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_b, km, D, scale)               # [KP, DB]
+    else:
+        c_b = c_a
+        w_b = w_a
+    # the K outputs are separate tensors: element offsets from out_ptr (multiples of 4: 16-byte aligned)
+    ooff = (tl.load(otab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
+
+    for r in range(ROWS):
+        t = pid_t * ROWS + r
+        ok = t < T
+        row = b * T + t
+        m1_a = ((c_a < D) & ok)[None, :]                                            # [1, DA]
+        o1_a = row * D + c_a[None, :]
+        m1_b = ((c_b < D) & ok)[None, :]
+        o1_b = row * D + c_b[None, :]
+        v_a = tl.load(src0_ptr + o1_a, mask=m1_a, other=0.0).to(tl.float32)       # [1, DA]
+        v_b = v_a
+        if DB > 0:
+            v_b = tl.load(src0_ptr + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+        m, _ = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)                          # [KP]
+        l = tl.full([KP], 1.0, tl.float32)
+        acc_a = tl.broadcast_to(v_a, (KP, DA))
+        acc_b = acc_a
+        if DB > 0:
+            acc_b = tl.broadcast_to(v_b, (KP, DB))
+        for i in tl.range(1, NP, num_stages=PIPE):
+            p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
+            v_a = tl.load(p + o1_a, mask=m1_a, other=0.0).to(tl.float32)
+            if DB > 0:
+                v_b = tl.load(p + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+            logit, _ = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)
+            m_new = tl.maximum(m, logit)
+            corr = tl.exp(m - m_new)
+            pe = tl.exp(logit - m_new)
+            l = l * corr + pe
+            acc_a = acc_a * corr[:, None] + pe[:, None] * v_a
+            if DB > 0:
+                acc_b = acc_b * corr[:, None] + pe[:, None] * v_b
+            m = m_new
+        inv = 1.0 / l
+        mo_a = km[:, None] & m1_a
+        tl.store(out_ptr + ooff[:, None] + o1_a, acc_a * inv[:, None], mask=mo_a)
+        if DB > 0:
+            tl.store(out_ptr + ooff[:, None] + o1_b, acc_b * inv[:, None], mask=km[:, None] & m1_b)
+        tl.store(lam_ptr + kk * R + row, m + tl.log(l), mask=km & ok)
+
+
+@triton.jit
+def _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB: tl.constexpr):
+    """One prefix source's gradient row (dv [1, D]) and the K query-gradient increments (du [KP, D])."""
+    ss = tl.sum(v_a * v_a, 1)                                            # [1]
+    dot = tl.sum(w_a * v_a, 1)                                           # [KP]
+    a = tl.sum(dp_a * v_a, 1)                                            # [KP]  dpart_k . v_i
+    if DB > 0:
+        ss += tl.sum(v_b * v_b, 1)
+        dot += tl.sum(w_b * v_b, 1)
+        a += tl.sum(dp_b * v_b, 1)
+    rinv = 1.0 / tl.sqrt(ss / D + eps)
+    s = dot * rinv
+    beta = tl.exp(s - lam)
+    ds = beta * (a + glam)
+    cw = ds * rinv
+    cv = tl.sum(cw * s * rinv, 0) / D                                    # scalar: sum over k
+    dv_a = tl.sum(beta[:, None] * dp_a + cw[:, None] * w_a, 0)[None, :] - cv * v_a
+    du_a = (cw * scale)[:, None] * v_a
+    dv_b = dv_a
+    du_b = du_a
+    if DB > 0:
+        dv_b = tl.sum(beta[:, None] * dp_b + cw[:, None] * w_b, 0)[None, :] - cv * v_b
+        du_b = (cw * scale)[:, None] * v_b
+    return dv_a, dv_b, du_a, du_b
+
+
+@triton.jit(do_not_specialize=["NP"])
+def _prefix_bwd_kernel(
+    src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, NP,
+    q_ptr, q_sb, g_ptr, lam_ptr, dp_ptr, dptab_ptr, glam_ptr, part_ptr,
+    T, K, n_tprog, eps, scale,
+    D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
+    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
+):
+    pid_t = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    R = tl.num_programs(1).to(tl.int64) * T
+    kk = tl.arange(0, KP)
+    km = kk < K
+    c_a = tl.arange(0, DA)
+    w_a = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_a, km, D, scale)
+    u_a = tl.zeros([KP, DA], tl.float32)
+    if DB > 0:
+        c_b = DA + tl.arange(0, DB)
+        w_b = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_b, km, D, scale)
+        u_b = tl.zeros([KP, DB], tl.float32)
+    else:
+        c_b = c_a
+        w_b = w_a
+        u_b = u_a
+    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP] element offsets
+
+    for r in range(ROWS):
+        t = pid_t * ROWS + r
+        ok = t < T
+        row = b * T + t
+        m1_a = ((c_a < D) & ok)[None, :]
+        o1_a = row * D + c_a[None, :]
+        m1_b = ((c_b < D) & ok)[None, :]
+        o1_b = row * D + c_b[None, :]
+        lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
+        glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
+        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0)   # [KP, DA]
+        dp_b = dp_a
+        if DB > 0:
+            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0)
+
+        # source 0 (own dtype, own gradient tensor)
+        v_a = tl.load(src0_ptr + o1_a, mask=m1_a, other=0.0).to(tl.float32)
+        v_b = v_a
+        if DB > 0:
+            v_b = tl.load(src0_ptr + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+        dv_a, dv_b, du_a, du_b = _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB)
+        tl.store(dv0_ptr + o1_a, dv_a.to(dv0_ptr.dtype.element_ty), mask=m1_a)
+        u_a += du_a
+        if DB > 0:
+            tl.store(dv0_ptr + o1_b, dv_b.to(dv0_ptr.dtype.element_ty), mask=m1_b)
+            u_b += du_b
+        for i in tl.range(1, NP, num_stages=PIPE):
+            p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
+            po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
+            v_a = tl.load(p + o1_a, mask=m1_a, other=0.0).to(tl.float32)
+            if DB > 0:
+                v_b = tl.load(p + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+            dv_a, dv_b, du_a, du_b = _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB)
+            tl.store(po + o1_a, dv_a.to(po.dtype.element_ty), mask=m1_a)
+            u_a += du_a
+            if DB > 0:
+                tl.store(po + o1_b, dv_b.to(po.dtype.element_ty), mask=m1_b)
+                u_b += du_b
+
+    # this program's query-gradient partials: part [B, n_tprog, K, D]
+    pbase = ((b * n_tprog + pid_t) * K + kk[:, None]) * D
+    tl.store(part_ptr + pbase + c_a[None, :], u_a, mask=km[:, None] & (c_a < D)[None, :])
+    if DB > 0:
+        tl.store(part_ptr + pbase + c_b[None, :], u_b, mask=km[:, None] & (c_b < D)[None, :])
+
+
+# --------------------------------------------------------------------------------------------------
+# Launch configuration
+# --------------------------------------------------------------------------------------------------
+
+# rows per program, warps per row, pipeline depth; DARTOOL_PREFIX_CONFIG="rows,warps,pipe"
+_DEFAULT = dict(rows=8, num_warps=4, pipe=3)
+
+
+def prefix_config() -> dict:
+    cfg = dict(_DEFAULT)
+    raw = os.environ.get("DARTOOL_PREFIX_CONFIG")
+    if raw:
+        cfg.update(zip(("rows", "num_warps", "pipe"), (int(x) for x in raw.split(","))))
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------------------------------
+
+
+def _query_stack(qs: Tensor, K: int, B: int, D: int) -> tuple[Tensor, int]:
+    """(queries contiguous, stride over b): [K, D] (static) or [B, K, D] (static_t)."""
+    qs = qs.contiguous()
+    if qs.dim() == 2 and qs.shape == (K, D):
+        return qs, 0
+    if qs.dim() == 3 and qs.shape == (B, K, D):
+        return qs, K * D
+    raise ValueError(f"shared-prefix queries must be [K, D] or [B, K, D], got {tuple(qs.shape)}")
+
+
+def _sources(sources: Sequence[Tensor]) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+    src0, rest = rt._prep_sources(rt._as_kernel_sources(sources))
+    base = rest[0] if rest else src0
+    tab = rt._offset_table([src0.data_ptr()] + [s.data_ptr() for s in rest], base.data_ptr(), base.element_size(),
+                           src0.device)
+    return src0, rest, base, tab
+
+
+def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tuple[list[Tensor], Tensor]:
+    B, T, D = rt._check(sources, sources[0])
+    K = gs.shape[0]
+    src0, rest, base, tab = _sources(sources)
+    dev = src0.device
+    qc, q_sb = _query_stack(qs, K, B, D)
+    parts = [rt._empty((B, T, D), torch.float32, dev) for _ in range(K)]
+    lam = rt._empty((K, B, T), torch.float32, dev)
+    otab = rt._offset_table([p.data_ptr() for p in parts], parts[0].data_ptr(), 4, dev)
+    cfg = prefix_config()
+    DA, DB = rt._tiles(D, True)
+    _prefix_fwd_kernel[(triton.cdiv(T, cfg["rows"]), B)](
+        src0, base, tab, len(sources), qc, q_sb, gs.contiguous(), parts[0], otab, lam, T, K, float(eps),
+        1.0 / math.sqrt(D),
+        D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
+        PIPE=cfg["pipe"], num_warps=cfg["num_warps"], num_stages=1)
+    return parts, lam
+
+
+def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Tensor, gs: Tensor, lam: Tensor,
+              eps: float) -> tuple[list[Tensor], Tensor, Tensor]:
+    B, T, D = rt._check(sources, sources[0])
+    K = gs.shape[0]
+    src0, rest, base, tab = _sources(sources)
+    dev = src0.device
+    qc, q_sb = _query_stack(qs, K, B, D)
+    dps = [rt._aligned(d.float()) for d in dparts]
+    dptab = rt._offset_table([d.data_ptr() for d in dps], dps[0].data_ptr(), 4, dev)
+    dv0 = torch.empty(src0.shape, dtype=src0.dtype, device=dev)
+    dvrest = [torch.empty(s.shape, dtype=s.dtype, device=dev) for s in rest]
+    obase = dvrest[0] if dvrest else dv0
+    otab = rt._offset_table([obase.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(),
+                            obase.element_size(), dev)
+    cfg = prefix_config()
+    n_tprog = triton.cdiv(T, cfg["rows"])
+    part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
+    DA, DB = rt._tiles(D, True)
+    _prefix_bwd_kernel[(n_tprog, B)](
+        src0, base, tab, dv0, obase, otab, len(sources), qc, q_sb, gs.contiguous(), lam.contiguous(), dps[0], dptab,
+        glam.float().contiguous(), part, T, K, n_tprog, float(eps), 1.0 / math.sqrt(D),
+        D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
+        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], num_warps=cfg["num_warps"], num_stages=1)
+    gf = gs.float()
+    if q_sb == 0:
+        U = part.sum((0, 1))                                                   # [K, D]
+        dq = (gf * U).to(qs.dtype)
+        dg = (qs.float() * U).to(gs.dtype)
+    else:
+        U = part.sum(1)                                                        # [B, K, D]
+        dq = (gf[None] * U).to(qs.dtype)
+        dg = (qs.float() * U).sum(0).to(gs.dtype)
+    return [dv0] + dvrest, dq, dg
+
+
+# --------------------------------------------------------------------------------------------------
+# Custom ops + autograd
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("dartool::prefix_fwd", mutates_args=())
+def prefix_fwd(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tuple[list[Tensor], Tensor]:
+    """The K routers' states over the shared prefix ``sources``: K partials [B, T, D] fp32, lam [K, B, T] fp32.
+    qs: [K, D] (static) or [B, K, D] (static_t); gs: [K, D] RMSNorm gains."""
+    return _fwd_impl(list(sources), qs, gs, eps)
+
+
+@prefix_fwd.register_fake
+def _prefix_fwd_fake(sources, qs, gs, eps):
+    s0 = sources[0]
+    B, T, D = s0.shape
+    K = gs.shape[0]
+    return ([s0.new_empty((B, T, D), dtype=torch.float32) for _ in range(K)],
+            s0.new_empty((K, B, T), dtype=torch.float32))
+
+
+@torch.library.custom_op("dartool::prefix_bwd", mutates_args=())
+def prefix_bwd(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Tensor, gs: Tensor, lam: Tensor,
+               eps: float) -> tuple[list[Tensor], Tensor, Tensor]:
+    """(dv per prefix source, dqs, dgs) from the routers' (dpart_k, glam_k) (module docstring)."""
+    return _bwd_impl(list(dparts), glam, list(sources), qs, gs, lam, eps)
+
+
+@prefix_bwd.register_fake
+def _prefix_bwd_fake(dparts, glam, sources, qs, gs, lam, eps):
+    return [s.new_empty(s.shape) for s in sources], qs.new_empty(qs.shape), gs.new_empty(gs.shape)
+
+
+def _setup_prefix(ctx, inputs, output):
+    sources, qs, gs, eps = inputs
+    _, lam = output
+    ctx.eps = eps
+    ctx.save_for_backward(qs, gs, lam, *sources)
+
+
+def _backward_prefix(ctx, dparts, glam):
+    qs, gs, lam, *sources = ctx.saved_tensors
+    dvs, dq, dg = prefix_bwd(list(dparts), glam, sources, qs, gs, lam, ctx.eps)
+    return list(dvs), dq, dg, None
+
+
+prefix_fwd.register_autograd(_backward_prefix, setup_context=_setup_prefix)
+
+
+@torch.library.custom_op("dartool::router_ln_prefix_fwd", mutates_args=())
+def router_ln_prefix_fwd(part: Tensor, lam: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, eps: float,
+                         shift: Tensor, scale: Tensor, ln_eps: float,
+                         y_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Router + LayerNorm + modulate with a shared prefix (part, lam) as source 0 ahead of the raw ``sources``:
+    y [B, T, D] in y_dtype, h [B, T, D] fp32, lse [B, T] fp32."""
+    P = rt._fwd_prepare(list(sources), q, g, eps, False, False, ln=(shift, scale, ln_eps, y_dtype), keep_h=True,
+                        prefix=(part, lam))
+    rt._fwd_launch(P)
+    h, lse, _, _ = P["out"]
+    return P["y"], h, lse
+
+
+@router_ln_prefix_fwd.register_fake
+def _router_ln_prefix_fwd_fake(part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype):
+    B, T, D = part.shape
+    return (part.new_empty((B, T, D), dtype=y_dtype), part.new_empty((B, T, D), dtype=torch.float32),
+            part.new_empty((B, T), dtype=torch.float32))
+
+
+@torch.library.custom_op("dartool::router_ln_prefix_bwd", mutates_args=())
+def router_ln_prefix_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor,
+                         lam: Tensor, eps: float, scale: Tensor, ln_eps: float
+                         ) -> tuple[Tensor, Tensor, list[Tensor], Tensor, Tensor, Tensor, Tensor]:
+    """(dpart, glam, dv per raw source, dq, dg, dshift, dscale) of ``router_ln_prefix_fwd``; glam is the
+    prefix protocol's value for lam (module docstring), not dloss/dlam."""
+    P = rt._bwd_prepare(dy, list(sources), q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam)
+    rt._bwd_launch(P)
+    dvs, dq, dg = rt._bwd_finish(P)
+    pm = P["pmod"]
+    return (P["dpre"], P["glam"], dvs, dq, dg, pm[0].sum(1).to(scale.dtype), pm[1].sum(1).to(scale.dtype))
+
+
+@router_ln_prefix_bwd.register_fake
+def _router_ln_prefix_bwd_fake(dy, sources, q, g, h, lse, lam, eps, scale, ln_eps):
+    return (h.new_empty(h.shape, dtype=torch.float32), lse.new_empty(lse.shape, dtype=torch.float32),
+            [s.new_empty(s.shape) for s in sources], q.new_empty(q.shape), g.new_empty(g.shape),
+            scale.new_empty(scale.shape), scale.new_empty(scale.shape))
+
+
+def _setup_router(ctx, inputs, output):
+    part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype = inputs
+    y, h, lse = output
+    ctx.eps, ctx.ln_eps, ctx.n = eps, ln_eps, len(sources)
+    ctx.mark_non_differentiable(h, lse)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(q, g, scale, h, lse, lam, *sources)    # not the partial: its gradient needs none of it
+
+
+def _backward_router(ctx, dy, dh, dlse):
+    q, g, scale, h, lse, lam, *sources = ctx.saved_tensors
+    if dy is None:
+        return None, None, [None] * ctx.n, None, None, None, None, None, None, None
+    dpart, glam, dvs, dq, dg, dshift, dscale = router_ln_prefix_bwd(dy, sources, q, g, h, lse, lam, ctx.eps, scale,
+                                                                    ctx.ln_eps)
+    return dpart, glam, list(dvs), dq, dg, None, dshift, dscale, None, None
+
+
+router_ln_prefix_fwd.register_autograd(_backward_router, setup_context=_setup_router)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def shared_prefix(sources: Sequence[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tuple[list[Tensor], Tensor]:
+    """Every router's state over one shared prefix: ([part_k], lam [K, B, T]); differentiable (composed with
+    :func:`fused_router_ln_prefix` only, see the module docstring)."""
+    return prefix_fwd(rt._as_kernel_sources(sources), qs, gs, float(eps))
+
+
+def fused_router_ln_prefix(part: Tensor, lam: Tensor, sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float,
+                           shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype) -> Tensor:
+    """modulate(LayerNorm(router(prefix + sources, q)), shift, scale) with the prefix given as its state
+    (part, lam) from :func:`shared_prefix`: y [B, T, D] in ``y_dtype`` (what the unshared router would give:
+    ``router_triton._y_dtype`` of prefix + raw sources). ``sources``: the raw ones (may be none)."""
+    sources = rt._as_kernel_sources(sources) if sources else []
+    return router_ln_prefix_fwd(part, lam, sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
