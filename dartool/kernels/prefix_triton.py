@@ -85,7 +85,7 @@ def _prefix_fwd_kernel(
     out_ptr, otab_ptr, lam_ptr,
     T, K, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, PIPE: tl.constexpr,
+    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -108,9 +108,9 @@ def _prefix_fwd_kernel(
         ok = t < T
         row = b * T + t
         m1_a = ((c_a < D) & ok)[None, :]                                            # [1, DA]
-        o1_a = row * D + c_a[None, :]
+        o1_a = row * D + rt._cols(c_a, VEC4)[None, :]
         m1_b = ((c_b < D) & ok)[None, :]
-        o1_b = row * D + c_b[None, :]
+        o1_b = row * D + rt._cols(c_b, VEC4)[None, :]
         v_a = tl.load(src0_ptr + o1_a, mask=m1_a, other=0.0).to(tl.float32)       # [1, DA]
         v_b = v_a
         if DB > 0:
@@ -175,7 +175,7 @@ def _prefix_bwd_kernel(
     q_ptr, q_sb, g_ptr, lam_ptr, dp_ptr, dptab_ptr, glam_ptr, part_ptr,
     T, K, n_tprog, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
+    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -200,9 +200,9 @@ def _prefix_bwd_kernel(
         ok = t < T
         row = b * T + t
         m1_a = ((c_a < D) & ok)[None, :]
-        o1_a = row * D + c_a[None, :]
+        o1_a = row * D + rt._cols(c_a, VEC4)[None, :]
         m1_b = ((c_b < D) & ok)[None, :]
-        o1_b = row * D + c_b[None, :]
+        o1_b = row * D + rt._cols(c_b, VEC4)[None, :]
         lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
         glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
         dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0)   # [KP, DA]
@@ -245,15 +245,16 @@ def _prefix_bwd_kernel(
 # Launch configuration
 # --------------------------------------------------------------------------------------------------
 
-# rows per program, warps per row, pipeline depth; DARTOOL_PREFIX_CONFIG="rows,warps,pipe"
-_DEFAULT = dict(rows=8, num_warps=4, pipe=3)
+# rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols);
+# DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4" (read per call)
+_DEFAULT = dict(rows=8, num_warps=4, pipe=3, vec4=1)
 
 
 def prefix_config() -> dict:
     cfg = dict(_DEFAULT)
     raw = os.environ.get("DARTOOL_PREFIX_CONFIG")
     if raw:
-        cfg.update(zip(("rows", "num_warps", "pipe"), (int(x) for x in raw.split(","))))
+        cfg.update(zip(("rows", "num_warps", "pipe", "vec4"), (int(x) for x in raw.split(","))))
     return cfg
 
 
@@ -295,7 +296,7 @@ def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tupl
         src0, base, tab, len(sources), qc, q_sb, gs.contiguous(), parts[0], otab, lam, T, K, float(eps),
         1.0 / math.sqrt(D),
         D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-        PIPE=cfg["pipe"], num_warps=cfg["num_warps"], num_stages=1)
+        PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
     return parts, lam
 
 
@@ -321,7 +322,8 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
         src0, base, tab, dv0, obase, otab, len(sources), qc, q_sb, gs.contiguous(), lam.contiguous(), dps[0], dptab,
         glam.float().contiguous(), part, T, K, n_tprog, float(eps), 1.0 / math.sqrt(D),
         D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], num_warps=cfg["num_warps"], num_stages=1)
+        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"],
+        num_stages=1)
     gf = gs.float()
     if q_sb == 0:
         U = part.sum((0, 1))                                                   # [K, D]

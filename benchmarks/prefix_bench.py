@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The shared-prefix kernels alone (``dartool.kernels.prefix_triton``): forward and backward time against their
+byte floor, over launch configurations, at a model's chunk shape.
+
+    PYTHONPATH=$PWD python3 benchmarks/prefix_bench.py --size XL --batch 64 --P 14 --K 4 \
+        --config 8,4,3 --config 8,2,3 --json /tmp/prefix.json
+
+``--config rows,warps,pipe,vec4`` (repeatable; default: the code's). Bytes: forward reads the P sources (v_0 fp32,
+the rest bf16) and writes K fp32 partials and lse; backward reads the sources, K fp32 partial gradients and
+writes the P source gradients. Also times what the shared pass replaces: K LayerNorm-fused router forwards and
+backwards over the prefix alone. Registers and spills of each compiled kernel are printed. Needs CUDA.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="XL")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--P", type=int, default=14, help="prefix sources (summaries)")
+    ap.add_argument("--K", type=int, default=4, help="routers sharing them")
+    ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4 (repeatable)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    import torch
+
+    from dartool import bench
+    from dartool.kernels import prefix_triton as pt
+    from dartool.kernels import router_triton as rt
+    from dartool.models import SIZES
+
+    if not torch.cuda.is_available():
+        print("needs CUDA")
+        return 2
+    _, D, _ = SIZES[a.size]
+    B, T, P, K = a.batch, 256, a.P, a.K
+    dev = "cuda"
+    bw = bench.copy_bandwidth()["bytes_per_s"]
+    g = torch.Generator(device=dev).manual_seed(0)
+    srcs = [torch.randn(B, T, D, device=dev, generator=g).to(torch.float32 if i == 0 else torch.bfloat16)
+            for i in range(P)]
+    qs = torch.randn(K, D, device=dev, generator=g)
+    gs = 1 + 0.1 * torch.randn(K, D, device=dev, generator=g)
+    u = B * T * D
+    src_b = 4 * u + 2 * u * (P - 1)
+    fwd_bytes = src_b + 4 * K * u
+    bwd_bytes = 2 * src_b + 4 * K * u
+    rows = []
+
+    def _time(fn, n):
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(n):
+            fn()
+        e.record()
+        torch.cuda.synchronize()
+        return s.elapsed_time(e) / n
+
+    for c in a.config or [None]:
+        if c:
+            os.environ["DARTOOL_PREFIX_CONFIG"] = c
+        else:
+            os.environ.pop("DARTOOL_PREFIX_CONFIG", None)
+        cfg = pt.prefix_config()
+        parts, lam = pt._fwd_impl(srcs, qs, gs, 1e-6)
+        dps = [torch.randn(B, T, D, device=dev, generator=g) * 0.1 for _ in range(K)]
+        glam = torch.randn(K, B, T, device=dev, generator=g) * 0.1
+        f = _time(lambda: pt._fwd_impl(srcs, qs, gs, 1e-6), 20)
+        b = _time(lambda: pt._bwd_impl(dps, glam, srcs, qs, gs, lam, 1e-6), 20)
+        kf = pt._prefix_fwd_kernel
+        row = dict(config=cfg, fwd_ms=f, bwd_ms=b, fwd_floor_pct=100 * fwd_bytes / bw / (f * 1e-3),
+                   bwd_floor_pct=100 * bwd_bytes / bw / (b * 1e-3))
+        for name, ker in (("fwd", pt._prefix_fwd_kernel), ("bwd", pt._prefix_bwd_kernel)):
+            try:
+                ck = list(ker.device_caches[0][0].values())[-1]
+                row[f"{name}_regs"], row[f"{name}_spills"] = ck.n_regs, ck.n_spills
+            except Exception as e:  # cache layout differs between Triton versions
+                row[f"{name}_regs"] = f"? ({type(e).__name__})"
+        rows.append(row)
+        print(f"rows,warps,pipe,vec4 {cfg['rows']},{cfg['num_warps']},{cfg['pipe']},{cfg['vec4']}: fwd {f:.3f} ms "
+              f"({row['fwd_floor_pct']:.0f} % of floor), bwd {b:.3f} ms ({row['bwd_floor_pct']:.0f} %), "
+              f"regs/spills fwd {row.get('fwd_regs')}/{row.get('fwd_spills')} bwd {row.get('bwd_regs')}/"
+              f"{row.get('bwd_spills')}", flush=True)
+    # what one shared pass replaces: K routers' forwards / backwards over the prefix alone (LayerNorm fused)
+    shift, scale = torch.zeros(B, D, device=dev), torch.zeros(B, D, device=dev)
+    y, h, lse = rt._fwd_ln_impl(srcs, qs[0], gs[0], 1e-6, shift, scale, 1e-6, torch.bfloat16, True)
+    dy = torch.randn(B, T, D, device=dev, generator=g).to(torch.bfloat16)
+    rf = _time(lambda: [rt._fwd_ln_impl(srcs, qs[k], gs[k], 1e-6, shift, scale, 1e-6, torch.bfloat16, True)
+                        for k in range(K)], 10)
+    rb = _time(lambda: [rt._bwd_ln_impl(dy, srcs, qs[k], gs[k], h, lse, 1e-6, scale, 1e-6) for k in range(K)], 10)
+    print(f"replaced: {K} router forwards over the prefix {rf:.3f} ms, backwards {rb:.3f} ms "
+          f"(floor of the shared pass: fwd {fwd_bytes / bw * 1e3:.3f} ms, bwd {bwd_bytes / bw * 1e3:.3f} ms)")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(dict(env=bench.env_info(), size=a.size, batch=B, P=P, K=K, rows=rows, routers_fwd_ms=rf,
+                           routers_bwd_ms=rb, copy_bytes_per_s=bw), fh, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
