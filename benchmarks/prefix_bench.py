@@ -5,7 +5,7 @@ byte floor, over launch configurations, at a model's chunk shape.
     PYTHONPATH=$PWD python3 benchmarks/prefix_bench.py --size XL --batch 64 --P 14 --K 4 \
         --config 8,4,3 --config 8,2,3 --json /tmp/prefix.json
 
-``--config rows,warps,pipe,vec4`` (repeatable; default: the code's). Bytes: forward reads the P sources (v_0 fp32,
+``--config rows,warps,pipe,vec4,wreload`` (repeatable; default: the code's). Bytes: forward reads the P sources (v_0 fp32,
 the rest bf16) and writes K fp32 partials and lse; backward reads the sources, K fp32 partial gradients and
 writes the P source gradients. Also times what the shared pass replaces: K LayerNorm-fused router forwards and
 backwards over the prefix alone. Registers and spills of each compiled kernel are printed. Needs CUDA.
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--P", type=int, default=14, help="prefix sources (summaries)")
     ap.add_argument("--K", type=int, default=4, help="routers sharing them")
-    ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4 (repeatable)")
+    ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4,wreload (repeatable; both passes)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import torch
@@ -70,14 +70,15 @@ def main(argv=None) -> int:
             os.environ["DARTOOL_PREFIX_CONFIG"] = c
         else:
             os.environ.pop("DARTOOL_PREFIX_CONFIG", None)
-        cfg = pt.prefix_config()
+        cfg = pt.prefix_config(D)
+        bcfg = pt.prefix_config(D, backward=True)
         parts, lam = pt._fwd_impl(srcs, qs, gs, 1e-6)
         dps = [torch.randn(B, T, D, device=dev, generator=g) * 0.1 for _ in range(K)]
         glam = torch.randn(K, B, T, device=dev, generator=g) * 0.1
         f = _time(lambda: pt._fwd_impl(srcs, qs, gs, 1e-6), 20)
         b = _time(lambda: pt._bwd_impl(dps, glam, srcs, qs, gs, lam, 1e-6), 20)
         kf = pt._prefix_fwd_kernel
-        row = dict(config=cfg, fwd_ms=f, bwd_ms=b, fwd_floor_pct=100 * fwd_bytes / bw / (f * 1e-3),
+        row = dict(config=cfg, bwd_config=bcfg, fwd_ms=f, bwd_ms=b, fwd_floor_pct=100 * fwd_bytes / bw / (f * 1e-3),
                    bwd_floor_pct=100 * bwd_bytes / bw / (b * 1e-3))
         for name, ker in (("fwd", pt._prefix_fwd_kernel), ("bwd", pt._prefix_bwd_kernel)):
             try:
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
             except Exception as e:  # cache layout differs between Triton versions
                 row[f"{name}_regs"] = f"? ({type(e).__name__})"
         rows.append(row)
-        print(f"rows,warps,pipe,vec4 {cfg['rows']},{cfg['num_warps']},{cfg['pipe']},{cfg['vec4']}: fwd {f:.3f} ms "
+        print(f"fwd {','.join(str(cfg[k]) for k in pt._KEYS)} bwd {','.join(str(bcfg[k]) for k in pt._KEYS)}: fwd {f:.3f} ms "
               f"({row['fwd_floor_pct']:.0f} % of floor), bwd {b:.3f} ms ({row['bwd_floor_pct']:.0f} %), "
               f"regs/spills fwd {row.get('fwd_regs')}/{row.get('fwd_spills')} bwd {row.get('bwd_regs')}/"
               f"{row.get('bwd_spills')}", flush=True)

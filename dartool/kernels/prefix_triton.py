@@ -78,6 +78,15 @@ def _load_w(q_ptr, qo, g_ptr, kk, c, km, D, scale):
     return q * g * scale
 
 
+@triton.jit
+def _w_tiles(q_ptr, qo, g_ptr, kk, c_a, c_b, km, D, scale, DB: tl.constexpr):
+    w_a = _load_w(q_ptr, qo, g_ptr, kk, c_a, km, D, scale)                             # [KP, DA]
+    w_b = w_a
+    if DB > 0:
+        w_b = _load_w(q_ptr, qo, g_ptr, kk, c_b, km, D, scale)                         # [KP, DB]
+    return w_a, w_b
+
+
 @triton.jit(do_not_specialize=["NP"])
 def _prefix_fwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, NP,
@@ -85,7 +94,7 @@ def _prefix_fwd_kernel(
     out_ptr, otab_ptr, lam_ptr,
     T, K, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr, WRELOAD: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -93,13 +102,11 @@ def _prefix_fwd_kernel(
     kk = tl.arange(0, KP)
     km = kk < K
     c_a = tl.arange(0, DA)
-    w_a = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_a, km, D, scale)                   # [KP, DA]
+    c_b = c_a
     if DB > 0:
         c_b = DA + tl.arange(0, DB)
-        w_b = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_b, km, D, scale)               # [KP, DB]
-    else:
-        c_b = c_a
-        w_b = w_a
+    if not WRELOAD:  # held for the whole program (WRELOAD: re-read per source from L1, fewer registers)
+        w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
     # the K outputs are separate tensors: element offsets from out_ptr (multiples of 4: 16-byte aligned)
     ooff = (tl.load(otab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
 
@@ -115,6 +122,8 @@ def _prefix_fwd_kernel(
         v_b = v_a
         if DB > 0:
             v_b = tl.load(src0_ptr + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+        if WRELOAD:
+            w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
         m, _ = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)                          # [KP]
         l = tl.full([KP], 1.0, tl.float32)
         acc_a = tl.broadcast_to(v_a, (KP, DA))
@@ -126,6 +135,8 @@ def _prefix_fwd_kernel(
             v_a = tl.load(p + o1_a, mask=m1_a, other=0.0).to(tl.float32)
             if DB > 0:
                 v_b = tl.load(p + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+            if WRELOAD:
+                w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
             logit, _ = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)
             m_new = tl.maximum(m, logit)
             corr = tl.exp(m - m_new)
@@ -175,7 +186,7 @@ def _prefix_bwd_kernel(
     q_ptr, q_sb, g_ptr, lam_ptr, dp_ptr, dptab_ptr, glam_ptr, part_ptr,
     T, K, n_tprog, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr, WRELOAD: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -183,16 +194,14 @@ def _prefix_bwd_kernel(
     kk = tl.arange(0, KP)
     km = kk < K
     c_a = tl.arange(0, DA)
-    w_a = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_a, km, D, scale)
     u_a = tl.zeros([KP, DA], tl.float32)
+    c_b = c_a
+    u_b = u_a
     if DB > 0:
         c_b = DA + tl.arange(0, DB)
-        w_b = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_b, km, D, scale)
         u_b = tl.zeros([KP, DB], tl.float32)
-    else:
-        c_b = c_a
-        w_b = w_a
-        u_b = u_a
+    if not WRELOAD:
+        w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
     dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP] element offsets
 
     for r in range(ROWS):
@@ -215,6 +224,8 @@ def _prefix_bwd_kernel(
         v_b = v_a
         if DB > 0:
             v_b = tl.load(src0_ptr + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+        if WRELOAD:
+            w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
         dv_a, dv_b, du_a, du_b = _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB)
         tl.store(dv0_ptr + o1_a, dv_a.to(dv0_ptr.dtype.element_ty), mask=m1_a)
         u_a += du_a
@@ -227,6 +238,8 @@ def _prefix_bwd_kernel(
             v_a = tl.load(p + o1_a, mask=m1_a, other=0.0).to(tl.float32)
             if DB > 0:
                 v_b = tl.load(p + o1_b, mask=m1_b, other=0.0).to(tl.float32)
+            if WRELOAD:
+                w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
             dv_a, dv_b, du_a, du_b = _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB)
             tl.store(po + o1_a, dv_a.to(po.dtype.element_ty), mask=m1_a)
             u_a += du_a
@@ -245,16 +258,24 @@ def _prefix_bwd_kernel(
 # Launch configuration
 # --------------------------------------------------------------------------------------------------
 
-# rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols);
-# DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4" (read per call)
-_DEFAULT = dict(rows=8, num_warps=4, pipe=3, vec4=1)
+# rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols), w re-read per source;
+# per pass and width (prefix_config); DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4,wreload" sets both passes (read
+# per call, for sweeps: benchmarks/prefix_bench.py).
+_KEYS = ("rows", "num_warps", "pipe", "vec4", "wreload")
 
 
-def prefix_config() -> dict:
-    cfg = dict(_DEFAULT)
+def prefix_config(D: int = 768, backward: bool = False) -> dict:
+    """Launch configuration of the prefix kernels. Chosen from benchmarks/prefix_bench.py (H200, 2026-11-26,
+    benchmarks/results/prefix_B-NVIDIA-H200-20261126-*.json): at D = 768 the forward with one warp per row (75 % of
+    its floor) and the backward with two (42 %); the layout with four warps per row and the queries in each thread
+    was at 13-30 %."""
+    if D < 1024:
+        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, wreload=0)
+    else:
+        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1, wreload=0)
     raw = os.environ.get("DARTOOL_PREFIX_CONFIG")
     if raw:
-        cfg.update(zip(("rows", "num_warps", "pipe", "vec4"), (int(x) for x in raw.split(","))))
+        cfg.update(zip(_KEYS, (int(x) for x in raw.split(","))))
     return cfg
 
 
@@ -290,13 +311,13 @@ def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tupl
     parts = [rt._empty((B, T, D), torch.float32, dev) for _ in range(K)]
     lam = rt._empty((K, B, T), torch.float32, dev)
     otab = rt._offset_table([p.data_ptr() for p in parts], parts[0].data_ptr(), 4, dev)
-    cfg = prefix_config()
+    cfg = prefix_config(D)
     DA, DB = rt._tiles(D, True)
     _prefix_fwd_kernel[(triton.cdiv(T, cfg["rows"]), B)](
         src0, base, tab, len(sources), qc, q_sb, gs.contiguous(), parts[0], otab, lam, T, K, float(eps),
         1.0 / math.sqrt(D),
         D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-        PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
+        PIPE=cfg["pipe"], VEC4=cfg["vec4"], WRELOAD=cfg["wreload"], num_warps=cfg["num_warps"], num_stages=1)
     return parts, lam
 
 
@@ -314,7 +335,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     obase = dvrest[0] if dvrest else dv0
     otab = rt._offset_table([obase.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(),
                             obase.element_size(), dev)
-    cfg = prefix_config()
+    cfg = prefix_config(D, backward=True)
     n_tprog = triton.cdiv(T, cfg["rows"])
     part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
     DA, DB = rt._tiles(D, True)
@@ -322,7 +343,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
         src0, base, tab, dv0, obase, otab, len(sources), qc, q_sb, gs.contiguous(), lam.contiguous(), dps[0], dptab,
         glam.float().contiguous(), part, T, K, n_tprog, float(eps), 1.0 / math.sqrt(D),
         D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"],
+        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], WRELOAD=cfg["wreload"], num_warps=cfg["num_warps"],
         num_stages=1)
     gf = gs.float()
     if q_sb == 0:
