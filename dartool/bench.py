@@ -837,6 +837,11 @@ def markdown(res: dict) -> str:
               + ("on" if rc["fuse_ln"] else "off (DARTOOL_FUSE_LN=0)")
               + (f"; backward partials in memory slots (ln_slot = {rc['bwd'].get('ln_slot')})" if rc["fuse_ln"] else "")
               + ".", ""]
+    sp = (rc or {}).get("shared_prefix")
+    if sp:
+        L += ["Shared prefixes (static / static_t chunks read their summaries once, `prefix_triton`): "
+              + (f"on for widths below {sp['max_width']} and chunks with at least {sp['min_summaries']} summaries"
+                 if sp["on"] else "off (DARTOOL_SHARED_PREFIX=0)") + ".", ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -1101,7 +1106,9 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         from .kernels import router_triton as rt
 
         res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
-                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN)
+                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
+                                    shared_prefix=dict(on=dispatch.SHARED_PREFIX, min_summaries=dispatch.SHARED_PREFIX_MIN,
+                                                       max_width=dispatch.SHARED_PREFIX_MAX_D))
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)

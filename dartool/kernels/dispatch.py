@@ -186,9 +186,25 @@ def y_dtype_of(sources: Sequence[torch.Tensor]) -> torch.dtype:
 
 # Chunked models with static / static_t queries and the LayerNorm fused in: the routers of a chunk read its summaries
 # once between them (prefix_triton) where the chunk has at least SHARED_PREFIX_MIN summaries (below that the fp32
-# partials cost more bytes than the summaries they replace). DARTOOL_SHARED_PREFIX=0 turns it off.
-SHARED_PREFIX = env_flag("DARTOOL_SHARED_PREFIX", True)
+# partials cost more bytes than the summaries they replace) and the width is below SHARED_PREFIX_MAX_D.
+# Measured (H200, 2026-11-26, benchmarks/KERNEL_NOTES.md session 9): compiled SiT-B/2 b256 static c4 1.108 -> 1.081,
+# static_t 1.109 -> 1.093 (paired); at D = 1152 the prefix kernels are no faster than the routers' own passes
+# (compiled SiT-XL/2 b128 1.166 -> 1.212 with the first layout), so wider models keep them off.
+# DARTOOL_SHARED_PREFIX=0 turns it off, =1 on at every width; SiT.share_prefixes decides per model.
+_SP = os.environ.get("DARTOOL_SHARED_PREFIX", "").strip().lower()
+SHARED_PREFIX = _SP not in ("0", "false", "no", "off")
 SHARED_PREFIX_MIN = int(os.environ.get("DARTOOL_SHARED_PREFIX_MIN", "3") or 3)
+SHARED_PREFIX_MAX_D = 1 << 30 if _SP in ("1", "true", "yes", "on") else 1024
+
+
+def shares_prefix(D: int, summaries: int, forced: "bool | None" = None) -> bool:
+    """Whether a chunk of width D with this many summaries shares its prefix (``forced``: a model's own choice,
+    ``SiT.share_prefixes``; True ignores the width, not the minimum of summaries)."""
+    if summaries < SHARED_PREFIX_MIN:
+        return False
+    if forced is not None:
+        return forced
+    return SHARED_PREFIX and D < SHARED_PREFIX_MAX_D
 
 
 # Dynamic routers on the fused path recompute q = W v_prev in the backward, except the last SAVE_QUERY_LAST

@@ -403,8 +403,8 @@ class SiT(nn.Module):
                 for z in cfg.projector_dims
             ])
         self._tap_points = [m for m in self.modules() if isinstance(m, HookPoint)]   # not registered: a list
-        # shared prefixes on the fused path (SiT.shared_prefix): None follows DARTOOL_SHARED_PREFIX; True / False
-        # decides for this model only (benchmarks compare both in one process)
+        # shared prefixes on the fused path (SiT.shared_prefix): None follows DARTOOL_SHARED_PREFIX and the width
+        # (dispatch.shares_prefix); True / False decides for this model only (benchmarks compare both in one process)
         self.share_prefixes: "bool | None" = None
         self.initialize_weights()
 
@@ -487,12 +487,11 @@ class SiT(nn.Module):
         """At the start of a chunk (static / static_t queries, LayerNorm-fused routers): every sublayer router of
         the chunk reads the chunk's summaries first, so one pass over them gives all their states at once
         (``dartool.kernels.prefix_triton``). Returns router r's (partial, lse, P) and files the others' in the
-        stream; None where it does not pay (fewer than ``SHARED_PREFIX_MIN`` summaries, one router left, or
-        ``DARTOOL_SHARED_PREFIX=0``). The head's router reads the same summaries but keeps its own pass."""
-        disp = _kernels.dispatch
+        stream; None where it does not pay (``dispatch.shares_prefix``: fewer than ``SHARED_PREFIX_MIN`` summaries,
+        a width where the prefix kernels are not faster, ``DARTOOL_SHARED_PREFIX=0``) or one router is left. The
+        head's router reads the same summaries but keeps its own pass."""
         P = len(stream.summaries)
-        on = disp.SHARED_PREFIX if self.share_prefixes is None else self.share_prefixes
-        if not on or stream.current or P < disp.SHARED_PREFIX_MIN:
+        if stream.current or not _kernels.dispatch.shares_prefix(self.config.hidden_size, P, self.share_prefixes):
             return None
         group = list(range(r, min(r + self.config.chunk_size, len(self.routers) - 1)))
         if len(group) < 2:
