@@ -502,3 +502,30 @@ def test_router_kernels_bench_variants_sweep_and_set():
     _, f, b = rkb._variants(fwd, bwd, ["bwd.pipe=3"], ["bwd.unroll=2"])[0]
     assert (b["pipe"], b["unroll"], f["pipe"]) == (3, 2, 1)
     assert rkb._variants(fwd, bwd, [], [])[0][0] == "default"
+
+
+def test_shared_prefix_policy(monkeypatch):
+    """Shared prefixes (prefix_triton) run where they were measured faster: chunks with at least SHARED_PREFIX_MIN
+    summaries at widths below SHARED_PREFIX_MAX_D; a model's own choice (SiT.share_prefixes) ignores the width but
+    not the minimum; never on the CPU reference path."""
+    from dartool.kernels import dispatch
+    from dartool.models import SiT, model_config
+
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX", True)
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX_MIN", 3)
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX_MAX_D", 1024)
+    assert dispatch.shares_prefix(768, 3) and not dispatch.shares_prefix(768, 2)
+    assert not dispatch.shares_prefix(1152, 14)
+    assert dispatch.shares_prefix(1152, 14, forced=True) and not dispatch.shares_prefix(768, 6, forced=False)
+    assert not dispatch.shares_prefix(1152, 2, forced=True)
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX", False)
+    assert not dispatch.shares_prefix(768, 6) and dispatch.shares_prefix(768, 6, forced=True)
+    # on the CPU the reference path runs: no prefix state is ever made, whatever the switch says
+    cfg = model_config("S", 2, input_size=4, routing="dar", query="static", chunk_size=2).replace(
+        depth=3, hidden_size=32, num_heads=4)
+    model = SiT(cfg)
+    model.share_prefixes = True
+    calls = []
+    monkeypatch.setattr(SiT, "shared_prefix", lambda self, *a: calls.append(a))
+    model(torch.randn(2, cfg.in_channels, 4, 4), torch.rand(2), torch.randint(0, 10, (2,)))
+    assert calls == []

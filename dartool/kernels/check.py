@@ -428,6 +428,60 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
     return out
 
 
+def shared_model_check(device: str, interpret: bool) -> list[dict]:
+    """A chunked DAR SiT (static and static_t, chunk 2, so later chunks have >= 3 summaries) with shared prefixes
+    (``SiT.share_prefixes = True``, every width) against the same model without them, both fused: loss and every
+    parameter gradient; and the shared path must really run (its routers are counted)."""
+    from ..diffusion import diffusion_loss
+    from ..models import SiT, model_config
+    from . import dispatch, prefix_triton
+
+    gen = torch.Generator().manual_seed(3)
+    size = dict(depth=3, hidden=40, heads=4, input_size=4) if interpret else dict(depth=4, hidden=384, heads=6,
+                                                                                   input_size=16)
+    out = []
+    for query in ("static", "static_t"):
+        cfg = model_config("S", 2, input_size=size["input_size"], routing="dar", query=query, chunk_size=2).replace(
+            depth=size["depth"], hidden_size=size["hidden"], num_heads=size["heads"])
+        torch.manual_seed(0)
+        model = SiT(cfg).to(device)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen).to(device))
+        x = torch.randn(2, cfg.in_channels, cfg.input_size, cfg.input_size, generator=gen).to(device)
+        y = torch.randint(0, cfg.num_classes, (2,), generator=gen).to(device)
+        s, eps = torch.rand(2, generator=gen).to(device), torch.randn(x.shape, generator=gen).to(device)
+        calls = {"n": 0}
+        orig = prefix_triton.shared_prefix
+
+        def counting(*a, **k):
+            calls["n"] += 1
+            return orig(*a, **k)
+
+        res = {}
+        for share in (False, True):
+            model.zero_grad(set_to_none=True)
+            model.share_prefixes = share
+            prefix_triton.shared_prefix = counting
+            try:
+                with dispatch.fused(True, allow_cpu=interpret), _autocast(device):
+                    loss = diffusion_loss(model, x, y, s, eps=eps)
+                loss.backward()
+            finally:
+                prefix_triton.shared_prefix = orig
+                model.share_prefixes = None
+            res[share] = (loss.detach().double(), {n: p.grad.detach().double().clone()
+                                                   for n, p in model.named_parameters() if p.grad is not None})
+        (l0, g0), (l1, g1) = res[False], res[True]
+        worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
+        tol = 5e-2 if device == "cuda" else 1e-4
+        err = abs(l1 - l0).item() / abs(l0).item()
+        ok = set(g0) == set(g1) and err < tol / 5 and worst[0] < tol and calls["n"] > 0
+        out.append(dict(name=f"shared-model-{query}", loss_rel=err, worst_grad_rel=worst[0], worst_param=worst[1],
+                        prefix_passes=calls["n"], tol=tol, ok=bool(ok)))
+    return out
+
+
 def recompute_check(device: str, interpret: bool) -> dict:
     """Dynamic routers recompute q in the backward: same loss and gradients as saving q, and the bytes saved
     for the backward (parameters not counted) drop by (at least) one [B, T, D] query per router. Routers whose
@@ -677,6 +731,7 @@ def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, 
                   f"{errs} max_dv={worst_dv:.1e} tol={c.tol:.0e} (torch ref dq={ref_dq:.1e})", flush=True)
     checks = [("ln-fused", lambda: ln_check(device, interpret)),
               ("shared-prefix", lambda: prefix_check(device, interpret)),
+              ("shared-prefix-model", lambda: shared_model_check(device, interpret)),
               ("tapped-sources", lambda: [tap_check(device, interpret)]),
               ("dynamic-recompute", lambda: [recompute_check(device, interpret)])]
     if not quick:
