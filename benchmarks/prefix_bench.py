@@ -3,12 +3,13 @@
 byte floor, over launch configurations, at a model's chunk shape.
 
     PYTHONPATH=$PWD python3 benchmarks/prefix_bench.py --size XL --batch 64 --P 14 --K 4 \
-        --config 8,4,3 --config 8,2,3 --json /tmp/prefix.json
+        --config 8,4,3,1 --config 8,2,3,1 --json /tmp/prefix.json
 
-``--config rows,warps,pipe,vec4,wreload`` (repeatable; default: the code's). Bytes: forward reads the P sources (v_0 fp32,
+``--config rows,warps,pipe,vec4`` (repeatable; default: the code's). Bytes: forward reads the P sources (v_0 fp32,
 the rest bf16) and writes K fp32 partials and lse; backward reads the sources, K fp32 partial gradients and
 writes the P source gradients. Also times what the shared pass replaces: K LayerNorm-fused router forwards and
-backwards over the prefix alone. Registers and spills of each compiled kernel are printed. Needs CUDA.
+backwards over the prefix alone. Times are medians of CUDA-event timed calls (``bench.event_ms``; session 9's
+recorded sweeps used the mean of 20 calls). Registers and spills of each compiled kernel are printed. Needs CUDA.
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--P", type=int, default=14, help="prefix sources (summaries)")
     ap.add_argument("--K", type=int, default=4, help="routers sharing them")
-    ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4,wreload (repeatable; both passes)")
+    ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4 (repeatable; both passes)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import torch
@@ -53,18 +54,6 @@ def main(argv=None) -> int:
     bwd_bytes = 2 * src_b + 4 * K * u
     rows = []
 
-    def _time(fn, n):
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(n):
-            fn()
-        e.record()
-        torch.cuda.synchronize()
-        return s.elapsed_time(e) / n
-
     for c in a.config or [None]:
         if c:
             os.environ["DARTOOL_PREFIX_CONFIG"] = c
@@ -75,9 +64,8 @@ def main(argv=None) -> int:
         parts, lam = pt._fwd_impl(srcs, qs, gs, 1e-6)
         dps = [torch.randn(B, T, D, device=dev, generator=g) * 0.1 for _ in range(K)]
         glam = torch.randn(K, B, T, device=dev, generator=g) * 0.1
-        f = _time(lambda: pt._fwd_impl(srcs, qs, gs, 1e-6), 20)
-        b = _time(lambda: pt._bwd_impl(dps, glam, srcs, qs, gs, lam, 1e-6), 20)
-        kf = pt._prefix_fwd_kernel
+        f = bench.event_ms(lambda: pt._fwd_impl(srcs, qs, gs, 1e-6))
+        b = bench.event_ms(lambda: pt._bwd_impl(dps, glam, srcs, qs, gs, lam, 1e-6))
         row = dict(config=cfg, bwd_config=bcfg, fwd_ms=f, bwd_ms=b, fwd_floor_pct=100 * fwd_bytes / bw / (f * 1e-3),
                    bwd_floor_pct=100 * bwd_bytes / bw / (b * 1e-3))
         for name, ker in (("fwd", pt._prefix_fwd_kernel), ("bwd", pt._prefix_bwd_kernel)):
@@ -95,9 +83,10 @@ def main(argv=None) -> int:
     shift, scale = torch.zeros(B, D, device=dev), torch.zeros(B, D, device=dev)
     y, h, lse = rt._fwd_ln_impl(srcs, qs[0], gs[0], 1e-6, shift, scale, 1e-6, torch.bfloat16, True)
     dy = torch.randn(B, T, D, device=dev, generator=g).to(torch.bfloat16)
-    rf = _time(lambda: [rt._fwd_ln_impl(srcs, qs[k], gs[k], 1e-6, shift, scale, 1e-6, torch.bfloat16, True)
-                        for k in range(K)], 10)
-    rb = _time(lambda: [rt._bwd_ln_impl(dy, srcs, qs[k], gs[k], h, lse, 1e-6, scale, 1e-6) for k in range(K)], 10)
+    rf = bench.event_ms(lambda: [rt._fwd_ln_impl(srcs, qs[k], gs[k], 1e-6, shift, scale, 1e-6, torch.bfloat16, True)
+                        for k in range(K)], reps=10)
+    rb = bench.event_ms(lambda: [rt._bwd_ln_impl(dy, srcs, qs[k], gs[k], h, lse, 1e-6, scale, 1e-6)
+                                 for k in range(K)], reps=10)
     print(f"replaced: {K} router forwards over the prefix {rf:.3f} ms, backwards {rb:.3f} ms "
           f"(floor of the shared pass: fwd {fwd_bytes / bw * 1e3:.3f} ms, bwd {bwd_bytes / bw * 1e3:.3f} ms)")
     if a.json:

@@ -202,11 +202,50 @@ def cases(interpret: bool, quick: bool = False) -> list[Case]:
     return out
 
 
+def _small_model(query: str, chunk: int, depth: int, hidden: int, heads: int, input_size: int, batch: int,
+                 device: str, gen: torch.Generator):
+    """A DAR SiT moved away from its zero init (so routing and gates matter) and one batch (x, y, s, eps)."""
+    from ..models import SiT, model_config
+
+    cfg = model_config("S", 2, input_size=input_size, routing="dar", query=query, chunk_size=chunk).replace(
+        depth=depth, hidden_size=hidden, num_heads=heads)
+    torch.manual_seed(0)
+    model = SiT(cfg).to(device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen).to(device))
+    x = torch.randn(batch, cfg.in_channels, input_size, input_size, generator=gen).to(device)
+    y = torch.randint(0, cfg.num_classes, (batch,), generator=gen).to(device)
+    s = torch.rand(batch, generator=gen).to(device)
+    return model, (x, y, s, torch.randn(x.shape, generator=gen).to(device))
+
+
+def _loss_and_grads(model, batch, device: str) -> tuple:
+    """The velocity loss of one batch (bf16 autocast on CUDA) and every parameter gradient, in float64."""
+    from ..diffusion import diffusion_loss
+
+    x, y, s, eps = batch
+    model.zero_grad(set_to_none=True)
+    with _autocast(device):
+        loss = diffusion_loss(model, x, y, s, eps=eps)
+    loss.backward()
+    return loss.detach().double(), {n: p.grad.detach().double().clone()
+                                    for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _compare(ref: tuple, got: tuple, device: str) -> dict:
+    """Loss and worst parameter-gradient relative error of ``got`` against ``ref`` (both from _loss_and_grads)."""
+    (l0, g0), (l1, g1) = ref, got
+    worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
+    tol = 5e-2 if device == "cuda" else 1e-4   # bf16 autocast: both paths round differently
+    err = abs(l1 - l0).item() / abs(l0).item()
+    return dict(loss_rel=err, worst_grad_rel=worst[0], worst_param=worst[1], tol=tol,
+                ok=set(g0) == set(g1) and err < tol / 5 and worst[0] < tol)
+
+
 def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]:
     """A small DAR SiT, fused vs reference: output and every parameter gradient. Static / static_t routers run
     with the following LayerNorm + modulate fused in (``dispatch.FUSE_LN``): counted, so the check can tell."""
-    from ..diffusion import diffusion_loss
-    from ..models import SiT, model_config
     from . import dispatch, prefix_triton, router_triton
 
     ln_calls = {"n": 0, "dyn": 0, "prefix": 0}
@@ -236,48 +275,27 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
         variants = [("static", 1), ("static", 2), ("static_t", 2), ("dynamic", 2)]
         base = dict(size="S", depth=4, hidden=384, heads=6, input_size=16, batch=4)
     for query, chunk in variants:
-        cfg = model_config(base["size"], 2, input_size=base["input_size"], routing="dar", query=query,
-                           chunk_size=chunk).replace(depth=base["depth"], hidden_size=base["hidden"],
-                                                     num_heads=base["heads"])
-        torch.manual_seed(0)
-        model = SiT(cfg).to(device)
-        with torch.no_grad():  # move away from the zero init so routing and gates matter
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=gen).to(device))
-        bs = base["batch"]
-        x = torch.randn(bs, cfg.in_channels, cfg.input_size, cfg.input_size, generator=gen).to(device)
-        y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
-        s = torch.rand(bs, generator=gen).to(device)
-        eps = torch.randn(x.shape, generator=gen).to(device)
+        model, batch = _small_model(query, chunk, base["depth"], base["hidden"], base["heads"], base["input_size"],
+                                    base["batch"], device, gen)
         outs = {}
         ln_calls.update(n=0, dyn=0, prefix=0)
         for fused in (False, True):
-            model.zero_grad(set_to_none=True)
             router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln = counting_ln, counting_dyn_ln
             prefix_triton.fused_router_ln_prefix = counting_prefix_ln
             try:
                 with dispatch.fused(fused, allow_cpu=interpret):
-                    ac = _autocast(device)
-                    with ac:
-                        loss = diffusion_loss(model, x, y, s, eps=eps)
-                    loss.backward()
+                    outs[fused] = _loss_and_grads(model, batch, device)
             finally:
                 router_triton.fused_router_ln, router_triton.fused_dynamic_router_ln = (fused_router_ln,
                                                                                         fused_dynamic_router_ln)
                 prefix_triton.fused_router_ln_prefix = fused_router_ln_prefix
-            outs[fused] = (loss.detach().double(), {n: p.grad.detach().double().clone()
-                                                   for n, p in model.named_parameters() if p.grad is not None})
-        (l0, g0), (l1, g1) = outs[False], outs[True]
-        worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
-        tol = 5e-2 if device == "cuda" else 1e-4   # bf16 autocast: both paths round differently
-        err_loss = abs(l1 - l0).item() / abs(l0).item()
-        ok = set(g0) == set(g1) and err_loss < tol / 5 and worst[0] < tol
+        r = _compare(outs[False], outs[True], device)
         n_ln = ln_calls["dyn"] if query == "dynamic" else ln_calls["n"]
         if dispatch.FUSE_LN:   # every router, the head's too, fuses the LayerNorm + modulate that follows it
-            ok = ok and n_ln == 2 * cfg.depth + 1
-        res.append(dict(name=f"model-{query}-c{chunk}", loss_rel=err_loss, worst_grad_rel=worst[0],
-                        worst_param=worst[1], ln_fused_routers=n_ln, shared_prefix_routers=ln_calls["prefix"],
-                        tol=tol, ok=bool(ok)))
+            r["ok"] = r["ok"] and n_ln == 2 * model.config.depth + 1
+        res.append(dict(name=f"model-{query}-c{chunk}", **r, ln_fused_routers=n_ln,
+                        shared_prefix_routers=ln_calls["prefix"]))
+        res[-1]["ok"] = bool(res[-1]["ok"])
     return res
 
 
@@ -371,6 +389,7 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
     import torch.nn.functional as F
 
     from . import prefix_triton as pt
+    from . import router_triton as rt
 
     gen = torch.Generator().manual_seed(11)
     bf, f32 = torch.bfloat16, torch.float32
@@ -400,11 +419,8 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
             ys_ref.append(F.layer_norm(h, (D,), eps=1e-6) * (1 + lsc[k][:, None]) + lsh[k][:, None])
         want = torch.autograd.grad(ys_ref, leaves, [d.double() for d in dys])
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
-        rt_poison = None
+        poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
         try:
-            from . import router_triton as rt
-
-            rt_poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
             ins = [t.detach().requires_grad_() for t in (*srcs, qs, gs, shifts, scales)]
             iq, ig, ish, isc = ins[n:]
             parts, lam = pt.shared_prefix(ins[:P], iq, ig, 1e-6)
@@ -420,8 +436,7 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
         except Exception as e:
             errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
         finally:
-            if rt_poison is not None:
-                rt.POISON = rt_poison
+            rt.POISON = poison
         worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
         out.append(dict(name=name, P=P, K=K, D=D, worst_rel=worst[0], worst=worst[1], tol=tol,
                         **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
@@ -431,26 +446,14 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
 def shared_model_check(device: str, interpret: bool) -> list[dict]:
     """A chunked DAR SiT (static and static_t, chunk 2, so later chunks have >= 3 summaries) with shared prefixes
     (``SiT.share_prefixes = True``, every width) against the same model without them, both fused: loss and every
-    parameter gradient; and the shared path must really run (its routers are counted)."""
-    from ..diffusion import diffusion_loss
-    from ..models import SiT, model_config
+    parameter gradient; and the shared path must really run (its prefix passes are counted)."""
     from . import dispatch, prefix_triton
 
     gen = torch.Generator().manual_seed(3)
-    size = dict(depth=3, hidden=40, heads=4, input_size=4) if interpret else dict(depth=4, hidden=384, heads=6,
-                                                                                   input_size=16)
+    size = (3, 40, 4, 4) if interpret else (4, 384, 6, 16)          # depth, hidden, heads, input size
     out = []
     for query in ("static", "static_t"):
-        cfg = model_config("S", 2, input_size=size["input_size"], routing="dar", query=query, chunk_size=2).replace(
-            depth=size["depth"], hidden_size=size["hidden"], num_heads=size["heads"])
-        torch.manual_seed(0)
-        model = SiT(cfg).to(device)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=gen).to(device))
-        x = torch.randn(2, cfg.in_channels, cfg.input_size, cfg.input_size, generator=gen).to(device)
-        y = torch.randint(0, cfg.num_classes, (2,), generator=gen).to(device)
-        s, eps = torch.rand(2, generator=gen).to(device), torch.randn(x.shape, generator=gen).to(device)
+        model, batch = _small_model(query, 2, *size, 2, device, gen)
         calls = {"n": 0}
         orig = prefix_triton.shared_prefix
 
@@ -460,25 +463,17 @@ def shared_model_check(device: str, interpret: bool) -> list[dict]:
 
         res = {}
         for share in (False, True):
-            model.zero_grad(set_to_none=True)
             model.share_prefixes = share
             prefix_triton.shared_prefix = counting
             try:
-                with dispatch.fused(True, allow_cpu=interpret), _autocast(device):
-                    loss = diffusion_loss(model, x, y, s, eps=eps)
-                loss.backward()
+                with dispatch.fused(True, allow_cpu=interpret):
+                    res[share] = _loss_and_grads(model, batch, device)
             finally:
                 prefix_triton.shared_prefix = orig
                 model.share_prefixes = None
-            res[share] = (loss.detach().double(), {n: p.grad.detach().double().clone()
-                                                   for n, p in model.named_parameters() if p.grad is not None})
-        (l0, g0), (l1, g1) = res[False], res[True]
-        worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
-        tol = 5e-2 if device == "cuda" else 1e-4
-        err = abs(l1 - l0).item() / abs(l0).item()
-        ok = set(g0) == set(g1) and err < tol / 5 and worst[0] < tol and calls["n"] > 0
-        out.append(dict(name=f"shared-model-{query}", loss_rel=err, worst_grad_rel=worst[0], worst_param=worst[1],
-                        prefix_passes=calls["n"], tol=tol, ok=bool(ok)))
+        r = _compare(res[False], res[True], device)
+        r["ok"] = bool(r["ok"] and calls["n"] > 0)
+        out.append(dict(name=f"shared-model-{query}", **r, prefix_passes=calls["n"]))
     return out
 
 

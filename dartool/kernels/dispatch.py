@@ -191,10 +191,9 @@ def y_dtype_of(sources: Sequence[torch.Tensor]) -> torch.dtype:
 # static_t 1.109 -> 1.093 (paired); at D = 1152 the prefix kernels are no faster than the routers' own passes
 # (compiled SiT-XL/2 b128 1.166 -> 1.212 with the first layout), so wider models keep them off.
 # DARTOOL_SHARED_PREFIX=0 turns it off, =1 on at every width; SiT.share_prefixes decides per model.
-_SP = os.environ.get("DARTOOL_SHARED_PREFIX", "").strip().lower()
-SHARED_PREFIX = _SP not in ("0", "false", "no", "off")
+SHARED_PREFIX = env_flag("DARTOOL_SHARED_PREFIX", True)
 SHARED_PREFIX_MIN = int(os.environ.get("DARTOOL_SHARED_PREFIX_MIN", "3") or 3)
-SHARED_PREFIX_MAX_D = 1 << 30 if _SP in ("1", "true", "yes", "on") else 1024
+SHARED_PREFIX_MAX_D = 1 << 30 if env_flag("DARTOOL_SHARED_PREFIX", False) else 1024   # =1 given: every width
 
 
 def shares_prefix(D: int, summaries: int, forced: "bool | None" = None) -> bool:

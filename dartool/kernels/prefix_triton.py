@@ -59,14 +59,13 @@ from . import router_triton as rt
 
 @triton.jit
 def _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB: tl.constexpr):
-    """K logits of one source row (v [1, D] against w [KP, D]) and its RMS inverse."""
+    """K logits of one source row (v [1, D] against w [KP, D])."""
     ss = tl.sum(v_a * v_a, 1)                                            # [1]
     dot = tl.sum(w_a * v_a, 1)                                           # [KP]
     if DB > 0:
         ss += tl.sum(v_b * v_b, 1)
         dot += tl.sum(w_b * v_b, 1)
-    rinv = 1.0 / tl.sqrt(ss / D + eps)
-    return dot * rinv, rinv
+    return dot / tl.sqrt(ss / D + eps)
 
 
 @triton.jit
@@ -79,12 +78,25 @@ def _load_w(q_ptr, qo, g_ptr, kk, c, km, D, scale):
 
 
 @triton.jit
-def _w_tiles(q_ptr, qo, g_ptr, kk, c_a, c_b, km, D, scale, DB: tl.constexpr):
-    w_a = _load_w(q_ptr, qo, g_ptr, kk, c_a, km, D, scale)                             # [KP, DA]
+def _program_setup(q_ptr, q_sb, g_ptr, b, K, D, scale, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr):
+    """The K queries' padding mask, the column tiles and w = q g / sqrt(D) per tile (held for the program)."""
+    kk = tl.arange(0, KP)
+    km = kk < K
+    c_a = tl.arange(0, DA)
+    w_a = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_a, km, D, scale)                   # [KP, DA]
+    c_b = c_a
     w_b = w_a
     if DB > 0:
-        w_b = _load_w(q_ptr, qo, g_ptr, kk, c_b, km, D, scale)                         # [KP, DB]
-    return w_a, w_b
+        c_b = DA + tl.arange(0, DB)
+        w_b = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_b, km, D, scale)               # [KP, DB]
+    return kk, km, c_a, c_b, w_a, w_b
+
+
+@triton.jit
+def _row_offsets(row, ok, c_a, c_b, D, VEC4: tl.constexpr):
+    """Offsets [1, cols] and masks of one row's tiles."""
+    return (row * D + rt._cols(c_a, VEC4)[None, :], row * D + rt._cols(c_b, VEC4)[None, :],
+            ((c_a < D) & ok)[None, :], ((c_b < D) & ok)[None, :])
 
 
 @triton.jit(do_not_specialize=["NP"])
@@ -94,19 +106,12 @@ def _prefix_fwd_kernel(
     out_ptr, otab_ptr, lam_ptr,
     T, K, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr, WRELOAD: tl.constexpr = 0,
+    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     R = tl.num_programs(1).to(tl.int64) * T
-    kk = tl.arange(0, KP)
-    km = kk < K
-    c_a = tl.arange(0, DA)
-    c_b = c_a
-    if DB > 0:
-        c_b = DA + tl.arange(0, DB)
-    if not WRELOAD:  # held for the whole program (WRELOAD: re-read per source from L1, fewer registers)
-        w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
+    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, K, D, scale, KP, DA, DB)
     # the K outputs are separate tensors: element offsets from out_ptr (multiples of 4: 16-byte aligned)
     ooff = (tl.load(otab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
 
@@ -114,17 +119,9 @@ def _prefix_fwd_kernel(
         t = pid_t * ROWS + r
         ok = t < T
         row = b * T + t
-        m1_a = ((c_a < D) & ok)[None, :]                                            # [1, DA]
-        o1_a = row * D + rt._cols(c_a, VEC4)[None, :]
-        m1_b = ((c_b < D) & ok)[None, :]
-        o1_b = row * D + rt._cols(c_b, VEC4)[None, :]
-        v_a = tl.load(src0_ptr + o1_a, mask=m1_a, other=0.0).to(tl.float32)       # [1, DA]
-        v_b = v_a
-        if DB > 0:
-            v_b = tl.load(src0_ptr + o1_b, mask=m1_b, other=0.0).to(tl.float32)
-        if WRELOAD:
-            w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
-        m, _ = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)                          # [KP]
+        o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
+        v_a, v_b = rt._load_row(src0_ptr, o1_a, o1_b, m1_a, m1_b, DB)              # [1, DA], [1, DB]
+        m = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)                             # [KP]
         l = tl.full([KP], 1.0, tl.float32)
         acc_a = tl.broadcast_to(v_a, (KP, DA))
         acc_b = acc_a
@@ -132,12 +129,8 @@ def _prefix_fwd_kernel(
             acc_b = tl.broadcast_to(v_b, (KP, DB))
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
-            v_a = tl.load(p + o1_a, mask=m1_a, other=0.0).to(tl.float32)
-            if DB > 0:
-                v_b = tl.load(p + o1_b, mask=m1_b, other=0.0).to(tl.float32)
-            if WRELOAD:
-                w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
-            logit, _ = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)
+            v_a, v_b = rt._load_row(p, o1_a, o1_b, m1_a, m1_b, DB)
+            logit = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)
             m_new = tl.maximum(m, logit)
             corr = tl.exp(m - m_new)
             pe = tl.exp(logit - m_new)
@@ -147,16 +140,18 @@ def _prefix_fwd_kernel(
                 acc_b = acc_b * corr[:, None] + pe[:, None] * v_b
             m = m_new
         inv = 1.0 / l
-        mo_a = km[:, None] & m1_a
-        tl.store(out_ptr + ooff[:, None] + o1_a, acc_a * inv[:, None], mask=mo_a)
+        tl.store(out_ptr + ooff[:, None] + o1_a, acc_a * inv[:, None], mask=km[:, None] & m1_a)
         if DB > 0:
             tl.store(out_ptr + ooff[:, None] + o1_b, acc_b * inv[:, None], mask=km[:, None] & m1_b)
         tl.store(lam_ptr + kk * R + row, m + tl.log(l), mask=km & ok)
 
 
 @triton.jit
-def _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB: tl.constexpr):
-    """One prefix source's gradient row (dv [1, D]) and the K query-gradient increments (du [KP, D])."""
+def _pbwd_source(src_ptr, out_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale,
+                 DB: tl.constexpr):
+    """One prefix source: read its row, store its gradient row (dv, the output's dtype) and return the K
+    query-gradient increments (du [KP, D] per tile)."""
+    v_a, v_b = rt._load_row(src_ptr, o1_a, o1_b, m1_a, m1_b, DB)                    # [1, DA], [1, DB]
     ss = tl.sum(v_a * v_a, 1)                                            # [1]
     dot = tl.sum(w_a * v_a, 1)                                           # [KP]
     a = tl.sum(dp_a * v_a, 1)                                            # [KP]  dpart_k . v_i
@@ -171,13 +166,14 @@ def _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB: t
     cw = ds * rinv
     cv = tl.sum(cw * s * rinv, 0) / D                                    # scalar: sum over k
     dv_a = tl.sum(beta[:, None] * dp_a + cw[:, None] * w_a, 0)[None, :] - cv * v_a
+    tl.store(out_ptr + o1_a, dv_a.to(out_ptr.dtype.element_ty), mask=m1_a)
     du_a = (cw * scale)[:, None] * v_a
-    dv_b = dv_a
     du_b = du_a
     if DB > 0:
         dv_b = tl.sum(beta[:, None] * dp_b + cw[:, None] * w_b, 0)[None, :] - cv * v_b
+        tl.store(out_ptr + o1_b, dv_b.to(out_ptr.dtype.element_ty), mask=m1_b)
         du_b = (cw * scale)[:, None] * v_b
-    return dv_a, dv_b, du_a, du_b
+    return du_a, du_b
 
 
 @triton.jit(do_not_specialize=["NP"])
@@ -186,65 +182,42 @@ def _prefix_bwd_kernel(
     q_ptr, q_sb, g_ptr, lam_ptr, dp_ptr, dptab_ptr, glam_ptr, part_ptr,
     T, K, n_tprog, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr, WRELOAD: tl.constexpr = 0,
+    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     R = tl.num_programs(1).to(tl.int64) * T
-    kk = tl.arange(0, KP)
-    km = kk < K
-    c_a = tl.arange(0, DA)
+    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, K, D, scale, KP, DA, DB)
     u_a = tl.zeros([KP, DA], tl.float32)
-    c_b = c_a
     u_b = u_a
     if DB > 0:
-        c_b = DA + tl.arange(0, DB)
         u_b = tl.zeros([KP, DB], tl.float32)
-    if not WRELOAD:
-        w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
     dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP] element offsets
 
     for r in range(ROWS):
         t = pid_t * ROWS + r
         ok = t < T
         row = b * T + t
-        m1_a = ((c_a < D) & ok)[None, :]
-        o1_a = row * D + rt._cols(c_a, VEC4)[None, :]
-        m1_b = ((c_b < D) & ok)[None, :]
-        o1_b = row * D + rt._cols(c_b, VEC4)[None, :]
+        o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
         lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
         glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
         dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0)   # [KP, DA]
         dp_b = dp_a
         if DB > 0:
             dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0)
-
-        # source 0 (own dtype, own gradient tensor)
-        v_a = tl.load(src0_ptr + o1_a, mask=m1_a, other=0.0).to(tl.float32)
-        v_b = v_a
-        if DB > 0:
-            v_b = tl.load(src0_ptr + o1_b, mask=m1_b, other=0.0).to(tl.float32)
-        if WRELOAD:
-            w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
-        dv_a, dv_b, du_a, du_b = _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB)
-        tl.store(dv0_ptr + o1_a, dv_a.to(dv0_ptr.dtype.element_ty), mask=m1_a)
+        # source 0 (own dtype, own gradient tensor), then the rest through their tables
+        du_a, du_b = _pbwd_source(src0_ptr, dv0_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D,
+                                  eps, scale, DB)
         u_a += du_a
         if DB > 0:
-            tl.store(dv0_ptr + o1_b, dv_b.to(dv0_ptr.dtype.element_ty), mask=m1_b)
             u_b += du_b
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
-            v_a = tl.load(p + o1_a, mask=m1_a, other=0.0).to(tl.float32)
-            if DB > 0:
-                v_b = tl.load(p + o1_b, mask=m1_b, other=0.0).to(tl.float32)
-            if WRELOAD:
-                w_a, w_b = _w_tiles(q_ptr, b * q_sb, g_ptr, kk, c_a, c_b, km, D, scale, DB)
-            dv_a, dv_b, du_a, du_b = _pbwd_source(v_a, v_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale, DB)
-            tl.store(po + o1_a, dv_a.to(po.dtype.element_ty), mask=m1_a)
+            du_a, du_b = _pbwd_source(p, po, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps,
+                                      scale, DB)
             u_a += du_a
             if DB > 0:
-                tl.store(po + o1_b, dv_b.to(po.dtype.element_ty), mask=m1_b)
                 u_b += du_b
 
     # this program's query-gradient partials: part [B, n_tprog, K, D]
@@ -258,10 +231,11 @@ def _prefix_bwd_kernel(
 # Launch configuration
 # --------------------------------------------------------------------------------------------------
 
-# rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols), w re-read per source;
-# per pass and width (prefix_config); DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4,wreload" sets both passes (read
-# per call, for sweeps: benchmarks/prefix_bench.py).
-_KEYS = ("rows", "num_warps", "pipe", "vec4", "wreload")
+# rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols); per pass and width
+# (prefix_config); DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4" sets both passes (read per call, for sweeps:
+# benchmarks/prefix_bench.py). Re-reading w per source instead of holding it was tried at D = 1152 and did not help
+# (benchmarks/KERNEL_NOTES.md, session 9).
+_KEYS = ("rows", "num_warps", "pipe", "vec4")
 
 
 def prefix_config(D: int = 768, backward: bool = False) -> dict:
@@ -270,9 +244,9 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
     its floor) and the backward with two (42 %); the layout with four warps per row and the queries in each thread
     was at 13-30 %."""
     if D < 1024:
-        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, wreload=0)
+        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1)
     else:
-        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1, wreload=0)
+        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1)
     raw = os.environ.get("DARTOOL_PREFIX_CONFIG")
     if raw:
         cfg.update(zip(_KEYS, (int(x) for x in raw.split(","))))
@@ -317,7 +291,7 @@ def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tupl
         src0, base, tab, len(sources), qc, q_sb, gs.contiguous(), parts[0], otab, lam, T, K, float(eps),
         1.0 / math.sqrt(D),
         D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-        PIPE=cfg["pipe"], VEC4=cfg["vec4"], WRELOAD=cfg["wreload"], num_warps=cfg["num_warps"], num_stages=1)
+        PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
     return parts, lam
 
 
@@ -330,8 +304,8 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     qc, q_sb = _query_stack(qs, K, B, D)
     dps = [rt._aligned(d.float()) for d in dparts]
     dptab = rt._offset_table([d.data_ptr() for d in dps], dps[0].data_ptr(), 4, dev)
-    dv0 = torch.empty(src0.shape, dtype=src0.dtype, device=dev)
-    dvrest = [torch.empty(s.shape, dtype=s.dtype, device=dev) for s in rest]
+    dv0 = rt._empty(src0.shape, src0.dtype, dev)
+    dvrest = [rt._empty(s.shape, s.dtype, dev) for s in rest]
     obase = dvrest[0] if dvrest else dv0
     otab = rt._offset_table([obase.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(),
                             obase.element_size(), dev)
@@ -343,7 +317,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
         src0, base, tab, dv0, obase, otab, len(sources), qc, q_sb, gs.contiguous(), lam.contiguous(), dps[0], dptab,
         glam.float().contiguous(), part, T, K, n_tprog, float(eps), 1.0 / math.sqrt(D),
         D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], WRELOAD=cfg["wreload"], num_warps=cfg["num_warps"],
+        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"],
         num_stages=1)
     gf = gs.float()
     if q_sb == 0:

@@ -1054,8 +1054,8 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                             dev)
     dv0, dvrest = outs[0], outs[1:]
     obase = dvrest[0] if dvrest else dv0
-    otab = _offset_table([(obase if plam is not None else dv0).data_ptr()] + [o.data_ptr() for o in dvrest],
-                         obase.data_ptr(), obase.element_size(), dev, flags)
+    otab = _offset_table([dv0.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(), obase.element_size(),
+                         dev, flags)   # entry 0 is never read (source 0 has its own pointer; with a prefix, dpre)
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
     cfg = bwd_config(N, D, dynamic=mode == 2)
     rows = max(cfg["rows"], cfg["block_r"])
