@@ -5,7 +5,8 @@ byte floor, over launch configurations, at a model's chunk shape.
     PYTHONPATH=$PWD python3 benchmarks/prefix_bench.py --size XL --batch 64 --P 14 --K 4 \
         --config 8,4,3,1 --config 8,2,3,1 --json /tmp/prefix.json
 
-``--config rows,warps,pipe,vec4`` (repeatable; default: the code's). Bytes: forward reads the P sources (v_0 fp32,
+``--config rows,warps,pipe,vec4[,group]`` (repeatable; both passes, or ``FWD;BWD``; default: the code's; group =
+queries per program, 0 all). Bytes: forward reads the P sources (v_0 fp32,
 the rest bf16) and writes K fp32 partials and lse; backward reads the sources, K fp32 partial gradients and
 writes the P source gradients. Also times what the shared pass replaces: K LayerNorm-fused router forwards and
 backwards over the prefix alone. Times are medians of CUDA-event timed calls (``bench.event_ms``; session 9's
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--P", type=int, default=14, help="prefix sources (summaries)")
     ap.add_argument("--K", type=int, default=4, help="routers sharing them")
-    ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4 (repeatable; both passes)")
+    ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4[,group] (repeatable; both passes, or FWD;BWD)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import torch
@@ -87,12 +88,16 @@ def main(argv=None) -> int:
                         for k in range(K)], reps=10)
     rb = bench.event_ms(lambda: [rt._bwd_ln_impl(dy, srcs, qs[k], gs[k], h, lse, 1e-6, scale, 1e-6)
                                  for k in range(K)], reps=10)
-    print(f"replaced: {K} router forwards over the prefix {rf:.3f} ms, backwards {rb:.3f} ms "
-          f"(floor of the shared pass: fwd {fwd_bytes / bw * 1e3:.3f} ms, bwd {bwd_bytes / bw * 1e3:.3f} ms)")
+    # unshared, autograd then sums each summary's K gradients (one fused kernel under compile: K reads, one write)
+    sum_floor = (K + 1) * 2 * u * (P - 1) / bw * 1e3
+    print(f"replaced: {K} router forwards over the prefix {rf:.3f} ms, backwards {rb:.3f} ms + their gradients' sums "
+          f"(floor {sum_floor:.3f} ms) (floor of the shared pass: fwd {fwd_bytes / bw * 1e3:.3f} ms, "
+          f"bwd {bwd_bytes / bw * 1e3:.3f} ms)")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(dict(env=bench.env_info(), size=a.size, batch=B, P=P, K=K, rows=rows, routers_fwd_ms=rf,
-                           routers_bwd_ms=rb, copy_bytes_per_s=bw), fh, indent=1, default=str)
+                           routers_bwd_ms=rb, routers_grad_sum_floor_ms=sum_floor,
+                           copy_bytes_per_s=bw), fh, indent=1, default=str)
     return 0
 
 

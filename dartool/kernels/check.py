@@ -394,14 +394,22 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
     gen = torch.Generator().manual_seed(11)
     bf, f32 = torch.bfloat16, torch.float32
     if interpret:
-        shapes = [("prefix-small", 2, 5, 40, 3, 3, "static", f32), ("prefix-small-t", 2, 5, 48, 4, 4, "static_t", bf),
-                  ("prefix-p1", 1, 4, 24, 1, 2, "static", f32)]
+        shapes = [("prefix-small", 2, 5, 40, 3, 3, "static", f32, None),
+                  ("prefix-small-t", 2, 5, 48, 4, 4, "static_t", bf, None),
+                  ("prefix-p1", 1, 4, 24, 1, 2, "static", f32, None),
+                  ("prefix-groups", 2, 5, 40, 3, 3, "static_t", f32, 2)]
     else:
-        shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf), ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf),
-                  ("prefix-b", 3, 255, 768, 6, 4, "static", bf), ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf),
-                  ("prefix-f32", 2, 33, 384, 5, 2, "static", f32), ("prefix-odd", 2, 17, 40, 3, 4, "static_t", bf)]
+        shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf, None),
+                  ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf, None),
+                  ("prefix-xl-g2", 2, 100, 1152, 14, 4, "static", bf, 2),
+                  ("prefix-xl-t-g1", 2, 64, 1152, 5, 3, "static_t", bf, 1),
+                  ("prefix-b", 3, 255, 768, 6, 4, "static", bf, None),
+                  ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf, None),
+                  ("prefix-f32", 2, 33, 384, 5, 2, "static", f32, None),
+                  ("prefix-f32-g2", 2, 33, 384, 5, 3, "static", f32, 2),
+                  ("prefix-odd", 2, 17, 40, 3, 4, "static_t", bf, None)]
     out = []
-    for name, B, T, D, P, K, kind, dt in shapes:
+    for name, B, T, D, P, K, kind, dt, group in shapes:
         def rnd(*shape, s=1.0, dtype=torch.float32):
             return (torch.randn(*shape, generator=gen) * s).to(device=device, dtype=dtype)
 
@@ -421,26 +429,34 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
         poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
         try:
-            ins = [t.detach().requires_grad_() for t in (*srcs, qs, gs, shifts, scales)]
-            iq, ig, ish, isc = ins[n:]
-            parts, lam = pt.shared_prefix(ins[:P], iq, ig, 1e-6)
-            y_dtype = rt._y_dtype(ins[:P + K - 1])
-            ys = [pt.fused_router_ln_prefix(parts[k], lam[k], ins[P:P + k],
-                                            iq[k] if kind == "static" else iq[:, k:k + 1], ig[k], 1e-6, ish[k],
-                                            isc[k], 1e-6, y_dtype) for k in range(K)]
-            got = torch.autograd.grad(ys, ins, [d.to(y.dtype) for d, y in zip(dys, ys)])
-            errs = {f"y{k}": rel(y, yr) for k, (y, yr) in enumerate(zip(ys, ys_ref))}
-            labels = [f"dv{i}" for i in range(n)] + ["dq", "dg", "dshift", "dscale"]
-            errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
+            ctx = pt.query_groups(group) if group is not None else contextlib.nullcontext()
+            with ctx:
+                errs = _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind)
             ok = all(math.isfinite(v) and v < tol for v in errs.values())
         except Exception as e:
             errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
         finally:
             rt.POISON = poison
         worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
-        out.append(dict(name=name, P=P, K=K, D=D, worst_rel=worst[0], worst=worst[1], tol=tol,
+        out.append(dict(name=name, P=P, K=K, D=D, group=group, worst_rel=worst[0], worst=worst[1], tol=tol,
                         **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
     return out
+
+
+def _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind):
+    """One shared-prefix chunk through the kernels: relative errors of every output and gradient against float64."""
+    n = P + K - 1
+    ins = [t.detach().requires_grad_() for t in (*srcs, qs, gs, shifts, scales)]
+    iq, ig, ish, isc = ins[n:]
+    parts, lam = pt.shared_prefix(ins[:P], iq, ig, 1e-6)
+    y_dtype = rt._y_dtype(ins[:P + K - 1])
+    ys = [pt.fused_router_ln_prefix(parts[k], lam[k], ins[P:P + k], iq[k] if kind == "static" else iq[:, k:k + 1],
+                                    ig[k], 1e-6, ish[k], isc[k], 1e-6, y_dtype) for k in range(K)]
+    got = torch.autograd.grad(ys, ins, [d.to(y.dtype) for d, y in zip(dys, ys)])
+    errs = {f"y{k}": rel(y, yr) for k, (y, yr) in enumerate(zip(ys, ys_ref))}
+    labels = [f"dv{i}" for i in range(n)] + ["dq", "dg", "dshift", "dscale"]
+    errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
+    return errs
 
 
 def shared_model_check(device: str, interpret: bool) -> list[dict]:

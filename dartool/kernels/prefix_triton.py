@@ -40,6 +40,7 @@ unchanged). ``dartool.models.sit`` uses it where P >= ``SHARED_PREFIX_MIN``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Sequence
@@ -78,9 +79,10 @@ def _load_w(q_ptr, qo, g_ptr, kk, c, km, D, scale):
 
 
 @triton.jit
-def _program_setup(q_ptr, q_sb, g_ptr, b, K, D, scale, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr):
-    """The K queries' padding mask, the column tiles and w = q g / sqrt(D) per tile (held for the program)."""
-    kk = tl.arange(0, KP)
+def _program_setup(q_ptr, q_sb, g_ptr, b, k0, K, D, scale, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr):
+    """The program's queries k0 .. k0 + KP - 1 (a group; masked at K), the column tiles and w = q g / sqrt(D) per
+    tile (held for the program)."""
+    kk = k0 + tl.arange(0, KP)
     km = kk < K
     c_a = tl.arange(0, DA)
     w_a = _load_w(q_ptr, b * q_sb, g_ptr, kk, c_a, km, D, scale)                   # [KP, DA]
@@ -104,14 +106,17 @@ def _prefix_fwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, NP,
     q_ptr, q_sb, g_ptr,
     out_ptr, otab_ptr, lam_ptr,
-    T, K, eps, scale,
+    T, K, NG, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
     ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
 ):
-    pid_t = tl.program_id(0)
+    # NG groups of KP queries: the NG programs of one row block are adjacent in the launch order (axis 0), so
+    # all but the first read the block's source rows from L2
+    pid = tl.program_id(0)
+    pid_t = pid // NG
     b = tl.program_id(1).to(tl.int64)
     R = tl.num_programs(1).to(tl.int64) * T
-    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, K, D, scale, KP, DA, DB)
+    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, (pid % NG) * KP, K, D, scale, KP, DA, DB)
     # the K outputs are separate tensors: element offsets from out_ptr (multiples of 4: 16-byte aligned)
     ooff = (tl.load(otab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
 
@@ -148,9 +153,9 @@ def _prefix_fwd_kernel(
 
 @triton.jit
 def _pbwd_source(src_ptr, out_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale,
-                 DB: tl.constexpr):
-    """One prefix source: read its row, store its gradient row (dv, the output's dtype) and return the K
-    query-gradient increments (du [KP, D] per tile)."""
+                 DB: tl.constexpr, ACCUM: tl.constexpr):
+    """One prefix source: read its row, store its gradient row (dv, the output's dtype; with ACCUM added to the
+    one an earlier query group stored) and return the group's query-gradient increments (du [KP, D] per tile)."""
     v_a, v_b = rt._load_row(src_ptr, o1_a, o1_b, m1_a, m1_b, DB)                    # [1, DA], [1, DB]
     ss = tl.sum(v_a * v_a, 1)                                            # [1]
     dot = tl.sum(w_a * v_a, 1)                                           # [KP]
@@ -166,11 +171,15 @@ def _pbwd_source(src_ptr, out_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b,
     cw = ds * rinv
     cv = tl.sum(cw * s * rinv, 0) / D                                    # scalar: sum over k
     dv_a = tl.sum(beta[:, None] * dp_a + cw[:, None] * w_a, 0)[None, :] - cv * v_a
+    if ACCUM:
+        dv_a += tl.load(out_ptr + o1_a, mask=m1_a, other=0.0).to(tl.float32)
     tl.store(out_ptr + o1_a, dv_a.to(out_ptr.dtype.element_ty), mask=m1_a)
     du_a = (cw * scale)[:, None] * v_a
     du_b = du_a
     if DB > 0:
         dv_b = tl.sum(beta[:, None] * dp_b + cw[:, None] * w_b, 0)[None, :] - cv * v_b
+        if ACCUM:
+            dv_b += tl.load(out_ptr + o1_b, mask=m1_b, other=0.0).to(tl.float32)
         tl.store(out_ptr + o1_b, dv_b.to(out_ptr.dtype.element_ty), mask=m1_b)
         du_b = (cw * scale)[:, None] * v_b
     return du_a, du_b
@@ -180,14 +189,15 @@ def _pbwd_source(src_ptr, out_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b,
 def _prefix_bwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, NP,
     q_ptr, q_sb, g_ptr, lam_ptr, dp_ptr, dptab_ptr, glam_ptr, part_ptr,
-    T, K, n_tprog, eps, scale,
+    T, K, k0, n_tprog, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr, ACCUM: tl.constexpr,
 ):
+    # one launch per group of KP queries (k0 ..); a later group adds its share to the gradients (ACCUM)
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     R = tl.num_programs(1).to(tl.int64) * T
-    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, K, D, scale, KP, DA, DB)
+    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, k0, K, D, scale, KP, DA, DB)
     u_a = tl.zeros([KP, DA], tl.float32)
     u_b = u_a
     if DB > 0:
@@ -207,7 +217,7 @@ def _prefix_bwd_kernel(
             dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0)
         # source 0 (own dtype, own gradient tensor), then the rest through their tables
         du_a, du_b = _pbwd_source(src0_ptr, dv0_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D,
-                                  eps, scale, DB)
+                                  eps, scale, DB, ACCUM)
         u_a += du_a
         if DB > 0:
             u_b += du_b
@@ -215,7 +225,7 @@ def _prefix_bwd_kernel(
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
             du_a, du_b = _pbwd_source(p, po, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps,
-                                      scale, DB)
+                                      scale, DB, ACCUM)
             u_a += du_a
             if DB > 0:
                 u_b += du_b
@@ -231,11 +241,12 @@ def _prefix_bwd_kernel(
 # Launch configuration
 # --------------------------------------------------------------------------------------------------
 
-# rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols); per pass and width
-# (prefix_config); DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4" sets both passes (read per call, for sweeps:
-# benchmarks/prefix_bench.py). Re-reading w per source instead of holding it was tried at D = 1152 and did not help
-# (benchmarks/KERNEL_NOTES.md, session 9).
-_KEYS = ("rows", "num_warps", "pipe", "vec4")
+# rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols), queries per program
+# (group: 0 = all K in one program; else a power of two, the K queries split into groups of that many); per pass and
+# width (prefix_config); DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4[,group]" sets both passes, "FWD;BWD" each (read per
+# call, for sweeps: benchmarks/prefix_bench.py). Re-reading w per source instead of holding it was tried at D = 1152 and did
+# not help (benchmarks/KERNEL_NOTES.md, session 9).
+_KEYS = ("rows", "num_warps", "pipe", "vec4", "group")
 
 
 def prefix_config(D: int = 768, backward: bool = False) -> dict:
@@ -244,13 +255,40 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
     its floor) and the backward with two (42 %); the layout with four warps per row and the queries in each thread
     was at 13-30 %."""
     if D < 1024:
-        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1)
+        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, group=0)
     else:
-        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1)
+        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1, group=0)
     raw = os.environ.get("DARTOOL_PREFIX_CONFIG")
-    if raw:
+    if raw:   # "fwd" for both passes, or "fwd;bwd"
+        parts = raw.split(";")
+        raw = parts[min(len(parts) - 1, int(backward))]
         cfg.update(zip(_KEYS, (int(x) for x in raw.split(","))))
+    if GROUP is not None:
+        cfg["group"] = GROUP
     return cfg
+
+
+# queries per program for both passes, over every configuration (None: the configuration's); see query_groups
+GROUP: "int | None" = None
+
+
+@contextlib.contextmanager
+def query_groups(n: "int | None"):
+    """Run the prefix kernels with ``n`` queries per program (0: all K in one) inside the block (checks, benches)."""
+    global GROUP
+    old, GROUP = GROUP, n
+    try:
+        yield
+    finally:
+        GROUP = old
+
+
+def _groups(cfg: dict, K: int) -> tuple[int, int]:
+    """(queries per program KP, number of groups) for K queries."""
+    kp = triton.next_power_of_2(K)
+    if cfg.get("group"):
+        kp = min(kp, triton.next_power_of_2(int(cfg["group"])))
+    return kp, triton.cdiv(K, kp)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,11 +324,12 @@ def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tupl
     lam = rt._empty((K, B, T), torch.float32, dev)
     otab = rt._offset_table([p.data_ptr() for p in parts], parts[0].data_ptr(), 4, dev)
     cfg = prefix_config(D)
+    KP, NG = _groups(cfg, K)
     DA, DB = rt._tiles(D, True)
-    _prefix_fwd_kernel[(triton.cdiv(T, cfg["rows"]), B)](
-        src0, base, tab, len(sources), qc, q_sb, gs.contiguous(), parts[0], otab, lam, T, K, float(eps),
+    _prefix_fwd_kernel[(NG * triton.cdiv(T, cfg["rows"]), B)](
+        src0, base, tab, len(sources), qc, q_sb, gs.contiguous(), parts[0], otab, lam, T, K, NG, float(eps),
         1.0 / math.sqrt(D),
-        D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
+        D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
         PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
     return parts, lam
 
@@ -313,12 +352,15 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     n_tprog = triton.cdiv(T, cfg["rows"])
     part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
     DA, DB = rt._tiles(D, True)
-    _prefix_bwd_kernel[(n_tprog, B)](
-        src0, base, tab, dv0, obase, otab, len(sources), qc, q_sb, gs.contiguous(), lam.contiguous(), dps[0], dptab,
-        glam.float().contiguous(), part, T, K, n_tprog, float(eps), 1.0 / math.sqrt(D),
-        D=D, KP=triton.next_power_of_2(K), DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-        OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"],
-        num_stages=1)
+    KP, NG = _groups(cfg, K)
+    lam, glam = lam.contiguous(), glam.float().contiguous()
+    for grp in range(NG):   # in sequence: a later group adds to the gradients the earlier ones stored
+        _prefix_bwd_kernel[(n_tprog, B)](
+            src0, base, tab, dv0, obase, otab, len(sources), qc, q_sb, gs.contiguous(), lam, dps[0], dptab,
+            glam, part, T, K, grp * KP, n_tprog, float(eps), 1.0 / math.sqrt(D),
+            D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
+            OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], ACCUM=grp > 0,
+            num_warps=cfg["num_warps"], num_stages=1)
     gf = gs.float()
     if q_sb == 0:
         U = part.sum((0, 1))                                                   # [K, D]
