@@ -393,23 +393,33 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
 
     gen = torch.Generator().manual_seed(11)
     bf, f32 = torch.bfloat16, torch.float32
+    # the last field forces launch-configuration keys (prefix_triton.configured): query groups, two-pass backward
+    two, g2 = dict(passes=2), dict(group=2)
     if interpret:
-        shapes = [("prefix-small", 2, 5, 40, 3, 3, "static", f32, None),
-                  ("prefix-small-t", 2, 5, 48, 4, 4, "static_t", bf, None),
-                  ("prefix-p1", 1, 4, 24, 1, 2, "static", f32, None),
-                  ("prefix-groups", 2, 5, 40, 3, 3, "static_t", f32, 2)]
+        shapes = [("prefix-small", 2, 5, 40, 3, 3, "static", f32, {}),
+                  ("prefix-small-t", 2, 5, 48, 4, 4, "static_t", bf, {}),
+                  ("prefix-p1", 1, 4, 24, 1, 2, "static", f32, {}),
+                  ("prefix-groups", 2, 5, 40, 3, 3, "static_t", f32, g2),
+                  ("prefix-2pass", 2, 5, 40, 3, 3, "static_t", f32, dict(passes=2, group=2)),
+                  ("prefix-2pass-s", 2, 6, 24, 4, 2, "static", f32,
+                   dict(passes=2, grad=dict(rows=4, rb=2, ct=8, num_warps=1, pipe=2)))]
     else:
-        shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf, None),
-                  ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf, None),
-                  ("prefix-xl-g2", 2, 100, 1152, 14, 4, "static", bf, 2),
-                  ("prefix-xl-t-g1", 2, 64, 1152, 5, 3, "static_t", bf, 1),
-                  ("prefix-b", 3, 255, 768, 6, 4, "static", bf, None),
-                  ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf, None),
-                  ("prefix-f32", 2, 33, 384, 5, 2, "static", f32, None),
-                  ("prefix-f32-g2", 2, 33, 384, 5, 3, "static", f32, 2),
-                  ("prefix-odd", 2, 17, 40, 3, 4, "static_t", bf, None)]
+        shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf, {}),
+                  ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf, {}),
+                  ("prefix-xl-g2", 2, 100, 1152, 14, 4, "static", bf, g2),
+                  ("prefix-xl-t-g1", 2, 64, 1152, 5, 3, "static_t", bf, dict(group=1)),
+                  ("prefix-xl-2pass", 2, 100, 1152, 14, 4, "static", bf, dict(passes=2, group=2)),
+                  ("prefix-xl-t-2pass", 2, 64, 1152, 5, 3, "static_t", bf, two),
+                  ("prefix-b", 3, 255, 768, 6, 4, "static", bf, {}),
+                  ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf, {}),
+                  ("prefix-b-2pass", 3, 255, 768, 6, 4, "static", bf, two),
+                  ("prefix-f32", 2, 33, 384, 5, 2, "static", f32, {}),
+                  ("prefix-f32-g2", 2, 33, 384, 5, 3, "static", f32, g2),
+                  ("prefix-f32-2pass", 2, 33, 384, 5, 3, "static_t", f32, two),
+                  ("prefix-odd", 2, 17, 40, 3, 4, "static_t", bf, {}),
+                  ("prefix-odd-2pass", 2, 17, 40, 3, 4, "static_t", bf, two)]
     out = []
-    for name, B, T, D, P, K, kind, dt, group in shapes:
+    for name, B, T, D, P, K, kind, dt, forced in shapes:
         def rnd(*shape, s=1.0, dtype=torch.float32):
             return (torch.randn(*shape, generator=gen) * s).to(device=device, dtype=dtype)
 
@@ -429,8 +439,7 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
         poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
         try:
-            ctx = pt.query_groups(group) if group is not None else contextlib.nullcontext()
-            with ctx:
+            with pt.configured(**forced):
                 errs = _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind)
             ok = all(math.isfinite(v) and v < tol for v in errs.values())
         except Exception as e:
@@ -438,7 +447,8 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
         finally:
             rt.POISON = poison
         worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
-        out.append(dict(name=name, P=P, K=K, D=D, group=group, worst_rel=worst[0], worst=worst[1], tol=tol,
+        shown = {k: v for k, v in forced.items() if k != "grad"}
+        out.append(dict(name=name, P=P, K=K, D=D, **shown, worst_rel=worst[0], worst=worst[1], tol=tol,
                         **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
     return out
 

@@ -60,13 +60,23 @@ from . import router_triton as rt
 
 @triton.jit
 def _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB: tl.constexpr):
-    """K logits of one source row (v [1, D] against w [KP, D])."""
+    """K logits of one source row (v [1, D] against w [KP, D]) and the row's 1 / rms ([1])."""
     ss = tl.sum(v_a * v_a, 1)                                            # [1]
     dot = tl.sum(w_a * v_a, 1)                                           # [KP]
     if DB > 0:
         ss += tl.sum(v_b * v_b, 1)
         dot += tl.sum(w_b * v_b, 1)
-    return dot / tl.sqrt(ss / D + eps)
+    rinv = 1.0 / tl.sqrt(ss / D + eps)
+    return dot * rinv, rinv
+
+
+@triton.jit
+def _store_stats(s_ptr, rinv_ptr, i, row, R, kk, km, ok, KS, logit, rinv, first):
+    """Keep a source's logits (s [NP, R, KS]) and 1 / rms (rinv [NP, R], by the first group only) for the
+    two-pass backward."""
+    tl.store(s_ptr + (i * R + row) * KS + kk, logit, mask=km & ok)
+    one = tl.arange(0, 1)
+    tl.store(rinv_ptr + i * R + row + one, rinv, mask=(one == 0) & ok & first)
 
 
 @triton.jit
@@ -105,7 +115,7 @@ def _row_offsets(row, ok, c_a, c_b, D, VEC4: tl.constexpr):
 def _prefix_fwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, NP,
     q_ptr, q_sb, g_ptr,
-    out_ptr, otab_ptr, lam_ptr,
+    out_ptr, otab_ptr, lam_ptr, s_ptr, rinv_ptr, KS,
     T, K, NG, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
     ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
@@ -116,7 +126,8 @@ def _prefix_fwd_kernel(
     pid_t = pid // NG
     b = tl.program_id(1).to(tl.int64)
     R = tl.num_programs(1).to(tl.int64) * T
-    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, (pid % NG) * KP, K, D, scale, KP, DA, DB)
+    grp = pid % NG
+    kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, grp * KP, K, D, scale, KP, DA, DB)
     # the K outputs are separate tensors: element offsets from out_ptr (multiples of 4: 16-byte aligned)
     ooff = (tl.load(otab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
 
@@ -126,7 +137,8 @@ def _prefix_fwd_kernel(
         row = b * T + t
         o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
         v_a, v_b = rt._load_row(src0_ptr, o1_a, o1_b, m1_a, m1_b, DB)              # [1, DA], [1, DB]
-        m = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)                             # [KP]
+        m, rinv = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)                       # [KP], [1]
+        _store_stats(s_ptr, rinv_ptr, 0, row, R, kk, km, ok, KS, m, rinv, grp == 0)
         l = tl.full([KP], 1.0, tl.float32)
         acc_a = tl.broadcast_to(v_a, (KP, DA))
         acc_b = acc_a
@@ -135,7 +147,8 @@ def _prefix_fwd_kernel(
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             v_a, v_b = rt._load_row(p, o1_a, o1_b, m1_a, m1_b, DB)
-            logit = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)
+            logit, rinv = _mq_logits(v_a, v_b, w_a, w_b, D, eps, DB)
+            _store_stats(s_ptr, rinv_ptr, i, row, R, kk, km, ok, KS, logit, rinv, grp == 0)
             m_new = tl.maximum(m, logit)
             corr = tl.exp(m - m_new)
             pe = tl.exp(logit - m_new)
@@ -237,6 +250,123 @@ def _prefix_bwd_kernel(
         tl.store(part_ptr + pbase + c_b[None, :], u_b, mask=km[:, None] & (c_b < D)[None, :])
 
 
+@triton.jit
+def _coef_source(src_ptr, i, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
+                 s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB: tl.constexpr):
+    """Pass 1 of the two-pass backward, one source row: its dot products with the group's dpart_k and from them,
+    with the forward's logits and 1 / rms, two coefficients of its gradient: beta_ki and cw_ki = ds_ki rinv_i."""
+    v_a, v_b = rt._load_row(src_ptr, o1_a, o1_b, m1_a, m1_b, DB)                    # [1, DA], [1, DB]
+    a = tl.sum(dp_a * v_a, 1)                                            # [KP]  dpart_k . v_i
+    if DB > 0:
+        a += tl.sum(dp_b * v_b, 1)
+    base = (i * R + row) * KS
+    sk = tl.load(s_ptr + base + kk, mask=km & ok, other=0.0)            # [KP]  s_ki
+    rinv = tl.load(rinv_ptr + i * R + row, mask=ok, other=0.0)          # scalar
+    beta = tl.exp(sk - lam)
+    tl.store(beta_ptr + base + kk, beta, mask=km & ok)
+    tl.store(cw_ptr + base + kk, beta * (a + glam) * rinv, mask=km & ok)
+
+
+@triton.jit(do_not_specialize=["NP"])
+def _prefix_coef_kernel(
+    src0_ptr, rest_ptr, tab_ptr, NP,
+    lam_ptr, dp_ptr, dptab_ptr, glam_ptr, s_ptr, rinv_ptr, beta_ptr, cw_ptr, KS,
+    T, K, NG,
+    D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
+    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+):
+    """Pass 1: per row, a group's KP partial gradients held, one read of each prefix source -> the per-source
+    scalars. The NG group programs of a row block are adjacent in the launch (later ones read from L2)."""
+    pid = tl.program_id(0)
+    pid_t = pid // NG
+    b = tl.program_id(1).to(tl.int64)
+    R = tl.num_programs(1).to(tl.int64) * T
+    kk = (pid % NG) * KP + tl.arange(0, KP)
+    km = kk < K
+    c_a = tl.arange(0, DA)
+    c_b = c_a
+    if DB > 0:
+        c_b = DA + tl.arange(0, DB)
+    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP] element offsets
+    for r in range(ROWS):
+        t = pid_t * ROWS + r
+        ok = t < T
+        row = b * T + t
+        o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
+        lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
+        glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
+        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0)   # [KP, DA]
+        dp_b = dp_a
+        if DB > 0:
+            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0)
+        _coef_source(src0_ptr, 0, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
+                     s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB)
+        for i in tl.range(1, NP, num_stages=PIPE):
+            p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
+            _coef_source(p, i, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
+                         s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB)
+
+
+@triton.jit
+def _grad_source(src_ptr, out_ptr, i, row, R, ok, o, m, dp, w, kk, km, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D):
+    """Pass 2, one source over a [RB, CT] block: store dv = sum_k (beta_k dpart_k + cw_k w_k) - cv v; return the
+    query-gradient increment sum_rows cw_k v ([KP, CT])."""
+    v = tl.load(src_ptr + o, mask=m, other=0.0).to(tl.float32)                       # [RB, CT]
+    base = (i * R + row) * KS                                                        # [RB]
+    cm = ok[:, None] & km[None, :]
+    beta = tl.load(beta_ptr + base[:, None] + kk[None, :], mask=cm, other=0.0)      # [RB, KP]
+    cw = tl.load(cw_ptr + base[:, None] + kk[None, :], mask=cm, other=0.0)
+    sk = tl.load(s_ptr + base[:, None] + kk[None, :], mask=cm, other=0.0)
+    rinv = tl.load(rinv_ptr + i * R + row, mask=ok, other=0.0)                      # [RB]
+    cv = tl.sum(cw * sk, 1) * rinv / D                                               # [RB]  sum_k ds s rinv^2 / D
+    dv = tl.sum(beta[:, :, None] * dp + cw[:, :, None] * w[None, :, :], 1) - cv[:, None] * v
+    tl.store(out_ptr + o, dv.to(out_ptr.dtype.element_ty), mask=m)
+    return tl.sum(cw[:, :, None] * v[:, None, :], 0)                                 # [KP, CT]
+
+
+@triton.jit(do_not_specialize=["NP"])
+def _prefix_grad_kernel(
+    src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, NP,
+    q_ptr, q_sb, g_ptr, dp_ptr, dptab_ptr, beta_ptr, cw_ptr, s_ptr, rinv_ptr, part_ptr, KS,
+    T, K, NCT, n_rb, scale,
+    D: tl.constexpr, KP: tl.constexpr, CT: tl.constexpr, RB: tl.constexpr, ROWS: tl.constexpr,
+    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
+):
+    """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
+    scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D])."""
+    pid = tl.program_id(0)
+    ct = pid % NCT                      # the column tiles of a row block are adjacent: they share its scalars in L2
+    rb = pid // NCT
+    b = tl.program_id(1).to(tl.int64)
+    R = tl.num_programs(1).to(tl.int64) * T
+    kk = tl.arange(0, KP)
+    km = kk < K
+    c = ct * CT + tl.arange(0, CT)
+    cmask = c < D
+    wm = km[:, None] & cmask[None, :]
+    q = tl.load(q_ptr + b * q_sb + kk[:, None] * D + c[None, :], mask=wm, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + kk[:, None] * D + c[None, :], mask=wm, other=0.0).to(tl.float32)
+    w = q * g * scale                                                                # [KP, CT]
+    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
+    u = tl.zeros([KP, CT], tl.float32)
+    for r0 in range(0, ROWS, RB):
+        t = rb * ROWS + r0 + tl.arange(0, RB)
+        ok = t < T
+        row = b * T + t                                                              # [RB]
+        o = row[:, None] * D + c[None, :]                                            # [RB, CT]
+        m = ok[:, None] & cmask[None, :]
+        dp = tl.load(dp_ptr + dpoff[None, :, None] + o[:, None, :],
+                     mask=m[:, None, :] & km[None, :, None], other=0.0)              # [RB, KP, CT]
+        u += _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp, w, kk, km, KS, beta_ptr, cw_ptr, s_ptr,
+                          rinv_ptr, D)
+        for i in tl.range(1, NP, num_stages=PIPE):
+            p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
+            po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
+            u += _grad_source(p, po, i, row, R, ok, o, m, dp, w, kk, km, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D)
+    pbase = ((b * n_rb + rb) * K + kk[:, None]) * D
+    tl.store(part_ptr + pbase + c[None, :], u * scale, mask=wm)
+
+
 # --------------------------------------------------------------------------------------------------
 # Launch configuration
 # --------------------------------------------------------------------------------------------------
@@ -246,7 +376,7 @@ def _prefix_bwd_kernel(
 # width (prefix_config); DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4[,group]" sets both passes, "FWD;BWD" each (read per
 # call, for sweeps: benchmarks/prefix_bench.py). Re-reading w per source instead of holding it was tried at D = 1152 and did
 # not help (benchmarks/KERNEL_NOTES.md, session 9).
-_KEYS = ("rows", "num_warps", "pipe", "vec4", "group")
+_KEYS = ("rows", "num_warps", "pipe", "vec4", "group", "passes")
 
 
 def prefix_config(D: int = 768, backward: bool = False) -> dict:
@@ -255,32 +385,44 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
     its floor) and the backward with two (42 %); the layout with four warps per row and the queries in each thread
     was at 13-30 %."""
     if D < 1024:
-        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, group=0)
+        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, group=0, passes=1)
     else:
-        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1, group=0)
+        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1, group=0, passes=1)
     raw = os.environ.get("DARTOOL_PREFIX_CONFIG")
     if raw:   # "fwd" for both passes, or "fwd;bwd"
         parts = raw.split(";")
         raw = parts[min(len(parts) - 1, int(backward))]
         cfg.update(zip(_KEYS, (int(x) for x in raw.split(","))))
-    if GROUP is not None:
-        cfg["group"] = GROUP
+    cfg.update({k: v for k, v in OVERRIDES.items() if k in _KEYS})
     return cfg
 
 
-# queries per program for both passes, over every configuration (None: the configuration's); see query_groups
-GROUP: "int | None" = None
+def grad_config(D: int = 768) -> dict:
+    """Pass 2 of the two-pass backward (elementwise over column tiles): rows per program, rows per block, columns
+    per tile, warps, pipeline depth. DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe"."""
+    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=2)
+    raw = os.environ.get("DARTOOL_PREFIX_GRAD")
+    if raw:
+        cfg.update(zip(("rows", "rb", "ct", "num_warps", "pipe"), (int(x) for x in raw.split(","))))
+    cfg.update(OVERRIDES.get("grad", {}))
+    return cfg
+
+
+# configuration keys forced over prefix_config's choice, both passes (see configured)
+OVERRIDES: dict = {}
 
 
 @contextlib.contextmanager
-def query_groups(n: "int | None"):
-    """Run the prefix kernels with ``n`` queries per program (0: all K in one) inside the block (checks, benches)."""
-    global GROUP
-    old, GROUP = GROUP, n
+def configured(**keys):
+    """Run the prefix kernels with these prefix_config keys forced inside the block (checks, benches), e.g.
+    ``configured(group=2)`` (queries per program), ``configured(passes=2)`` (the two-pass backward),
+    ``configured(grad=dict(ct=16))`` (its second pass, grad_config's keys)."""
+    global OVERRIDES
+    old, OVERRIDES = OVERRIDES, {**OVERRIDES, **keys}
     try:
         yield
     finally:
-        GROUP = old
+        OVERRIDES = old
 
 
 def _groups(cfg: dict, K: int) -> tuple[int, int]:
@@ -314,53 +456,84 @@ def _sources(sources: Sequence[Tensor]) -> tuple[Tensor, list[Tensor], Tensor, T
     return src0, rest, base, tab
 
 
-def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tuple[list[Tensor], Tensor]:
+def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float
+              ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    """(K partials, lam [K, B, T], logits s [P, B, T, KS], 1 / rms rinv [P, B, T]); s and rinv feed the
+    two-pass backward (KS = next power of two >= K)."""
     B, T, D = rt._check(sources, sources[0])
-    K = gs.shape[0]
+    K, NP = gs.shape[0], len(sources)
     src0, rest, base, tab = _sources(sources)
     dev = src0.device
     qc, q_sb = _query_stack(qs, K, B, D)
+    KS = triton.next_power_of_2(K)
     parts = [rt._empty((B, T, D), torch.float32, dev) for _ in range(K)]
     lam = rt._empty((K, B, T), torch.float32, dev)
+    logits = rt._empty((NP, B, T, KS), torch.float32, dev)
+    rinv = rt._empty((NP, B, T), torch.float32, dev)
     otab = rt._offset_table([p.data_ptr() for p in parts], parts[0].data_ptr(), 4, dev)
     cfg = prefix_config(D)
     KP, NG = _groups(cfg, K)
     DA, DB = rt._tiles(D, True)
     _prefix_fwd_kernel[(NG * triton.cdiv(T, cfg["rows"]), B)](
-        src0, base, tab, len(sources), qc, q_sb, gs.contiguous(), parts[0], otab, lam, T, K, NG, float(eps),
-        1.0 / math.sqrt(D),
+        src0, base, tab, NP, qc, q_sb, gs.contiguous(), parts[0], otab, lam, logits, rinv, KS, T, K, NG,
+        float(eps), 1.0 / math.sqrt(D),
         D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
         PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
-    return parts, lam
+    return parts, lam, logits, rinv
 
 
-def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Tensor, gs: Tensor, lam: Tensor,
-              eps: float) -> tuple[list[Tensor], Tensor, Tensor]:
-    B, T, D = rt._check(sources, sources[0])
-    K = gs.shape[0]
-    src0, rest, base, tab = _sources(sources)
+def _grad_outputs(src0: Tensor, rest: list[Tensor]) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+    """The prefix sources' gradient tensors: (dv0, dvrest, base, offset table)."""
     dev = src0.device
-    qc, q_sb = _query_stack(qs, K, B, D)
-    dps = [rt._aligned(d.float()) for d in dparts]
-    dptab = rt._offset_table([d.data_ptr() for d in dps], dps[0].data_ptr(), 4, dev)
     dv0 = rt._empty(src0.shape, src0.dtype, dev)
     dvrest = [rt._empty(s.shape, s.dtype, dev) for s in rest]
     obase = dvrest[0] if dvrest else dv0
     otab = rt._offset_table([obase.data_ptr()] + [o.data_ptr() for o in dvrest], obase.data_ptr(),
                             obase.element_size(), dev)
-    cfg = prefix_config(D, backward=True)
-    n_tprog = triton.cdiv(T, cfg["rows"])
-    part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
-    DA, DB = rt._tiles(D, True)
-    KP, NG = _groups(cfg, K)
+    return dv0, dvrest, obase, otab
+
+
+def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Tensor, gs: Tensor, lam: Tensor,
+              logits: Tensor, rinv: Tensor, eps: float) -> tuple[list[Tensor], Tensor, Tensor]:
+    B, T, D = rt._check(sources, sources[0])
+    K, NP = gs.shape[0], len(sources)
+    src0, rest, base, tab = _sources(sources)
+    dev = src0.device
+    qc, q_sb = _query_stack(qs, K, B, D)
+    dps = [rt._aligned(d.float()) for d in dparts]
+    dptab = rt._offset_table([d.data_ptr() for d in dps], dps[0].data_ptr(), 4, dev)
+    dv0, dvrest, obase, otab = _grad_outputs(src0, rest)
     lam, glam = lam.contiguous(), glam.float().contiguous()
-    for grp in range(NG):   # in sequence: a later group adds to the gradients the earlier ones stored
-        _prefix_bwd_kernel[(n_tprog, B)](
-            src0, base, tab, dv0, obase, otab, len(sources), qc, q_sb, gs.contiguous(), lam, dps[0], dptab,
-            glam, part, T, K, grp * KP, n_tprog, float(eps), 1.0 / math.sqrt(D),
-            D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
-            OALIGN=max(1, 16 // obase.element_size()), PIPE=cfg["pipe"], VEC4=cfg["vec4"], ACCUM=grp > 0,
+    ALIGN, OALIGN = max(1, 16 // base.element_size()), max(1, 16 // obase.element_size())
+    cfg = prefix_config(D, backward=True)
+    KP, NG = _groups(cfg, K)
+    DA, DB = rt._tiles(D, True)
+    if cfg.get("passes", 1) == 2:
+        # pass 1: per-source scalars (beta, cw) [P, B, T, KS]; pass 2: the gradients, elementwise over column tiles
+        KS = logits.shape[-1]
+        beta = rt._empty(logits.shape, torch.float32, dev)
+        cw = rt._empty(logits.shape, torch.float32, dev)
+        _prefix_coef_kernel[(NG * triton.cdiv(T, cfg["rows"]), B)](
+            src0, base, tab, NP, lam, dps[0], dptab, glam, logits, rinv, beta, cw, KS, T, K, NG,
+            D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, PIPE=cfg["pipe"], VEC4=cfg["vec4"],
             num_warps=cfg["num_warps"], num_stages=1)
+        gc = grad_config(D)
+        n_rb, NCT = triton.cdiv(T, gc["rows"]), triton.cdiv(D, gc["ct"])
+        part = rt._empty((B, n_rb, K, D), torch.float32, dev)
+        _prefix_grad_kernel[(n_rb * NCT, B)](
+            src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), dps[0], dptab, beta, cw, logits,
+            rinv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
+            D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, OALIGN=OALIGN, PIPE=gc["pipe"],
+            num_warps=gc["num_warps"], num_stages=1)
+    else:
+        n_tprog = triton.cdiv(T, cfg["rows"])
+        part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
+        for grp in range(NG):   # in sequence: a later group adds to the gradients the earlier ones stored
+            _prefix_bwd_kernel[(n_tprog, B)](
+                src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), lam, dps[0], dptab,
+                glam, part, T, K, grp * KP, n_tprog, float(eps), 1.0 / math.sqrt(D),
+                D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, OALIGN=OALIGN, PIPE=cfg["pipe"],
+                VEC4=cfg["vec4"], ACCUM=grp > 0, num_warps=cfg["num_warps"], num_stages=1)
     gf = gs.float()
     if q_sb == 0:
         U = part.sum((0, 1))                                                   # [K, D]
@@ -379,8 +552,10 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
 
 
 @torch.library.custom_op("dartool::prefix_fwd", mutates_args=())
-def prefix_fwd(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tuple[list[Tensor], Tensor]:
-    """The K routers' states over the shared prefix ``sources``: K partials [B, T, D] fp32, lam [K, B, T] fp32.
+def prefix_fwd(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float
+               ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    """The K routers' states over the shared prefix ``sources``: K partials [B, T, D] fp32, lam [K, B, T] fp32;
+    and, for the backward only, the logits [P, B, T, KS] and 1 / rms [P, B, T] (fp32).
     qs: [K, D] (static) or [B, K, D] (static_t); gs: [K, D] RMSNorm gains."""
     return _fwd_impl(list(sources), qs, gs, eps)
 
@@ -390,32 +565,35 @@ def _prefix_fwd_fake(sources, qs, gs, eps):
     s0 = sources[0]
     B, T, D = s0.shape
     K = gs.shape[0]
+    KS = 1 << max(0, K - 1).bit_length()
     return ([s0.new_empty((B, T, D), dtype=torch.float32) for _ in range(K)],
-            s0.new_empty((K, B, T), dtype=torch.float32))
+            s0.new_empty((K, B, T), dtype=torch.float32), s0.new_empty((len(sources), B, T, KS), dtype=torch.float32),
+            s0.new_empty((len(sources), B, T), dtype=torch.float32))
 
 
 @torch.library.custom_op("dartool::prefix_bwd", mutates_args=())
 def prefix_bwd(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Tensor, gs: Tensor, lam: Tensor,
-               eps: float) -> tuple[list[Tensor], Tensor, Tensor]:
+               logits: Tensor, rinv: Tensor, eps: float) -> tuple[list[Tensor], Tensor, Tensor]:
     """(dv per prefix source, dqs, dgs) from the routers' (dpart_k, glam_k) (module docstring)."""
-    return _bwd_impl(list(dparts), glam, list(sources), qs, gs, lam, eps)
+    return _bwd_impl(list(dparts), glam, list(sources), qs, gs, lam, logits, rinv, eps)
 
 
 @prefix_bwd.register_fake
-def _prefix_bwd_fake(dparts, glam, sources, qs, gs, lam, eps):
+def _prefix_bwd_fake(dparts, glam, sources, qs, gs, lam, logits, rinv, eps):
     return [s.new_empty(s.shape) for s in sources], qs.new_empty(qs.shape), gs.new_empty(gs.shape)
 
 
 def _setup_prefix(ctx, inputs, output):
     sources, qs, gs, eps = inputs
-    _, lam = output
+    _, lam, logits, rinv = output
     ctx.eps = eps
-    ctx.save_for_backward(qs, gs, lam, *sources)
+    ctx.mark_non_differentiable(logits, rinv)
+    ctx.save_for_backward(qs, gs, lam, logits, rinv, *sources)
 
 
-def _backward_prefix(ctx, dparts, glam):
-    qs, gs, lam, *sources = ctx.saved_tensors
-    dvs, dq, dg = prefix_bwd(list(dparts), glam, sources, qs, gs, lam, ctx.eps)
+def _backward_prefix(ctx, dparts, glam, dlogits, drinv):
+    qs, gs, lam, logits, rinv, *sources = ctx.saved_tensors
+    dvs, dq, dg = prefix_bwd(list(dparts), glam, sources, qs, gs, lam, logits, rinv, ctx.eps)
     return list(dvs), dq, dg, None
 
 
@@ -491,7 +669,8 @@ router_ln_prefix_fwd.register_autograd(_backward_router, setup_context=_setup_ro
 def shared_prefix(sources: Sequence[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tuple[list[Tensor], Tensor]:
     """Every router's state over one shared prefix: ([part_k], lam [K, B, T]); differentiable (composed with
     :func:`fused_router_ln_prefix` only, see the module docstring)."""
-    return prefix_fwd(rt._as_kernel_sources(sources), qs, gs, float(eps))
+    parts, lam, _, _ = prefix_fwd(rt._as_kernel_sources(sources), qs, gs, float(eps))
+    return parts, lam
 
 
 def fused_router_ln_prefix(part: Tensor, lam: Tensor, sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float,
