@@ -308,20 +308,55 @@ def _prefix_coef_kernel(
 
 
 @triton.jit
-def _grad_source(src_ptr, out_ptr, i, row, R, ok, o, m, dp, w, kk, km, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D):
-    """Pass 2, one source over a [RB, CT] block: store dv = sum_k (beta_k dpart_k + cw_k w_k) - cv v; return the
-    query-gradient increment sum_rows cw_k v ([KP, CT])."""
+def _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, k, K, dp, w, v, dv, cvs, u):
+    """Query k's share of one source's gradient over a [RB, CT] block: dv += beta_k dpart_k + cw_k w_k, the
+    sum_k cw_k s_k of cv, and u_k += cw_k v (rows summed after the source loop)."""
+    mk = ok & (k < K)
+    beta = tl.load(beta_ptr + base + k, mask=mk, other=0.0)                          # [RB]
+    cw = tl.load(cw_ptr + base + k, mask=mk, other=0.0)
+    sk = tl.load(s_ptr + base + k, mask=mk, other=0.0)
+    return dv + beta[:, None] * dp + cw[:, None] * w[None, :], cvs + cw * sk, u + cw[:, None] * v
+
+
+@triton.jit
+def _grad_source(src_ptr, out_ptr, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3, u0, u1, u2, u3,
+                 K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP: tl.constexpr):
+    """Pass 2, one source over a [RB, CT] block: store dv = sum_k (beta_k dpart_k + cw_k w_k) - cv v with
+    cv = sum_k cw_k s_k rinv / D, and add cw_k v to the query-gradient accumulators (KP <= 4 queries, unrolled)."""
     v = tl.load(src_ptr + o, mask=m, other=0.0).to(tl.float32)                       # [RB, CT]
     base = (i * R + row) * KS                                                        # [RB]
-    cm = ok[:, None] & km[None, :]
-    beta = tl.load(beta_ptr + base[:, None] + kk[None, :], mask=cm, other=0.0)      # [RB, KP]
-    cw = tl.load(cw_ptr + base[:, None] + kk[None, :], mask=cm, other=0.0)
-    sk = tl.load(s_ptr + base[:, None] + kk[None, :], mask=cm, other=0.0)
+    zero = tl.zeros_like(ok.to(tl.float32))
+    dv, cvs, u0 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 0, K, dp0, w0, v, v * 0.0, zero, u0)
+    if KP > 1:
+        dv, cvs, u1 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 1, K, dp1, w1, v, dv, cvs, u1)
+    if KP > 2:
+        dv, cvs, u2 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 2, K, dp2, w2, v, dv, cvs, u2)
+        dv, cvs, u3 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 3, K, dp3, w3, v, dv, cvs, u3)
     rinv = tl.load(rinv_ptr + i * R + row, mask=ok, other=0.0)                      # [RB]
-    cv = tl.sum(cw * sk, 1) * rinv / D                                               # [RB]  sum_k ds s rinv^2 / D
-    dv = tl.sum(beta[:, :, None] * dp + cw[:, :, None] * w[None, :, :], 1) - cv[:, None] * v
+    dv -= (cvs * rinv / D)[:, None] * v
     tl.store(out_ptr + o, dv.to(out_ptr.dtype.element_ty), mask=m)
-    return tl.sum(cw[:, :, None] * v[:, None, :], 0)                                 # [KP, CT]
+    return u0, u1, u2, u3
+
+
+@triton.jit
+def _grad_w(q_ptr, q_sb, g_ptr, b, k, K, c, cmask, D, scale):
+    """w_k = q_k g_k / sqrt(D) over one column tile ([CT]; zero for k >= K)."""
+    mk = cmask & (k < K)
+    q = tl.load(q_ptr + b * q_sb + k * D + c, mask=mk, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + k * D + c, mask=mk, other=0.0).to(tl.float32)
+    return q * g * scale
+
+
+@triton.jit
+def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m):
+    """dpart_k over a [RB, CT] block (zero for k >= K)."""
+    off = (tl.load(dptab_ptr + k, mask=k < K, other=0) // 4) * 4
+    return tl.load(dp_ptr + off + o, mask=m & (k < K), other=0.0)
+
+
+@triton.jit
+def _grad_u(part_ptr, b, n_rb, rb, k, K, c, cmask, D, u, scale):
+    tl.store(part_ptr + ((b * n_rb + rb) * K + k) * D + c, tl.sum(u, 0) * scale, mask=cmask & (k < K))
 
 
 @triton.jit(do_not_specialize=["NP"])
@@ -333,38 +368,56 @@ def _prefix_grad_kernel(
     ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
 ):
     """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
-    scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D])."""
+    scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D]). KP <= 4, the queries
+    unrolled (no cross-thread reductions in the source loop)."""
     pid = tl.program_id(0)
     ct = pid % NCT                      # the column tiles of a row block are adjacent: they share its scalars in L2
     rb = pid // NCT
     b = tl.program_id(1).to(tl.int64)
     R = tl.num_programs(1).to(tl.int64) * T
-    kk = tl.arange(0, KP)
-    km = kk < K
     c = ct * CT + tl.arange(0, CT)
     cmask = c < D
-    wm = km[:, None] & cmask[None, :]
-    q = tl.load(q_ptr + b * q_sb + kk[:, None] * D + c[None, :], mask=wm, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + kk[:, None] * D + c[None, :], mask=wm, other=0.0).to(tl.float32)
-    w = q * g * scale                                                                # [KP, CT]
-    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
-    u = tl.zeros([KP, CT], tl.float32)
+    w0 = _grad_w(q_ptr, q_sb, g_ptr, b, 0, K, c, cmask, D, scale)                    # [CT]
+    w1 = w0
+    w2 = w0
+    w3 = w0
+    if KP > 1:
+        w1 = _grad_w(q_ptr, q_sb, g_ptr, b, 1, K, c, cmask, D, scale)
+    if KP > 2:
+        w2 = _grad_w(q_ptr, q_sb, g_ptr, b, 2, K, c, cmask, D, scale)
+        w3 = _grad_w(q_ptr, q_sb, g_ptr, b, 3, K, c, cmask, D, scale)
+    u0 = tl.zeros([RB, CT], tl.float32)
+    u1 = u0
+    u2 = u0
+    u3 = u0
     for r0 in range(0, ROWS, RB):
         t = rb * ROWS + r0 + tl.arange(0, RB)
         ok = t < T
         row = b * T + t                                                              # [RB]
         o = row[:, None] * D + c[None, :]                                            # [RB, CT]
         m = ok[:, None] & cmask[None, :]
-        dp = tl.load(dp_ptr + dpoff[None, :, None] + o[:, None, :],
-                     mask=m[:, None, :] & km[None, :, None], other=0.0)              # [RB, KP, CT]
-        u += _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp, w, kk, km, KS, beta_ptr, cw_ptr, s_ptr,
-                          rinv_ptr, D)
+        dp0 = _grad_dp(dp_ptr, dptab_ptr, 0, K, o, m)
+        dp1 = dp0
+        dp2 = dp0
+        dp3 = dp0
+        if KP > 1:
+            dp1 = _grad_dp(dp_ptr, dptab_ptr, 1, K, o, m)
+        if KP > 2:
+            dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m)
+            dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m)
+        u0, u1, u2, u3 = _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
+                                      u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
-            u += _grad_source(p, po, i, row, R, ok, o, m, dp, w, kk, km, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D)
-    pbase = ((b * n_rb + rb) * K + kk[:, None]) * D
-    tl.store(part_ptr + pbase + c[None, :], u * scale, mask=wm)
+            u0, u1, u2, u3 = _grad_source(p, po, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
+                                          u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
+    _grad_u(part_ptr, b, n_rb, rb, 0, K, c, cmask, D, u0, scale)
+    if KP > 1:
+        _grad_u(part_ptr, b, n_rb, rb, 1, K, c, cmask, D, u1, scale)
+    if KP > 2:
+        _grad_u(part_ptr, b, n_rb, rb, 2, K, c, cmask, D, u2, scale)
+        _grad_u(part_ptr, b, n_rb, rb, 3, K, c, cmask, D, u3, scale)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -508,7 +561,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     cfg = prefix_config(D, backward=True)
     KP, NG = _groups(cfg, K)
     DA, DB = rt._tiles(D, True)
-    if cfg.get("passes", 1) == 2:
+    if cfg.get("passes", 1) == 2 and K <= 4:   # (the second pass unrolls up to 4 queries)
         # pass 1: per-source scalars (beta, cw) [P, B, T, KS]; pass 2: the gradients, elementwise over column tiles
         KS = logits.shape[-1]
         beta = rt._empty(logits.shape, torch.float32, dev)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 10, second call: the two-pass prefix backward (pass 1: per-source scalars with the K partial gradients
+# Session 10, second and third calls: the two-pass prefix backward (pass 1: per-source scalars with the K partial gradients
 # held; pass 2: elementwise over column tiles) at SiT-XL/2 b128 and SiT-B/2 b256 chunk shapes against the one-pass
 # kernel; its float64 check on the GPU; then compiled SiT-XL/2 static c4, shared prefixes off / on at the best
 # forward + backward, paired against the residual.
@@ -18,12 +18,12 @@ PY
 echo "after $(( $(date +%s) - T0 )) s"
 XLB=$(python3 -c "import torch; print(128 if torch.cuda.get_device_properties(0).total_memory > 100e9 else 64)")
 F=8,1,3,1,2
-C="--config $F;8,1,3,1,2,2 --config $F;8,1,3,1,4,2 --config $F;4,1,3,1,4,2 --config $F;8,2,3,1,4,2 --config $F;8,1,3,1,1,2"
-G="--grad 16,4,128,2,2 --grad 16,2,128,1,2 --grad 32,4,128,4,2 --grad 16,4,128,4,1 --grad 16,4,256,4,2"
+C=${C:-"--config $F;8,1,3,1,2,2 --config $F;8,1,3,1,4,2 --config $F;4,1,3,1,4,2 --config $F;8,2,3,1,4,2 --config $F;8,1,3,1,1,2"}
+G=${G:-"--grad 16,4,128,2,2 --grad 16,2,128,1,2 --grad 32,4,128,4,2 --grad 16,4,128,4,1 --grad 16,4,256,4,2"}
 timeout 220 python3 benchmarks/prefix_bench.py --size XL --batch $XLB --P 14 --K 4 $C $G --json $OUT/s10_2pass_XL.json 2>&1 | grep -v Warn | cut -c1-400
 echo "after $(( $(date +%s) - T0 )) s"
 timeout 80 python3 benchmarks/prefix_bench.py --size B --batch 256 --P 6 --K 4 --config "8,1,3,1,0;8,2,3,1,0" --config "8,1,3,1,0;8,1,3,1,4,2" \
-  --config "8,1,3,1,0;8,1,3,1,2,2" --grad 16,4,128,2,2 --grad 16,4,256,4,2 --json $OUT/s10_2pass_B.json 2>&1 | grep -v Warn | cut -c1-400
+  ${GB:-"--grad 16,4,128,2,2 --grad 16,4,256,4,2"} --json $OUT/s10_2pass_B.json 2>&1 | grep -v Warn | cut -c1-400
 echo "after $(( $(date +%s) - T0 )) s"
 CFG=$(python3 - <<'PY'
 import json, os
@@ -37,5 +37,5 @@ PY
 )
 echo "best: $CFG"
 set -- $CFG
-DARTOOL_PREFIX_CONFIG="$1" DARTOOL_PREFIX_GRAD="$2" timeout $(( 590 - ($(date +%s) - T0) )) python3 reports/jobs/s9_shared.py XL $XLB s10_shared2_XL 4 2>&1 | grep -vE "^\s*$|Warning|warn" | cut -c1-200 | tail -12
+DARTOOL_PREFIX_CONFIG="$1" DARTOOL_PREFIX_GRAD="$2" timeout $(( 590 - ($(date +%s) - T0) )) python3 reports/jobs/s9_shared.py XL $XLB ${NAME:-s10_shared2_XL} 4 2>&1 | grep -vE "^\s*$|Warning|warn" | cut -c1-200 | tail -12
 echo "done after $(( $(date +%s) - T0 )) s"
