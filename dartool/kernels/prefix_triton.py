@@ -320,9 +320,18 @@ def _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, k, K, dp, w, v, dv, cvs, u):
 
 @triton.jit
 def _grad_source(src_ptr, out_ptr, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3, u0, u1, u2, u3,
-                 K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP: tl.constexpr):
+                 K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, wq, KP: tl.constexpr, WRELOAD: tl.constexpr):
     """Pass 2, one source over a [RB, CT] block: store dv = sum_k (beta_k dpart_k + cw_k w_k) - cv v with
-    cv = sum_k cw_k s_k rinv / D, and add cw_k v to the query-gradient accumulators (KP <= 4 queries, unrolled)."""
+    cv = sum_k cw_k s_k rinv / D, and add cw_k v to the query-gradient accumulators (KP <= 4 queries, unrolled).
+    WRELOAD: w_k re-read (L1) per source instead of held (wq = its load arguments)."""
+    if WRELOAD:
+        q_ptr, q_sb, g_ptr, b, c, cmask, scale = wq
+        w0 = _grad_w(q_ptr, q_sb, g_ptr, b, 0, K, c, cmask, D, scale)
+        if KP > 1:
+            w1 = _grad_w(q_ptr, q_sb, g_ptr, b, 1, K, c, cmask, D, scale)
+        if KP > 2:
+            w2 = _grad_w(q_ptr, q_sb, g_ptr, b, 2, K, c, cmask, D, scale)
+            w3 = _grad_w(q_ptr, q_sb, g_ptr, b, 3, K, c, cmask, D, scale)
     v = tl.load(src_ptr + o, mask=m, other=0.0).to(tl.float32)                       # [RB, CT]
     base = (i * R + row) * KS                                                        # [RB]
     zero = tl.zeros_like(ok.to(tl.float32))
@@ -365,7 +374,7 @@ def _prefix_grad_kernel(
     q_ptr, q_sb, g_ptr, dp_ptr, dptab_ptr, beta_ptr, cw_ptr, s_ptr, rinv_ptr, part_ptr, KS,
     T, K, NCT, n_rb, scale,
     D: tl.constexpr, KP: tl.constexpr, CT: tl.constexpr, RB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
+    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, WRELOAD: tl.constexpr = 0,
 ):
     """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
     scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D]). KP <= 4, the queries
@@ -377,13 +386,16 @@ def _prefix_grad_kernel(
     R = tl.num_programs(1).to(tl.int64) * T
     c = ct * CT + tl.arange(0, CT)
     cmask = c < D
-    w0 = _grad_w(q_ptr, q_sb, g_ptr, b, 0, K, c, cmask, D, scale)                    # [CT]
+    wq = (q_ptr, q_sb, g_ptr, b, c, cmask, scale)
+    w0 = tl.zeros([CT], tl.float32)
+    if not WRELOAD:
+        w0 = _grad_w(q_ptr, q_sb, g_ptr, b, 0, K, c, cmask, D, scale)                # [CT]
     w1 = w0
     w2 = w0
     w3 = w0
-    if KP > 1:
+    if KP > 1 and not WRELOAD:
         w1 = _grad_w(q_ptr, q_sb, g_ptr, b, 1, K, c, cmask, D, scale)
-    if KP > 2:
+    if KP > 2 and not WRELOAD:
         w2 = _grad_w(q_ptr, q_sb, g_ptr, b, 2, K, c, cmask, D, scale)
         w3 = _grad_w(q_ptr, q_sb, g_ptr, b, 3, K, c, cmask, D, scale)
     u0 = tl.zeros([RB, CT], tl.float32)
@@ -406,12 +418,14 @@ def _prefix_grad_kernel(
             dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m)
             dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m)
         u0, u1, u2, u3 = _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
-                                      u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
+                                      u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, wq, KP,
+                                          WRELOAD)
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
             u0, u1, u2, u3 = _grad_source(p, po, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
-                                          u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
+                                          u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, wq, KP,
+                                          WRELOAD)
     _grad_u(part_ptr, b, n_rb, rb, 0, K, c, cmask, D, u0, scale)
     if KP > 1:
         _grad_u(part_ptr, b, n_rb, rb, 1, K, c, cmask, D, u1, scale)
@@ -452,11 +466,11 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
 
 def grad_config(D: int = 768) -> dict:
     """Pass 2 of the two-pass backward (elementwise over column tiles): rows per program, rows per block, columns
-    per tile, warps, pipeline depth. DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe"."""
-    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=2)
+    per tile, warps, pipeline depth, w re-read per source. DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,wreload]"."""
+    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=2, wreload=0)
     raw = os.environ.get("DARTOOL_PREFIX_GRAD")
     if raw:
-        cfg.update(zip(("rows", "rb", "ct", "num_warps", "pipe"), (int(x) for x in raw.split(","))))
+        cfg.update(zip(("rows", "rb", "ct", "num_warps", "pipe", "wreload"), (int(x) for x in raw.split(","))))
     cfg.update(OVERRIDES.get("grad", {}))
     return cfg
 
@@ -577,6 +591,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
             src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), dps[0], dptab, beta, cw, logits,
             rinv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
             D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, OALIGN=OALIGN, PIPE=gc["pipe"],
+            WRELOAD=int(gc.get("wreload", 0)),
             num_warps=gc["num_warps"], num_stages=1)
     else:
         n_tprog = triton.cdiv(T, cfg["rows"])

@@ -7,7 +7,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
 XLB=$(python3 -c "import torch; print(128 if torch.cuda.get_device_properties(0).total_memory > 100e9 else 64)")
 F="8,1,3,1,2;4,1,3,1,4,2"
-G="--grad 16,2,256,2,2 --grad 16,1,256,2,2 --grad 16,1,256,2,3 --grad 16,1,256,1,2 --grad 16,2,256,2,3 --grad 16,1,128,1,3 --grad 32,2,256,2,2 --grad 8,2,256,2,2 --grad 16,2,256,2,4 --grad 16,1,512,4,3"
+G="--grad 16,2,256,2,2 --grad 16,1,256,2,2 --grad 16,1,256,2,3 --grad 16,1,256,1,2 --grad 16,2,256,2,3 --grad 16,1,128,1,3 --grad 32,2,256,2,2 --grad 8,2,256,2,2 --grad 16,2,256,2,4 --grad 16,1,512,4,3 --grad 16,2,256,2,2,1 --grad 16,1,256,2,2,1"
 timeout 150 python3 benchmarks/prefix_bench.py --size XL --batch $XLB --P 14 --K 4 --config "$F" $G --json $OUT/s10_grad_XL.json 2>&1 | grep -v Warn | cut -c1-330
 echo "after $(( $(date +%s) - T0 )) s"
 GB=$(python3 - <<'PY'
