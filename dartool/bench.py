@@ -840,7 +840,9 @@ def markdown(res: dict) -> str:
     sp = (rc or {}).get("shared_prefix")
     if sp:
         L += ["Shared prefixes (static / static_t chunks read their summaries once, `prefix_triton`): "
-              + (f"on for widths below {sp['max_width']} and chunks with at least {sp['min_summaries']} summaries"
+              + ("on " + (f"for widths below {sp['max_width']}" if sp["max_width"] < 1 << 30 else "at every width")
+                 + f" and chunks with at least {sp['min_summaries']} summaries"
+                 + (f", partials in {sp['partial']}" if sp.get("partial") else "")
                  if sp["on"] else "off (DARTOOL_SHARED_PREFIX=0)") + ".", ""]
     chk = res.get("check")
     if chk:
@@ -1036,6 +1038,14 @@ def _variant_name(v: tuple) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _prefix_partial() -> str:
+    """The shared prefixes' partial dtype setting (prefix_triton.PARTIAL; no Triton import on the CPU)."""
+    import os
+
+    return {"auto": "the model's compute dtype", "fp32": "float32"}.get(
+        os.environ.get("DARTOOL_PREFIX_PARTIAL", "auto"), os.environ.get("DARTOOL_PREFIX_PARTIAL", "auto"))
+
+
 def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 420.0,
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
               router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0,
@@ -1108,7 +1118,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
                                     fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
                                     shared_prefix=dict(on=dispatch.SHARED_PREFIX, min_summaries=dispatch.SHARED_PREFIX_MIN,
-                                                       max_width=dispatch.SHARED_PREFIX_MAX_D))
+                                                       max_width=dispatch.SHARED_PREFIX_MAX_D,
+                                                       partial=_prefix_partial()))
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)

@@ -511,6 +511,8 @@ def test_shared_prefix_policy(monkeypatch):
     from dartool.kernels import dispatch
     from dartool.models import SiT, model_config
 
+    if dispatch.SHARED_PREFIX and "DARTOOL_SHARED_PREFIX_MIN" not in os.environ:   # the default: every width
+        assert dispatch.shares_prefix(1152, 3) and dispatch.shares_prefix(768, 3)
     monkeypatch.setattr(dispatch, "SHARED_PREFIX", True)
     monkeypatch.setattr(dispatch, "SHARED_PREFIX_MIN", 3)
     monkeypatch.setattr(dispatch, "SHARED_PREFIX_MAX_D", 1024)

@@ -401,6 +401,7 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                   ("prefix-p1", 1, 4, 24, 1, 2, "static", f32, {}),
                   ("prefix-groups", 2, 5, 40, 3, 3, "static_t", f32, g2),
                   ("prefix-2pass", 2, 5, 40, 3, 3, "static_t", f32, dict(passes=2, group=2)),
+                  ("prefix-p16", 2, 5, 40, 3, 3, "static", bf, dict(passes=2, partial=bf)),
                   ("prefix-2pass-s", 2, 6, 24, 4, 2, "static", f32,
                    dict(passes=2, grad=dict(rows=4, rb=2, ct=8, num_warps=1, pipe=2)))]
     else:
@@ -409,6 +410,8 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                   ("prefix-xl-g2", 2, 100, 1152, 14, 4, "static", bf, g2),
                   ("prefix-xl-t-g1", 2, 64, 1152, 5, 3, "static_t", bf, dict(group=1)),
                   ("prefix-xl-2pass", 2, 100, 1152, 14, 4, "static", bf, dict(passes=2, group=2)),
+                  ("prefix-xl-2pass-p32", 2, 64, 1152, 6, 4, "static_t", bf, dict(passes=2, partial=torch.float32)),
+                  ("prefix-b-p32", 2, 64, 768, 6, 4, "static", bf, dict(partial=torch.float32)),
                   ("prefix-xl-t-2pass", 2, 64, 1152, 5, 3, "static_t", bf, two),
                   ("prefix-b", 3, 255, 768, 6, 4, "static", bf, {}),
                   ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf, {}),
@@ -439,26 +442,27 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
         poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
         try:
-            with pt.configured(**forced):
-                errs = _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind)
+            with pt.configured(**{k: v for k, v in forced.items() if k != "partial"}):
+                errs = _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind,
+                                   forced.get("partial"))
             ok = all(math.isfinite(v) and v < tol for v in errs.values())
         except Exception as e:
             errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
         finally:
             rt.POISON = poison
         worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
-        shown = {k: v for k, v in forced.items() if k != "grad"}
+        shown = {k: str(v) if k == "partial" else v for k, v in forced.items() if k != "grad"}
         out.append(dict(name=name, P=P, K=K, D=D, **shown, worst_rel=worst[0], worst=worst[1], tol=tol,
                         **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
     return out
 
 
-def _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind):
+def _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind, part_dtype):
     """One shared-prefix chunk through the kernels: relative errors of every output and gradient against float64."""
     n = P + K - 1
     ins = [t.detach().requires_grad_() for t in (*srcs, qs, gs, shifts, scales)]
     iq, ig, ish, isc = ins[n:]
-    parts, lam = pt.shared_prefix(ins[:P], iq, ig, 1e-6)
+    parts, lam = pt.shared_prefix(ins[:P], iq, ig, 1e-6, part_dtype)
     y_dtype = rt._y_dtype(ins[:P + K - 1])
     ys = [pt.fused_router_ln_prefix(parts[k], lam[k], ins[P:P + k], iq[k] if kind == "static" else iq[:, k:k + 1],
                                     ig[k], 1e-6, ish[k], isc[k], 1e-6, y_dtype) for k in range(K)]

@@ -162,7 +162,8 @@ def fused_dynamic_router_ln(sources: Sequence[torch.Tensor], v_prev: torch.Tenso
 
 def shared_prefix(sources: Sequence[torch.Tensor], qs: torch.Tensor, gs: torch.Tensor, eps: float):
     """The states of K static / static_t routers over their shared prefix ``sources``, in one pass:
-    ([partial_k [B, T, D] fp32], lse [K, B, T] fp32) for :func:`fused_router_ln_prefix` (imports Triton)."""
+    ([partial_k [B, T, D]], lse [K, B, T] fp32) for :func:`fused_router_ln_prefix` (imports Triton); the partials
+    in the model's compute dtype (``prefix_triton.partial_dtype``)."""
     from .prefix_triton import shared_prefix as _sp
 
     return _sp(sources, qs, gs, eps)
@@ -185,15 +186,15 @@ def y_dtype_of(sources: Sequence[torch.Tensor]) -> torch.dtype:
 
 
 # Chunked models with static / static_t queries and the LayerNorm fused in: the routers of a chunk read its summaries
-# once between them (prefix_triton) where the chunk has at least SHARED_PREFIX_MIN summaries (below that the fp32
-# partials cost more bytes than the summaries they replace) and the width is below SHARED_PREFIX_MAX_D.
-# Measured (H200, 2026-11-26, benchmarks/KERNEL_NOTES.md session 9): compiled SiT-B/2 b256 static c4 1.108 -> 1.081,
-# static_t 1.109 -> 1.093 (paired); at D = 1152 the prefix kernels are no faster than the routers' own passes
-# (compiled SiT-XL/2 b128 1.166 -> 1.212 with the first layout), so wider models keep them off.
-# DARTOOL_SHARED_PREFIX=0 turns it off, =1 on at every width; SiT.share_prefixes decides per model.
+# once between them (prefix_triton) where the chunk has at least SHARED_PREFIX_MIN summaries (below that the
+# partials cost about as many bytes as the summaries they replace) and the width is below SHARED_PREFIX_MAX_D.
+# Measured (H200, 2026-11-26, benchmarks/KERNEL_NOTES.md sessions 9 and 10): compiled SiT-B/2 b256 static c4
+# 1.108 -> 1.081, static_t 1.109 -> 1.093 (paired); SiT-XL/2 b128 static c4 1.160 -> 1.124 with session 10's
+# two-pass backward (fp32 partials).
+# DARTOOL_SHARED_PREFIX=0 turns it off; SiT.share_prefixes decides per model.
 SHARED_PREFIX = env_flag("DARTOOL_SHARED_PREFIX", True)
 SHARED_PREFIX_MIN = int(os.environ.get("DARTOOL_SHARED_PREFIX_MIN", "3") or 3)
-SHARED_PREFIX_MAX_D = 1 << 30 if env_flag("DARTOOL_SHARED_PREFIX", False) else 1024   # =1 given: every width
+SHARED_PREFIX_MAX_D = 1 << 30
 
 
 def shares_prefix(D: int, summaries: int, forced: "bool | None" = None) -> bool:

@@ -118,7 +118,7 @@ def _prefix_fwd_kernel(
     out_ptr, otab_ptr, lam_ptr, s_ptr, rinv_ptr, KS,
     T, K, NG, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+    ALIGN: tl.constexpr, PALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
 ):
     # NG groups of KP queries: the NG programs of one row block are adjacent in the launch order (axis 0), so
     # all but the first read the block's source rows from L2
@@ -129,7 +129,7 @@ def _prefix_fwd_kernel(
     grp = pid % NG
     kk, km, c_a, c_b, w_a, w_b = _program_setup(q_ptr, q_sb, g_ptr, b, grp * KP, K, D, scale, KP, DA, DB)
     # the K outputs are separate tensors: element offsets from out_ptr (multiples of 4: 16-byte aligned)
-    ooff = (tl.load(otab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP]
+    ooff = (tl.load(otab_ptr + kk, mask=km, other=0) // PALIGN) * PALIGN          # [KP]
 
     for r in range(ROWS):
         t = pid_t * ROWS + r
@@ -158,9 +158,11 @@ def _prefix_fwd_kernel(
                 acc_b = acc_b * corr[:, None] + pe[:, None] * v_b
             m = m_new
         inv = 1.0 / l
-        tl.store(out_ptr + ooff[:, None] + o1_a, acc_a * inv[:, None], mask=km[:, None] & m1_a)
+        tl.store(out_ptr + ooff[:, None] + o1_a, (acc_a * inv[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=km[:, None] & m1_a)
         if DB > 0:
-            tl.store(out_ptr + ooff[:, None] + o1_b, acc_b * inv[:, None], mask=km[:, None] & m1_b)
+            tl.store(out_ptr + ooff[:, None] + o1_b, (acc_b * inv[:, None]).to(out_ptr.dtype.element_ty),
+                     mask=km[:, None] & m1_b)
         tl.store(lam_ptr + kk * R + row, m + tl.log(l), mask=km & ok)
 
 
@@ -204,7 +206,8 @@ def _prefix_bwd_kernel(
     q_ptr, q_sb, g_ptr, lam_ptr, dp_ptr, dptab_ptr, glam_ptr, part_ptr,
     T, K, k0, n_tprog, eps, scale,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr, ACCUM: tl.constexpr,
+    ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+    ACCUM: tl.constexpr,
 ):
     # one launch per group of KP queries (k0 ..); a later group adds its share to the gradients (ACCUM)
     pid_t = tl.program_id(0)
@@ -215,7 +218,7 @@ def _prefix_bwd_kernel(
     u_b = u_a
     if DB > 0:
         u_b = tl.zeros([KP, DB], tl.float32)
-    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP] element offsets
+    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // PALIGN) * PALIGN          # [KP] element offsets
 
     for r in range(ROWS):
         t = pid_t * ROWS + r
@@ -224,10 +227,10 @@ def _prefix_bwd_kernel(
         o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
         lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
         glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
-        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0)   # [KP, DA]
+        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0).to(tl.float32)
         dp_b = dp_a
         if DB > 0:
-            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0)
+            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0).to(tl.float32)
         # source 0 (own dtype, own gradient tensor), then the rest through their tables
         du_a, du_b = _pbwd_source(src0_ptr, dv0_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D,
                                   eps, scale, DB, ACCUM)
@@ -273,7 +276,7 @@ def _prefix_coef_kernel(
     lam_ptr, dp_ptr, dptab_ptr, glam_ptr, s_ptr, rinv_ptr, beta_ptr, cw_ptr, KS,
     T, K, NG,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+    ALIGN: tl.constexpr, PALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
 ):
     """Pass 1: per row, a group's KP partial gradients held, one read of each prefix source -> the per-source
     scalars. The NG group programs of a row block are adjacent in the launch (later ones read from L2)."""
@@ -287,7 +290,7 @@ def _prefix_coef_kernel(
     c_b = c_a
     if DB > 0:
         c_b = DA + tl.arange(0, DB)
-    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // 4) * 4                    # [KP] element offsets
+    dpoff = (tl.load(dptab_ptr + kk, mask=km, other=0) // PALIGN) * PALIGN          # [KP] element offsets
     for r in range(ROWS):
         t = pid_t * ROWS + r
         ok = t < T
@@ -295,10 +298,10 @@ def _prefix_coef_kernel(
         o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
         lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
         glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
-        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0)   # [KP, DA]
+        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0).to(tl.float32)
         dp_b = dp_a
         if DB > 0:
-            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0)
+            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0).to(tl.float32)
         _coef_source(src0_ptr, 0, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
                      s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB)
         for i in tl.range(1, NP, num_stages=PIPE):
@@ -357,10 +360,10 @@ def _grad_w(q_ptr, q_sb, g_ptr, b, k, K, c, cmask, D, scale):
 
 
 @triton.jit
-def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m):
+def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m, PALIGN: tl.constexpr):
     """dpart_k over a [RB, CT] block (zero for k >= K)."""
-    off = (tl.load(dptab_ptr + k, mask=k < K, other=0) // 4) * 4
-    return tl.load(dp_ptr + off + o, mask=m & (k < K), other=0.0)
+    off = (tl.load(dptab_ptr + k, mask=k < K, other=0) // PALIGN) * PALIGN
+    return tl.load(dp_ptr + off + o, mask=m & (k < K), other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -374,7 +377,7 @@ def _prefix_grad_kernel(
     q_ptr, q_sb, g_ptr, dp_ptr, dptab_ptr, beta_ptr, cw_ptr, s_ptr, rinv_ptr, part_ptr, KS,
     T, K, NCT, n_rb, scale,
     D: tl.constexpr, KP: tl.constexpr, CT: tl.constexpr, RB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, WRELOAD: tl.constexpr = 0,
+    ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, WRELOAD: tl.constexpr = 0,
 ):
     """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
     scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D]). KP <= 4, the queries
@@ -408,15 +411,15 @@ def _prefix_grad_kernel(
         row = b * T + t                                                              # [RB]
         o = row[:, None] * D + c[None, :]                                            # [RB, CT]
         m = ok[:, None] & cmask[None, :]
-        dp0 = _grad_dp(dp_ptr, dptab_ptr, 0, K, o, m)
+        dp0 = _grad_dp(dp_ptr, dptab_ptr, 0, K, o, m, PALIGN)
         dp1 = dp0
         dp2 = dp0
         dp3 = dp0
         if KP > 1:
-            dp1 = _grad_dp(dp_ptr, dptab_ptr, 1, K, o, m)
+            dp1 = _grad_dp(dp_ptr, dptab_ptr, 1, K, o, m, PALIGN)
         if KP > 2:
-            dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m)
-            dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m)
+            dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m, PALIGN)
+            dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m, PALIGN)
         u0, u1, u2, u3 = _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
                                       u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, wq, KP,
                                           WRELOAD)
@@ -453,8 +456,10 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
     was at 13-30 %."""
     if D < 1024:
         cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, group=0, passes=1)
-    else:
-        cfg = dict(rows=8, num_warps=4 if backward else 2, pipe=3, vec4=1, group=0, passes=1)
+    elif backward:   # session 10: the two-pass backward, pass 1 with the K partial gradients in one program
+        cfg = dict(rows=4, num_warps=1, pipe=3, vec4=1, group=4, passes=2)
+    else:            # session 10: groups of two queries, adjacent in the launch (the second reads from L2)
+        cfg = dict(rows=8, num_warps=1, pipe=3, vec4=1, group=2, passes=1)
     raw = os.environ.get("DARTOOL_PREFIX_CONFIG")
     if raw:   # "fwd" for both passes, or "fwd;bwd"
         parts = raw.split(";")
@@ -467,7 +472,7 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
 def grad_config(D: int = 768) -> dict:
     """Pass 2 of the two-pass backward (elementwise over column tiles): rows per program, rows per block, columns
     per tile, warps, pipeline depth, w re-read per source. DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,wreload]"."""
-    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=2, wreload=0)
+    cfg = dict(rows=16, rb=2, ct=256, num_warps=2, pipe=3, wreload=0)
     raw = os.environ.get("DARTOOL_PREFIX_GRAD")
     if raw:
         cfg.update(zip(("rows", "rb", "ct", "num_warps", "pipe", "wreload"), (int(x) for x in raw.split(","))))
@@ -523,28 +528,29 @@ def _sources(sources: Sequence[Tensor]) -> tuple[Tensor, list[Tensor], Tensor, T
     return src0, rest, base, tab
 
 
-def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float
+def _fwd_impl(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float, part_dtype: torch.dtype = torch.float32
               ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-    """(K partials, lam [K, B, T], logits s [P, B, T, KS], 1 / rms rinv [P, B, T]); s and rinv feed the
-    two-pass backward (KS = next power of two >= K)."""
+    """(K partials in part_dtype, lam [K, B, T], logits s [P, B, T, KS], 1 / rms rinv [P, B, T]); s and rinv feed
+    the two-pass backward (KS = next power of two >= K)."""
     B, T, D = rt._check(sources, sources[0])
     K, NP = gs.shape[0], len(sources)
     src0, rest, base, tab = _sources(sources)
     dev = src0.device
     qc, q_sb = _query_stack(qs, K, B, D)
     KS = triton.next_power_of_2(K)
-    parts = [rt._empty((B, T, D), torch.float32, dev) for _ in range(K)]
+    parts = [rt._empty((B, T, D), part_dtype, dev) for _ in range(K)]
     lam = rt._empty((K, B, T), torch.float32, dev)
     logits = rt._empty((NP, B, T, KS), torch.float32, dev)
     rinv = rt._empty((NP, B, T), torch.float32, dev)
-    otab = rt._offset_table([p.data_ptr() for p in parts], parts[0].data_ptr(), 4, dev)
+    psize = parts[0].element_size()
+    otab = rt._offset_table([p.data_ptr() for p in parts], parts[0].data_ptr(), psize, dev)
     cfg = prefix_config(D)
     KP, NG = _groups(cfg, K)
     DA, DB = rt._tiles(D, True)
     _prefix_fwd_kernel[(NG * triton.cdiv(T, cfg["rows"]), B)](
         src0, base, tab, NP, qc, q_sb, gs.contiguous(), parts[0], otab, lam, logits, rinv, KS, T, K, NG,
         float(eps), 1.0 / math.sqrt(D),
-        D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()),
+        D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=max(1, 16 // base.element_size()), PALIGN=16 // psize,
         PIPE=cfg["pipe"], VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
     return parts, lam, logits, rinv
 
@@ -567,8 +573,9 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     src0, rest, base, tab = _sources(sources)
     dev = src0.device
     qc, q_sb = _query_stack(qs, K, B, D)
-    dps = [rt._aligned(d.float()) for d in dparts]
-    dptab = rt._offset_table([d.data_ptr() for d in dps], dps[0].data_ptr(), 4, dev)
+    dps = [rt._aligned(d.to(dparts[0].dtype)) for d in dparts]       # the partials' dtype
+    dpsize = dps[0].element_size()
+    dptab = rt._offset_table([d.data_ptr() for d in dps], dps[0].data_ptr(), dpsize, dev)
     dv0, dvrest, obase, otab = _grad_outputs(src0, rest)
     lam, glam = lam.contiguous(), glam.float().contiguous()
     ALIGN, OALIGN = max(1, 16 // base.element_size()), max(1, 16 // obase.element_size())
@@ -582,15 +589,16 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
         cw = rt._empty(logits.shape, torch.float32, dev)
         _prefix_coef_kernel[(NG * triton.cdiv(T, cfg["rows"]), B)](
             src0, base, tab, NP, lam, dps[0], dptab, glam, logits, rinv, beta, cw, KS, T, K, NG,
-            D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, PIPE=cfg["pipe"], VEC4=cfg["vec4"],
-            num_warps=cfg["num_warps"], num_stages=1)
+            D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, PIPE=cfg["pipe"],
+            VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
         gc = grad_config(D)
         n_rb, NCT = triton.cdiv(T, gc["rows"]), triton.cdiv(D, gc["ct"])
         part = rt._empty((B, n_rb, K, D), torch.float32, dev)
         _prefix_grad_kernel[(n_rb * NCT, B)](
             src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), dps[0], dptab, beta, cw, logits,
             rinv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
-            D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, OALIGN=OALIGN, PIPE=gc["pipe"],
+            D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, OALIGN=OALIGN,
+            PIPE=gc["pipe"],
             WRELOAD=int(gc.get("wreload", 0)),
             num_warps=gc["num_warps"], num_stages=1)
     else:
@@ -600,7 +608,8 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
             _prefix_bwd_kernel[(n_tprog, B)](
                 src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), lam, dps[0], dptab,
                 glam, part, T, K, grp * KP, n_tprog, float(eps), 1.0 / math.sqrt(D),
-                D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, OALIGN=OALIGN, PIPE=cfg["pipe"],
+                D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, OALIGN=OALIGN,
+                PIPE=cfg["pipe"],
                 VEC4=cfg["vec4"], ACCUM=grp > 0, num_warps=cfg["num_warps"], num_stages=1)
     gf = gs.float()
     if q_sb == 0:
@@ -620,21 +629,21 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
 
 
 @torch.library.custom_op("dartool::prefix_fwd", mutates_args=())
-def prefix_fwd(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float
+def prefix_fwd(sources: list[Tensor], qs: Tensor, gs: Tensor, eps: float, part_dtype: torch.dtype
                ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
     """The K routers' states over the shared prefix ``sources``: K partials [B, T, D] fp32, lam [K, B, T] fp32;
     and, for the backward only, the logits [P, B, T, KS] and 1 / rms [P, B, T] (fp32).
     qs: [K, D] (static) or [B, K, D] (static_t); gs: [K, D] RMSNorm gains."""
-    return _fwd_impl(list(sources), qs, gs, eps)
+    return _fwd_impl(list(sources), qs, gs, eps, part_dtype)
 
 
 @prefix_fwd.register_fake
-def _prefix_fwd_fake(sources, qs, gs, eps):
+def _prefix_fwd_fake(sources, qs, gs, eps, part_dtype):
     s0 = sources[0]
     B, T, D = s0.shape
     K = gs.shape[0]
     KS = 1 << max(0, K - 1).bit_length()
-    return ([s0.new_empty((B, T, D), dtype=torch.float32) for _ in range(K)],
+    return ([s0.new_empty((B, T, D), dtype=part_dtype) for _ in range(K)],
             s0.new_empty((K, B, T), dtype=torch.float32), s0.new_empty((len(sources), B, T, KS), dtype=torch.float32),
             s0.new_empty((len(sources), B, T), dtype=torch.float32))
 
@@ -652,7 +661,7 @@ def _prefix_bwd_fake(dparts, glam, sources, qs, gs, lam, logits, rinv, eps):
 
 
 def _setup_prefix(ctx, inputs, output):
-    sources, qs, gs, eps = inputs
+    sources, qs, gs, eps, _ = inputs
     _, lam, logits, rinv = output
     ctx.eps = eps
     ctx.mark_non_differentiable(logits, rinv)
@@ -662,7 +671,7 @@ def _setup_prefix(ctx, inputs, output):
 def _backward_prefix(ctx, dparts, glam, dlogits, drinv):
     qs, gs, lam, logits, rinv, *sources = ctx.saved_tensors
     dvs, dq, dg = prefix_bwd(list(dparts), glam, sources, qs, gs, lam, logits, rinv, ctx.eps)
-    return list(dvs), dq, dg, None
+    return list(dvs), dq, dg, None, None
 
 
 prefix_fwd.register_autograd(_backward_prefix, setup_context=_setup_prefix)
@@ -690,11 +699,11 @@ def _router_ln_prefix_fwd_fake(part, lam, sources, q, g, eps, shift, scale, ln_e
 
 @torch.library.custom_op("dartool::router_ln_prefix_bwd", mutates_args=())
 def router_ln_prefix_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor,
-                         lam: Tensor, eps: float, scale: Tensor, ln_eps: float
+                         lam: Tensor, eps: float, scale: Tensor, ln_eps: float, part_dtype: torch.dtype
                          ) -> tuple[Tensor, Tensor, list[Tensor], Tensor, Tensor, Tensor, Tensor]:
-    """(dpart, glam, dv per raw source, dq, dg, dshift, dscale) of ``router_ln_prefix_fwd``; glam is the
-    prefix protocol's value for lam (module docstring), not dloss/dlam."""
-    P = rt._bwd_prepare(dy, list(sources), q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam)
+    """(dpart in part_dtype, glam, dv per raw source, dq, dg, dshift, dscale) of ``router_ln_prefix_fwd``; glam is
+    the prefix protocol's value for lam (module docstring), not dloss/dlam."""
+    P = rt._bwd_prepare(dy, list(sources), q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam, pdtype=part_dtype)
     rt._bwd_launch(P)
     dvs, dq, dg = rt._bwd_finish(P)
     pm = P["pmod"]
@@ -702,8 +711,8 @@ def router_ln_prefix_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor
 
 
 @router_ln_prefix_bwd.register_fake
-def _router_ln_prefix_bwd_fake(dy, sources, q, g, h, lse, lam, eps, scale, ln_eps):
-    return (h.new_empty(h.shape, dtype=torch.float32), lse.new_empty(lse.shape, dtype=torch.float32),
+def _router_ln_prefix_bwd_fake(dy, sources, q, g, h, lse, lam, eps, scale, ln_eps, part_dtype):
+    return (h.new_empty(h.shape, dtype=part_dtype), lse.new_empty(lse.shape, dtype=torch.float32),
             [s.new_empty(s.shape) for s in sources], q.new_empty(q.shape), g.new_empty(g.shape),
             scale.new_empty(scale.shape), scale.new_empty(scale.shape))
 
@@ -711,7 +720,7 @@ def _router_ln_prefix_bwd_fake(dy, sources, q, g, h, lse, lam, eps, scale, ln_ep
 def _setup_router(ctx, inputs, output):
     part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype = inputs
     y, h, lse = output
-    ctx.eps, ctx.ln_eps, ctx.n = eps, ln_eps, len(sources)
+    ctx.eps, ctx.ln_eps, ctx.n, ctx.part_dtype = eps, ln_eps, len(sources), part.dtype
     ctx.mark_non_differentiable(h, lse)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(q, g, scale, h, lse, lam, *sources)    # not the partial: its gradient needs none of it
@@ -722,7 +731,7 @@ def _backward_router(ctx, dy, dh, dlse):
     if dy is None:
         return None, None, [None] * ctx.n, None, None, None, None, None, None, None
     dpart, glam, dvs, dq, dg, dshift, dscale = router_ln_prefix_bwd(dy, sources, q, g, h, lse, lam, ctx.eps, scale,
-                                                                    ctx.ln_eps)
+                                                                    ctx.ln_eps, ctx.part_dtype)
     return dpart, glam, list(dvs), dq, dg, None, dshift, dscale, None, None
 
 
@@ -734,10 +743,28 @@ router_ln_prefix_fwd.register_autograd(_backward_router, setup_context=_setup_ro
 # --------------------------------------------------------------------------------------------------
 
 
-def shared_prefix(sources: Sequence[Tensor], qs: Tensor, gs: Tensor, eps: float) -> tuple[list[Tensor], Tensor]:
+# The partials' dtype: "auto" = the model's compute dtype (autocast's inside autocast, else the last summary's), so a
+# bf16 model keeps them in bf16 (half the bytes of fp32 in four passes; the rounding is that of any bf16
+# activation; benchmarks/KERNEL_NOTES.md session 10); "fp32" keeps them exact. DARTOOL_PREFIX_PARTIAL.
+PARTIAL = os.environ.get("DARTOOL_PREFIX_PARTIAL", "auto")
+
+
+def partial_dtype(sources: Sequence[Tensor]) -> torch.dtype:
+    if PARTIAL == "fp32":
+        return torch.float32
+    dev = sources[0].device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return sources[-1].dtype
+
+
+def shared_prefix(sources: Sequence[Tensor], qs: Tensor, gs: Tensor, eps: float,
+                  part_dtype: "torch.dtype | None" = None) -> tuple[list[Tensor], Tensor]:
     """Every router's state over one shared prefix: ([part_k], lam [K, B, T]); differentiable (composed with
-    :func:`fused_router_ln_prefix` only, see the module docstring)."""
-    parts, lam, _, _ = prefix_fwd(rt._as_kernel_sources(sources), qs, gs, float(eps))
+    :func:`fused_router_ln_prefix` only, see the module docstring). ``part_dtype``: the partials' (default
+    :func:`partial_dtype`)."""
+    pdt = part_dtype or partial_dtype(sources)
+    parts, lam, _, _ = prefix_fwd(rt._as_kernel_sources(sources), qs, gs, float(eps), pdt)
     return parts, lam
 
 

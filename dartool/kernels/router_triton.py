@@ -226,12 +226,12 @@ def _router_fwd_kernel(
         m_b = m_a
 
     if PREFIX:
-        # a shared prefix (prefix_triton) is source 0: its normalised partial sum (fp32) and, as its logit, its
-        # log-sum-exp; sources 1..N-1 are the raw sources (table entries 1..; entry 0 unused)
-        v_a = tl.load(pre_ptr + o_a, mask=m_a, other=0.0)
+        # a shared prefix (prefix_triton) is source 0: its normalised partial sum (fp32 or the model's dtype)
+        # and, as its logit, its log-sum-exp; sources 1..N-1 are the raw ones (table entries 1..; entry 0 unused)
+        v_a = tl.load(pre_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
         v_b = v_a
         if DB > 0:
-            v_b = tl.load(pre_ptr + o_b, mask=m_b, other=0.0)
+            v_b = tl.load(pre_ptr + o_b, mask=m_b, other=0.0).to(tl.float32)
         logit = tl.load(plam_ptr + row, mask=rmask, other=0.0)
     else:
         # source 0 (own dtype) initialises the online softmax
@@ -548,10 +548,10 @@ def _router_bwd_kernel(
             # log-sum-exp, -alpha_0 delta (= dlse - d(partial) . partial, since the logits' gradients sum to zero),
             # which is all the prefix's backward needs; the partial itself is neither kept nor read
             a0 = tl.exp(tl.load(plam_ptr + row, mask=rmask, other=0.0) - lse)
-            tl.store(dpre_ptr + o_a, a0[:, None] * dh_a, mask=m_a)
+            tl.store(dpre_ptr + o_a, (a0[:, None] * dh_a).to(dpre_ptr.dtype.element_ty), mask=m_a)
             u_a = tl.zeros([BLOCK_R, DA], tl.float32)
             if DB > 0:
-                tl.store(dpre_ptr + o_b, a0[:, None] * dh_b, mask=m_b)
+                tl.store(dpre_ptr + o_b, (a0[:, None] * dh_b).to(dpre_ptr.dtype.element_ty), mask=m_b)
                 u_b = tl.zeros([BLOCK_R, DB], tl.float32)
             else:
                 u_b = u_a
@@ -916,12 +916,12 @@ def _check(sources: Sequence[Tensor], q: Tensor) -> tuple[int, int, int]:
 
 
 def _prefix_sources(prefix: tuple, sources: Sequence[Tensor]) -> tuple:
-    """With a shared prefix (partial [B, T, D] fp32, its lse [B, T]) as source 0: (B, T, D, N, src0, rest, table
+    """With a shared prefix (partial [B, T, D], its lse [B, T] fp32) as source 0: (B, T, D, N, src0, rest, table
     base, table of the raw sources as entries 1..N-1 (entry 0 unused)). ``sources`` are the raw ones (may be
     none)."""
     pre, plam = prefix
-    if pre.dtype != torch.float32 or plam.dtype != torch.float32:
-        raise ValueError("a shared prefix is float32 (partial and log-sum-exp)")
+    if not pre.dtype.is_floating_point or plam.dtype != torch.float32:
+        raise ValueError("a shared prefix is a floating-point partial and a float32 log-sum-exp")
     B, T, D = pre.shape
     rest = [_aligned(s) for s in sources]
     for s in rest:
@@ -996,7 +996,7 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
                  slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None,
-                 plam: "Tensor | None" = None) -> dict:
+                 plam: "Tensor | None" = None, pdtype: torch.dtype = torch.float32) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
@@ -1008,12 +1008,13 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     LayerNorm + modulate's output, and h the float32 router output; dshift and dscale come back too. An empty
     ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
     ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
-    kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D], ``P["glam"]`` [B, T], float32)."""
+    kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D] in ``pdtype``, the partial's; ``P["glam"]``
+    [B, T], float32)."""
     if plam is not None:
         if slots is not None or h.numel() == 0:
             raise ValueError("a shared prefix's router takes no gradient slots and needs h kept")
         B, T, D = h.shape
-        dpre, glam = _empty((B, T, D), torch.float32, h.device), _empty((B, T), torch.float32, h.device)
+        dpre, glam = _empty((B, T, D), pdtype, h.device), _empty((B, T), torch.float32, h.device)
         # dpre stands for the prefix in the source table (entry 0, never read)
         _, _, _, N, src0, rest, base, tab = _prefix_sources((dpre, plam), sources)
     else:
