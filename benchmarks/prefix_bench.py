@@ -7,7 +7,7 @@ byte floor, over launch configurations, at a model's chunk shape.
 
 ``--config rows,warps,pipe,vec4[,group[,passes]]`` (repeatable; both passes, or ``FWD;BWD``; default: the code's;
 group = queries per program, 0 all; passes = 2: the two-pass backward, whose second pass ``--grad`` configures). Bytes: forward reads the P sources (v_0 fp32,
-the rest bf16) and writes K fp32 partials and lse; backward reads the sources, K fp32 partial gradients and
+the rest bf16) and writes K partials (``--partial``) and lse; backward reads the sources, K partial gradients and
 writes the P source gradients. Also times what the shared pass replaces: K LayerNorm-fused router forwards and
 backwards over the prefix alone. Times are medians of CUDA-event timed calls (``bench.event_ms``; session 9's
 recorded sweeps used the mean of 20 calls). Registers and spills of each compiled kernel are printed. Needs CUDA.
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", action="append", help="rows,warps,pipe,vec4[,group] (repeatable; both passes, or FWD;BWD)")
     ap.add_argument("--grad", action="append",
                     help="rows,rb,ct,warps,pipe of the two-pass backward's second pass (repeatable; crossed with --config)")
+    ap.add_argument("--partial", default="fp32", choices=["fp32", "bf16"],
+                    help="the partials' dtype (a bf16 model's default is bf16: prefix_triton.partial_dtype)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import torch
@@ -72,8 +74,9 @@ def main(argv=None) -> int:
     gs = 1 + 0.1 * torch.randn(K, D, device=dev, generator=g)
     u = B * T * D
     src_b = 4 * u + 2 * u * (P - 1)
-    fwd_bytes = src_b + 4 * K * u
-    bwd_bytes = 2 * src_b + 4 * K * u
+    pb = 2 if a.partial == "bf16" else 4
+    fwd_bytes = src_b + pb * K * u
+    bwd_bytes = 2 * src_b + pb * K * u
     rows = []
 
     for c, gc in [(c, gc) for c in a.config or [None] for gc in a.grad or [None]]:
@@ -84,10 +87,11 @@ def main(argv=None) -> int:
                 os.environ.pop(var, None)
         cfg = pt.prefix_config(D)
         bcfg = pt.prefix_config(D, backward=True)
-        parts, lam, lg, ri = pt._fwd_impl(srcs, qs, gs, 1e-6)
-        dps = [torch.randn(B, T, D, device=dev, generator=g) * 0.1 for _ in range(K)]
+        pdt = torch.bfloat16 if a.partial == "bf16" else torch.float32
+        parts, lam, lg, ri = pt._fwd_impl(srcs, qs, gs, 1e-6, pdt)
+        dps = [(torch.randn(B, T, D, device=dev, generator=g) * 0.1).to(pdt) for _ in range(K)]
         glam = torch.randn(K, B, T, device=dev, generator=g) * 0.1
-        f = bench.event_ms(lambda: pt._fwd_impl(srcs, qs, gs, 1e-6))
+        f = bench.event_ms(lambda: pt._fwd_impl(srcs, qs, gs, 1e-6, pdt))
         b = bench.event_ms(lambda: pt._bwd_impl(dps, glam, srcs, qs, gs, lam, lg, ri, 1e-6))
         row = dict(config=cfg, bwd_config=bcfg, grad_config=pt.grad_config(D) if bcfg.get("passes") == 2 else None,
                    fwd_ms=f, bwd_ms=b, fwd_floor_pct=100 * fwd_bytes / bw / (f * 1e-3),
@@ -128,7 +132,7 @@ def main(argv=None) -> int:
           f"bwd {bwd_bytes / bw * 1e3:.3f} ms)")
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump(dict(env=bench.env_info(), size=a.size, batch=B, P=P, K=K, rows=rows, routers_fwd_ms=rf,
+            json.dump(dict(env=bench.env_info(), size=a.size, batch=B, P=P, K=K, partial=a.partial, rows=rows, routers_fwd_ms=rf,
                            routers_bwd_ms=rb, routers_grad_sum_floor_ms=sum_floor,
                            copy_bytes_per_s=bw), fh, indent=1, default=str)
     return 0
