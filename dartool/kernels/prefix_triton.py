@@ -8,11 +8,11 @@ router's softmax state over it. Router k's state is its normalised partial sum a
 
     s_ki    = q_k . RMSNorm_k(v_i) / sqrt(D)            i over the prefix
     lam_k   = logsumexp_i s_ki                          [B, T]      fp32
-    part_k  = sum_i exp(s_ki - lam_k) v_i               [B, T, D]   fp32
+    part_k  = sum_i exp(s_ki - lam_k) v_i               [B, T, D]   the model's dtype (below)
 
 Router k then runs the ordinary fused router (``router_triton``, ``PREFIX``) with (part_k, lam_k) as source 0
 (its logit is lam_k) ahead of its raw sources: the same function as router k over prefix + raws. Its forward reads
-one fp32 partial instead of P sources.
+one partial instead of P sources.
 
 Backward. Router k's backward kernel hands back, for its prefix, ``dpart_k = alpha_0 dh_k`` (alpha_0 = exp(lam_k -
 lse_k), the prefix's total weight) and, in the slot of lam_k's gradient, ``glam_k = -alpha_0 delta_k`` (delta =
@@ -29,14 +29,32 @@ part_k. One pass over the prefix then gives every prefix source's gradient from 
 pair is exact only composed, which is how :meth:`dartool.models.sit.SiT.route` uses it (tested against the
 routers it replaces in float64, ``dartool.kernels.check``).
 
-Layout: one program handles ROWS rows of one sample, four warps per row; the K queries live in each thread
-(tensors [KP, D], KP = next power of two >= K), the columns spread over the warps, so the sum over k in dv_i stays
-in registers and only the per-source dot products cross warps. The source loop is a software pipeline
-(``tl.range(num_stages=pipe)``), as in the router kernels.
+Layout. Forward: one program handles ROWS rows of one sample, one warp per row, a group of KP queries (KP = K,
+or 2 at D >= 1024, where four queries' w and partial sums do not fit one warp's registers); the groups of one
+row block are adjacent in the launch order, so all but the first read its source rows from L2. It also keeps
+every logit s_ki and 1 / rms_i (fp32 scalars per row, [P, B, T, KS] and [P, B, T]) for the backward.
+Backward, two passes (D >= 1024; ``passes``):
 
-Bytes, per chunk of K routers over P prefix sources (u = one [B, T, D] element): forward (2P + 2) + 8K instead of
-K (2P + 2); backward 2 (2P + 2) + 8K instead of 2K (2P + 2) (v_0 fp32, the rest bf16; the routers' raw sources
-unchanged). ``dartool.models.sit`` uses it where P >= ``SHARED_PREFIX_MIN``.
+1. ``_prefix_coef_kernel``, per row, the K dpart_k held: one read of each prefix source gives dpart_k . v_i,
+   hence beta_ki and cw_ki = ds_ki rinv_i (scalars, [P, B, T, KS]).
+2. ``_prefix_grad_kernel``, elementwise over [rows, 128-column] blocks: dv_i = sum_k beta_ki dpart_k + cw_ki w_k -
+   cv_i v_i with cv_i = sum_k cw_ki s_ki rinv_i / D, and the query gradients' partial sums. No reductions across
+   threads in its source loop (the K <= 4 queries unrolled).
+
+One pass (D < 1024, or K > 4): ``_prefix_bwd_kernel`` does both per row with the queries of a group in each
+thread (two warps per row); several groups run in sequence, each adding to the gradients the earlier ones stored.
+The source loops are software pipelines (``tl.range(num_stages=pipe)``), as in the router kernels.
+
+The partials are stored in the model's compute dtype (bf16 under autocast; ``partial_dtype``;
+``DARTOOL_PREFIX_PARTIAL=fp32`` keeps float32). Their rounding is that of any bf16 activation: in the float64
+check's bf16 cases the worst error went from 2.7e-3 to 4.4e-3 at D = 768-1152 on an H200, against a tolerance of
+1.6e-2. Each partial is written once and read once, its gradient written once and read twice: bf16 halves all
+four, the largest per-chunk terms after the sources.
+
+Bytes, per chunk of K routers over P prefix sources (u = one [B, T, D] element, bf16 sources and partials):
+forward 2P + 2K (+ 2K read by the routers) instead of 2PK; backward (two-pass) 2P + 2K, then 4P + 2K, instead of
+4PK + the autograd sums of each source's K gradients. ``dartool.models.sit`` shares prefixes where
+P >= ``SHARED_PREFIX_MIN``.
 """
 from __future__ import annotations
 
@@ -323,18 +341,9 @@ def _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, k, K, dp, w, v, dv, cvs, u):
 
 @triton.jit
 def _grad_source(src_ptr, out_ptr, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3, u0, u1, u2, u3,
-                 K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, wq, KP: tl.constexpr, WRELOAD: tl.constexpr):
+                 K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP: tl.constexpr):
     """Pass 2, one source over a [RB, CT] block: store dv = sum_k (beta_k dpart_k + cw_k w_k) - cv v with
-    cv = sum_k cw_k s_k rinv / D, and add cw_k v to the query-gradient accumulators (KP <= 4 queries, unrolled).
-    WRELOAD: w_k re-read (L1) per source instead of held (wq = its load arguments)."""
-    if WRELOAD:
-        q_ptr, q_sb, g_ptr, b, c, cmask, scale = wq
-        w0 = _grad_w(q_ptr, q_sb, g_ptr, b, 0, K, c, cmask, D, scale)
-        if KP > 1:
-            w1 = _grad_w(q_ptr, q_sb, g_ptr, b, 1, K, c, cmask, D, scale)
-        if KP > 2:
-            w2 = _grad_w(q_ptr, q_sb, g_ptr, b, 2, K, c, cmask, D, scale)
-            w3 = _grad_w(q_ptr, q_sb, g_ptr, b, 3, K, c, cmask, D, scale)
+    cv = sum_k cw_k s_k rinv / D, and add cw_k v to the query-gradient accumulators (KP <= 4 queries, unrolled)."""
     v = tl.load(src_ptr + o, mask=m, other=0.0).to(tl.float32)                       # [RB, CT]
     base = (i * R + row) * KS                                                        # [RB]
     zero = tl.zeros_like(ok.to(tl.float32))
@@ -377,7 +386,7 @@ def _prefix_grad_kernel(
     q_ptr, q_sb, g_ptr, dp_ptr, dptab_ptr, beta_ptr, cw_ptr, s_ptr, rinv_ptr, part_ptr, KS,
     T, K, NCT, n_rb, scale,
     D: tl.constexpr, KP: tl.constexpr, CT: tl.constexpr, RB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, WRELOAD: tl.constexpr = 0,
+    ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
 ):
     """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
     scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D]). KP <= 4, the queries
@@ -389,16 +398,13 @@ def _prefix_grad_kernel(
     R = tl.num_programs(1).to(tl.int64) * T
     c = ct * CT + tl.arange(0, CT)
     cmask = c < D
-    wq = (q_ptr, q_sb, g_ptr, b, c, cmask, scale)
-    w0 = tl.zeros([CT], tl.float32)
-    if not WRELOAD:
-        w0 = _grad_w(q_ptr, q_sb, g_ptr, b, 0, K, c, cmask, D, scale)                # [CT]
+    w0 = _grad_w(q_ptr, q_sb, g_ptr, b, 0, K, c, cmask, D, scale)                    # [CT]
     w1 = w0
     w2 = w0
     w3 = w0
-    if KP > 1 and not WRELOAD:
+    if KP > 1:
         w1 = _grad_w(q_ptr, q_sb, g_ptr, b, 1, K, c, cmask, D, scale)
-    if KP > 2 and not WRELOAD:
+    if KP > 2:
         w2 = _grad_w(q_ptr, q_sb, g_ptr, b, 2, K, c, cmask, D, scale)
         w3 = _grad_w(q_ptr, q_sb, g_ptr, b, 3, K, c, cmask, D, scale)
     u0 = tl.zeros([RB, CT], tl.float32)
@@ -421,14 +427,12 @@ def _prefix_grad_kernel(
             dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m, PALIGN)
             dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m, PALIGN)
         u0, u1, u2, u3 = _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
-                                      u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, wq, KP,
-                                          WRELOAD)
+                                      u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
             u0, u1, u2, u3 = _grad_source(p, po, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
-                                          u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, wq, KP,
-                                          WRELOAD)
+                                          u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
     _grad_u(part_ptr, b, n_rb, rb, 0, K, c, cmask, D, u0, scale)
     if KP > 1:
         _grad_u(part_ptr, b, n_rb, rb, 1, K, c, cmask, D, u1, scale)
@@ -442,18 +446,21 @@ def _prefix_grad_kernel(
 # --------------------------------------------------------------------------------------------------
 
 # rows per program, warps per row, pipeline depth, vec4 column offsets (router_triton._cols), queries per program
-# (group: 0 = all K in one program; else a power of two, the K queries split into groups of that many); per pass and
-# width (prefix_config); DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4[,group]" sets both passes, "FWD;BWD" each (read per
-# call, for sweeps: benchmarks/prefix_bench.py). Re-reading w per source instead of holding it was tried at D = 1152 and did
-# not help (benchmarks/KERNEL_NOTES.md, session 9).
+# (group: 0 = all K in one program; else a power of two, the K queries split into groups of that many), backward
+# passes (1: one pass per query group, later groups accumulating; 2: the two-pass backward, its pass 1 taking the
+# first five keys, its pass 2 grad_config's); per pass and width (prefix_config).
+# DARTOOL_PREFIX_CONFIG="rows,warps,pipe,vec4[,group[,passes]]" sets both passes, "FWD;BWD" each (read per call, for
+# sweeps: benchmarks/prefix_bench.py).
 _KEYS = ("rows", "num_warps", "pipe", "vec4", "group", "passes")
 
 
 def prefix_config(D: int = 768, backward: bool = False) -> dict:
-    """Launch configuration of the prefix kernels. Chosen from benchmarks/prefix_bench.py (H200, 2026-11-26,
-    benchmarks/results/prefix_B-NVIDIA-H200-20261126-*.json): at D = 768 the forward with one warp per row (75 % of
-    its floor) and the backward with two (42 %); the layout with four warps per row and the queries in each thread
-    was at 13-30 %."""
+    """Launch configuration of the prefix kernels, from benchmarks/prefix_bench.py on an H200 (2026-11-26,
+    benchmarks/KERNEL_NOTES.md sessions 9 and 10). D = 768 (SiT-B/2 b256, P = 6): forward with one warp per row
+    (75 % of its floor), one-pass backward with two warps (1.59 ms against 1.83 ms two-pass, fp32 partials). D = 1152 (SiT-XL/2
+    b128, P = 14): forward in groups of two queries, 0.80 ms against 1.18 ms for all four in one program with two
+    warps (and 1.40 ms for the four routers' own passes); two-pass backward 2.2 ms against 2.8 ms one-pass in groups
+    of two and 4.0 ms + the gradient sums for the routers' own passes."""
     if D < 1024:
         cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, group=0, passes=1)
     elif backward:   # session 10: the two-pass backward, pass 1 with the K partial gradients in one program
@@ -471,11 +478,13 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
 
 def grad_config(D: int = 768) -> dict:
     """Pass 2 of the two-pass backward (elementwise over column tiles): rows per program, rows per block, columns
-    per tile, warps, pipeline depth, w re-read per source. DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,wreload]"."""
-    cfg = dict(rows=16, rb=2, ct=256, num_warps=2, pipe=3, wreload=0)
+    per tile, warps, pipeline depth; DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe". Chosen at SiT-XL/2 b128, P = 14,
+    bf16 partials (H200, 2026-11-26, benchmarks/results/s10_margin_XL-*.json): 1.14 ms against 1.26 ms with
+    256-column tiles; re-reading w per source instead of holding it was 60 % slower (s10_grad_XL)."""
+    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=3)
     raw = os.environ.get("DARTOOL_PREFIX_GRAD")
     if raw:
-        cfg.update(zip(("rows", "rb", "ct", "num_warps", "pipe", "wreload"), (int(x) for x in raw.split(","))))
+        cfg.update(zip(("rows", "rb", "ct", "num_warps", "pipe"), (int(x) for x in raw.split(","))))
     cfg.update(OVERRIDES.get("grad", {}))
     return cfg
 
@@ -599,7 +608,6 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
             rinv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
             D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, OALIGN=OALIGN,
             PIPE=gc["pipe"],
-            WRELOAD=int(gc.get("wreload", 0)),
             num_warps=gc["num_warps"], num_stages=1)
     else:
         n_tprog = triton.cdiv(T, cfg["rows"])
