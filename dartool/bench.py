@@ -1038,14 +1038,6 @@ def _variant_name(v: tuple) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _prefix_partial() -> str:
-    """The shared prefixes' partial dtype setting (prefix_triton.PARTIAL; no Triton import on the CPU)."""
-    import os
-
-    return {"auto": "the model's compute dtype", "fp32": "float32"}.get(
-        os.environ.get("DARTOOL_PREFIX_PARTIAL", "auto"), os.environ.get("DARTOOL_PREFIX_PARTIAL", "auto"))
-
-
 def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 420.0,
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
               router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0,
@@ -1119,7 +1111,9 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                                     fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
                                     shared_prefix=dict(on=dispatch.SHARED_PREFIX, min_summaries=dispatch.SHARED_PREFIX_MIN,
                                                        max_width=dispatch.SHARED_PREFIX_MAX_D,
-                                                       partial=_prefix_partial()))
+                                                       partial={"auto": "the model's compute dtype",
+                                                                "fp32": "float32"}.get(dispatch.PREFIX_PARTIAL,
+                                                                                       dispatch.PREFIX_PARTIAL)))
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)

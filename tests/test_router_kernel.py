@@ -504,6 +504,24 @@ def test_router_kernels_bench_variants_sweep_and_set():
     assert rkb._variants(fwd, bwd, [], [])[0][0] == "default"
 
 
+def test_prefix_partial_dtype(monkeypatch):
+    """Shared prefixes keep their partials in the model's compute dtype: autocast's inside autocast, else the last
+    summary's; DARTOOL_PREFIX_PARTIAL=fp32 keeps float32; anything else is a clear error."""
+    from dartool.kernels import dispatch
+
+    v0, s1 = torch.randn(2, 3, 8), torch.randn(2, 3, 8).bfloat16()
+    monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "auto")
+    assert dispatch.partial_dtype([v0, s1]) == torch.bfloat16
+    assert dispatch.partial_dtype([v0]) == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dispatch.partial_dtype([v0]) == torch.bfloat16
+    monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "fp32")
+    assert dispatch.partial_dtype([v0, s1]) == torch.float32
+    monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "fp16")
+    with pytest.raises(ValueError, match="auto or fp32"):
+        dispatch.partial_dtype([v0, s1])
+
+
 def test_shared_prefix_policy(monkeypatch):
     """Shared prefixes (prefix_triton) run where they were measured faster: chunks with at least SHARED_PREFIX_MIN
     summaries at widths below SHARED_PREFIX_MAX_D; a model's own choice (SiT.share_prefixes) ignores the width but

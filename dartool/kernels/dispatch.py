@@ -163,7 +163,7 @@ def fused_dynamic_router_ln(sources: Sequence[torch.Tensor], v_prev: torch.Tenso
 def shared_prefix(sources: Sequence[torch.Tensor], qs: torch.Tensor, gs: torch.Tensor, eps: float):
     """The states of K static / static_t routers over their shared prefix ``sources``, in one pass:
     ([partial_k [B, T, D]], lse [K, B, T] fp32) for :func:`fused_router_ln_prefix` (imports Triton); the partials
-    in the model's compute dtype (``prefix_triton.partial_dtype``)."""
+    in the model's compute dtype (:func:`partial_dtype`)."""
     from .prefix_triton import shared_prefix as _sp
 
     return _sp(sources, qs, gs, eps)
@@ -195,6 +195,25 @@ def y_dtype_of(sources: Sequence[torch.Tensor]) -> torch.dtype:
 SHARED_PREFIX = env_flag("DARTOOL_SHARED_PREFIX", True)
 SHARED_PREFIX_MIN = int(os.environ.get("DARTOOL_SHARED_PREFIX_MIN", "3") or 3)
 SHARED_PREFIX_MAX_D = 1 << 30
+
+
+# The shared prefixes' partials are stored in the model's compute dtype ("auto": autocast's inside autocast, else the
+# last summary's), so a bf16 model keeps them in bf16: half the bytes of fp32 in the four passes that write or read
+# them or their gradients, with the rounding of any bf16 activation (compiled SiT-XL/2 b128 static c4 1.124 -> 1.099,
+# benchmarks/KERNEL_NOTES.md session 10). DARTOOL_PREFIX_PARTIAL=fp32 keeps them in float32.
+PREFIX_PARTIAL = os.environ.get("DARTOOL_PREFIX_PARTIAL", "auto")
+
+
+def partial_dtype(sources: Sequence[torch.Tensor]) -> torch.dtype:
+    """The dtype of a shared prefix's partials over these summaries (``PREFIX_PARTIAL``)."""
+    if PREFIX_PARTIAL == "fp32":
+        return torch.float32
+    if PREFIX_PARTIAL != "auto":
+        raise ValueError(f"DARTOOL_PREFIX_PARTIAL must be auto or fp32, got {PREFIX_PARTIAL!r}")
+    dev = sources[0].device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return sources[-1].dtype
 
 
 def shares_prefix(D: int, summaries: int, forced: "bool | None" = None) -> bool:

@@ -45,7 +45,7 @@ One pass (D < 1024, or K > 4): ``_prefix_bwd_kernel`` does both per row with the
 thread (two warps per row); several groups run in sequence, each adding to the gradients the earlier ones stored.
 The source loops are software pipelines (``tl.range(num_stages=pipe)``), as in the router kernels.
 
-The partials are stored in the model's compute dtype (bf16 under autocast; ``partial_dtype``;
+The partials are stored in the model's compute dtype (bf16 under autocast; ``dispatch.partial_dtype``;
 ``DARTOOL_PREFIX_PARTIAL=fp32`` keeps float32). Their rounding is that of any bf16 activation: in the float64
 check's bf16 cases the worst error went from 2.7e-3 to 4.4e-3 at D = 768-1152 on an H200, against a tolerance of
 1.6e-2. Each partial is written once and read once, its gradient written once and read twice: bf16 halves all
@@ -751,26 +751,13 @@ router_ln_prefix_fwd.register_autograd(_backward_router, setup_context=_setup_ro
 # --------------------------------------------------------------------------------------------------
 
 
-# The partials' dtype: "auto" = the model's compute dtype (autocast's inside autocast, else the last summary's), so a
-# bf16 model keeps them in bf16 (half the bytes of fp32 in four passes; the rounding is that of any bf16
-# activation; benchmarks/KERNEL_NOTES.md session 10); "fp32" keeps them exact. DARTOOL_PREFIX_PARTIAL.
-PARTIAL = os.environ.get("DARTOOL_PREFIX_PARTIAL", "auto")
-
-
-def partial_dtype(sources: Sequence[Tensor]) -> torch.dtype:
-    if PARTIAL == "fp32":
-        return torch.float32
-    dev = sources[0].device.type
-    if torch.is_autocast_enabled(dev):
-        return torch.get_autocast_dtype(dev)
-    return sources[-1].dtype
-
-
 def shared_prefix(sources: Sequence[Tensor], qs: Tensor, gs: Tensor, eps: float,
                   part_dtype: "torch.dtype | None" = None) -> tuple[list[Tensor], Tensor]:
     """Every router's state over one shared prefix: ([part_k], lam [K, B, T]); differentiable (composed with
     :func:`fused_router_ln_prefix` only, see the module docstring). ``part_dtype``: the partials' (default
-    :func:`partial_dtype`)."""
+    :func:`dartool.kernels.dispatch.partial_dtype`)."""
+    from .dispatch import partial_dtype
+
     pdt = part_dtype or partial_dtype(sources)
     parts, lam, _, _ = prefix_fwd(rt._as_kernel_sources(sources), qs, gs, float(eps), pdt)
     return parts, lam
