@@ -512,22 +512,11 @@ def recompute_check(device: str, interpret: bool) -> dict:
     for the backward (parameters not counted) drop by (at least) one [B, T, D] query per router. Routers whose
     last source is v_prev add dq W into that source's gradient in place (counted: prev_grad_folded)."""
     from ..diffusion import diffusion_loss
-    from ..models import SiT, model_config
     from . import dispatch, router_triton
 
     d, heads, size, depth, bs = (32, 4, 4, 2, 2) if interpret else (384, 6, 16, 4, 4)
-    cfg = model_config("S", 2, input_size=size, routing="dar", query="dynamic", chunk_size=2).replace(
-        depth=depth, hidden_size=d, num_heads=heads)
-    gen = torch.Generator().manual_seed(2)
-    torch.manual_seed(0)
-    model = SiT(cfg).to(device)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen).to(device))
-    x = torch.randn(bs, cfg.in_channels, size, size, generator=gen).to(device)
-    y = torch.randint(0, cfg.num_classes, (bs,), generator=gen).to(device)
-    s = torch.rand(bs, generator=gen).to(device)
-    eps = torch.randn(x.shape, generator=gen).to(device)
+    model, (x, y, s, eps) = _small_model("dynamic", 2, depth, d, heads, size, bs, device,
+                                         torch.Generator().manual_seed(2))
     out, calls = {}, {"fn": 0, "op": 0, "fn_folded": 0, "op_folded": 0}
     # the routers run with or without the following LayerNorm + modulate fused in (dispatch.FUSE_LN; the head too)
     fns = {"plain": (router_triton._FusedDynamicRouterFn, 5), "ln": (router_triton._FusedDynamicRouterLNFn, 9)}

@@ -185,6 +185,19 @@ def _prefix_fwd_kernel(
 
 
 @triton.jit
+def _row_grad_state(lam_ptr, glam_ptr, dp_ptr, dpoff, kk, km, R, row, ok, o1_a, o1_b, m1_a, m1_b,
+                    DB: tl.constexpr):
+    """One row's backward inputs for the program's queries: lam, glam [KP] and dpart [KP, D] per tile (fp32)."""
+    lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)
+    glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
+    dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0).to(tl.float32)
+    dp_b = dp_a
+    if DB > 0:
+        dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0).to(tl.float32)
+    return lam, glam, dp_a, dp_b
+
+
+@triton.jit
 def _pbwd_source(src_ptr, out_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D, eps, scale,
                  DB: tl.constexpr, ACCUM: tl.constexpr):
     """One prefix source: read its row, store its gradient row (dv, the output's dtype; with ACCUM added to the
@@ -243,12 +256,8 @@ def _prefix_bwd_kernel(
         ok = t < T
         row = b * T + t
         o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
-        lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
-        glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
-        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0).to(tl.float32)
-        dp_b = dp_a
-        if DB > 0:
-            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0).to(tl.float32)
+        lam, glam, dp_a, dp_b = _row_grad_state(lam_ptr, glam_ptr, dp_ptr, dpoff, kk, km, R, row, ok,
+                                                o1_a, o1_b, m1_a, m1_b, DB)
         # source 0 (own dtype, own gradient tensor), then the rest through their tables
         du_a, du_b = _pbwd_source(src0_ptr, dv0_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b, lam, glam, D,
                                   eps, scale, DB, ACCUM)
@@ -314,12 +323,8 @@ def _prefix_coef_kernel(
         ok = t < T
         row = b * T + t
         o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
-        lam = tl.load(lam_ptr + kk * R + row, mask=km & ok, other=0.0)            # [KP]
-        glam = tl.load(glam_ptr + kk * R + row, mask=km & ok, other=0.0)
-        dp_a = tl.load(dp_ptr + dpoff[:, None] + o1_a, mask=km[:, None] & m1_a, other=0.0).to(tl.float32)
-        dp_b = dp_a
-        if DB > 0:
-            dp_b = tl.load(dp_ptr + dpoff[:, None] + o1_b, mask=km[:, None] & m1_b, other=0.0).to(tl.float32)
+        lam, glam, dp_a, dp_b = _row_grad_state(lam_ptr, glam_ptr, dp_ptr, dpoff, kk, km, R, row, ok,
+                                                o1_a, o1_b, m1_a, m1_b, DB)
         _coef_source(src0_ptr, 0, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
                      s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB)
         for i in tl.range(1, NP, num_stages=PIPE):
