@@ -281,10 +281,12 @@ def _prefix_bwd_kernel(
 
 
 @triton.jit
-def _coef_source(src_ptr, i, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
-                 s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB: tl.constexpr):
+def _coef_source(src_ptr, i, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS, D,
+                 s_ptr, rinv_ptr, beta_ptr, cw_ptr, cv_ptr, DB: tl.constexpr, CV: tl.constexpr):
     """Pass 1 of the two-pass backward, one source row: its dot products with the group's dpart_k and from them,
-    with the forward's logits and 1 / rms, two coefficients of its gradient: beta_ki and cw_ki = ds_ki rinv_i."""
+    with the forward's logits and 1 / rms, two coefficients of its gradient: beta_ki and cw_ki = ds_ki rinv_i;
+    with CV (all K queries in this program) also the source's own coefficient cv_i = sum_k cw_ki s_ki rinv_i / D,
+    so that pass 2 need not load s and rinv."""
     v_a, v_b = rt._load_row(src_ptr, o1_a, o1_b, m1_a, m1_b, DB)                    # [1, DA], [1, DB]
     a = tl.sum(dp_a * v_a, 1)                                            # [KP]  dpart_k . v_i
     if DB > 0:
@@ -293,17 +295,22 @@ def _coef_source(src_ptr, i, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam
     sk = tl.load(s_ptr + base + kk, mask=km & ok, other=0.0)            # [KP]  s_ki
     rinv = tl.load(rinv_ptr + i * R + row, mask=ok, other=0.0)          # scalar
     beta = tl.exp(sk - lam)
+    cw = beta * (a + glam) * rinv                                        # [KP]  (0 for padding k >= K)
     tl.store(beta_ptr + base + kk, beta, mask=km & ok)
-    tl.store(cw_ptr + base + kk, beta * (a + glam) * rinv, mask=km & ok)
+    tl.store(cw_ptr + base + kk, cw, mask=km & ok)
+    if CV:
+        one = tl.arange(0, 1)
+        cv = tl.sum(cw * sk, 0) * rinv / D
+        tl.store(cv_ptr + i * R + row + one, cv + tl.zeros([1], tl.float32), mask=ok)
 
 
 @triton.jit(do_not_specialize=["NP"])
 def _prefix_coef_kernel(
     src0_ptr, rest_ptr, tab_ptr, NP,
-    lam_ptr, dp_ptr, dptab_ptr, glam_ptr, s_ptr, rinv_ptr, beta_ptr, cw_ptr, KS,
+    lam_ptr, dp_ptr, dptab_ptr, glam_ptr, s_ptr, rinv_ptr, beta_ptr, cw_ptr, cv_ptr, KS,
     T, K, NG,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
-    ALIGN: tl.constexpr, PALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
+    ALIGN: tl.constexpr, PALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr, CV: tl.constexpr,
 ):
     """Pass 1: per row, a group's KP partial gradients held, one read of each prefix source -> the per-source
     scalars. The NG group programs of a row block are adjacent in the launch (later ones read from L2)."""
@@ -325,41 +332,47 @@ def _prefix_coef_kernel(
         o1_a, o1_b, m1_a, m1_b = _row_offsets(row, ok, c_a, c_b, D, VEC4)
         lam, glam, dp_a, dp_b = _row_grad_state(lam_ptr, glam_ptr, dp_ptr, dpoff, kk, km, R, row, ok,
                                                 o1_a, o1_b, m1_a, m1_b, DB)
-        _coef_source(src0_ptr, 0, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
-                     s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB)
+        _coef_source(src0_ptr, 0, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS, D,
+                     s_ptr, rinv_ptr, beta_ptr, cw_ptr, cv_ptr, DB, CV)
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
-            _coef_source(p, i, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS,
-                         s_ptr, rinv_ptr, beta_ptr, cw_ptr, DB)
+            _coef_source(p, i, row, R, ok, o1_a, o1_b, m1_a, m1_b, dp_a, dp_b, lam, glam, kk, km, KS, D,
+                         s_ptr, rinv_ptr, beta_ptr, cw_ptr, cv_ptr, DB, CV)
 
 
 @triton.jit
-def _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, k, K, dp, w, v, dv, cvs, u):
+def _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, k, K, dp, w, v, dv, cvs, u, CV: tl.constexpr):
     """Query k's share of one source's gradient over a [RB, CT] block: dv += beta_k dpart_k + cw_k w_k, the
-    sum_k cw_k s_k of cv, and u_k += cw_k v (rows summed after the source loop)."""
+    sum_k cw_k s_k of cv (unless pass 1 wrote cv: CV), and u_k += cw_k v (rows summed after the source loop)."""
     mk = ok & (k < K)
     beta = tl.load(beta_ptr + base + k, mask=mk, other=0.0)                          # [RB]
     cw = tl.load(cw_ptr + base + k, mask=mk, other=0.0)
-    sk = tl.load(s_ptr + base + k, mask=mk, other=0.0)
-    return dv + beta[:, None] * dp + cw[:, None] * w[None, :], cvs + cw * sk, u + cw[:, None] * v
+    if not CV:
+        sk = tl.load(s_ptr + base + k, mask=mk, other=0.0)
+        cvs += cw * sk
+    return dv + beta[:, None] * dp.to(tl.float32) + cw[:, None] * w[None, :], cvs, u + cw[:, None] * v
 
 
 @triton.jit
 def _grad_source(src_ptr, out_ptr, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3, u0, u1, u2, u3,
-                 K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP: tl.constexpr):
+                 K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, cv_ptr, D, KP: tl.constexpr, CV: tl.constexpr):
     """Pass 2, one source over a [RB, CT] block: store dv = sum_k (beta_k dpart_k + cw_k w_k) - cv v with
-    cv = sum_k cw_k s_k rinv / D, and add cw_k v to the query-gradient accumulators (KP <= 4 queries, unrolled)."""
+    cv = sum_k cw_k s_k rinv / D (pass 1's when CV), and add cw_k v to the query-gradient accumulators (KP <= 4
+    queries, unrolled)."""
     v = tl.load(src_ptr + o, mask=m, other=0.0).to(tl.float32)                       # [RB, CT]
     base = (i * R + row) * KS                                                        # [RB]
     zero = tl.zeros_like(ok.to(tl.float32))
-    dv, cvs, u0 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 0, K, dp0, w0, v, v * 0.0, zero, u0)
+    dv, cvs, u0 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 0, K, dp0, w0, v, v * 0.0, zero, u0, CV)
     if KP > 1:
-        dv, cvs, u1 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 1, K, dp1, w1, v, dv, cvs, u1)
+        dv, cvs, u1 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 1, K, dp1, w1, v, dv, cvs, u1, CV)
     if KP > 2:
-        dv, cvs, u2 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 2, K, dp2, w2, v, dv, cvs, u2)
-        dv, cvs, u3 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 3, K, dp3, w3, v, dv, cvs, u3)
-    rinv = tl.load(rinv_ptr + i * R + row, mask=ok, other=0.0)                      # [RB]
-    dv -= (cvs * rinv / D)[:, None] * v
+        dv, cvs, u2 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 2, K, dp2, w2, v, dv, cvs, u2, CV)
+        dv, cvs, u3 = _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, 3, K, dp3, w3, v, dv, cvs, u3, CV)
+    if CV:
+        cv = tl.load(cv_ptr + i * R + row, mask=ok, other=0.0)                      # [RB]
+    else:
+        cv = cvs * tl.load(rinv_ptr + i * R + row, mask=ok, other=0.0) / D
+    dv -= cv[:, None] * v
     tl.store(out_ptr + o, dv.to(out_ptr.dtype.element_ty), mask=m)
     return u0, u1, u2, u3
 
@@ -374,10 +387,14 @@ def _grad_w(q_ptr, q_sb, g_ptr, b, k, K, c, cmask, D, scale):
 
 
 @triton.jit
-def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m, PALIGN: tl.constexpr):
-    """dpart_k over a [RB, CT] block (zero for k >= K)."""
+def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m, PALIGN: tl.constexpr, DPLOW: tl.constexpr):
+    """dpart_k over a [RB, CT] block (zero for k >= K): fp32, or with DPLOW held in the partials' dtype (fewer
+    registers; converted where used)."""
     off = (tl.load(dptab_ptr + k, mask=k < K, other=0) // PALIGN) * PALIGN
-    return tl.load(dp_ptr + off + o, mask=m & (k < K), other=0.0).to(tl.float32)
+    dp = tl.load(dp_ptr + off + o, mask=m & (k < K), other=0.0)
+    if not DPLOW:
+        dp = dp.to(tl.float32)
+    return dp
 
 
 @triton.jit
@@ -388,10 +405,11 @@ def _grad_u(part_ptr, b, n_rb, rb, k, K, c, cmask, D, u, scale):
 @triton.jit(do_not_specialize=["NP"])
 def _prefix_grad_kernel(
     src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, NP,
-    q_ptr, q_sb, g_ptr, dp_ptr, dptab_ptr, beta_ptr, cw_ptr, s_ptr, rinv_ptr, part_ptr, KS,
+    q_ptr, q_sb, g_ptr, dp_ptr, dptab_ptr, beta_ptr, cw_ptr, s_ptr, rinv_ptr, cv_ptr, part_ptr, KS,
     T, K, NCT, n_rb, scale,
     D: tl.constexpr, KP: tl.constexpr, CT: tl.constexpr, RB: tl.constexpr, ROWS: tl.constexpr,
     ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
+    CV: tl.constexpr, DPLOW: tl.constexpr,
 ):
     """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
     scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D]). KP <= 4, the queries
@@ -422,22 +440,22 @@ def _prefix_grad_kernel(
         row = b * T + t                                                              # [RB]
         o = row[:, None] * D + c[None, :]                                            # [RB, CT]
         m = ok[:, None] & cmask[None, :]
-        dp0 = _grad_dp(dp_ptr, dptab_ptr, 0, K, o, m, PALIGN)
+        dp0 = _grad_dp(dp_ptr, dptab_ptr, 0, K, o, m, PALIGN, DPLOW)
         dp1 = dp0
         dp2 = dp0
         dp3 = dp0
         if KP > 1:
-            dp1 = _grad_dp(dp_ptr, dptab_ptr, 1, K, o, m, PALIGN)
+            dp1 = _grad_dp(dp_ptr, dptab_ptr, 1, K, o, m, PALIGN, DPLOW)
         if KP > 2:
-            dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m, PALIGN)
-            dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m, PALIGN)
+            dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m, PALIGN, DPLOW)
+            dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m, PALIGN, DPLOW)
         u0, u1, u2, u3 = _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
-                                      u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
+                                      u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, cv_ptr, D, KP, CV)
         for i in tl.range(1, NP, num_stages=PIPE):
             p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
             po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
             u0, u1, u2, u3 = _grad_source(p, po, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
-                                          u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, D, KP)
+                                          u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, cv_ptr, D, KP, CV)
     _grad_u(part_ptr, b, n_rb, rb, 0, K, c, cmask, D, u0, scale)
     if KP > 1:
         _grad_u(part_ptr, b, n_rb, rb, 1, K, c, cmask, D, u1, scale)
@@ -481,15 +499,21 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
     return cfg
 
 
+# pass 2's keys: rows per program, rows per block, columns per tile, warps, pipeline depth, cv (pass 1 writes each
+# source's own coefficient when it holds all K queries, so pass 2 loads neither the logits nor 1 / rms), dplow (the
+# partial gradients held in their stored dtype, converted where used)
+_GRAD_KEYS = ("rows", "rb", "ct", "num_warps", "pipe", "cv", "dplow")
+
+
 def grad_config(D: int = 768) -> dict:
     """Pass 2 of the two-pass backward (elementwise over column tiles): rows per program, rows per block, columns
-    per tile, warps, pipeline depth; DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe". Chosen at SiT-XL/2 b128, P = 14,
+    per tile, warps, pipeline depth, cv, dplow (_GRAD_KEYS); DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,cv[,dplow]]". Chosen at SiT-XL/2 b128, P = 14,
     bf16 partials (H200, 2026-11-26, benchmarks/results/s10_margin_XL-*.json): 1.14 ms against 1.26 ms with
     256-column tiles; re-reading w per source instead of holding it was 60 % slower (s10_grad_XL)."""
-    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=3)
+    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=3, cv=1, dplow=0)
     raw = os.environ.get("DARTOOL_PREFIX_GRAD")
     if raw:
-        cfg.update(zip(("rows", "rb", "ct", "num_warps", "pipe"), (int(x) for x in raw.split(","))))
+        cfg.update(zip(_GRAD_KEYS, (int(x) for x in raw.split(","))))
     cfg.update(OVERRIDES.get("grad", {}))
     return cfg
 
@@ -599,21 +623,22 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     if cfg.get("passes", 1) == 2 and K <= 4:   # (the second pass unrolls up to 4 queries)
         # pass 1: per-source scalars (beta, cw) [P, B, T, KS]; pass 2: the gradients, elementwise over column tiles
         KS = logits.shape[-1]
+        gc = grad_config(D)
+        CV = bool(gc["cv"]) and NG == 1           # pass 1 sees every query of a row: it can sum cv itself
         beta = rt._empty(logits.shape, torch.float32, dev)
         cw = rt._empty(logits.shape, torch.float32, dev)
+        cv = rt._empty(rinv.shape, torch.float32, dev) if CV else rinv
         _prefix_coef_kernel[(NG * triton.cdiv(T, cfg["rows"]), B)](
-            src0, base, tab, NP, lam, dps[0], dptab, glam, logits, rinv, beta, cw, KS, T, K, NG,
+            src0, base, tab, NP, lam, dps[0], dptab, glam, logits, rinv, beta, cw, cv, KS, T, K, NG,
             D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, PIPE=cfg["pipe"],
-            VEC4=cfg["vec4"], num_warps=cfg["num_warps"], num_stages=1)
-        gc = grad_config(D)
+            VEC4=cfg["vec4"], CV=CV, num_warps=cfg["num_warps"], num_stages=1)
         n_rb, NCT = triton.cdiv(T, gc["rows"]), triton.cdiv(D, gc["ct"])
         part = rt._empty((B, n_rb, K, D), torch.float32, dev)
         _prefix_grad_kernel[(n_rb * NCT, B)](
             src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), dps[0], dptab, beta, cw, logits,
-            rinv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
+            rinv, cv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
             D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, OALIGN=OALIGN,
-            PIPE=gc["pipe"],
-            num_warps=gc["num_warps"], num_stages=1)
+            PIPE=gc["pipe"], CV=CV, DPLOW=bool(gc["dplow"]), num_warps=gc["num_warps"], num_stages=1)
     else:
         n_tprog = triton.cdiv(T, cfg["rows"])
         part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
