@@ -404,8 +404,7 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                   ("prefix-p16", 2, 5, 40, 3, 3, "static", bf, dict(passes=2, partial=bf)),
                   ("prefix-2pass-s", 2, 6, 24, 4, 2, "static", f32,
                    dict(passes=2, grad=dict(rows=4, rb=2, ct=8, num_warps=1, pipe=2))),
-                  ("prefix-2pass-nocv-lo", 2, 5, 40, 3, 3, "static", bf,
-                   dict(passes=2, partial=bf, grad=dict(cv=0, dplow=1)))]
+                  ("prefix-2pass-nocv", 2, 5, 40, 3, 3, "static", bf, dict(passes=2, partial=bf, grad=dict(cv=0)))]
     else:
         shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf, {}),
                   ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf, {}),
@@ -416,7 +415,8 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                   ("prefix-b-p32", 2, 64, 768, 6, 4, "static", bf, dict(partial=torch.float32)),
                   ("prefix-xl-t-2pass", 2, 64, 1152, 5, 3, "static_t", bf, two),
                   ("prefix-xl-2pass-nocv", 2, 100, 1152, 14, 4, "static", bf, dict(passes=2, grad=dict(cv=0))),
-                  ("prefix-xl-2pass-dplow", 2, 100, 1152, 14, 4, "static_t", bf, dict(passes=2, grad=dict(dplow=1))),
+                  ("prefix-xl-t-2pass-g", 2, 100, 1152, 14, 4, "static_t", bf,
+                   dict(passes=2, grad=dict(rows=16, rb=4, ct=128, num_warps=2))),
                   ("prefix-b", 3, 255, 768, 6, 4, "static", bf, {}),
                   ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf, {}),
                   ("prefix-b-2pass", 3, 255, 768, 6, 4, "static", bf, two),

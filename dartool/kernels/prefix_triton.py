@@ -350,7 +350,7 @@ def _grad_k(beta_ptr, cw_ptr, s_ptr, base, ok, k, K, dp, w, v, dv, cvs, u, CV: t
     if not CV:
         sk = tl.load(s_ptr + base + k, mask=mk, other=0.0)
         cvs += cw * sk
-    return dv + beta[:, None] * dp.to(tl.float32) + cw[:, None] * w[None, :], cvs, u + cw[:, None] * v
+    return dv + beta[:, None] * dp + cw[:, None] * w[None, :], cvs, u + cw[:, None] * v
 
 
 @triton.jit
@@ -387,14 +387,10 @@ def _grad_w(q_ptr, q_sb, g_ptr, b, k, K, c, cmask, D, scale):
 
 
 @triton.jit
-def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m, PALIGN: tl.constexpr, DPLOW: tl.constexpr):
-    """dpart_k over a [RB, CT] block (zero for k >= K): fp32, or with DPLOW held in the partials' dtype (fewer
-    registers; converted where used)."""
+def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m, PALIGN: tl.constexpr):
+    """dpart_k over a [RB, CT] block (zero for k >= K)."""
     off = (tl.load(dptab_ptr + k, mask=k < K, other=0) // PALIGN) * PALIGN
-    dp = tl.load(dp_ptr + off + o, mask=m & (k < K), other=0.0)
-    if not DPLOW:
-        dp = dp.to(tl.float32)
-    return dp
+    return tl.load(dp_ptr + off + o, mask=m & (k < K), other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -409,7 +405,7 @@ def _prefix_grad_kernel(
     T, K, NCT, n_rb, scale,
     D: tl.constexpr, KP: tl.constexpr, CT: tl.constexpr, RB: tl.constexpr, ROWS: tl.constexpr,
     ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
-    CV: tl.constexpr, DPLOW: tl.constexpr,
+    CV: tl.constexpr,
 ):
     """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
     scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D]). KP <= 4, the queries
@@ -440,15 +436,15 @@ def _prefix_grad_kernel(
         row = b * T + t                                                              # [RB]
         o = row[:, None] * D + c[None, :]                                            # [RB, CT]
         m = ok[:, None] & cmask[None, :]
-        dp0 = _grad_dp(dp_ptr, dptab_ptr, 0, K, o, m, PALIGN, DPLOW)
+        dp0 = _grad_dp(dp_ptr, dptab_ptr, 0, K, o, m, PALIGN)
         dp1 = dp0
         dp2 = dp0
         dp3 = dp0
         if KP > 1:
-            dp1 = _grad_dp(dp_ptr, dptab_ptr, 1, K, o, m, PALIGN, DPLOW)
+            dp1 = _grad_dp(dp_ptr, dptab_ptr, 1, K, o, m, PALIGN)
         if KP > 2:
-            dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m, PALIGN, DPLOW)
-            dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m, PALIGN, DPLOW)
+            dp2 = _grad_dp(dp_ptr, dptab_ptr, 2, K, o, m, PALIGN)
+            dp3 = _grad_dp(dp_ptr, dptab_ptr, 3, K, o, m, PALIGN)
         u0, u1, u2, u3 = _grad_source(src0_ptr, dv0_ptr, 0, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
                                       u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, cv_ptr, D, KP, CV)
         for i in tl.range(1, NP, num_stages=PIPE):
@@ -500,17 +496,16 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
 
 
 # pass 2's keys: rows per program, rows per block, columns per tile, warps, pipeline depth, cv (pass 1 writes each
-# source's own coefficient when it holds all K queries, so pass 2 loads neither the logits nor 1 / rms), dplow (the
-# partial gradients held in their stored dtype, converted where used)
-_GRAD_KEYS = ("rows", "rb", "ct", "num_warps", "pipe", "cv", "dplow")
+# source's own coefficient when it holds all K queries, so pass 2 loads neither the logits nor 1 / rms)
+_GRAD_KEYS = ("rows", "rb", "ct", "num_warps", "pipe", "cv")
 
 
 def grad_config(D: int = 768) -> dict:
     """Pass 2 of the two-pass backward (elementwise over column tiles): rows per program, rows per block, columns
-    per tile, warps, pipeline depth, cv, dplow (_GRAD_KEYS); DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,cv[,dplow]]". Chosen at SiT-XL/2 b128, P = 14,
+    per tile, warps, pipeline depth, cv (_GRAD_KEYS); DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,cv]". Chosen at SiT-XL/2 b128, P = 14,
     bf16 partials (H200, 2026-11-26, benchmarks/results/s10_margin_XL-*.json): 1.14 ms against 1.26 ms with
     256-column tiles; re-reading w per source instead of holding it was 60 % slower (s10_grad_XL)."""
-    cfg = dict(rows=16, rb=4, ct=128, num_warps=2, pipe=3, cv=1, dplow=0)
+    cfg = dict(rows=16, rb=2, ct=128, num_warps=1, pipe=3, cv=1)
     raw = os.environ.get("DARTOOL_PREFIX_GRAD")
     if raw:
         cfg.update(zip(_GRAD_KEYS, (int(x) for x in raw.split(","))))
@@ -638,7 +633,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
             src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), dps[0], dptab, beta, cw, logits,
             rinv, cv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
             D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, OALIGN=OALIGN,
-            PIPE=gc["pipe"], CV=CV, DPLOW=bool(gc["dplow"]), num_warps=gc["num_warps"], num_stages=1)
+            PIPE=gc["pipe"], CV=CV, num_warps=gc["num_warps"], num_stages=1)
     else:
         n_tprog = triton.cdiv(T, cfg["rows"])
         part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
