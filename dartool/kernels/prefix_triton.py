@@ -480,8 +480,8 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
     b128, P = 14): forward in groups of two queries, 0.80 ms against 1.18 ms for all four in one program with two
     warps (and 1.40 ms for the four routers' own passes); two-pass backward 2.2 ms against 2.8 ms one-pass in groups
     of two and 4.0 ms + the gradient sums for the routers' own passes."""
-    if D < 1024:
-        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, group=0, passes=1)
+    if D < 1024 and not backward:
+        cfg = dict(rows=8, num_warps=1, pipe=3, vec4=1, group=0, passes=1)
     elif backward:   # session 10: the two-pass backward, pass 1 with the K partial gradients in one program
         cfg = dict(rows=4, num_warps=1, pipe=3, vec4=1, group=4, passes=2)
     else:            # session 10: groups of two queries, adjacent in the launch (the second reads from L2)
@@ -528,6 +528,11 @@ def configured(**keys):
         yield
     finally:
         OVERRIDES = old
+
+
+def _forced() -> bool:
+    """Whether a launch configuration is forced (environment or ``configured``): then it is used as given."""
+    return bool(os.environ.get("DARTOOL_PREFIX_CONFIG")) or any(k in OVERRIDES for k in _KEYS)
 
 
 def _groups(cfg: dict, K: int) -> tuple[int, int]:
@@ -613,6 +618,8 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     lam, glam = lam.contiguous(), glam.float().contiguous()
     ALIGN, OALIGN = max(1, 16 // base.element_size()), max(1, 16 // obase.element_size())
     cfg = prefix_config(D, backward=True)
+    if cfg.get("passes", 1) == 2 and K > 4 and D < 1024 and not _forced():
+        cfg = dict(cfg, rows=8, num_warps=2, group=0)     # the one-pass backward's own configuration at this width
     KP, NG = _groups(cfg, K)
     DA, DB = rt._tiles(D, True)
     if cfg.get("passes", 1) == 2 and K <= 4:   # (the second pass unrolls up to 4 queries)

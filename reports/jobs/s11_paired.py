@@ -1,7 +1,7 @@
 """Session 11: one compiled DAR model timed under several kernel configurations (environment variables read at
 each kernel call), paired against the residual in interleaved rounds.
 
-    python3 reports/jobs/s11_paired.py SIZE BATCH NAME ROUNDS QUERY LABEL=VAR:VAL,VAR:VAL ...
+    python3 reports/jobs/s11_paired.py SIZE BATCH NAME ROUNDS QUERY LABEL=VAR:VAL|VAR:VAL ...
 
 Builds the residual model and one DAR c4 model (shared prefixes on) of the QUERY kind, compiles both, then per round
 (order rotating) times 5 queued steps of the residual and of the DAR model under each labelled environment, medians.
@@ -22,7 +22,7 @@ size, batch, name, rounds, query = sys.argv[1], int(sys.argv[2]), sys.argv[3], i
 variants = {}
 for spec in sys.argv[6:]:
     label, _, env = spec.partition("=")
-    variants[label] = dict(kv.split(":", 1) for kv in env.split(",") if kv)
+    variants[label] = dict(kv.split(":", 1) for kv in env.split("|") if kv)
 t0 = time.time()
 
 
