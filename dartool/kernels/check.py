@@ -420,7 +420,7 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                    dict(passes=2, grad=dict(rows=16, rb=4, ct=128, num_warps=2))),
                   ("prefix-b", 3, 255, 768, 6, 4, "static", bf, {}),
                   ("prefix-b-t", 2, 64, 768, 4, 3, "static_t", bf, {}),
-                  ("prefix-b-1pass", 3, 255, 768, 6, 4, "static", bf, dict(passes=1, rows=8, num_warps=2, group=0)),
+                  ("prefix-b-2pass", 3, 255, 768, 6, 4, "static", bf, two),
                   ("prefix-xl-1pass-g2", 2, 64, 1152, 6, 4, "static_t", bf, dict(passes=1, group=2)),
                   ("prefix-f32", 2, 33, 384, 5, 2, "static", f32, {}),
                   ("prefix-f32-g2", 2, 33, 384, 5, 3, "static", f32, g2),

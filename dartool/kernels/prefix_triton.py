@@ -479,9 +479,11 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
     (75 % of its floor), one-pass backward with two warps (1.59 ms against 1.83 ms two-pass, fp32 partials). D = 1152 (SiT-XL/2
     b128, P = 14): forward in groups of two queries, 0.80 ms against 1.18 ms for all four in one program with two
     warps (and 1.40 ms for the four routers' own passes); two-pass backward 2.2 ms against 2.8 ms one-pass in groups
-    of two and 4.0 ms + the gradient sums for the routers' own passes."""
-    if D < 1024 and not backward:
-        cfg = dict(rows=8, num_warps=1, pipe=3, vec4=1, group=0, passes=1)
+    of two and 4.0 ms + the gradient sums for the routers' own passes. Session 11 (kernel times, bf16 partials):
+    at D = 768, P = 6 two passes took 1.08 ms against 1.26 ms one-pass alone, yet the compiled B/2 b256 step paired
+    ran 1.080 with them against 1.065 without (4 rounds), so D = 768 keeps the one-pass backward."""
+    if D < 1024:     # session 11: two passes here too were faster alone, not in the compiled B/2 step (1.080 vs 1.065)
+        cfg = dict(rows=8, num_warps=2 if backward else 1, pipe=3, vec4=1, group=0, passes=1)
     elif backward:   # session 10: the two-pass backward, pass 1 with the K partial gradients in one program
         cfg = dict(rows=4, num_warps=1, pipe=3, vec4=1, group=4, passes=2)
     else:            # session 10: groups of two queries, adjacent in the launch (the second reads from L2)
@@ -502,9 +504,11 @@ _GRAD_KEYS = ("rows", "rb", "ct", "num_warps", "pipe", "cv")
 
 def grad_config(D: int = 768) -> dict:
     """Pass 2 of the two-pass backward (elementwise over column tiles): rows per program, rows per block, columns
-    per tile, warps, pipeline depth, cv (_GRAD_KEYS); DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,cv]". Chosen at SiT-XL/2 b128, P = 14,
-    bf16 partials (H200, 2026-11-26, benchmarks/results/s10_margin_XL-*.json): 1.14 ms against 1.26 ms with
-    256-column tiles; re-reading w per source instead of holding it was 60 % slower (s10_grad_XL)."""
+    per tile, warps, pipeline depth, cv (_GRAD_KEYS); DARTOOL_PREFIX_GRAD="rows,rb,ct,warps,pipe[,cv]". Chosen
+    at SiT-XL/2 b128, P = 14, bf16 partials (H200, 2026-11-26, benchmarks/results/s11_p3_XL-*.json): 0.93 ms
+    (2-row blocks, one warp, cv from pass 1) against 1.15 ms for session 10's 4-row blocks on two warps without it
+    (P = 3: 0.32 / 0.44, P = 6: 0.49 / 0.62); 1-row blocks or 64-column tiles 1.44-1.47 ms; re-reading w per source
+    instead of holding it was 60 % slower (s10_grad_XL)."""
     cfg = dict(rows=16, rb=2, ct=128, num_warps=1, pipe=3, cv=1)
     raw = os.environ.get("DARTOOL_PREFIX_GRAD")
     if raw:
@@ -528,11 +532,6 @@ def configured(**keys):
         yield
     finally:
         OVERRIDES = old
-
-
-def _forced() -> bool:
-    """Whether a launch configuration is forced (environment or ``configured``): then it is used as given."""
-    return bool(os.environ.get("DARTOOL_PREFIX_CONFIG")) or any(k in OVERRIDES for k in _KEYS)
 
 
 def _groups(cfg: dict, K: int) -> tuple[int, int]:
@@ -618,8 +617,6 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     lam, glam = lam.contiguous(), glam.float().contiguous()
     ALIGN, OALIGN = max(1, 16 // base.element_size()), max(1, 16 // obase.element_size())
     cfg = prefix_config(D, backward=True)
-    if cfg.get("passes", 1) == 2 and K > 4 and D < 1024 and not _forced():
-        cfg = dict(cfg, rows=8, num_warps=2, group=0)     # the one-pass backward's own configuration at this width
     KP, NG = _groups(cfg, K)
     DA, DB = rt._tiles(D, True)
     if cfg.get("passes", 1) == 2 and K <= 4:   # (the second pass unrolls up to 4 queries)
