@@ -36,10 +36,11 @@ every logit s_ki and 1 / rms_i (fp32 scalars per row, [P, B, T, KS] and [P, B, T
 Backward, two passes (D >= 1024; ``passes``):
 
 1. ``_prefix_coef_kernel``, per row, the K dpart_k held: one read of each prefix source gives dpart_k . v_i,
-   hence beta_ki and cw_ki = ds_ki rinv_i (scalars, [P, B, T, KS]).
-2. ``_prefix_grad_kernel``, elementwise over [rows, 128-column] blocks: dv_i = sum_k beta_ki dpart_k + cw_ki w_k -
-   cv_i v_i with cv_i = sum_k cw_ki s_ki rinv_i / D, and the query gradients' partial sums. No reductions across
-   threads in its source loop (the K <= 4 queries unrolled).
+   hence beta_ki and cw_ki = ds_ki rinv_i (scalars, [P, B, T, KS]) and, when the program holds all K queries,
+   cv_i = sum_k cw_ki s_ki rinv_i / D ([P, B, T]; ``grad_config`` key ``cv``).
+2. ``_prefix_grad_kernel``, elementwise over [2-row, 128-column] blocks: dv_i = sum_k beta_ki dpart_k + cw_ki w_k -
+   cv_i v_i (cv_i from pass 1, or summed here from the logits and 1 / rms), and the query gradients' partial
+   sums. No reductions across threads in its source loop (the K <= 4 queries unrolled).
 
 One pass (D < 1024, or K > 4): ``_prefix_bwd_kernel`` does both per row with the queries of a group in each
 thread (two warps per row); several groups run in sequence, each adding to the gradients the earlier ones stored.
