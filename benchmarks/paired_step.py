@@ -9,6 +9,9 @@ and the DAR step in alternating rounds and reports every round's ratio, the medi
     PYTHONPATH=$PWD python3 benchmarks/paired_step.py --size B --batch 256 --query static --compiled \
         --rounds 8 --out /tmp/paired
     # several DAR models against one residual (compiled once), e.g. --query static --query dynamic
+    # one DAR model under several kernel configurations (environment variables, read at each kernel call):
+    PYTHONPATH=$PWD python3 benchmarks/paired_step.py --size XL --batch 128 --compiled --rounds 4 \
+        --env "old=DARTOOL_PREFIX_GRAD:16,4,128,2,3,0" --env "new=" --out /tmp/paired
 
 Needs CUDA for real numbers; on CPU it runs (slowly) for a smoke test.
 """
@@ -30,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compiled", action="store_true", help="torch.compile every model")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=5, help="steps per model and round (their median is the round's)")
+    ap.add_argument("--env", action="append", metavar="LABEL=VAR:VALUE|VAR:VALUE",
+                    help="time each DAR model once more per label with these environment variables set around its "
+                         "steps (repeatable; 'LABEL=' for the environment as it is)")
     ap.add_argument("--out", required=True, help="a folder: paired_step-CARD-DATE.json and .md are written there")
     a = ap.parse_args(argv)
     import torch
@@ -40,17 +46,24 @@ def main(argv=None) -> int:
     if a.rounds < 1 or a.steps < 1:
         ap.error("--rounds and --steps must be at least 1")
     queries = list(dict.fromkeys(a.query or ["static"]))
+    envs = None
+    for spec in a.env or []:
+        label, eq, rest = spec.partition("=")
+        pairs = [kv.partition(":") for kv in rest.split("|") if kv]
+        if not eq or not label or any(not k or not c for k, c, _ in pairs):
+            ap.error(f"--env {spec!r}: write LABEL=VAR:VALUE|VAR:VALUE (or LABEL= for no change)")
+        envs = {**(envs or {}), label: {k: v for k, _, v in pairs}}
     env = env_info()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         print("no CUDA device: timing the PyTorch reference on the CPU (a smoke test, not a measurement)")
     variants = [("dar", q, a.chunk, True) for q in queries]
-    if len(variants) == 1:
+    if len(variants) == 1 and not envs:
         res = [bench.paired_step_bench(a.size, a.batch, variants[0], a.compiled, rounds=a.rounds, steps=a.steps,
                                        device=device)]
     else:
         res = bench.paired_steps_bench(a.size, a.batch, variants, a.compiled, rounds=a.rounds, steps=a.steps,
-                                       device=device)
+                                       device=device, envs=envs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"paired_step-{str(env.get('card', device)).replace(' ', '-')}-{env['date'][:16].replace(' ', '-').replace(':', '')}"

@@ -21,6 +21,7 @@ torch + triton); :func:`bench_command` is the typer verb.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import json
@@ -510,6 +511,22 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
     return rows
 
 
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """These environment variables set inside the block (read per call by the kernels' launch configurations,
+    e.g. DARTOOL_PREFIX_GRAD), the caller's values restored after it."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool], compiled: bool,
                       rounds: int = 6, steps: int = 5, warmup: int = 3, device: str = "cuda",
                       overrides: dict | None = None) -> dict:
@@ -521,7 +538,7 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
 
 def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                        rounds: int = 6, steps: int = 5, warmup: int = 3, device: str = "cuda",
-                       overrides: dict | None = None) -> list[dict]:
+                       overrides: dict | None = None, envs: dict[str, dict[str, str]] | None = None) -> list[dict]:
     """DAR / residual step-time ratios measured in interleaved rounds, the residual and every DAR variant alive
     in one process.
 
@@ -531,7 +548,10 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     rotates by one model per round; with one DAR variant: ABBA), and each DAR variant's ratio is taken against
     the residual of the same round; every round's ratio is kept, with their median, min and max. Peak memory is
     not attributable with all models resident: use train_step_bench. variants: (routing, query, chunk, fused)
-    of each DAR model. ``overrides``: config fields (small test models). Returns one result per variant."""
+    of each DAR model. ``overrides``: config fields (small test models). ``envs``: label -> environment
+    variables; each DAR model is then timed once per label with those set around its steps (one compiled model,
+    several kernel launch configurations: an A/B of kernel code paths in one process), as variant
+    "NAME [label]". Returns one result per variant (and label)."""
     from .kernels import dispatch
     from .models import SiT, model_config
 
@@ -569,18 +589,22 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     names = [_variant_name(v) for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"paired_steps_bench: variants repeat: {names}")
-    fused_of = {"residual": variants[0][3], **{n: v[3] for n, v in zip(names, variants)}}
-    models: dict[str, Any] = {}
+    # what is timed: name -> (step, fused, environment); a DAR model appears once per envs label
+    models: dict[str, tuple[Any, bool, dict[str, str]]] = {}
     with dispatch.fused(variants[0][3]):
-        models["residual"] = runner("residual", variants[0][1], variants[0][2])
+        models["residual"] = (runner("residual", variants[0][1], variants[0][2]), variants[0][3], {})
     for n, (routing, query, chunk, fused) in zip(names, variants):
         with dispatch.fused(fused):
-            models[n] = runner(routing, query, chunk)
+            step = runner(routing, query, chunk)
+        for label, env in (envs or {"": {}}).items():
+            models[f"{n} [{label}]" if envs else n] = (step, fused, env)
+    names = [k for k in models if k != "residual"]
     order0 = list(models)
-    for k in order0:                  # compile and warm every model before any timing
-        with dispatch.fused(fused_of[k]):
+    for k in order0:                  # compile and warm every model (and configuration) before any timing
+        step, fused, env = models[k]
+        with dispatch.fused(fused), _environ(env):
             for i in range(warmup):
-                models[k](i)
+                step(i)
     if cuda:
         torch.cuda.synchronize()
     per_round = []
@@ -588,8 +612,9 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
         order = order0[r % len(order0):] + order0[:r % len(order0)]
         t = {}
         for k in order:
-            with dispatch.fused(fused_of[k]):
-                t[k] = block(models[k])
+            step, fused, env = models[k]
+            with dispatch.fused(fused), _environ(env):
+                t[k] = block(step)
         per_round.append(t)
     graphs = int(torch._dynamo.utils.counters["stats"].get("unique_graphs", 0)) if compiled else None
     results = []
@@ -601,6 +626,8 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
                                    ratio_median=median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
                                    residual_ms=median([x["residual_ms"] for x in rr]),
                                    dar_ms=median([x["dar_ms"] for x in rr]))
+        if envs:
+            out["env"] = models[n][2]
         if graphs is not None:   # one graph per model (a recompile for each further model's guards), no more
             out["dynamo_graphs"] = graphs
         log(f"  paired {out['model']} b{batch} {n} {'compiled' if compiled else 'eager'}: ratio "

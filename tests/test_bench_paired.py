@@ -76,6 +76,55 @@ def test_paired_step_script_several_queries(tmp_path, monkeypatch):
     assert "DAR dynamic c2: median ratio" in md and md.count("\n| ") == 3
 
 
+def test_one_model_timed_under_several_environments(monkeypatch):
+    """envs: one DAR model timed once per label with that label's variables set around its steps (and only
+    there: the residual sees none, the caller's environment comes back); the round's residual is shared."""
+    import os
+
+    import dartool.bench as bench
+
+    seen = []
+    monkeypatch.setenv("DARTOOL_TEST_KNOB", "caller")
+
+    def fake_train_step(model, cfg, batch, compiled, device="cuda"):
+        kind = cfg.routing
+        return (lambda i: seen.append((kind, os.environ.get("DARTOOL_TEST_KNOB")))), None
+
+    monkeypatch.setattr(bench, "_train_step", fake_train_step)
+    res = bench.paired_steps_bench("S", 2, [("dar", "static", 2, True)], compiled=False, rounds=2, steps=1,
+                                   warmup=1, device="cpu", overrides=TINY,
+                                   envs={"a": {"DARTOOL_TEST_KNOB": "1"}, "b": {"DARTOOL_TEST_KNOB": "2"}})
+    assert [r["variant"] for r in res] == ["DAR static c2 [a]", "DAR static c2 [b]"]
+    assert [r["env"] for r in res] == [{"DARTOOL_TEST_KNOB": "1"}, {"DARTOOL_TEST_KNOB": "2"}]
+    assert [x["residual_ms"] for x in res[0]["rounds"]] == [x["residual_ms"] for x in res[1]["rounds"]]
+    assert {v for k, v in seen if k == "residual"} == {"caller"}
+    assert {v for k, v in seen if k == "dar"} == {"1", "2"}
+    assert os.environ["DARTOOL_TEST_KNOB"] == "caller"
+
+
+def test_paired_step_script_env_labels(tmp_path, monkeypatch):
+    ps = _paired_script()
+    import json
+
+    import pytest
+
+    import dartool.bench as bench
+
+    real = bench.paired_steps_bench
+    monkeypatch.setattr(bench, "paired_steps_bench", lambda *a, **k: real(*a, **dict(k, overrides=TINY, warmup=1)))
+    assert ps.main(["--size", "S", "--batch", "2", "--rounds", "1", "--steps", "1", "--chunk", "2",
+                    "--env", "old=DARTOOL_PREFIX_GRAD:16,4,128,2,3,0|DARTOOL_PREFIX_CONFIG:8,1,3,1,0;8,2,3,1,0,1",
+                    "--env", "new=", "--out", str(tmp_path)]) == 0
+    data = json.loads(next(tmp_path.glob("paired_step-*.json")).read_text())
+    assert [r["variant"] for r in data["results"]] == ["DAR static c2 [old]", "DAR static c2 [new]"]
+    assert data["results"][0]["env"] == {"DARTOOL_PREFIX_GRAD": "16,4,128,2,3,0",
+                                         "DARTOOL_PREFIX_CONFIG": "8,1,3,1,0;8,2,3,1,0,1"}
+    assert data["results"][1]["env"] == {}
+    for bad in ("old", "=X:1", "old=X"):
+        with pytest.raises(SystemExit):
+            ps.main(["--env", bad, "--out", str(tmp_path)])
+
+
 def _row(model, variant, routing, query, compiled, ratio, mem=1.05):
     return dict(model=model, batch=256, variant=variant, routing=routing, query=query, chunk=4, fused=True,
                 compiled=compiled, step_ms=100.0 * ratio, img_per_s=2560.0 / ratio, time_ratio=ratio, mem_ratio=mem,

@@ -283,6 +283,27 @@ def test_interpreter_check_quick():
     assert "PASS" in p.stdout
 
 
+def test_check_only_rejects_an_unknown_part():
+    from dartool.kernels import check
+
+    with pytest.raises(ValueError, match="unknown check part"):
+        check.run_all(device="cpu", only=["shared-prefix", "bogus"])
+    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--only", "bogus"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert p.returncode == 2 and "--only: unknown part(s) bogus" in p.stderr
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_interpreter_check_only_shared_prefix():
+    """--only runs the named parts and nothing else (here the shared-prefix kernels against float64)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--only", "shared-prefix"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "prefix-2pass-nocv" in p.stdout and "small-dynamic" not in p.stdout and "ln-" not in p.stdout
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_interpreter_check_quick_vec4():
     """Both kernels with vec4 (column offsets written as runs of 4: 4-wide accesses, no layout conversion per

@@ -30,6 +30,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -717,25 +718,35 @@ def _autocast(device: str):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
 
 
+# the parts of run_all, by the names --only takes: the router cases per shape class, then the named checks
+PARTS = ("router", "ln-fused", "shared-prefix", "shared-prefix-model", "tapped-sources", "dynamic-recompute",
+         "compiled-dynamic-saved", "model")
+
+
 def run_all(device: str | None = None, interpret: bool = False, verbose: bool = True, model: bool = True,
-            quick: bool = False) -> dict:
-    """Every check against float64. TF32 is off while they run, whatever the caller set (``dartool bench``
+            quick: bool = False, only: Sequence[str] | None = None) -> dict:
+    """Every check against float64 (``only``: just these PARTS). TF32 is off while they run, whatever the caller set (``dartool bench``
     turns it on for its timings): a dynamic router's projection W v_prev in TF32 is off by ~1e-3, which would
     be charged to the kernels."""
     flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        return _run_all(device, interpret, verbose, model, quick)
+        return _run_all(device, interpret, verbose, model, quick, only)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
-def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, quick: bool) -> dict:
+def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, quick: bool,
+             only: Sequence[str] | None = None) -> dict:
+    unknown = sorted(set(only or ()) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown check part(s) {', '.join(unknown)}: choose from {', '.join(PARTS)}")
+    wanted = set(only or PARTS)
     device = device or ("cuda" if torch.cuda.is_available() and not interpret else "cpu")
     gen = torch.Generator().manual_seed(1234)
     t0 = time.time()
     results = []
-    for c in cases(interpret, quick):
+    for c in cases(interpret, quick) if "router" in wanted else []:
         try:
             run_case(c, device, gen)
         except Exception as e:  # report, don't stop
@@ -758,6 +769,7 @@ def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, 
         checks.append(("compiled-dynamic-saved", lambda: [compiled_saved_check(device, interpret)]))
     if model:
         checks.append(("model", lambda: model_check(device, interpret, quick)))
+    checks = [(name, run) for name, run in checks if name in wanted]
     models = []
     for name, run in checks:  # report a failure, don't stop
         try:
@@ -769,7 +781,7 @@ def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, 
             print(f"  [{'ok' if m['ok'] else 'FAIL'}] {m['name']:18s} " +
                   " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
                            if k not in ("name", "ok")), flush=True)
-    ok = all(r["ok"] for r in results) and all(m["ok"] for m in models)
+    ok = bool(results or models) and all(r["ok"] for r in results) and all(m["ok"] for m in models)
     return dict(ok=ok, device=device, interpret=interpret, seconds=time.time() - t0, cases=results, models=models)
 
 
@@ -778,8 +790,14 @@ def main(argv=None) -> int:
     ap.add_argument("--interpret", action="store_true", help="small shapes on the CPU (set TRITON_INTERPRET=1)")
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--quick", action="store_true", help="a few cases only (the pytest interpreter test)")
+    ap.add_argument("--only", default=None, metavar="PART[,PART]",
+                    help=f"run only these parts: {', '.join(PARTS)}")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
+    if only and set(only) - set(PARTS):
+        ap.error(f"--only: unknown part(s) {', '.join(sorted(set(only) - set(PARTS)))}; choose from "
+                 f"{', '.join(PARTS)}")
     if a.interpret:
         import os
 
@@ -789,7 +807,7 @@ def main(argv=None) -> int:
     elif not torch.cuda.is_available():
         print("no CUDA device: run with TRITON_INTERPRET=1 ... --interpret for the CPU interpreter check")
         return 2
-    out = run_all(interpret=a.interpret, model=not a.no_model, quick=a.quick)
+    out = run_all(interpret=a.interpret, model=not a.no_model, quick=a.quick, only=only)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -2,19 +2,13 @@
 # Session 11, call 2 (one GPU, about 3 min): pass 2 of the two-pass prefix backward with cv from pass 1 (no logit /
 # 1/rms loads) and with the partial gradients held in bf16 (dplow): the float64 prefix checks on CUDA, then the
 # kernels at XL/2 b128 P = 14 and B/2 b256 P = 6 (bf16 partials), old layout against the new ones in one process.
+# Ran at commit 66d37fa with the same checks and pairing written inline; since rewritten to call
+# `python -m dartool.kernels.check --only` and `benchmarks/paired_step.py --env` (the same measurements).
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
-timeout 150 python3 - <<'PY' 2>&1 | tee $OUT/s11_p2_check.txt | tail -4
-import torch
-from dartool.kernels import check
-torch.backends.cuda.matmul.allow_tf32 = False
-rows = check.prefix_check("cuda", False) + check.shared_model_check("cuda", False)
-for r in rows:
-    if not r["ok"]:
-        print(r, flush=True)
-print(f"{sum(r['ok'] for r in rows)}/{len(rows)} ok;", "ALL OK" if all(r["ok"] for r in rows) else "FAIL")
-PY
+timeout 150 python3 -m dartool.kernels.check --only shared-prefix,shared-prefix-model 2>&1 \
+  | tee $OUT/s11_p2_check.txt | tail -4
 echo "after $(( $(date +%s) - T0 )) s"
 G=""
 for g in 16,4,128,2,3,0,0 16,4,128,2,3,1,0 16,4,128,2,3,1,1 16,4,128,2,3,0,1 16,8,128,4,3,1,1 32,4,128,2,3,1,0 \

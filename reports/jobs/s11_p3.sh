@@ -2,19 +2,13 @@
 # Session 11, call 3 (one GPU, about 8 min): pass 2 with cv from pass 1 at one warp / 2-row blocks (the new
 # default) — float64 checks on CUDA, a sweep around it at XL/2 P = 14 and the short prefixes P = 3, 6, B/2's one-pass
 # backward against two passes (kernel times), then compiled XL/2 b128 static c4, paired: new pass 2 against the old.
+# Ran at commit e30a05c with the same checks and pairing written inline; since rewritten to call
+# `python -m dartool.kernels.check --only` and `benchmarks/paired_step.py --env` (the same measurements).
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
-timeout 150 python3 - <<'PY' 2>&1 | tee $OUT/s11_p3_check.txt | tail -4
-import torch
-from dartool.kernels import check
-torch.backends.cuda.matmul.allow_tf32 = False
-rows = check.prefix_check("cuda", False) + check.shared_model_check("cuda", False)
-for r in rows:
-    if not r["ok"]:
-        print(r, flush=True)
-print(f"{sum(r['ok'] for r in rows)}/{len(rows)} ok;", "ALL OK" if all(r["ok"] for r in rows) else "FAIL")
-PY
+timeout 150 python3 -m dartool.kernels.check --only shared-prefix,shared-prefix-model 2>&1 \
+  | tee $OUT/s11_p3_check.txt | tail -4
 echo "after $(( $(date +%s) - T0 )) s"
 G=""
 for g in 16,2,128,1,3,1 32,2,128,1,3,1 16,2,64,1,3,1 16,1,128,1,3,1 16,2,128,1,2,1 16,2,128,1,4,1 16,4,128,1,3,1 \
@@ -30,6 +24,6 @@ timeout 90 python3 benchmarks/prefix_bench.py --size B --batch 256 --P 6 --K 4 -
   --config "8,1,3,1,0;8,2,3,1,0,1" --config "8,1,3,1,0;4,1,3,1,4,2" --grad 16,2,128,1,3,1 --grad 16,4,128,2,3,0 \
   --grad 16,2,128,1,3,0 --json $OUT/s11_p3_B.json 2>&1 | grep -v Warn | cut -c1-420
 echo "after $(( $(date +%s) - T0 )) s"
-timeout 330 python3 reports/jobs/s11_paired.py XL 128 s11_p3_paired_XL 4 static \
-  "old=DARTOOL_PREFIX_GRAD:16,4,128,2,3,0" "new=" 2>&1 | grep -E "round|ratio|Error|error" | tail -12
+timeout 330 python3 benchmarks/paired_step.py --size XL --batch 128 --query static --compiled --rounds 4 \
+  --env "old=DARTOOL_PREFIX_GRAD:16,4,128,2,3,0" --env "new=" --out $OUT/s11_p3_paired_XL 2>&1 | grep -E "paired|ratio|Error" | tail -6
 echo "done after $(( $(date +%s) - T0 )) s"
