@@ -62,11 +62,13 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
                otab_ptr="*i64", N="i32", q_ptr="*bf16" if dynamic else "*fp32", q_sb="i32", q_st="i32", g_ptr="*fp32",
                h_ptr="*fp32", dh_ptr="*bf16" if ln else "*fp32", lse_ptr="*fp32", dq_ptr="*bf16" if dynamic else "*fp32",
                part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", T="i32", eps="fp32",
-               scale="fp32", n_tprog="i32", plam_ptr="*fp32", dpre_ptr="*fp32", glam_ptr="*fp32")
+               scale="fp32", n_tprog="i32", plam_ptr="*fp32", dpre_ptr="*fp32", glam_ptr="*fp32",
+               acc_ptr="*fp32", acc_div="i32", acc_mod="i32", macc_ptr="*fp32", macc2_ptr="*fp32")
     cx = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
-              VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)))
+              VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=int(cfg.get("prefix", 0)),
+              ATOMIC=int(cfg.get("atomic", 1)))   # (in the kernel's argument order: constexprs bind by position)
     if count_async:   # asynchronous copies into shared memory in the Triton GPU IR: the pipelined source loop
         return _compile(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"]).asm["ttgir"].count(
             "async_copy_global_to_local")

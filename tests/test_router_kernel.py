@@ -570,3 +570,29 @@ def test_shared_prefix_policy(monkeypatch):
     monkeypatch.setattr(SiT, "shared_prefix", lambda self, *a: calls.append(a))
     model(torch.randn(2, cfg.in_channels, 4, 4), torch.rand(2), torch.randint(0, 10, (2,)))
     assert calls == []
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI)")
+def test_atomic_reductions_switch(monkeypatch):
+    """The backward's atomic reductions (fp32 sums in a varying order) are on by default, off with
+    DARTOOL_ROUTER_ATOMIC=0 or inside atomic_reductions(False), and always off under torch's deterministic mode,
+    whatever was forced; the checks' accumulator-row override is scoped to its block."""
+    from dartool.kernels import router_triton as rt
+
+    monkeypatch.delenv("DARTOOL_ROUTER_ATOMIC", raising=False)
+    assert rt.atomic_reduce() and rt.acc_rows() == rt.ACC_ROWS
+    monkeypatch.setenv("DARTOOL_ROUTER_ATOMIC", "0")
+    assert not rt.atomic_reduce()
+    with rt.atomic_reductions(True, rows=3):
+        assert rt.atomic_reduce() and rt.acc_rows() == 3
+    assert not rt.atomic_reduce() and rt.acc_rows() == rt.ACC_ROWS
+    monkeypatch.delenv("DARTOOL_ROUTER_ATOMIC")
+    with rt.atomic_reductions(False):
+        assert not rt.atomic_reduce()
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with rt.atomic_reductions(True):
+            assert not rt.atomic_reduce()
+    finally:
+        torch.use_deterministic_algorithms(old)

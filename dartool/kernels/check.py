@@ -111,8 +111,12 @@ def run_case(c: Case, device: str, gen: torch.Generator) -> Case:
     eps = 1e-6
 
     rt.POISON = True
+    # config keys "atomic" (force the backward's atomic reductions on / off, rt.atomic_reduce) and "acc_rows"
+    # (the static accumulator's rows); the rest are launch keys
+    conf = {k: v for k, v in c.config.items() if k not in ("atomic", "acc_rows")}
+    reductions = _reductions(c.config)
     try:
-        with rt.configs(fwd={k: v for k, v in c.config.items() if k != "rows"}, bwd=c.config):
+        with reductions, rt.configs(fwd={k: v for k, v in conf.items() if k != "rows"}, bwd=conf or None):
             h, alpha = rt.fused_router(srcs, q, g, eps, return_alpha=True)
             dh = torch.randn(h.shape, generator=gen).to(device=device, dtype=h.dtype)
             leaves = list({id(s): s for s in srcs}.values()) + [q, g]
@@ -146,6 +150,15 @@ def run_case(c: Case, device: str, gen: torch.Generator) -> Case:
     return c
 
 
+def _reductions(keys: dict):
+    """The atomic-reduction setting a case forces (keys "atomic", "acc_rows"), or none."""
+    from . import router_triton as rt
+
+    if "atomic" not in keys and "acc_rows" not in keys:
+        return contextlib.nullcontext()
+    return rt.atomic_reductions(bool(keys.get("atomic", 1)), keys.get("acc_rows"))
+
+
 def _module_reference_grads(srcs, leaves, q, g, eps, dh):
     from ..models.sit import Router
     from . import dispatch
@@ -168,7 +181,12 @@ def cases(interpret: bool, quick: bool = False) -> list[Case]:
         return [Case("small-dynamic", 2, 3, 40, 4, "dynamic", "f32v0_bf16"),
                 Case("n1", 1, 2, 16, 1, "static", "bf16"),
                 Case("history-f32", 1, 3, 32, 5, "static_t", "f32", layout="history"),
-                Case("split-unroll1", 1, 3, 40, 4, "static", "bf16", config=dict(split=1, unroll=1, block_r=2, rows=2))]
+                Case("split-unroll1", 1, 3, 40, 4, "static", "bf16", config=dict(split=1, unroll=1, block_r=2, rows=2)),
+                Case("sums-static", 2, 5, 40, 4, "static", "bf16", config=dict(atomic=0)),
+                # many programs adding into each accumulator row (static: 10 programs over 3 rows; static_t: 5 per
+                # sample): a lost or doubled partial shows
+                Case("atomic-static", 2, 5, 40, 4, "static", "f32v0_bf16", config=dict(rows=1, acc_rows=3)),
+                Case("atomic-static_t", 2, 5, 40, 3, "static_t", "f32", config=dict(rows=1))]
     if interpret:
         for q in ("static", "static_t", "dynamic"):
             out.append(Case(f"small-{q}", 2, 5, 40, 4, q, "f32v0_bf16"))
@@ -180,7 +198,13 @@ def cases(interpret: bool, quick: bool = False) -> list[Case]:
             Case("repeat", 2, 3, 40, 4, "dynamic", "bf16", layout="repeat"),
             Case("split-unroll1", 2, 5, 40, 5, "dynamic", "f32v0_bf16", config=dict(split=1, unroll=1, block_r=2, rows=4)),
             Case("split-unroll2", 2, 5, 40, 6, "static_t", "f32v0_bf16", config=dict(split=1, unroll=2, block_r=2, rows=2)),
+            Case("atomic-static", 2, 5, 40, 4, "static", "f32v0_bf16", config=dict(rows=1, acc_rows=3)),
+            Case("atomic-static_t", 2, 5, 40, 3, "static_t", "f32", config=dict(rows=1)),
+            Case("atomic-dynamic", 2, 5, 40, 3, "dynamic", "f32", config=dict(rows=1, acc_rows=1)),
         ]
+        # the backward's partials reduced by torch sums instead of atomics (deterministic mode), every query kind
+        out += [Case(f"sums-{q}", 2, 5, 40, 4, q, "f32v0_bf16", config=dict(atomic=0))
+                for q in ("static", "static_t", "dynamic")]
         return out
     for q in ("static", "static_t", "dynamic"):
         out.append(Case(f"xl-n57-{q}", 4, 256, 1152, 57, q, "f32v0_bf16"))
@@ -200,6 +224,8 @@ def cases(interpret: bool, quick: bool = False) -> list[Case]:
         Case("b-n6-prefetch", 2, 64, 768, 6, "static", "f32v0_bf16", config=dict(prefetch=1)),
         Case("xl-n3-warps2", 2, 64, 1152, 3, "static", "bf16", config=dict(num_warps=2)),
     ]
+    out += [Case(f"xl-n9-{q}-sums", 4, 256, 1152, 9, q, "f32v0_bf16", config=dict(atomic=0))
+            for q in ("static", "static_t", "dynamic")]
     return out
 
 
@@ -341,7 +367,8 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
         # eager, the custom op, the backward's partials in registers / in slots, and h recomputed (keep_h=False)
-        for path in ("eager", "op", "regs", "slots", "noh", "noh-op"):
+        # "sums": the partials reduced by torch sums instead of atomics (rt.atomic_reduce), eager and the op
+        for path in ("eager", "op", "regs", "slots", "noh", "noh-op", "sums", "sums-op"):
             old = rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H
             rt.EAGER_AUTOGRAD_FN, rt.POISON = not path.endswith("op"), True   # unwritten outputs are NaN
             rt.RECOMPUTE_H = "all" if path.startswith("noh") else "none"
@@ -350,7 +377,7 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
             slots = {"regs": 0, "slots": 1}.get(path)
             base = rt.bwd_config(N, D, dynamic=kind == "dynamic")
             cfg = (rt.configs(bwd=dict(base, ln_slot=slots, part_slot=slots)) if slots is not None
-                   else contextlib.nullcontext())
+                   else rt.atomic_reductions(False) if path.startswith("sums") else contextlib.nullcontext())
             try:
                 ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
                 def run():
@@ -406,7 +433,13 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                   ("prefix-p16", 2, 5, 40, 3, 3, "static", bf, dict(passes=2, partial=bf)),
                   ("prefix-2pass-s", 2, 6, 24, 4, 2, "static", f32,
                    dict(passes=2, grad=dict(rows=4, rb=2, ct=8, num_warps=1, pipe=2))),
-                  ("prefix-2pass-nocv", 2, 5, 40, 3, 3, "static", bf, dict(passes=2, partial=bf, grad=dict(cv=0)))]
+                  ("prefix-2pass-nocv", 2, 5, 40, 3, 3, "static", bf, dict(passes=2, partial=bf, grad=dict(cv=0))),
+                  ("prefix-sums", 2, 5, 40, 3, 3, "static", f32, dict(atomic=0)),
+                  ("prefix-acc1", 2, 9, 40, 3, 3, "static", f32, dict(passes=2, acc_rows=1,
+                                                                       grad=dict(rows=2, rb=1, ct=8, num_warps=1))),
+                  ("prefix-1pass-acc1", 2, 5, 40, 3, 3, "static", f32, dict(passes=1, rows=1, acc_rows=1)),
+                  ("prefix-t-2pass-sums", 2, 5, 48, 4, 4, "static_t", bf, dict(passes=2, atomic=0)),
+                  ("prefix-t-1pass-sums", 2, 5, 40, 3, 3, "static_t", f32, dict(passes=1, group=2, atomic=0))]
     else:
         shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf, {}),
                   ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf, {}),
@@ -427,7 +460,10 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                   ("prefix-f32-g2", 2, 33, 384, 5, 3, "static", f32, g2),
                   ("prefix-f32-2pass", 2, 33, 384, 5, 3, "static_t", f32, two),
                   ("prefix-odd", 2, 17, 40, 3, 4, "static_t", bf, {}),
-                  ("prefix-odd-2pass", 2, 17, 40, 3, 4, "static_t", bf, two)]
+                  ("prefix-odd-2pass", 2, 17, 40, 3, 4, "static_t", bf, two),
+                  ("prefix-xl-sums", 2, 100, 1152, 14, 4, "static", bf, dict(atomic=0)),
+                  ("prefix-xl-t-2pass-sums", 2, 64, 1152, 9, 4, "static_t", bf, dict(passes=2, atomic=0)),
+                  ("prefix-b-1pass-sums", 3, 255, 768, 6, 4, "static", bf, dict(passes=1, atomic=0))]
     out = []
     for name, B, T, D, P, K, kind, dt, forced in shapes:
         def rnd(*shape, s=1.0, dtype=torch.float32):
@@ -449,7 +485,8 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
         poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
         try:
-            with pt.configured(**{k: v for k, v in forced.items() if k != "partial"}):
+            with _reductions(forced), pt.configured(**{k: v for k, v in forced.items()
+                                                       if k not in ("partial", "atomic", "acc_rows")}):
                 errs = _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind,
                                    forced.get("partial"))
             ok = all(math.isfinite(v) and v < tol for v in errs.values())

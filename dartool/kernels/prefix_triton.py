@@ -236,10 +236,10 @@ def _pbwd_source(src_ptr, out_ptr, o1_a, o1_b, m1_a, m1_b, w_a, w_b, dp_a, dp_b,
 def _prefix_bwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, NP,
     q_ptr, q_sb, g_ptr, lam_ptr, dp_ptr, dptab_ptr, glam_ptr, part_ptr,
-    T, K, k0, n_tprog, eps, scale,
+    T, K, k0, n_tprog, eps, scale, acc_div, acc_mod,
     D: tl.constexpr, KP: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, ROWS: tl.constexpr,
     ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr, VEC4: tl.constexpr,
-    ACCUM: tl.constexpr,
+    ACCUM: tl.constexpr, ATOMIC: tl.constexpr = 0,
 ):
     # one launch per group of KP queries (k0 ..); a later group adds its share to the gradients (ACCUM)
     pid_t = tl.program_id(0)
@@ -274,11 +274,12 @@ def _prefix_bwd_kernel(
             if DB > 0:
                 u_b += du_b
 
-    # this program's query-gradient partials: part [B, n_tprog, K, D]
-    pbase = ((b * n_tprog + pid_t) * K + kk[:, None]) * D
-    tl.store(part_ptr + pbase + c_a[None, :], u_a, mask=km[:, None] & (c_a < D)[None, :])
+    # this program's query-gradient partials: row (b * n_tprog + pid_t) of part [B * n_tprog, K, D], or (ATOMIC)
+    # added into row ((b * n_tprog + pid_t) // acc_div) % acc_mod of a zeroed accumulator
+    pbase = ((((b * n_tprog + pid_t) // acc_div) % acc_mod) * K + kk[:, None]) * D
+    _part_out(part_ptr + pbase + c_a[None, :], u_a, km[:, None] & (c_a < D)[None, :], ATOMIC)
     if DB > 0:
-        tl.store(part_ptr + pbase + c_b[None, :], u_b, mask=km[:, None] & (c_b < D)[None, :])
+        _part_out(part_ptr + pbase + c_b[None, :], u_b, km[:, None] & (c_b < D)[None, :], ATOMIC)
 
 
 @triton.jit
@@ -395,18 +396,28 @@ def _grad_dp(dp_ptr, dptab_ptr, k, K, o, m, PALIGN: tl.constexpr):
 
 
 @triton.jit
-def _grad_u(part_ptr, b, n_rb, rb, k, K, c, cmask, D, u, scale):
-    tl.store(part_ptr + ((b * n_rb + rb) * K + k) * D + c, tl.sum(u, 0) * scale, mask=cmask & (k < K))
+def _part_out(p, val, mask, ATOMIC: tl.constexpr):
+    """A query-gradient partial: stored, or (ATOMIC) added into a zeroed accumulator."""
+    if ATOMIC:
+        tl.atomic_add(p, val, mask=mask, sem="relaxed")
+    else:
+        tl.store(p, val, mask=mask)
+
+
+@triton.jit
+def _grad_u(part_ptr, b, n_rb, rb, k, K, c, cmask, D, u, scale, acc_div, acc_mod, ATOMIC: tl.constexpr):
+    slot = ((b * n_rb + rb) // acc_div) % acc_mod
+    _part_out(part_ptr + (slot * K + k) * D + c, tl.sum(u, 0) * scale, cmask & (k < K), ATOMIC)
 
 
 @triton.jit(do_not_specialize=["NP"])
 def _prefix_grad_kernel(
     src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, NP,
     q_ptr, q_sb, g_ptr, dp_ptr, dptab_ptr, beta_ptr, cw_ptr, s_ptr, rinv_ptr, cv_ptr, part_ptr, KS,
-    T, K, NCT, n_rb, scale,
+    T, K, NCT, n_rb, scale, acc_div, acc_mod,
     D: tl.constexpr, KP: tl.constexpr, CT: tl.constexpr, RB: tl.constexpr, ROWS: tl.constexpr,
     ALIGN: tl.constexpr, PALIGN: tl.constexpr, OALIGN: tl.constexpr, PIPE: tl.constexpr,
-    CV: tl.constexpr,
+    CV: tl.constexpr, ATOMIC: tl.constexpr = 0,
 ):
     """Pass 2: elementwise over a [ROWS, CT] block of every prefix source: its gradient from the pass-1
     scalars, and the queries' gradient partial over the block (part [B, n_rb, K, D]). KP <= 4, the queries
@@ -453,12 +464,12 @@ def _prefix_grad_kernel(
             po = dvrest_ptr + (tl.load(otab_ptr + i) // OALIGN) * OALIGN
             u0, u1, u2, u3 = _grad_source(p, po, i, row, R, ok, o, m, dp0, dp1, dp2, dp3, w0, w1, w2, w3,
                                           u0, u1, u2, u3, K, KS, beta_ptr, cw_ptr, s_ptr, rinv_ptr, cv_ptr, D, KP, CV)
-    _grad_u(part_ptr, b, n_rb, rb, 0, K, c, cmask, D, u0, scale)
+    _grad_u(part_ptr, b, n_rb, rb, 0, K, c, cmask, D, u0, scale, acc_div, acc_mod, ATOMIC)
     if KP > 1:
-        _grad_u(part_ptr, b, n_rb, rb, 1, K, c, cmask, D, u1, scale)
+        _grad_u(part_ptr, b, n_rb, rb, 1, K, c, cmask, D, u1, scale, acc_div, acc_mod, ATOMIC)
     if KP > 2:
-        _grad_u(part_ptr, b, n_rb, rb, 2, K, c, cmask, D, u2, scale)
-        _grad_u(part_ptr, b, n_rb, rb, 3, K, c, cmask, D, u3, scale)
+        _grad_u(part_ptr, b, n_rb, rb, 2, K, c, cmask, D, u2, scale, acc_div, acc_mod, ATOMIC)
+        _grad_u(part_ptr, b, n_rb, rb, 3, K, c, cmask, D, u3, scale, acc_div, acc_mod, ATOMIC)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -604,9 +615,21 @@ def _grad_outputs(src0: Tensor, rest: list[Tensor]) -> tuple[Tensor, list[Tensor
     return dv0, dvrest, obase, otab
 
 
+def _query_partials(B: int, n: int, K: int, D: int, q_sb: int, atomic: bool, dev) -> tuple[Tensor, int, int]:
+    """Where the backward's programs (B x n of them) put their query-gradient partials: (buffer, acc_div,
+    acc_mod), program (b, p) writing row ((b * n + p) // acc_div) % acc_mod of the buffer [rows, K, D]. Plain: one
+    row each, reduced afterwards. Atomic (router_triton.atomic_reduce): added into a zeroed accumulator, per
+    sample for per-sample queries (static_t), else spread over rt.acc_rows() rows."""
+    if not atomic:
+        return rt._empty((B, n, K, D), torch.float32, dev), 1, B * n
+    rows, div = (B, n) if q_sb else (min(rt.acc_rows(), B * n), 1)
+    return torch.zeros((rows, K, D), dtype=torch.float32, device=dev), div, rows
+
+
 def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Tensor, gs: Tensor, lam: Tensor,
               logits: Tensor, rinv: Tensor, eps: float) -> tuple[list[Tensor], Tensor, Tensor]:
     B, T, D = rt._check(sources, sources[0])
+    atomic = rt.atomic_reduce()
     K, NP = gs.shape[0], len(sources)
     src0, rest, base, tab = _sources(sources)
     dev = src0.device
@@ -633,22 +656,30 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
             D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, PIPE=cfg["pipe"],
             VEC4=cfg["vec4"], CV=CV, num_warps=cfg["num_warps"], num_stages=1)
         n_rb, NCT = triton.cdiv(T, gc["rows"]), triton.cdiv(D, gc["ct"])
-        part = rt._empty((B, n_rb, K, D), torch.float32, dev)
+        part, acc_div, acc_mod = _query_partials(B, n_rb, K, D, q_sb, atomic, dev)
         _prefix_grad_kernel[(n_rb * NCT, B)](
             src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), dps[0], dptab, beta, cw, logits,
-            rinv, cv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D),
+            rinv, cv, part, KS, T, K, NCT, n_rb, 1.0 / math.sqrt(D), acc_div, acc_mod,
             D=D, KP=KS, CT=gc["ct"], RB=gc["rb"], ROWS=gc["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, OALIGN=OALIGN,
-            PIPE=gc["pipe"], CV=CV, num_warps=gc["num_warps"], num_stages=1)
+            PIPE=gc["pipe"], CV=CV, ATOMIC=atomic, num_warps=gc["num_warps"], num_stages=1)
     else:
         n_tprog = triton.cdiv(T, cfg["rows"])
-        part = rt._empty((B, n_tprog, K, D), torch.float32, dev)
+        part, acc_div, acc_mod = _query_partials(B, n_tprog, K, D, q_sb, atomic, dev)
         for grp in range(NG):   # in sequence: a later group adds to the gradients the earlier ones stored
             _prefix_bwd_kernel[(n_tprog, B)](
                 src0, base, tab, dv0, obase, otab, NP, qc, q_sb, gs.contiguous(), lam, dps[0], dptab,
-                glam, part, T, K, grp * KP, n_tprog, float(eps), 1.0 / math.sqrt(D),
+                glam, part, T, K, grp * KP, n_tprog, float(eps), 1.0 / math.sqrt(D), acc_div, acc_mod,
                 D=D, KP=KP, DA=DA, DB=DB, ROWS=cfg["rows"], ALIGN=ALIGN, PALIGN=16 // dpsize, OALIGN=OALIGN,
-                PIPE=cfg["pipe"],
-                VEC4=cfg["vec4"], ACCUM=grp > 0, num_warps=cfg["num_warps"], num_stages=1)
+                PIPE=cfg["pipe"], VEC4=cfg["vec4"], ACCUM=grp > 0, ATOMIC=atomic, num_warps=cfg["num_warps"],
+                num_stages=1)
+    if atomic:   # part: the summed partials [acc_mod, K, D]; dq, dg in one small kernel
+        dq = torch.empty(qs.shape, dtype=qs.dtype, device=dev)
+        dg = torch.empty(gs.shape, dtype=gs.dtype, device=dev)
+        C = K * D
+        rt._qg_finish_kernel[(triton.cdiv(C, rt.FINISH_COLS),)](
+            part, acc_mod, qc, gs.contiguous(), dq, dg, C, dg, dg, dg, 0, MODE=0 if q_sb == 0 else 1,
+            MOD_CAST=False, BC=rt.FINISH_COLS, num_warps=4)
+        return [dv0] + dvrest, dq, dg
     gf = gs.float()
     if q_sb == 0:
         U = part.sum((0, 1))                                                   # [K, D]
@@ -741,11 +772,11 @@ def router_ln_prefix_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor
                          ) -> tuple[Tensor, Tensor, list[Tensor], Tensor, Tensor, Tensor, Tensor]:
     """(dpart in part_dtype, glam, dv per raw source, dq, dg, dshift, dscale) of ``router_ln_prefix_fwd``; glam is
     the prefix protocol's value for lam (module docstring), not dloss/dlam."""
-    P = rt._bwd_prepare(dy, list(sources), q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam, pdtype=part_dtype)
+    P = rt._bwd_prepare(dy, list(sources), q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam, pdtype=part_dtype,
+                        mod_dtype=scale.dtype)
     rt._bwd_launch(P)
     dvs, dq, dg = rt._bwd_finish(P)
-    pm = P["pmod"]
-    return (P["dpre"], P["glam"], dvs, dq, dg, pm[0].sum(1).to(scale.dtype), pm[1].sum(1).to(scale.dtype))
+    return (P["dpre"], P["glam"], dvs, dq, dg) + P["dmod"]
 
 
 @router_ln_prefix_bwd.register_fake

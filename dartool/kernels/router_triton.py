@@ -407,6 +407,14 @@ def _slot_add(p, c, D, r0, val):
 
 
 @triton.jit
+def _acc_add(acc, p, c, D, val, FROM_SLOT: tl.constexpr):
+    """acc[c] += (the slot's p[c] if FROM_SLOT else val) over c < D: an atomic add into a zeroed accumulator."""
+    if FROM_SLOT:
+        val = tl.load(p + c, mask=c < D, other=0.0)
+    tl.atomic_add(acc + c, val, mask=c < D, sem="relaxed")
+
+
+@triton.jit
 def _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b,
               DB: tl.constexpr, ACCUM: tl.constexpr):
     """dv = alpha*dh + cw*w - cv*v, added to the gradient already there when the flag says so."""
@@ -439,11 +447,12 @@ def _router_bwd_kernel(
     h_ptr, dh_ptr, lse_ptr,
     dq_ptr, part_ptr,
     mscale_ptr, pmod_ptr, ln_eps,
-    T, eps, scale, n_tprog, plam_ptr, dpre_ptr, glam_ptr,
+    T, eps, scale, n_tprog, plam_ptr, dpre_ptr, glam_ptr, acc_ptr, acc_div, acc_mod, macc_ptr, macc2_ptr,
     D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
     PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1, PREFIX: tl.constexpr = 0,
+    ATOMIC: tl.constexpr = 0,
 ):
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -467,6 +476,9 @@ def _router_bwd_kernel(
             psh_b = tl.zeros([BLOCK_R, DB], tl.float32)
             psc_b = tl.zeros([BLOCK_R, DB], tl.float32)
 
+    # ATOMIC: this program's query / gain partials go into row ((b * n_tprog + pid_t) // acc_div) % acc_mod of the
+    # zeroed accumulator acc [*, D] (static: one of acc_mod rows, spreading the contention; static_t: row b),
+    # dshift / dscale into macc / macc2 [B, D] directly; from the slots on the last row, else after the loop
     for r0 in range(0, ROWS, BLOCK_R):
         t = pid_t * ROWS + r0 + tl.arange(0, BLOCK_R)
         rmask = t < T
@@ -672,16 +684,65 @@ def _router_bwd_kernel(
             if DB > 0:
                 part_b += pq_b
 
-    if not PART_SLOT:
-        tl.store(part_ptr + prow + c_a, tl.sum(part_a, 0), mask=c_a < D)
+    if ATOMIC:
+        # the partials are added into small zeroed accumulators instead of stored for a host-side reduction: the
+        # query / gain ones into row ((b * n_tprog + pid_t) // acc_div) % acc_mod of acc [*, D] (static: one of
+        # acc_mod rows, spreading the contention; static_t: row b), dshift / dscale into macc / macc2 [B, D]; from
+        # the slots after the loop (ptxas: no more stack than without atomics; adding them on the last row inside
+        # the loop instead spilled 144 bytes more at D = 1152)
+        arow = (((tl.program_id(1) * n_tprog + pid_t) // acc_div) % acc_mod).to(tl.int64) * D   # int32 division
+        _acc_add(acc_ptr + arow, part_ptr + prow, c_a, D, 0.0 if PART_SLOT else tl.sum(part_a, 0), PART_SLOT)
         if DB > 0:
-            tl.store(part_ptr + prow + c_b, tl.sum(part_b, 0), mask=c_b < D)
-    if LN_MOD and not LN_SLOT:  # [2, B, n_tprog, D]: dshift partials, then dscale partials
-        tl.store(pmod_ptr + prow + c_a, tl.sum(psh_a, 0), mask=c_a < D)
-        tl.store(pmod_ptr + mrow + prow + c_a, tl.sum(psc_a, 0), mask=c_a < D)
-        if DB > 0:
-            tl.store(pmod_ptr + prow + c_b, tl.sum(psh_b, 0), mask=c_b < D)
-            tl.store(pmod_ptr + mrow + prow + c_b, tl.sum(psc_b, 0), mask=c_b < D)
+            _acc_add(acc_ptr + arow, part_ptr + prow, c_b, D, 0.0 if PART_SLOT else tl.sum(part_b, 0), PART_SLOT)
+        if LN_MOD:
+            mb = b * D
+            _acc_add(macc_ptr + mb, pmod_ptr + prow, c_a, D, 0.0 if LN_SLOT else tl.sum(psh_a, 0), LN_SLOT)
+            _acc_add(macc2_ptr + mb, pmod_ptr + mrow + prow, c_a, D, 0.0 if LN_SLOT else tl.sum(psc_a, 0), LN_SLOT)
+            if DB > 0:
+                _acc_add(macc_ptr + mb, pmod_ptr + prow, c_b, D, 0.0 if LN_SLOT else tl.sum(psh_b, 0), LN_SLOT)
+                _acc_add(macc2_ptr + mb, pmod_ptr + mrow + prow, c_b, D, 0.0 if LN_SLOT else tl.sum(psc_b, 0),
+                         LN_SLOT)
+    else:
+        if not PART_SLOT:
+            tl.store(part_ptr + prow + c_a, tl.sum(part_a, 0), mask=c_a < D)
+            if DB > 0:
+                tl.store(part_ptr + prow + c_b, tl.sum(part_b, 0), mask=c_b < D)
+        if LN_MOD and not LN_SLOT:  # [2, B, n_tprog, D]: dshift partials, then dscale partials
+            tl.store(pmod_ptr + prow + c_a, tl.sum(psh_a, 0), mask=c_a < D)
+            tl.store(pmod_ptr + mrow + prow + c_a, tl.sum(psc_a, 0), mask=c_a < D)
+            if DB > 0:
+                tl.store(pmod_ptr + prow + c_b, tl.sum(psh_b, 0), mask=c_b < D)
+                tl.store(pmod_ptr + mrow + prow + c_b, tl.sum(psc_b, 0), mask=c_b < D)
+
+
+@triton.jit
+def _qg_finish_kernel(acc_ptr, R, q_ptr, g_ptr, dq_ptr, dg_ptr, C, macc_ptr, dmod_ptr, dmod2_ptr, MR,
+                      MODE: tl.constexpr, MOD_CAST: tl.constexpr, BC: tl.constexpr):
+    """The query / gain gradients from the backward's accumulated partials acc [R, C] (fp32), one program per
+    BC columns. MODE 0 (static, q and g [C]): U = sum_r acc_r, dq = g U, dg = q U. MODE 1 (static_t, q [R = B, C]):
+    dq_r = g acc_r, dg = sum_r q_r acc_r. MODE 2 (dynamic, dq written by the backward): dg = sum_r acc_r.
+    MOD_CAST: also cast macc [2, MR, C] (dshift, dscale; fp32) into dmod, dmod2 [MR, C] (their dtype)."""
+    c = tl.program_id(0) * BC + tl.arange(0, BC)
+    cm = c < C
+    g = tl.load(g_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    s = tl.zeros([BC], tl.float32)
+    for r in range(R):
+        u = tl.load(acc_ptr + r * C + c, mask=cm, other=0.0)
+        if MODE == 1:
+            tl.store(dq_ptr + r * C + c, (g * u).to(dq_ptr.dtype.element_ty), mask=cm)
+            s += tl.load(q_ptr + r * C + c, mask=cm, other=0.0).to(tl.float32) * u
+        else:
+            s += u
+    if MODE == 0:
+        tl.store(dq_ptr + c, (g * s).to(dq_ptr.dtype.element_ty), mask=cm)
+        s = tl.load(q_ptr + c, mask=cm, other=0.0).to(tl.float32) * s
+    tl.store(dg_ptr + c, s.to(dg_ptr.dtype.element_ty), mask=cm)
+    if MOD_CAST:
+        for r in range(MR):
+            tl.store(dmod_ptr + r * C + c, tl.load(macc_ptr + r * C + c, mask=cm, other=0.0).to(
+                dmod_ptr.dtype.element_ty), mask=cm)
+            tl.store(dmod2_ptr + r * C + c, tl.load(macc_ptr + (MR + r) * C + c, mask=cm, other=0.0).to(
+                dmod2_ptr.dtype.element_ty), mask=cm)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -809,6 +870,47 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
         if PIPE is not None:
             cfg.update(_pipe_cfg(PIPE))
     return cfg
+
+
+# atomic: the backward's query / gain and dshift / dscale partials are added by each program into small zeroed
+# accumulators (fp32 atomics) and one small kernel forms dq, dg from them, instead of [B, T / rows, D] partials
+# reduced by three torch sums and a few elementwise ops per router (SiT-XL/2 b64 on an H100: 171 such launches,
+# ~1.9 ms per compiled step). The sums' order then varies from run to run (fp32 rounding, ~1e-7 relative): off under
+# torch.use_deterministic_algorithms(True), or with DARTOOL_ROUTER_ATOMIC=0 (read per call).
+ACC_ROWS = 32      # rows of the static query's accumulator: programs spread over them to limit contention
+FINISH_COLS = 128  # columns per program of the finishing kernel
+
+
+_ATOMIC_FORCED: "bool | None" = None
+_ACC_ROWS_FORCED: "int | None" = None
+
+
+def acc_rows() -> int:
+    """Rows of a static query's atomic accumulator (ACC_ROWS, or what :func:`atomic_reductions` forces)."""
+    return _ACC_ROWS_FORCED or ACC_ROWS
+
+
+def atomic_reduce() -> bool:
+    """Whether the backward kernels reduce their query / gain / modulation partials with atomics (above)."""
+    if torch.are_deterministic_algorithms_enabled():
+        return False
+    if _ATOMIC_FORCED is not None:
+        return _ATOMIC_FORCED
+    return os.environ.get("DARTOOL_ROUTER_ATOMIC", "1") != "0"
+
+
+@contextlib.contextmanager
+def atomic_reductions(on: bool, rows: "int | None" = None):
+    """Force the atomic reductions on or off inside the block (checks; deterministic algorithms still win);
+    ``rows``: the static accumulator's rows (few rows make many programs add into each: what the checks need
+    to see lost or doubled partials at small shapes)."""
+    global _ATOMIC_FORCED, _ACC_ROWS_FORCED
+    old = _ATOMIC_FORCED, _ACC_ROWS_FORCED
+    _ATOMIC_FORCED, _ACC_ROWS_FORCED = bool(on), rows
+    try:
+        yield
+    finally:
+        _ATOMIC_FORCED, _ACC_ROWS_FORCED = old
 
 
 def set_configs(fwd: dict | None = None, bwd: dict | None = None) -> None:
@@ -996,7 +1098,8 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
                  slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None,
-                 plam: "Tensor | None" = None, pdtype: torch.dtype = torch.float32) -> dict:
+                 plam: "Tensor | None" = None, pdtype: torch.dtype = torch.float32,
+                 mod_dtype: "torch.dtype | None" = None) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
@@ -1009,7 +1112,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
     ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
     kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D] in ``pdtype``, the partial's; ``P["glam"]``
-    [B, T], float32)."""
+    [B, T], float32). ``mod_dtype``: dshift and dscale's dtype (default float32)."""
     if plam is not None:
         if slots is not None or h.numel() == 0:
             raise ValueError("a shared prefix's router takes no gradient slots and needs h kept")
@@ -1061,7 +1164,26 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     cfg = bwd_config(N, D, dynamic=mode == 2)
     rows = max(cfg["rows"], cfg["block_r"])
     n_tprog = triton.cdiv(T, rows)
-    part = _empty((B, n_tprog, D), torch.float32, dev)
+    atomic = atomic_reduce()
+    part_slot, ln_slot = bool(cfg.get("part_slot", 0)), bool(cfg.get("ln_slot", 0))
+    if atomic:
+        # zeroed accumulators: the query / gain one [acc_mod, D], then (LayerNorm fused) dshift and dscale [B, D]
+        # in the same buffer when a finishing cast copies them out, else dscale in its own (returned tensors
+        # must not alias)
+        acc_mod = B if mode == 1 else min(acc_rows(), B * n_tprog)
+        acc_div = n_tprog if mode == 1 else 1
+        cast = ln is not None and mod_dtype not in (None, torch.float32)
+        nmod = (2 if cast else 1) * B * D if ln is not None else 0
+        accbuf = torch.zeros(acc_mod * D + nmod, dtype=torch.float32, device=dev)
+        acc = accbuf[:acc_mod * D]
+        macc = macc2 = acc
+        if ln is not None:
+            macc = accbuf[acc_mod * D:acc_mod * D + B * D]
+            macc2 = accbuf[acc_mod * D + B * D:] if cast else torch.zeros(B * D, dtype=torch.float32, device=dev)
+    else:
+        acc_mod, acc_div, acc, macc, macc2 = 1, 1, None, None, None
+    # the programs' partials: reduced by the host (not atomic) or the programs' own slots (part_slot)
+    part = _empty((B, n_tprog, D), torch.float32, dev) if (part_slot or not atomic) else acc
     if mode == 2:
         dq_rows = q if (dq_into_q and q.is_contiguous() and tuple(q.shape) == (B, T, D)) else _empty((B, T, D), q.dtype, dev)
     else:
@@ -1069,9 +1191,11 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     DA, DB = _tiles(D, bool(cfg["split"]))
     if ln is not None:
         mscale, ln_eps = ln[0].reshape(B, D).contiguous(), float(ln[1])
-        pmod = _empty((2, B, n_tprog, D), torch.float32, dev)
+        pmod = _empty((2, B, n_tprog, D), torch.float32, dev) if (ln_slot or not atomic) else part
     else:
         mscale, pmod, ln_eps = part, part, 0.0
+    if acc is None:
+        acc = macc = macc2 = part
     args = (src0, base, tab, dv0, obase, otab, N,
             qc, q_sb, q_st, g.contiguous(),
             h, dh, lse.contiguous(),
@@ -1079,17 +1203,19 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
             mscale, pmod, ln_eps,
             T, float(eps), 1.0 / math.sqrt(D), n_tprog,
             plam.contiguous() if plam is not None else lse, dpre if plam is not None else part,
-            glam if plam is not None else lse)
+            glam if plam is not None else lse, acc, acc_div, acc_mod, macc, macc2)
     meta = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
                 VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=plam is not None,
-                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                ATOMIC=atomic, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, pmod=pmod if ln is not None else None,
-                dpre=dpre if plam is not None else None, glam=glam if plam is not None else None)
+                dpre=dpre if plam is not None else None, glam=glam if plam is not None else None,
+                atomic=atomic, acc=acc, acc_mod=acc_mod, mod_dtype=mod_dtype,
+                macc=(macc, macc2) if ln is not None else None)
 
 
 def _bwd_launch(P: dict) -> None:
@@ -1097,7 +1223,27 @@ def _bwd_launch(P: dict) -> None:
 
 
 def _bwd_finish(P: dict):
+    """(gradients returned per source, dq, dg) after :func:`_bwd_launch`; with the LayerNorm fused in also
+    ``P["dmod"]`` = (dshift, dscale) [B, D] (float32, or the ``mod_dtype`` given to :func:`_bwd_prepare`)."""
     q, g, part, mode, B, D = P["q"], P["g"], P["part"], P["mode"], P["B"], P["D"]
+    mod_dtype = P["mod_dtype"]
+    if P["atomic"]:
+        dq = P["dq_rows"] if mode == 2 else torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        dg = torch.empty(g.shape, dtype=g.dtype, device=g.device)
+        macc = P["macc"]
+        cast = macc is not None and mod_dtype not in (None, torch.float32)
+        dmod = tuple(torch.empty((B, D), dtype=mod_dtype, device=q.device) for _ in range(2)) if cast else None
+        _qg_finish_kernel[(triton.cdiv(D, FINISH_COLS),)](
+            P["acc"], P["acc_mod"], q.contiguous(), g.contiguous(), dq, dg, D, macc[0] if cast else dg,
+            dmod[0] if cast else dg, dmod[1] if cast else dg, B, MODE=mode, MOD_CAST=cast, BC=FINISH_COLS,
+            num_warps=4)
+        if macc is not None:
+            P["dmod"] = dmod if cast else (macc[0].view(B, D), macc[1].view(B, D))
+        return P["returned"], dq, dg
+    if P["pmod"] is not None:
+        pm = P["pmod"]                                                 # [2, B, n_tprog, D]
+        dmod = (pm[0].sum(1), pm[1].sum(1))                            # dshift, dscale [B, D]
+        P["dmod"] = dmod if mod_dtype in (None, torch.float32) else tuple(d.to(mod_dtype) for d in dmod)
     gf = g.float()
     if mode == 0:
         U = part.sum((0, 1))                                           # [D]
@@ -1136,8 +1282,7 @@ def _bwd_ln_impl(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     P = _bwd_prepare(dy, sources, q, g, h, lse, eps, slots, ln=(mscale, ln_eps))
     _bwd_launch(P)
     dvs, dq, dg = _bwd_finish(P)
-    pm = P["pmod"]                                                     # [2, B, n_tprog, D]
-    return dvs, dq, dg, pm[0].sum(1), pm[1].sum(1)                     # dshift, dscale [B, D]
+    return (dvs, dq, dg) + P["dmod"]                                   # dshift, dscale [B, D] fp32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1233,10 +1378,7 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
     _bwd_launch(P)
     dvs, dq, dg = _bwd_finish(P)
     del q, P["q"]
-    dmod = None
-    if ln is not None:
-        pm = P["pmod"]                                                                  # [2, B, n_tprog, D]
-        dmod = (pm[0].sum(1), pm[1].sum(1))                                             # dshift, dscale [B, D]
+    dmod = P["dmod"] if ln is not None else None                                        # dshift, dscale [B, D]
     D = dq.shape[-1]
     dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype) if want_W else None    # [D, D]
     dv_prev = None
