@@ -61,7 +61,7 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
     sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", dv0_ptr="*fp32", dvrest_ptr="*bf16",
                otab_ptr="*i64", N="i32", q_ptr="*bf16" if dynamic else "*fp32", q_sb="i32", q_st="i32", g_ptr="*fp32",
                h_ptr="*fp32", dh_ptr="*bf16" if ln else "*fp32", lse_ptr="*fp32", dq_ptr="*bf16" if dynamic else "*fp32",
-               part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", T="i32", eps="fp32",
+               part_ptr="*fp32", mscale_ptr="*bf16", pmod_ptr="*fp32", ln_eps="fp32", msc_sb="i32", T="i32", eps="fp32",
                scale="fp32", n_tprog="i32", plam_ptr="*fp32", dpre_ptr="*fp32", glam_ptr="*fp32",
                acc_ptr="*fp32", acc_div="i32", acc_mod="i32", macc_ptr="*fp32", macc2_ptr="*fp32")
     cx = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=max(cfg["rows"], cfg["block_r"]), DA=DA, DB=DB, UNROLL=cfg["unroll"],
@@ -82,7 +82,7 @@ def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:
     DA, DB = rt._tiles(D, bool(cfg["split"]))
     sig = dict(src0_ptr="*fp32", rest_ptr="*bf16", tab_ptr="*i64", N="i32", q_ptr="*fp32", q_sb="i32", q_st="i32",
                g_ptr="*fp32", h_ptr="*fp32", h32_ptr="*fp32", lse_ptr="*fp32", logit_ptr="*fp32", y_ptr="*bf16",
-               shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", T="i32", eps="fp32", scale="fp32",
+               shift_ptr="*bf16", mscale_ptr="*bf16", ln_eps="fp32", sh_sb="i32", sc_sb="i32", T="i32", eps="fp32", scale="fp32",
                pre_ptr="*fp32", plam_ptr="*fp32")
     cx = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg["prefetch"]), ALIGN=8,
               WRITE_LOGITS=False, WRITE_H32=False, LN_MOD=ln, WRITE_H=True, VEC4=int(cfg.get("vec4", 0)),

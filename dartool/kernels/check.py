@@ -408,6 +408,38 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
     return out
 
 
+def finish_check(device: str) -> list[dict]:
+    """The atomic reductions' finishing kernel (rt.finish_qg) against float64 torch, each query mode, at sizes
+    spanning several row and column tiles (R, MR > FINISH_ROWS; C not a multiple of FINISH_COLS), with the cast of
+    dshift / dscale to bf16 and without it."""
+    from . import router_triton as rt
+
+    gen = torch.Generator().manual_seed(5)
+    R, MR, C = 2 * rt.FINISH_ROWS + 5, rt.FINISH_ROWS + 7, rt.FINISH_COLS + 44
+    out = []
+    for mode, cast in ((0, True), (1, False), (1, True), (2, False)):
+        acc = torch.randn(R, C, generator=gen)
+        q = torch.randn((R, C) if mode == 1 else (C,), generator=gen)
+        g = torch.randn(C, generator=gen)
+        macc = torch.randn(2, MR, C, generator=gen)
+        U = acc.double() if mode == 1 else acc.double().sum(0)
+        want = {"dg": (q.double() * U).sum(0) if mode == 1 else q.double() * U if mode == 0 else U}
+        if mode != 2:
+            want["dq"] = g.double() * U
+        d = lambda t: t.to(device)
+        dq, dg = torch.zeros(q.shape, device=device), torch.zeros(C, device=device)
+        dmod = tuple(torch.zeros(MR, C, device=device, dtype=torch.bfloat16) for _ in range(2)) if cast else None
+        rt.finish_qg(d(acc), R, d(q), d(g), dq, dg, C, mode, d(macc) if cast else None, dmod, MR)
+        errs = {k: rel({"dq": dq, "dg": dg}[k], v) for k, v in want.items()}
+        if cast:
+            errs.update(dshift=rel(dmod[0], macc[0].double()), dscale=rel(dmod[1], macc[1].double()))
+        tol = 1e-2 if cast else 1e-5
+        worst = max((v, k) for k, v in errs.items())
+        out.append(dict(name=f"finish-mode{mode}{'-cast' if cast else ''}", worst_rel=worst[0], worst=worst[1],
+                        tol=tol, ok=bool(all(math.isfinite(v) and v < tol for v in errs.values()))))
+    return out
+
+
 def prefix_check(device: str, interpret: bool) -> list[dict]:
     """Shared prefixes (``prefix_triton``): K static / static_t routers over P shared summaries, router k with k raw
     sources after them (a chunk), each followed by its fused LayerNorm + modulate, against float64 autograd of the
@@ -797,7 +829,8 @@ def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, 
             ref_dq = c.ref_errors.get("dq", float("nan"))
             print(f"  [{'ok' if c.ok else 'FAIL'}] {c.name:18s} N={c.N:2d} D={c.D:4d} {c.dtypes:10s} "
                   f"{errs} max_dv={worst_dv:.1e} tol={c.tol:.0e} (torch ref dq={ref_dq:.1e})", flush=True)
-    checks = [("ln-fused", lambda: ln_check(device, interpret)),
+    checks = [("router", lambda: finish_check(device)),
+              ("ln-fused", lambda: ln_check(device, interpret)),
               ("shared-prefix", lambda: prefix_check(device, interpret)),
               ("shared-prefix-model", lambda: shared_model_check(device, interpret)),
               ("tapped-sources", lambda: [tap_check(device, interpret)]),

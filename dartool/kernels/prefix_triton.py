@@ -676,9 +676,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
         dq = torch.empty(qs.shape, dtype=qs.dtype, device=dev)
         dg = torch.empty(gs.shape, dtype=gs.dtype, device=dev)
         C = K * D
-        rt._qg_finish_kernel[(triton.cdiv(C, rt.FINISH_COLS),)](
-            part, acc_mod, qc, gs.contiguous(), dq, dg, C, dg, dg, dg, 0, MODE=0 if q_sb == 0 else 1,
-            MOD_CAST=False, BC=rt.FINISH_COLS, num_warps=4)
+        rt.finish_qg(part, acc_mod, qc, gs, dq, dg, C, 0 if q_sb == 0 else 1)
         return [dv0] + dvrest, dq, dg
     gf = gs.float()
     if q_sb == 0:

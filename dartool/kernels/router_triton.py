@@ -196,7 +196,7 @@ def _router_fwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, N,
     q_ptr, q_sb, q_st, g_ptr,
     h_ptr, h32_ptr, lse_ptr, logit_ptr,
-    y_ptr, shift_ptr, mscale_ptr, ln_eps,
+    y_ptr, shift_ptr, mscale_ptr, ln_eps, sh_sb, sc_sb,
     T, eps, scale, pre_ptr, plam_ptr,
     D: tl.constexpr, BLOCK_R: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
     ALIGN: tl.constexpr, WRITE_LOGITS: tl.constexpr, WRITE_H32: tl.constexpr, LN_MOD: tl.constexpr,
@@ -342,13 +342,13 @@ def _router_fwd_kernel(
     if LN_MOD:
         # y = LayerNorm(h) * (1 + scale_b) + shift_b over the row in registers (no affine, biased variance)
         xc_a, xc_b, rstd = _ln_center(h_a, h_b, m_a, m_b, D, ln_eps, DB)
-        sc_a = tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
-        sh_a = tl.load(shift_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32)
+        sc_a = tl.load(mscale_ptr + b * sc_sb + c_a, mask=c_a < D, other=0.0).to(tl.float32)
+        sh_a = tl.load(shift_ptr + b * sh_sb + c_a, mask=c_a < D, other=0.0).to(tl.float32)
         y_a = xc_a * rstd[:, None] * (1.0 + sc_a[None, :]) + sh_a[None, :]
         tl.store(y_ptr + o_a, y_a.to(y_ptr.dtype.element_ty), mask=m_a)
         if DB > 0:
-            sc_b = tl.load(mscale_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32)
-            sh_b = tl.load(shift_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32)
+            sc_b = tl.load(mscale_ptr + b * sc_sb + c_b, mask=c_b < D, other=0.0).to(tl.float32)
+            sh_b = tl.load(shift_ptr + b * sh_sb + c_b, mask=c_b < D, other=0.0).to(tl.float32)
             y_b = xc_b * rstd[:, None] * (1.0 + sc_b[None, :]) + sh_b[None, :]
             tl.store(y_ptr + o_b, y_b.to(y_ptr.dtype.element_ty), mask=m_b)
 
@@ -446,7 +446,7 @@ def _router_bwd_kernel(
     q_ptr, q_sb, q_st, g_ptr,
     h_ptr, dh_ptr, lse_ptr,
     dq_ptr, part_ptr,
-    mscale_ptr, pmod_ptr, ln_eps,
+    mscale_ptr, pmod_ptr, ln_eps, msc_sb,
     T, eps, scale, n_tprog, plam_ptr, dpre_ptr, glam_ptr, acc_ptr, acc_div, acc_mod, macc_ptr, macc2_ptr,
     D: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, UNROLL: tl.constexpr,
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
@@ -517,7 +517,7 @@ def _router_bwd_kernel(
             xh_a, xh_b, rstd = _ln_center(hv_a, hv_b, m_a, m_b, D, ln_eps, DB)
             xh_a = xh_a * rstd[:, None]
             # 1 + scale_b re-read per row (a cached [D] vector) rather than held across the source loop
-            dx_a = dy_a * (1.0 + tl.load(mscale_ptr + b * D + c_a, mask=c_a < D, other=0.0).to(tl.float32))[None, :]
+            dx_a = dy_a * (1.0 + tl.load(mscale_ptr + b * msc_sb + c_a, mask=c_a < D, other=0.0).to(tl.float32))[None, :]
             c1 = tl.sum(dx_a, 1)
             c2 = tl.sum(dx_a * xh_a, 1)
             if LN_SLOT:  # this program's own [D] slots in pmod, updated once per row: nothing held over the loop
@@ -528,7 +528,7 @@ def _router_bwd_kernel(
                 psc_a += dy_a * xh_a
             if DB > 0:
                 xh_b = xh_b * rstd[:, None]
-                dx_b = dy_b * (1.0 + tl.load(mscale_ptr + b * D + c_b, mask=c_b < D, other=0.0).to(tl.float32))[None, :]
+                dx_b = dy_b * (1.0 + tl.load(mscale_ptr + b * msc_sb + c_b, mask=c_b < D, other=0.0).to(tl.float32))[None, :]
                 c1 += tl.sum(dx_b, 1)
                 c2 += tl.sum(dx_b * xh_b, 1)
                 if LN_SLOT:
@@ -717,32 +717,40 @@ def _router_bwd_kernel(
 
 @triton.jit
 def _qg_finish_kernel(acc_ptr, R, q_ptr, g_ptr, dq_ptr, dg_ptr, C, macc_ptr, dmod_ptr, dmod2_ptr, MR,
-                      MODE: tl.constexpr, MOD_CAST: tl.constexpr, BC: tl.constexpr):
-    """The query / gain gradients from the backward's accumulated partials acc [R, C] (fp32), one program per
-    BC columns. MODE 0 (static, q and g [C]): U = sum_r acc_r, dq = g U, dg = q U. MODE 1 (static_t, q [R = B, C]):
-    dq_r = g acc_r, dg = sum_r q_r acc_r. MODE 2 (dynamic, dq written by the backward): dg = sum_r acc_r.
-    MOD_CAST: also cast macc [2, MR, C] (dshift, dscale; fp32) into dmod, dmod2 [MR, C] (their dtype)."""
+                      MODE: tl.constexpr, BC: tl.constexpr, RB: tl.constexpr):
+    """The query / gain gradients from the backward's accumulated partials acc [R, C] (fp32), BC columns per
+    program; the rows in tiles of RB (a serial loop over single rows was latency-bound: 30 us a call).
+    Programs (c, 0): MODE 0 (static, q and g [C]): U = sum_r acc_r, dq = g U, dg = q U; MODE 1 (static_t,
+    q [R = B, C]): dq_r = g acc_r, dg = sum_r q_r acc_r; MODE 2 (dynamic, dq written by the backward):
+    dg = sum_r acc_r. Programs (c, j > 0), launched when dshift / dscale need a cast: rows (j - 1) * RB ... of
+    macc [2, MR, C] (fp32) into dmod, dmod2 [MR, C] (their dtype)."""
     c = tl.program_id(0) * BC + tl.arange(0, BC)
     cm = c < C
-    g = tl.load(g_ptr + c, mask=cm, other=0.0).to(tl.float32)
-    s = tl.zeros([BC], tl.float32)
-    for r in range(R):
-        u = tl.load(acc_ptr + r * C + c, mask=cm, other=0.0)
-        if MODE == 1:
-            tl.store(dq_ptr + r * C + c, (g * u).to(dq_ptr.dtype.element_ty), mask=cm)
-            s += tl.load(q_ptr + r * C + c, mask=cm, other=0.0).to(tl.float32) * u
-        else:
-            s += u
-    if MODE == 0:
-        tl.store(dq_ptr + c, (g * s).to(dq_ptr.dtype.element_ty), mask=cm)
-        s = tl.load(q_ptr + c, mask=cm, other=0.0).to(tl.float32) * s
-    tl.store(dg_ptr + c, s.to(dg_ptr.dtype.element_ty), mask=cm)
-    if MOD_CAST:
-        for r in range(MR):
-            tl.store(dmod_ptr + r * C + c, tl.load(macc_ptr + r * C + c, mask=cm, other=0.0).to(
-                dmod_ptr.dtype.element_ty), mask=cm)
-            tl.store(dmod2_ptr + r * C + c, tl.load(macc_ptr + (MR + r) * C + c, mask=cm, other=0.0).to(
-                dmod2_ptr.dtype.element_ty), mask=cm)
+    j = tl.program_id(1)
+    if j == 0:
+        g = tl.load(g_ptr + c, mask=cm, other=0.0).to(tl.float32)
+        s = tl.zeros([BC], tl.float32)
+        for r0 in range(0, R, RB):
+            r = r0 + tl.arange(0, RB)
+            m = (r < R)[:, None] & cm[None, :]
+            o = r[:, None] * C + c[None, :]
+            u = tl.load(acc_ptr + o, mask=m, other=0.0)                              # [RB, BC]
+            if MODE == 1:
+                tl.store(dq_ptr + o, (g[None, :] * u).to(dq_ptr.dtype.element_ty), mask=m)
+                s += tl.sum(tl.load(q_ptr + o, mask=m, other=0.0).to(tl.float32) * u, 0)
+            else:
+                s += tl.sum(u, 0)
+        if MODE == 0:
+            tl.store(dq_ptr + c, (g * s).to(dq_ptr.dtype.element_ty), mask=cm)
+            s = tl.load(q_ptr + c, mask=cm, other=0.0).to(tl.float32) * s
+        tl.store(dg_ptr + c, s.to(dg_ptr.dtype.element_ty), mask=cm)
+    else:
+        r = (j - 1) * RB + tl.arange(0, RB)
+        m = (r < MR)[:, None] & cm[None, :]
+        o = r[:, None] * C + c[None, :]
+        tl.store(dmod_ptr + o, tl.load(macc_ptr + o, mask=m, other=0.0).to(dmod_ptr.dtype.element_ty), mask=m)
+        tl.store(dmod2_ptr + o, tl.load(macc_ptr + MR * C + o, mask=m, other=0.0).to(dmod2_ptr.dtype.element_ty),
+                 mask=m)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -878,7 +886,18 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
 # ~1.9 ms per compiled step). The sums' order then varies from run to run (fp32 rounding, ~1e-7 relative): off under
 # torch.use_deterministic_algorithms(True), or with DARTOOL_ROUTER_ATOMIC=0 (read per call).
 ACC_ROWS = 32      # rows of the static query's accumulator: programs spread over them to limit contention
-FINISH_COLS = 128  # columns per program of the finishing kernel
+FINISH_COLS, FINISH_ROWS = 128, 32  # the finishing kernel's tile
+
+
+def finish_qg(acc: Tensor, R: int, q: Tensor, g: Tensor, dq: Tensor, dg: Tensor, C: int, mode: int,
+              macc: "Tensor | None" = None, dmod: "tuple | None" = None, MR: int = 0) -> None:
+    """dq, dg from the accumulated partials acc [R, C] (:func:`_qg_finish_kernel`); with ``macc`` [2, MR, C] fp32
+    also dshift, dscale cast into ``dmod`` (two [MR, C] tensors) by the same launch."""
+    rows = triton.cdiv(MR, FINISH_ROWS) if macc is not None else 0
+    _qg_finish_kernel[(triton.cdiv(C, FINISH_COLS), 1 + rows)](
+        acc, R, q.contiguous(), g.contiguous(), dq, dg, C, macc if macc is not None else dg,
+        dmod[0] if macc is not None else dg, dmod[1] if macc is not None else dg, MR,
+        MODE=mode, BC=FINISH_COLS, RB=FINISH_ROWS, num_warps=4)
 
 
 _ATOMIC_FORCED: "bool | None" = None
@@ -992,6 +1011,15 @@ def _prep_sources(sources: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
     return srcs[0], srcs[1:]
 
 
+def _mod_rows(x: Tensor, B: int, D: int) -> tuple[Tensor, int]:
+    """A [B, D] (or [B, 1, D]) modulation (shift, scale) as (tensor, row stride) with unit column stride: a chunk
+    of the adaLN output is read in place (a copy per router and pass cost ~4 us, 171 of them per XL/2 step)."""
+    x2 = x.reshape(B, D)                               # a view where the layout allows
+    if x2.stride(1) != 1 or x2.data_ptr() % 16 or (B > 1 and x2.stride(0) % 8):
+        x2 = x2.contiguous()
+    return x2, x2.stride(0) if B > 1 else D
+
+
 def _query_view(q: Tensor, B: int, T: int, D: int) -> tuple[Tensor, int, int, int]:
     """(q contiguous, stride over b, stride over t, mode) with mode 0 static, 1 static_t, 2 dynamic."""
     q = q.contiguous()
@@ -1059,7 +1087,7 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
         out_dtype = torch.float32
         shift, mscale, ln_eps, y_dtype = ln
         y = _empty((B, T, D), y_dtype, dev)
-        shift, mscale = shift.reshape(B, D).contiguous(), mscale.reshape(B, D).contiguous()
+        (shift, sh_sb), (mscale, sc_sb) = _mod_rows(shift, B, D), _mod_rows(mscale, B, D)
     write_h = ln is None or keep_h
     h = _empty((B, T, D) if write_h else (0,), out_dtype, dev)
     lse = _empty((B, T), torch.float32, dev)
@@ -1074,10 +1102,10 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
     cfg = fwd_config(N, D)
     DA, DB = _tiles(D, bool(cfg["split"]))
     if ln is None:
-        y, shift, mscale, ln_eps = h, h, h, 0.0
+        y, shift, mscale, ln_eps, sh_sb, sc_sb = h, h, h, 0.0, 0, 0
     plam = prefix[1].contiguous() if prefix is not None else lse
     args = (src0, base, tab, N, qc, q_sb, q_st, g.contiguous(), h if write_h else y, h32, lse, logits,
-            y, shift, mscale, float(ln_eps),
+            y, shift, mscale, float(ln_eps), sh_sb, sc_sb,
             T, float(eps), 1.0 / math.sqrt(D), src0, plam)
     meta = dict(D=D, BLOCK_R=cfg["block_r"], DA=DA, DB=DB, UNROLL=cfg["unroll"], PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), WRITE_LOGITS=bool(want_logits), WRITE_H32=write_h32,
@@ -1190,17 +1218,17 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
         dq_rows = part
     DA, DB = _tiles(D, bool(cfg["split"]))
     if ln is not None:
-        mscale, ln_eps = ln[0].reshape(B, D).contiguous(), float(ln[1])
+        (mscale, msc_sb), ln_eps = _mod_rows(ln[0], B, D), float(ln[1])
         pmod = _empty((2, B, n_tprog, D), torch.float32, dev) if (ln_slot or not atomic) else part
     else:
-        mscale, pmod, ln_eps = part, part, 0.0
+        mscale, pmod, ln_eps, msc_sb = part, part, 0.0, 0
     if acc is None:
         acc = macc = macc2 = part
     args = (src0, base, tab, dv0, obase, otab, N,
             qc, q_sb, q_st, g.contiguous(),
             h, dh, lse.contiguous(),
             dq_rows, part,
-            mscale, pmod, ln_eps,
+            mscale, pmod, ln_eps, msc_sb,
             T, float(eps), 1.0 / math.sqrt(D), n_tprog,
             plam.contiguous() if plam is not None else lse, dpre if plam is not None else part,
             glam if plam is not None else lse, acc, acc_div, acc_mod, macc, macc2)
@@ -1233,10 +1261,7 @@ def _bwd_finish(P: dict):
         macc = P["macc"]
         cast = macc is not None and mod_dtype not in (None, torch.float32)
         dmod = tuple(torch.empty((B, D), dtype=mod_dtype, device=q.device) for _ in range(2)) if cast else None
-        _qg_finish_kernel[(triton.cdiv(D, FINISH_COLS),)](
-            P["acc"], P["acc_mod"], q.contiguous(), g.contiguous(), dq, dg, D, macc[0] if cast else dg,
-            dmod[0] if cast else dg, dmod[1] if cast else dg, B, MODE=mode, MOD_CAST=cast, BC=FINISH_COLS,
-            num_warps=4)
+        finish_qg(P["acc"], P["acc_mod"], q, g, dq, dg, D, mode, macc[0] if cast else None, dmod, B)
         if macc is not None:
             P["dmod"] = dmod if cast else (macc[0].view(B, D), macc[1].view(B, D))
         return P["returned"], dq, dg
