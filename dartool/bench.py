@@ -16,12 +16,20 @@ Results: ``bench-<card>-<date>.json`` and ``.md`` under ``--out``, with the card
 Without CUDA it runs a small CPU bench of the reference router and a tiny training step, and says that
 the fused kernels need CUDA.
 
+``--parts`` runs a subset (``check``: 1; ``router``: 3; ``eager`` / ``compiled``: the separate training-step rows
+of 4; ``paired``: its interleaved compiled rounds, ``--paired-rounds``; ``sampling``: 5; the copy rate always runs),
+so that independent parts run at once on several GPUs of one host (``CUDA_VISIBLE_DEVICES``), e.g.
+``--parts check,paired --paired-rounds 6`` on one and ``--parts router,eager,compiled,sampling`` on another;
+``--merge A.json --merge B.json`` then measures nothing and joins such runs of one card into one results file
+(:func:`merge_bench`).
+
 The core is :func:`run_bench` (no typer needed, so ``python benchmarks/bench.py`` works with only
 torch + triton); :func:`bench_command` is the typer verb.
 """
 from __future__ import annotations
 
 import contextlib
+import copy as _copy
 import datetime as _dt
 import gc
 import json
@@ -32,7 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 import torch
 
@@ -852,6 +860,12 @@ def markdown(res: dict) -> str:
               + (f"; run again: {', '.join(r['run_again'])}" if r.get("run_again") else "")
               + " (ratios compare rows of one run: a training-step group with a row missing was timed again whole).",
               ""]
+    mg = res.get("merged")
+    if mg:
+        L += [f"Combined (`--merge`) from {len(mg)} runs on this card; each ratio and byte floor is its own run's "
+              f"(the copy rate below is the first run's):", ""]
+        L += [f"- `{m.get('file')}`: {m['env'].get('card')}, commit `{m['env'].get('commit')}`, {m['env'].get('date')};"
+              f" parts: {', '.join(m.get('parts') or []) or 'nothing'}" for m in mg] + [""]
     if res.get("skipped"):
         L += ["Skipped: " + "; ".join(res["skipped"]), ""]
     bw = res.get("copy")
@@ -990,13 +1004,21 @@ def summary_lines(res: dict) -> list[str]:
     return out
 
 
+def results_stem(card: "str | None", suffix: str = "") -> str:
+    """``bench-<card>-<UTC minute>[-<suffix>]``, the results files' name. A suffix (the ``--parts`` of a partial run,
+    ``merged``) keeps apart runs started in the same minute on the same card, e.g. parts run at once on the GPUs
+    of one host."""
+    slug = "".join(ch if ch.isalnum() else "-" for ch in str(card or "cpu")).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    stem = f"bench-{slug}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M')}"
+    return f"{stem}-{suffix}" if suffix else stem
+
+
 def write_results(res: dict, out: Path) -> tuple[Path, Path]:
     """Write (or rewrite: called after every section, so a run cut short keeps what it measured)."""
     out.mkdir(parents=True, exist_ok=True)
-    card = "".join(ch if ch.isalnum() else "-" for ch in str(res["env"].get("card", "cpu"))).strip("-")
-    while "--" in card:
-        card = card.replace("--", "-")
-    stem = res.setdefault("_stem", f"bench-{card}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M')}")
+    stem = res.setdefault("_stem", results_stem(res["env"].get("card", "cpu")))
     res["targets"] = evaluate_targets(res)
     jp, mp = out / f"{stem}.json", out / f"{stem}.md"
     for path, text in ((jp, json.dumps({k: v for k, v in res.items() if k != "_stem"}, indent=1, default=str)),
@@ -1007,26 +1029,77 @@ def write_results(res: dict, out: Path) -> tuple[Path, Path]:
     return jp, mp
 
 
-class ResumeError(ValueError):
+class BenchError(ValueError):
+    """Input ``dartool bench`` cannot use (message: one line, what to do); the CLI prints it and exits 2."""
+
+
+class ResumeError(BenchError):
     """A results file that ``--resume`` cannot continue (message: one line, what to do)."""
 
 
+class MergeError(BenchError):
+    """Results files that ``--merge`` cannot combine, or an option it cannot honour (message: one line)."""
+
+
 _PARTS = ("check", "copy", "sweep", "router", "router_dynamic", "train", "paired", "sampling")
+
+# what ``--parts`` selects, in the order a run measures them (the copy bandwidth always runs: floors need it)
+BENCH_PARTS = ("check", "router", "eager", "compiled", "paired", "sampling")
+NOT_IN_PARTS = " (not in --parts)"      # the skipped entry of a part --parts left out: "sampling (not in --parts)"
+
+
+def parse_parts(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
+    """The parts a ``--parts`` value selects (comma-separated names of :data:`BENCH_PARTS`), in run order; None:
+    every part (a plain run). An unknown or empty name list is a one-line :class:`BenchError` naming the valid
+    ones, raised before anything is measured."""
+    if spec is None:
+        return BENCH_PARTS
+    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    bad = [n for n in names if n not in BENCH_PARTS]
+    if bad or not names:
+        what = f"unknown part{'s' if len(bad) > 1 else ''} {', '.join(bad)}" if bad else "no part named"
+        raise BenchError(f"--parts {spec if isinstance(spec, str) else ','.join(spec)}: {what}; give a "
+                         f"comma-separated subset of {','.join(BENCH_PARTS)}")
+    return tuple(p for p in BENCH_PARTS if p in names)
+
+
+def measured_parts(res: dict) -> list[str]:
+    """The parts of :data:`BENCH_PARTS` that a results dict holds measurements of, read from the data (so files
+    written before ``--parts`` existed say it too): provenance of ``--merge`` and which skipped entries a merge
+    drops."""
+    train = [r for r in res.get("train", []) if "step_ms" in r]
+    have = dict(check="check" in res, router=bool(res.get("router")),
+                eager=any(not r.get("compiled") for r in train), compiled=any(r.get("compiled") for r in train),
+                paired=any("ratio_median" in p for p in res.get("paired", [])), sampling=bool(res.get("sampling")))
+    return [p for p in BENCH_PARTS if have[p]]
+
+
+def _row_tag(r: dict) -> str:
+    """A training-step row as the skipped list names it: ``SiT-XL/2 DAR dynamic c4 compiled``."""
+    return f"{r['model']} {r['variant']} {'compiled' if r.get('compiled') else 'eager'}"
+
+
+def read_results(path: Path, flag: str = "--merge", error: type = MergeError) -> dict:
+    """A results JSON that an earlier ``dartool bench`` wrote, checked to be one: a missing file, one that is not
+    JSON or one without ``env`` raises ``error`` with a one-line message that starts with ``flag PATH:``."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{flag} {path}: no such file; give the .json a previous `dartool bench` wrote")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise error(f"{flag} {path}: not readable as JSON ({type(e).__name__}); give the .json a previous "
+                    f"`dartool bench` wrote") from None
+    if not isinstance(data, dict) or not isinstance(data.get("env"), dict):
+        raise error(f"{flag} {path}: not a `dartool bench` results file (no env); give the .json it wrote")
+    return data
 
 
 def load_resume(path: Path, card: "str | None") -> dict:
     """The results of an earlier ``dartool bench`` run to continue: every part it measured is kept and not run
     again. Refuses another card's results (ratios and floors compare only within one card)."""
     path = Path(path)
-    if not path.is_file():
-        raise ResumeError(f"--resume {path}: no such file; give the .json a previous `dartool bench` wrote")
-    try:
-        prev = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ResumeError(f"--resume {path}: not readable as JSON ({type(e).__name__}); give the .json a previous "
-                          f"`dartool bench` wrote") from None
-    if not isinstance(prev, dict) or not isinstance(prev.get("env"), dict):
-        raise ResumeError(f"--resume {path}: not a `dartool bench` results file (no env); give the .json it wrote")
+    prev = read_results(path, "--resume", ResumeError)
     if card is not None and prev["env"].get("card") != card:
         raise ResumeError(f"--resume {path}: measured on {prev['env'].get('card')}, this is {card}; ratios compare "
                           f"only within one card, so run without --resume")
@@ -1040,6 +1113,118 @@ def load_resume(path: Path, card: "str | None") -> dict:
     prev["_stem"] = path.stem
     prev["skipped"] = []
     return prev
+
+
+# parts that ``--merge`` takes whole from the first input that has them (the first file's copy rate stays)
+_MERGE_WHOLE = ("check", "copy", "router", "router_config", "router_dynamic", "sweep", "sampling", "cpu")
+
+
+def _union_train(base: list[dict], more: list[dict], source: str) -> list[dict]:
+    """``base``'s training-step rows plus those of ``more`` that base lacks, keyed (model, variant, compiled) like
+    :func:`_keep_group`; a measured row also replaces base's skipped or failed one. Each row keeps the ratios and
+    floors its own run computed (nothing is recomputed across runs), and a taken row is marked ``merged_from``.
+    Eager rows stay before compiled ones, as a run writes them."""
+    rows = list(base)
+    at = {(r["model"], r["variant"], bool(r.get("compiled"))): i for i, r in enumerate(rows)}
+    for r in more:
+        k = (r["model"], r["variant"], bool(r.get("compiled")))
+        if k not in at:
+            at[k] = len(rows)
+            rows.append(dict(r, merged_from=source))
+        elif "step_ms" in r and "step_ms" not in rows[at[k]]:
+            rows[at[k]] = dict(r, merged_from=source)
+    return sorted(rows, key=lambda r: bool(r.get("compiled")))      # stable: each run's order within a mode
+
+
+def _prune_skipped(entries: list[str], res: dict) -> list[str]:
+    """The skipped entries of merged runs, without repeats and without what another merged run measured: a part
+    skipped for --parts, the time budget or --no-compile, a paired model, or the rows of a 'time budget: ...' list
+    (the list keeps the rows still unmeasured)."""
+    parts = set(measured_parts(res))
+    rows = {_row_tag(r) for r in res.get("train", []) if "step_ms" in r}
+    paired = {p["model"] for p in res.get("paired", []) if "ratio_median" in p}
+    out: list[str] = []
+    for e in entries:
+        if e.startswith("time budget: "):
+            left = [x for x in e[len("time budget: "):].split(", ") if x not in rows]
+            e = "time budget: " + ", ".join(left) if left else ""
+        elif e.endswith(NOT_IN_PARTS) and e[:-len(NOT_IN_PARTS)] in parts:
+            e = ""
+        elif e.startswith("sampling") and "sampling" in parts:
+            e = ""
+        elif e.startswith("torch.compile") and parts & {"compiled", "paired"}:
+            e = ""
+        elif e.startswith("paired compiled ") and e.split()[2].rstrip(":") in paired:
+            e = ""
+        if e and e not in out:
+            out.append(e)
+    return out
+
+
+def combine_results(runs: list[tuple[str, dict]]) -> dict:
+    """One results dict from several runs on one card, ``runs`` = (file name, results) with the first as the base:
+    from each later run, every part the base lacks (:data:`_MERGE_WHOLE`), its training-step rows the base lacks
+    (:func:`_union_train`) and its paired entries for models the base has none of. Skipped entries are joined
+    (:func:`_prune_skipped`); ``merged`` names every input (its env, seconds and the parts it holds; an input that
+    was itself merged contributes its own inputs), ``parts`` what the result holds. The inputs are not changed."""
+    res = _copy.deepcopy(runs[0][1])
+    for k in ("targets", "seconds", "_stem"):
+        res.pop(k, None)
+    merged: list[dict] = []
+    for name, d in runs:
+        merged += d.get("merged") or [dict(file=name, env=d["env"], seconds=d.get("seconds"),
+                                           parts=measured_parts(d))]
+    skipped = list(res.get("skipped", []))
+    for name, d in runs[1:]:
+        d = _copy.deepcopy(d)
+        for k in _MERGE_WHOLE:
+            if not res.get(k) and d.get(k):
+                res[k] = d[k]
+        if d.get("train"):
+            res["train"] = _union_train(res.get("train", []), d["train"], name)
+        have = {p["model"] for p in res.get("paired", []) if "ratio_median" in p}
+        more = [p for p in d.get("paired", []) if p["model"] not in have]
+        if more:
+            res["paired"] = res.get("paired", []) + more
+        for r in d.get("resumed", []):
+            if r not in res.setdefault("resumed", []):
+                res["resumed"].append(r)
+        skipped += d.get("skipped", [])
+    res["skipped"] = _prune_skipped(skipped, res)
+    res["merged"] = merged
+    res["parts"] = measured_parts(res)
+    return res
+
+
+def merge_bench(paths: "list[Path]", out: Path) -> dict:
+    """``dartool bench --merge``: measure nothing; combine the results JSONs of runs on one card (e.g. ``--parts``
+    run at once on several GPUs of a host) with :func:`combine_results`, judge the targets on the whole and write
+    ``bench-<card>-<date>-merged.json`` / ``.md`` under ``out``. Refuses runs of different cards (ratios and
+    floors compare only within one card)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise MergeError("--merge: no results file given; give --merge once per results JSON to combine")
+    runs = [(p.name, read_results(p, "--merge", MergeError)) for p in paths]
+    card = runs[0][1]["env"].get("card")
+    for p, (_, d) in zip(paths[1:], runs[1:]):
+        if d["env"].get("card") != card:
+            raise MergeError(f"--merge {p}: measured on {d['env'].get('card')}, {paths[0]} on {card}; ratios compare "
+                             f"only within one card, so merge runs of one card")
+    commits = sorted({str(d["env"].get("commit")) for _, d in runs})
+    if len(commits) > 1:
+        log(f"note: the merged runs are of different commits ({', '.join(commits)})")
+    res = combine_results(runs)
+    res["_stem"] = results_stem(card, "merged")
+    res["targets"] = evaluate_targets(res)
+    jp, mp = write_results(res, out)
+    for m in res["merged"]:
+        log(f"merged {m['file']}: {', '.join(m['parts']) or 'nothing'} (commit {m['env'].get('commit')}, "
+            f"{m['env'].get('date')})")
+    log(f"wrote {jp} and {mp}")
+    log("=" * 100)
+    for line in summary_lines(res):
+        log(line)
+    return res
 
 
 def _keep_group(res: dict, size: str, compiled: bool, variants: list) -> bool:
@@ -1068,13 +1253,22 @@ def _variant_name(v: tuple) -> str:
 def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 420.0,
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
               router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0,
-              paired_rounds: int = 0, resume: "Path | None" = None) -> dict:
+              paired_rounds: int = 0, resume: "Path | None" = None,
+              parts: "str | Iterable[str] | None" = None) -> dict:
     """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
     measured parts are kept and not run again (a run that outgrew one machine slot continues in the next).
-    ``paired_rounds`` > 0: after the compiled rows, time the compiled residual, static c4 and dynamic c4 steps of each size in that many interleaved rounds in one process
-    (:func:`paired_steps_bench`); the compiled time targets then use those medians (single compiled runs minutes
-    apart moved by a few per cent on one card), memory targets the separate rows."""
+    ``paired_rounds`` > 0: time the compiled residual, static c4 and dynamic c4 steps of each size in that many
+    interleaved rounds in one process (:func:`paired_steps_bench`); the compiled time targets then use those medians
+    (single compiled runs minutes apart moved by a few per cent on one card), memory targets the separate rows.
+    ``parts``: which of :data:`BENCH_PARTS` to run (comma-separated or a list; None: all). A part runs only where
+    its switch allows it too (``eager`` / ``compiled`` / ``paired`` need ``train``; ``compiled`` / ``paired``
+    ``compile``). Independent parts can then run at once on several GPUs and be joined by :func:`merge_bench`;
+    the results name their parts (``bench-<card>-<date>-check+paired``) and record those that ran in
+    ``res["parts"]``. The copy bandwidth always runs (floors need it)."""
     t_begin = time.time()
+    selected = parse_parts(parts)
+    if parts is not None and "paired" in selected and paired_rounds <= 0:
+        raise BenchError("--parts paired needs --paired-rounds N (N > 0; 6 is a good choice)")
     env = env_info()
     res: dict[str, Any] = {"env": env, "skipped": []}
     if resume is not None:
@@ -1082,8 +1276,12 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log(f"resuming {resume}: keeping {', '.join(res['resumed'][-1]['parts']) or 'nothing'} "
             f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
         res["env"] = env
+    elif parts is not None:    # partial runs started at once on one host's GPUs write files of their own
+        res["_stem"] = results_stem(env.get("card"), "+".join(selected))
+    ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
+    res["parts"] = ran
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
-        f"commit {res['env']['commit']})")
+        f"commit {res['env']['commit']})" + (f", parts {','.join(selected)}" if parts is not None else ""))
     if not torch.cuda.is_available():
         from .kernels import why_not_fused
 
@@ -1104,11 +1302,12 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         res["note"] = f"fused router unavailable: {reason}"
         log(res["note"])
 
-    if check and not reason and "check" not in res:
+    if check and "check" in selected and not reason and "check" not in res:
         log("[1/5] correctness of the fused router (float64 reference)")
         from .kernels.check import run_all
 
         res["check"] = run_all(device="cuda", model=True)
+        ran.append("check")
         log(f"  correctness: {'PASS' if res['check']['ok'] else 'FAIL'} ({res['check']['seconds']:.0f} s)")
         write_results(res, out)
     log("[2/5] copy bandwidth")
@@ -1129,7 +1328,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                                 for k in ("block_r", "rows", "num_warps", "num_stages", "split", "unroll",
                                           "prefetch")})
         log(f"  using fwd {rt.FWD_CONFIG} bwd {rt.BWD_CONFIG}")
-    if router and not reason and "router" not in res:
+    if router and "router" in selected and not reason and "router" not in res:
         log("[3/5] router microbench")
         from .kernels import dispatch
         from .kernels import router_triton as rt
@@ -1144,8 +1343,12 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         res["router"] = router_microbench(ns=(9, 57) if quick else (9, 18, 57), bw=bw)
         if not quick:
             res["router_dynamic"] = router_microbench(ns=(57,), query="dynamic", bw=bw, with_reference=False)
+        ran.append("router")
         write_results(res, out)
-    if train:
+    eager = train and "eager" in selected
+    compiled = train and compile and "compiled" in selected
+    paired = train and compile and paired_rounds > 0 and "paired" in selected
+    if eager or compiled or paired:
         log("[4/5] training step: residual vs DAR")
         big = torch.cuda.get_device_properties(0).total_memory > 100e9
         xlb = xl_batch or (128 if big else 64)
@@ -1157,56 +1360,31 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         if quick:
             full = full[:2] + [full[3]]
         res["train"] = [r for r in res.get("train", []) if not r.get("skipped") and not r.get("error")]
-        for size, batch in sizes:
-            if _keep_group(res, size, False, full):
-                continue
-            res["train"] += train_step_bench(size, batch, full, compiled=False, deadline=deadline)
-            _floors(res["train"], res["copy"]["bytes_per_s"])
-            write_results(res, out)
-        if compile:
-            cdead = min(deadline, time.time() + compile_budget_s)
-            # residual + static c4 of both sizes first, then dynamic c4 while the budget lasts
-            first = [("residual", "static", 4, True), ("dar", "static", 4, True)]
-            kept = {size for size, _ in sizes if _keep_group(res, size, True, first + [("dar", "dynamic", 4, True)])}
-            plan = [(size, batch, first) for size, batch in sizes if size not in kept]
-            plan += [(size, batch, [("dar", "dynamic", 4, True)]) for size, batch in sizes if size not in kept]
-            for size, batch, cvars in plan:
-                est = 40.0 if size == "B" else 60.0
-                rows_c = train_step_bench(size, batch, cvars, compiled=True, deadline=cdead,
-                                          compile_est_s=est, steps=8)
-                res["train"] += rows_c
-                _ratios(res["train"])
-                _floors(res["train"], res["copy"]["bytes_per_s"])
-                write_results(res, out)
-            if paired_rounds > 0:
-                res.setdefault("paired", [])
-                for size, batch in sizes:
-                    if any(p["model"] == f"SiT-{size}/2" and "ratio_median" in p for p in res["paired"]):
-                        continue
-                    est = 3 * (40.0 if size == "B" else 60.0) + paired_rounds * 3 * 6 * 0.2
-                    if time.time() + est > deadline:
-                        res["skipped"].append(f"paired compiled SiT-{size}/2 (time budget)")
-                        continue
-                    try:
-                        res["paired"] += paired_steps_bench_many(size, batch, paired_rounds)
-                    except Exception as e:  # keep going: report it
-                        res["skipped"].append(f"paired compiled SiT-{size}/2: {type(e).__name__}: {str(e)[:120]}")
-                    write_results(res, out)
-        else:
-            res["skipped"].append("torch.compile (--no-compile)")
-    if not sampling or "sampling" in res:     # off, or kept from the resumed run
+        if eager:
+            _eager_rows(res, out, sizes, full, deadline, ran)
+        if compiled:
+            _compiled_rows(res, out, sizes, min(deadline, time.time() + compile_budget_s), ran)
+        if paired:
+            _paired_rounds(res, out, sizes, paired_rounds, deadline, ran)
+    if train and not compile and {"compiled", "paired"} & set(selected):
+        res["skipped"].append("torch.compile (--no-compile)")
+    if not sampling or "sampling" not in selected or "sampling" in res:     # off, or kept from the resumed run
         pass
     elif time.time() < deadline:
         log("[5/5] sampling")
         res["sampling"] = sampling_bench(variants=(("residual", "static", 4, True), ("dar", "static", 4, True),
                                                    ("dar", "static", 4, False)) if not reason else
                                          (("residual", "static", 4, True), ("dar", "static", 4, False)))
+        ran.append("sampling")
     else:
         res["skipped"].append("sampling (time budget)")
-    skipped_train = [f"{r['model']} {r['variant']} {'compiled' if r['compiled'] else 'eager'}"
-                     for r in res.get("train", []) if r.get("skipped")]
+    skipped_train = [_row_tag(r) for r in res.get("train", []) if r.get("skipped")]
     if skipped_train:
         res["skipped"].append("time budget: " + ", ".join(skipped_train))
+    if parts is not None:      # what --parts left out and no resumed run holds (a merge drops what another has)
+        have = set(measured_parts(res))
+        res["skipped"] += [p + NOT_IN_PARTS for p in BENCH_PARTS if p not in selected and p not in have
+                           and (p != "paired" or paired_rounds > 0)]
     res["targets"] = evaluate_targets(res)
     res["seconds"] = time.time() - t_begin
     jp, mp = write_results(res, out)
@@ -1216,6 +1394,90 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     for line in summary_lines(res):
         log(line)
     return res
+
+
+def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: float, ran: list[str]) -> None:
+    """The eager training-step rows of every size (``--parts eager``); a group a resumed run holds whole is kept."""
+    for size, batch in sizes:
+        if _keep_group(res, size, False, variants):
+            continue
+        res["train"] += train_step_bench(size, batch, variants, compiled=False, deadline=deadline)
+        _floors(res["train"], res["copy"]["bytes_per_s"])
+        if "eager" not in ran:
+            ran.append("eager")
+        write_results(res, out)
+
+
+def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[str]) -> None:
+    """The separately timed compiled training-step rows (``--parts compiled``), bounded by ``cdead``: residual +
+    static c4 of both sizes first, then dynamic c4 while the budget lasts."""
+    first = [("residual", "static", 4, True), ("dar", "static", 4, True)]
+    kept = {size for size, _ in sizes if _keep_group(res, size, True, first + [("dar", "dynamic", 4, True)])}
+    plan = [(size, batch, first) for size, batch in sizes if size not in kept]
+    plan += [(size, batch, [("dar", "dynamic", 4, True)]) for size, batch in sizes if size not in kept]
+    for size, batch, cvars in plan:
+        est = 40.0 if size == "B" else 60.0
+        rows_c = train_step_bench(size, batch, cvars, compiled=True, deadline=cdead, compile_est_s=est, steps=8)
+        res["train"] += rows_c
+        _ratios(res["train"])
+        _floors(res["train"], res["copy"]["bytes_per_s"])
+        if "compiled" not in ran:
+            ran.append("compiled")
+        write_results(res, out)
+
+
+def _paired_rounds(res: dict, out: Path, sizes: list, rounds: int, deadline: float, ran: list[str]) -> None:
+    """The interleaved paired compiled rounds of every size (``--parts paired``, ``--paired-rounds``); needs no
+    eager or compiled rows of this run (the targets pair them with whichever compiled rows the results hold)."""
+    res.setdefault("paired", [])
+    for size, batch in sizes:
+        if any(p["model"] == f"SiT-{size}/2" and "ratio_median" in p for p in res["paired"]):
+            continue
+        est = 3 * (40.0 if size == "B" else 60.0) + rounds * 3 * 6 * 0.2
+        if time.time() + est > deadline:
+            res["skipped"].append(f"paired compiled SiT-{size}/2 (time budget)")
+            continue
+        try:
+            res["paired"] += paired_steps_bench_many(size, batch, rounds)
+            if "paired" not in ran:
+                ran.append("paired")
+        except Exception as e:  # keep going: report it
+            res["skipped"].append(f"paired compiled SiT-{size}/2: {type(e).__name__}: {str(e)[:120]}")
+        write_results(res, out)
+
+
+# the flags of run_bench's keywords where they are not ``--`` + the keyword (switches: the flag that turns them off)
+_FLAGS = {"compile": "--no-compile", "check": "--no-check", "train": "--no-train", "sampling": "--no-sampling",
+          "router": "--no-router", "compile_budget_s": "--compile-budget", "time_budget_s": "--time-budget"}
+
+
+def merge_conflicts(**run_kw: Any) -> list[str]:
+    """The measuring options among ``run_kw`` (keywords of :func:`run_bench`) that are set away from their
+    defaults, named as their flags: ``--merge`` measures nothing, so each of them would be silently ignored."""
+    import inspect
+
+    params = inspect.signature(run_bench).parameters
+    return [_FLAGS.get(k, "--" + k.replace("_", "-")) for k, v in run_kw.items() if v != params[k].default]
+
+
+def bench_or_merge(out: Path, merge: "list[Path] | None" = None, **run_kw: Any) -> dict:
+    """What the CLI runs: :func:`merge_bench` of ``merge`` when given (refusing measuring options next to it,
+    :func:`merge_conflicts`), else :func:`run_bench` with ``run_kw``. Bad input raises :class:`BenchError`."""
+    if merge:
+        bad = merge_conflicts(**run_kw)
+        if bad:
+            raise MergeError(f"--merge measures nothing, so {', '.join(bad)} would be ignored; measure with "
+                             f"{'it' if len(bad) == 1 else 'them'} in a run of its own, then merge its results")
+        return merge_bench(list(merge), out)
+    return run_bench(out, **run_kw)
+
+
+PARTS_HELP = (f"Run only these parts, comma-separated: {','.join(BENCH_PARTS)} (default: all; a switch such as "
+              "--no-sampling still turns its part off; the copy bandwidth always runs). Parts run at once on "
+              "several GPUs of a host (CUDA_VISIBLE_DEVICES) are then joined with --merge.")
+MERGE_HELP = ("Measure nothing: combine these results JSONs of runs on one card (give it once per file; the first "
+              "is the base, later ones add the parts, training-step rows and paired models it lacks) into "
+              "bench-<card>-<date>-merged.json / .md under --out.")
 
 
 def main(argv=None) -> int:
@@ -1236,13 +1498,16 @@ def main(argv=None) -> int:
     ap.add_argument("--paired-rounds", type=int, default=0,
                     help="also time the compiled steps in interleaved rounds (see dartool bench --help)")
     ap.add_argument("--resume", default=None, help="continue an earlier run's results JSON (see dartool bench --help)")
+    ap.add_argument("--parts", default=None, help=PARTS_HELP.replace("%", "%%"))
+    ap.add_argument("--merge", action="append", default=None, metavar="JSON", help=MERGE_HELP.replace("%", "%%"))
     a = ap.parse_args(argv)
     try:
-        res = run_bench(Path(a.out), quick=a.quick, compile=not a.no_compile, compile_budget_s=a.compile_budget,
-                        sweep=a.sweep, check=not a.no_check, train=not a.no_train, sampling=not a.no_sampling,
-                        router=not a.no_router, xl_batch=a.xl_batch, time_budget_s=a.time_budget,
-                        paired_rounds=a.paired_rounds, resume=Path(a.resume) if a.resume else None)
-    except ResumeError as e:
+        res = bench_or_merge(Path(a.out), [Path(m) for m in a.merge or []], quick=a.quick, compile=not a.no_compile,
+                             compile_budget_s=a.compile_budget, sweep=a.sweep, check=not a.no_check,
+                             train=not a.no_train, sampling=not a.no_sampling, router=not a.no_router,
+                             xl_batch=a.xl_batch, time_budget_s=a.time_budget, paired_rounds=a.paired_rounds,
+                             resume=Path(a.resume) if a.resume else None, parts=a.parts)
+    except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     ok = res.get("check", {}).get("ok", True)
@@ -1271,13 +1536,20 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
                                                          "(rewritten in place, under --out); the parts it measured "
                                                          "are kept, the rest run (a training-step group with a row "
                                                          "missing is timed again whole)."),
+        parts: Optional[str] = typer.Option(None, metavar="PART,...", help=PARTS_HELP),
+        merge: Optional[List[Path]] = typer.Option(None, "--merge", metavar="JSON", help=MERGE_HELP),
     ) -> None:
-        """Benchmark the fused DAR router and what DAR costs against the residual baseline (JSON + Markdown)."""
+        """Benchmark the fused DAR router and what DAR costs against the residual baseline (JSON + Markdown).
+
+        Split over two GPUs of one host, at the same time: CUDA_VISIBLE_DEVICES=0 dartool bench --parts
+        check,paired --paired-rounds 6, and CUDA_VISIBLE_DEVICES=1 dartool bench --parts
+        router,eager,compiled,sampling; then join their results with dartool bench --merge A.json --merge B.json."""
         try:
-            res = run_bench(out, quick=quick, compile=compile, compile_budget_s=compile_budget, sweep=sweep,
-                            check=check, train=train, sampling=sampling, router=router, xl_batch=xl_batch or None,
-                            time_budget_s=time_budget, paired_rounds=paired_rounds, resume=resume)
-        except ResumeError as e:
+            res = bench_or_merge(out, merge, quick=quick, compile=compile, compile_budget_s=compile_budget,
+                                 sweep=sweep, check=check, train=train, sampling=sampling, router=router,
+                                 xl_batch=xl_batch or None, time_budget_s=time_budget, paired_rounds=paired_rounds,
+                                 resume=resume, parts=parts)
+        except BenchError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         if not res.get("check", {}).get("ok", True):

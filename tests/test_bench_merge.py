@@ -1,0 +1,296 @@
+"""``dartool bench --parts`` / ``--merge``: a bench split over several GPUs of one host and joined afterwards. CPU
+only: the measurements are faked (small results dicts, or run_bench with CUDA and every timed function faked)."""
+import json
+
+import pytest
+
+import dartool.bench as bench
+from tests.test_bench_paired import _paired, _row
+
+CARD = "H100 test"
+
+
+def _env(commit, date="2026-11-27 10:00 UTC", card=CARD):
+    return dict(card=card, date=date, commit=commit, torch="x", python="3", triton="y")
+
+
+def _router_row(N):
+    return dict(N=N, B=32, T=256, D=1152, query="static", dtype="bf16", fused_fwd_ms=0.5, fused_fwd_kernel_ms=0.4,
+                fused_bwd_kernel_ms=0.9, fused_fwdbwd_ms=1.6, fused_peak_mb=900.0, fwd_pct_floor=80.0,
+                bwd_pct_floor=60.0, ref_fwd_ms=8.0, ref_fwdbwd_ms=25.0, ref_peak_mb=4000.0, speedup_fwd=16.0,
+                speedup_fwdbwd=15.6, speedup_bwd=24.0, fused_bwd_ms=1.1)
+
+
+def _check(ok=True):
+    return dict(ok=ok, seconds=30.0, cases=[dict(ok=ok)] * 3, models=[dict(ok=True)])
+
+
+ROUTER_CONFIG = dict(fwd=dict(block_r=1, num_warps=1), bwd=dict(rows=8, ln_slot=1), fuse_ln=True,
+                     shared_prefix=dict(on=True, min_summaries=2, max_width=1 << 30, partial="float32"))
+
+
+def _sampling():
+    return [dict(model="SiT-B/2", batch=256, steps=50, variant="residual", fused=True, ms=9000.0, img_per_s=28.4,
+                 time_ratio=1.0),
+            dict(model="SiT-B/2", batch=256, steps=50, variant="DAR static c4", fused=True, ms=9500.0,
+                 img_per_s=26.9, time_ratio=1.056)]
+
+
+def _copy(tb):
+    return dict(bytes_moved=2 << 30, ms=0.7, bytes_per_s=tb * 1e12, tb_per_s=tb)
+
+
+def _gpu0():
+    """What ``--parts check,paired --paired-rounds 3`` on GPU 0 writes."""
+    return dict(env=_env("abc"), skipped=["router (not in --parts)", "eager (not in --parts)",
+                                          "compiled (not in --parts)", "sampling (not in --parts)"],
+                parts=["check", "paired"], check=_check(), copy=_copy(3.0), train=[],
+                paired=[_paired("SiT-B/2", "DAR static c4", [1.08, 1.07, 1.09]),
+                        _paired("SiT-B/2", "DAR dynamic c4", [1.28, 1.27, 1.29])], seconds=400.0)
+
+
+def _gpu1():
+    """What ``--parts router,eager,compiled,sampling`` on GPU 1 writes (XL/2 compiled dynamic ran out of time)."""
+    train = [_row(m, v, rt, q, False, r) for m in ("SiT-B/2", "SiT-XL/2")
+             for v, rt, q, r in (("residual", "residual", "static", 1.0), ("DAR static c4", "dar", "static", 0.9))]
+    train += [_row(m, v, rt, q, True, r) for m in ("SiT-B/2", "SiT-XL/2")
+              for v, rt, q, r in (("residual", "residual", "static", 1.0), ("DAR static c4", "dar", "static", 1.09))]
+    train += [_row("SiT-B/2", "DAR dynamic c4", "dar", "dynamic", True, 1.3),
+              dict(model="SiT-XL/2", batch=64, variant="DAR dynamic c4", routing="dar", query="dynamic", chunk=4,
+                   fused=True, compiled=True, skipped="time budget")]
+    return dict(env=_env("abc", "2026-11-27 10:01 UTC"), parts=["router", "eager", "compiled", "sampling"],
+                skipped=["check (not in --parts)", "paired (not in --parts)",
+                         "time budget: SiT-XL/2 DAR dynamic c4 compiled"],
+                copy=_copy(3.1), router=[_router_row(9), _router_row(57)], router_config=ROUTER_CONFIG,
+                router_dynamic=[_router_row(57)], train=train, sampling=_sampling(), seconds=500.0)
+
+
+def _gpu2():
+    """A third run: the compiled XL/2 dynamic row the second lacked, a repeat of a row and of a paired model, and
+    paired rounds of XL/2 that the first run did not time."""
+    return dict(env=_env("def", "2026-11-27 11:00 UTC"), skipped=["sampling (time budget)"],
+                copy=_copy(2.9),
+                train=[_row("SiT-B/2", "residual", "residual", "static", False, 1.0),
+                       _row("SiT-XL/2", "DAR dynamic c4", "dar", "dynamic", True, 1.4)],
+                paired=[_paired("SiT-B/2", "DAR static c4", [1.5] * 3),
+                        _paired("SiT-XL/2", "DAR static c4", [1.09] * 3)], seconds=300.0)
+
+
+def _write(tmp_path, name, res):
+    p = tmp_path / name
+    p.write_text(json.dumps(res))
+    return p
+
+
+def _key(r):
+    return r["model"], r["variant"], r["compiled"]
+
+
+def test_merge_combines_parts_rows_and_paired(tmp_path):
+    a, b, c = (_write(tmp_path, f"{n}.json", f()) for n, f in (("a", _gpu0), ("b", _gpu1), ("c", _gpu2)))
+    res = bench.merge_bench([a, b, c], tmp_path / "out")
+    assert res["check"]["ok"] and res["router"] == _gpu1()["router"] and res["sampling"] == _sampling()
+    assert res["router_config"] == ROUTER_CONFIG and len(res["router_dynamic"]) == 1
+    assert res["copy"]["tb_per_s"] == 3.0                                   # the base's copy rate stays
+    keys = [_key(r) for r in res["train"]]
+    assert len(keys) == len(set(keys)) == 10                                # unioned, no repeats
+    assert [r["compiled"] for r in res["train"]] == [False] * 4 + [True] * 6   # eager rows first, as a run writes
+    xl_dyn = next(r for r in res["train"] if _key(r) == ("SiT-XL/2", "DAR dynamic c4", True))
+    assert xl_dyn["step_ms"] == 140.0 and xl_dyn["merged_from"] == "c.json"   # a measured row replaces a skipped one
+    assert not any(r.get("skipped") for r in res["train"])
+    b_res = next(r for r in res["train"] if _key(r) == ("SiT-B/2", "residual", False))
+    assert b_res["merged_from"] == "b.json"                                 # the first run that had it
+    paired = {(p["model"], p["variant"]): p["ratio_median"] for p in res["paired"]}
+    assert paired == {("SiT-B/2", "DAR static c4"): 1.08, ("SiT-B/2", "DAR dynamic c4"): 1.28,
+                      ("SiT-XL/2", "DAR static c4"): 1.09}                   # B/2 from the base only; XL/2 added
+    assert res["parts"] == list(bench.BENCH_PARTS)
+    assert res["skipped"] == []                                             # everything was measured somewhere
+    assert [(m["file"], m["parts"]) for m in res["merged"]] == [
+        ("a.json", ["check", "paired"]), ("b.json", ["router", "eager", "compiled", "sampling"]),
+        ("c.json", ["eager", "compiled", "paired"])]
+    assert [m["env"]["commit"] for m in res["merged"]] == ["abc", "abc", "def"]
+    assert [m["seconds"] for m in res["merged"]] == [400.0, 500.0, 300.0]
+    t = {x["target"]: x for x in res["targets"]}
+    assert t["SiT-B/2 DAR static c4 compiled: step / residual <= 1.10 (paired, median of 3 rounds)"]["value"] == 1.08
+    assert "fused router matches float64 reference (every shape class)" in t
+    assert "router fwd >= 70% of byte floor (N=57)" in t
+    # written once, under --out, as bench-<card>-<date>-merged; the inputs are left as they were
+    out = list((tmp_path / "out").iterdir())
+    assert sorted(p.suffix for p in out) == [".json", ".md"] and all(p.stem.endswith("-merged") for p in out)
+    assert json.loads(a.read_text()) == _gpu0()
+    written = json.loads(next(p for p in out if p.suffix == ".json").read_text())
+    assert written["merged"][2]["file"] == "c.json" and "_stem" not in written and "seconds" not in written
+    md = next(p for p in out if p.suffix == ".md").read_text()
+    assert "Combined (`--merge`) from 3 runs on this card" in md
+    assert "- `a.json`: H100 test, commit `abc`, 2026-11-27 10:00 UTC; parts: check, paired" in md
+    assert "- `c.json`: H100 test, commit `def`, 2026-11-27 11:00 UTC; parts: eager, compiled, paired" in md
+    assert "## Router" in md and "## Compiled steps, paired" in md and "## Sampling" in md and "Skipped" not in md
+
+
+def test_merge_keeps_skipped_entries_nobody_measured(tmp_path):
+    """Skipped entries join without repeats; an entry goes only where another merged run measured it, and a
+    'time budget' list keeps its rows still unmeasured."""
+    g1 = _gpu1()
+    g1["skipped"][2] = "time budget: SiT-XL/2 DAR dynamic c4 compiled, SiT-B/2 DAR static c8 eager"
+    g0 = dict(_gpu0(), skipped=_gpu0()["skipped"] + ["paired compiled SiT-XL/2 (time budget)", "router (not in --parts)"])
+    res = bench.merge_bench([_write(tmp_path, "a.json", g0), _write(tmp_path, "b.json", g1)], tmp_path)
+    assert res["skipped"] == ["paired compiled SiT-XL/2 (time budget)",
+                              "time budget: SiT-XL/2 DAR dynamic c4 compiled, SiT-B/2 DAR static c8 eager"]
+    assert res["parts"] == list(bench.BENCH_PARTS)
+    # the other way round: the base skipped sampling, the second run sampled
+    g1 = dict(_gpu1(), skipped=["sampling (time budget)", "torch.compile (--no-compile)"])
+    del g1["sampling"]
+    g1["train"] = [r for r in g1["train"] if not r["compiled"]]
+    g0 = dict(_gpu0(), paired=[], skipped=[], sampling=_sampling())
+    res = bench.merge_bench([_write(tmp_path, "c.json", g1), _write(tmp_path, "d.json", g0)], tmp_path)
+    assert res["skipped"] == ["torch.compile (--no-compile)"] and res["sampling"] == _sampling()
+
+
+def test_merge_refuses_other_cards_and_bad_files(tmp_path):
+    a = _write(tmp_path, "a.json", _gpu0())
+    b = _write(tmp_path, "b.json", dict(_gpu1(), env=_env("abc", card="H200 test")))
+    with pytest.raises(bench.MergeError, match=r"--merge .*b.json: measured on H200 test, .*a.json on H100 test; "
+                                               r"ratios compare only within one card"):
+        bench.merge_bench([a, b], tmp_path / "out")
+    with pytest.raises(bench.MergeError, match="--merge .*nope.json: no such file"):
+        bench.merge_bench([a, tmp_path / "nope.json"], tmp_path / "out")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"env": {"card": "H1')
+    with pytest.raises(bench.MergeError, match="not readable as JSON"):
+        bench.merge_bench([a, bad], tmp_path / "out")
+    other = _write(tmp_path, "other.json", {"rows": []})
+    with pytest.raises(bench.MergeError, match="not a `dartool bench` results file"):
+        bench.merge_bench([other, a], tmp_path / "out")
+    assert not (tmp_path / "out").exists()                                  # nothing written
+
+
+def test_merge_of_a_merge_names_the_original_inputs(tmp_path):
+    first = bench.merge_bench([_write(tmp_path, "a.json", _gpu0()), _write(tmp_path, "b.json", _gpu1())],
+                              tmp_path / "m")
+    mp = _write(tmp_path, "m.json", json.loads(json.dumps(first, default=str)))
+    res = bench.merge_bench([mp, _write(tmp_path, "c.json", _gpu2())], tmp_path / "m2")
+    assert [m["file"] for m in res["merged"]] == ["a.json", "b.json", "c.json"]
+
+
+def test_parse_parts():
+    assert bench.parse_parts(None) == bench.BENCH_PARTS
+    assert bench.parse_parts("paired, check") == ("check", "paired")          # run order, spaces allowed
+    assert bench.parse_parts(["sampling", "eager"]) == ("eager", "sampling")
+    assert bench.parse_parts("router,router") == ("router",)
+    with pytest.raises(bench.BenchError, match="--parts check,train: unknown part train; give a comma-separated "
+                                               "subset of check,router,eager,compiled,paired,sampling"):
+        bench.parse_parts("check,train")
+    with pytest.raises(bench.BenchError, match="no part named"):
+        bench.parse_parts(" , ")
+
+
+def test_merge_conflicts_name_the_measuring_flags():
+    assert bench.merge_conflicts(quick=False, compile=True, paired_rounds=0, resume=None, parts=None) == []
+    assert bench.merge_conflicts(resume="x.json", compile=False, parts="check", time_budget_s=900.0) == [
+        "--resume", "--no-compile", "--parts"]
+    with pytest.raises(bench.MergeError, match="--merge measures nothing, so --resume would be ignored"):
+        bench.bench_or_merge("out", ["a.json"], resume="x.json")
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """run_bench as on a CUDA card, every measurement faked; returns the list of what was called."""
+    import dartool.kernels as kernels
+    import dartool.kernels.check as check
+
+    calls = []
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench, "env_info", lambda: _env("abc"))
+    monkeypatch.setattr(kernels, "why_not_fused", lambda: None)
+    monkeypatch.setattr(check, "run_all", lambda **k: calls.append("check") or _check())
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda: calls.append("copy") or _copy(3.0))
+    monkeypatch.setattr(bench, "router_microbench", lambda **k: calls.append("router") or [_router_row(57)])
+    monkeypatch.setattr(bench, "sampling_bench", lambda **k: calls.append("sampling") or _sampling())
+
+    def fake_train(size, batch, variants, compiled, **k):
+        calls.append(("compiled" if compiled else "eager", size))
+        return [_row(f"SiT-{size}/2", bench._variant_name(v), v[0], v[1], compiled, 1.0 if v[0] == "residual" else 1.1)
+                for v in variants]
+
+    monkeypatch.setattr(bench, "train_step_bench", fake_train)
+    monkeypatch.setattr(bench, "paired_steps_bench_many", lambda size, batch, rounds: calls.append(("paired", size))
+                        or [_paired(f"SiT-{size}/2", "DAR static c4", [1.05] * rounds)])
+    monkeypatch.setattr(bench.torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 80e9}))
+    return calls
+
+
+def test_parts_run_only_what_they_name(tmp_path, fake_cuda):
+    """--parts check,paired: the float64 check, the copy rate and the paired rounds, no eager or compiled rows
+    (paired runs without them); the rest is named skipped, and the file is named after its parts."""
+    res = bench.run_bench(tmp_path, quick=True, paired_rounds=3, parts="paired,check")
+    assert fake_cuda == ["check", "copy", ("paired", "B"), ("paired", "XL")]
+    assert res["parts"] == ["check", "paired"] and res["train"] == []
+    assert res["skipped"] == [f"{p} (not in --parts)" for p in ("router", "eager", "compiled", "sampling")]
+    (jp,) = tmp_path.glob("*.json")
+    assert jp.stem.endswith("-check+paired") and json.loads(jp.read_text())["parts"] == ["check", "paired"]
+
+
+def test_parts_and_switches_both_decide(tmp_path, fake_cuda):
+    res = bench.run_bench(tmp_path, quick=True, sampling=False, parts="eager,compiled,sampling")
+    assert [c for c in fake_cuda if c[0] != "compiled"] == ["copy", ("eager", "B"), ("eager", "XL")]
+    assert ("compiled", "B") in fake_cuda and res["parts"] == ["eager", "compiled"]
+    assert "check (not in --parts)" in res["skipped"] and "sampling (not in --parts)" not in res["skipped"]
+
+
+def test_default_parts_run_everything(tmp_path, fake_cuda):
+    res = bench.run_bench(tmp_path, quick=True, paired_rounds=2)
+    assert res["parts"] == list(bench.BENCH_PARTS) and res["skipped"] == []
+    assert fake_cuda[:4] == ["check", "copy", "router", ("eager", "B")] and fake_cuda[-1] == "sampling"
+    (jp,) = tmp_path.glob("*.json")
+    assert jp.stem.count("-") == 4                    # bench-H100-test-<date>-<time>: no parts suffix
+
+
+def test_parts_split_then_merged_equals_the_whole(tmp_path, fake_cuda):
+    a = bench.run_bench(tmp_path / "gpu0", quick=True, paired_rounds=2, parts="check,paired")
+    b = bench.run_bench(tmp_path / "gpu1", quick=True, paired_rounds=2, parts="router,eager,compiled,sampling")
+    assert a["parts"] == ["check", "paired"] and b["parts"] == ["router", "eager", "compiled", "sampling"]
+    res = bench.merge_bench([next((tmp_path / d).glob("*.json")) for d in ("gpu0", "gpu1")], tmp_path / "out")
+    assert res["parts"] == list(bench.BENCH_PARTS) and res["skipped"] == []
+    whole = bench.run_bench(tmp_path / "whole", quick=True, paired_rounds=2)
+    assert sorted(map(_key, res["train"])) == sorted(map(_key, whole["train"]))
+    assert [t["target"] for t in res["targets"]] == [t["target"] for t in whole["targets"]]
+
+
+def test_parts_errors_before_measuring(tmp_path, fake_cuda):
+    with pytest.raises(bench.BenchError, match="unknown part sample"):
+        bench.run_bench(tmp_path, parts="check,sample")
+    with pytest.raises(bench.BenchError, match="--parts paired needs --paired-rounds"):
+        bench.run_bench(tmp_path, parts="paired")
+    assert fake_cuda == [] and not list(tmp_path.iterdir())
+
+
+def test_cli_parts_and_merge_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from dartool.cli import app
+
+    r = CliRunner()
+    out = r.invoke(app, ["bench", "--parts", "check,bogus", "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "unknown part bogus" in out.output and "Traceback" not in out.output
+    a, b = _write(tmp_path, "a.json", _gpu0()), _write(tmp_path, "b.json", dict(_gpu1(), env=_env("x", card="H200")))
+    out = r.invoke(app, ["bench", "--merge", str(a), "--merge", str(b), "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "ratios compare only within one card" in out.output
+    out = r.invoke(app, ["bench", "--merge", str(a), "--resume", str(a), "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "--merge measures nothing, so --resume" in out.output
+    b = _write(tmp_path, "b.json", _gpu1())
+    out = r.invoke(app, ["bench", "--merge", str(a), "--merge", str(b), "--out", str(tmp_path / "m")])
+    assert out.exit_code == 0, out.output
+    assert len(list((tmp_path / "m").glob("*-merged.json"))) == 1
+    help_ = r.invoke(app, ["bench", "--help"], terminal_width=200).output
+    assert "--parts" in help_ and "--merge" in help_
+
+
+def test_argparse_main_parts_and_merge(tmp_path, capsys):
+    assert bench.main(["--parts", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown part nope" in capsys.readouterr().err
+    a, b = _write(tmp_path, "a.json", _gpu0()), _write(tmp_path, "b.json", _gpu1())
+    assert bench.main(["--merge", str(a), "--merge", str(b), "--out", str(tmp_path / "m")]) == 0
+    assert bench.main(["--merge", str(a), "--quick", "--out", str(tmp_path / "m")]) == 2
+    assert "--quick would be ignored" in capsys.readouterr().err
+    failed = _write(tmp_path, "f.json", dict(_gpu0(), check=_check(ok=False)))
+    assert bench.main(["--merge", str(failed), "--merge", str(b), "--out", str(tmp_path / "m")]) == 1
