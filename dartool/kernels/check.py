@@ -49,7 +49,7 @@ def reference_router(sources, q, g, eps):
 
 
 def rel(x: torch.Tensor, y: torch.Tensor, floor: float = 0.0) -> float:
-    x, y = x.double(), y.double()
+    x, y = x.double(), y.double().to(x.device)          # a reference may live on the CPU
     if not torch.isfinite(x).all():
         return float("nan")
     return ((x - y).norm() / y.norm().clamp_min(max(floor, 1e-300))).item()
@@ -430,9 +430,10 @@ def finish_check(device: str) -> list[dict]:
         dq, dg = torch.zeros(q.shape, device=device), torch.zeros(C, device=device)
         dmod = tuple(torch.zeros(MR, C, device=device, dtype=torch.bfloat16) for _ in range(2)) if cast else None
         rt.finish_qg(d(acc), R, d(q), d(g), dq, dg, C, mode, d(macc) if cast else None, dmod, MR)
-        errs = {k: rel({"dq": dq, "dg": dg}[k], v) for k, v in want.items()}
+        got = {"dq": dq.cpu(), "dg": dg.cpu()}                  # the references are on the CPU
+        errs = {k: rel(got[k], v) for k, v in want.items()}
         if cast:
-            errs.update(dshift=rel(dmod[0], macc[0].double()), dscale=rel(dmod[1], macc[1].double()))
+            errs.update(dshift=rel(dmod[0].cpu(), macc[0].double()), dscale=rel(dmod[1].cpu(), macc[1].double()))
         tol = 1e-2 if cast else 1e-5
         worst = max((v, k) for k, v in errs.items())
         out.append(dict(name=f"finish-mode{mode}{'-cast' if cast else ''}", worst_rel=worst[0], worst=worst[1],
