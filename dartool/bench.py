@@ -1263,8 +1263,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     ``parts``: which of :data:`BENCH_PARTS` to run (comma-separated or a list; None: all). A part runs only where
     its switch allows it too (``eager`` / ``compiled`` / ``paired`` need ``train``; ``compiled`` / ``paired``
     ``compile``). Independent parts can then run at once on several GPUs and be joined by :func:`merge_bench`;
-    the results name their parts (``bench-<card>-<date>-check+paired``) and record those that ran in
-    ``res["parts"]``. The copy bandwidth always runs (floors need it)."""
+    the results name their parts (``bench-<card>-<date>-check_paired``; no "+", which some file tools refuse) and
+    record those that ran in ``res["parts"]``. The copy bandwidth always runs (floors need it)."""
     t_begin = time.time()
     selected = parse_parts(parts)
     if parts is not None and "paired" in selected and paired_rounds <= 0:
@@ -1277,7 +1277,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
             f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
         res["env"] = env
     elif parts is not None:    # partial runs started at once on one host's GPUs write files of their own
-        res["_stem"] = results_stem(env.get("card"), "+".join(selected))
+        res["_stem"] = results_stem(env.get("card"), "_".join(selected))
     ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
     res["parts"] = ran
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "

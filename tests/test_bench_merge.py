@@ -227,7 +227,7 @@ def test_parts_run_only_what_they_name(tmp_path, fake_cuda):
     assert res["parts"] == ["check", "paired"] and res["train"] == []
     assert res["skipped"] == [f"{p} (not in --parts)" for p in ("router", "eager", "compiled", "sampling")]
     (jp,) = tmp_path.glob("*.json")
-    assert jp.stem.endswith("-check+paired") and json.loads(jp.read_text())["parts"] == ["check", "paired"]
+    assert jp.stem.endswith("-check_paired") and json.loads(jp.read_text())["parts"] == ["check", "paired"]
 
 
 def test_parts_and_switches_both_decide(tmp_path, fake_cuda):
