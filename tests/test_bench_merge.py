@@ -238,6 +238,7 @@ def test_parts_and_switches_both_decide(tmp_path, fake_cuda):
 
 
 def test_default_parts_run_everything(tmp_path, fake_cuda):
+    pytest.importorskip("triton", reason="a full run records the router kernels' configuration (CI has no triton)")
     res = bench.run_bench(tmp_path, quick=True, paired_rounds=2)
     assert res["parts"] == list(bench.BENCH_PARTS) and res["skipped"] == []
     assert fake_cuda[:4] == ["check", "copy", "router", ("eager", "B")] and fake_cuda[-1] == "sampling"
@@ -246,6 +247,7 @@ def test_default_parts_run_everything(tmp_path, fake_cuda):
 
 
 def test_parts_split_then_merged_equals_the_whole(tmp_path, fake_cuda):
+    pytest.importorskip("triton", reason="a full run records the router kernels' configuration (CI has no triton)")
     a = bench.run_bench(tmp_path / "gpu0", quick=True, paired_rounds=2, parts="check,paired")
     b = bench.run_bench(tmp_path / "gpu1", quick=True, paired_rounds=2, parts="router,eager,compiled,sampling")
     assert a["parts"] == ["check", "paired"] and b["parts"] == ["router", "eager", "compiled", "sampling"]
