@@ -619,10 +619,10 @@ def _query_partials(B: int, n: int, K: int, D: int, q_sb: int, atomic: bool, dev
     """Where the backward's programs (B x n of them) put their query-gradient partials: (buffer, acc_div,
     acc_mod), program (b, p) writing row ((b * n + p) // acc_div) % acc_mod of the buffer [rows, K, D]. Plain: one
     row each, reduced afterwards. Atomic (router_triton.atomic_reduce): added into a zeroed accumulator, per
-    sample for per-sample queries (static_t), else spread over rt.acc_rows() rows."""
+    sample for per-sample queries (static_t), else spread over several rows (rt.acc_layout)."""
     if not atomic:
         return rt._empty((B, n, K, D), torch.float32, dev), 1, B * n
-    rows, div = (B, n) if q_sb else (min(rt.acc_rows(), B * n), 1)
+    rows, div = rt.acc_layout(B, n, bool(q_sb))
     return torch.zeros((rows, K, D), dtype=torch.float32, device=dev), div, rows
 
 

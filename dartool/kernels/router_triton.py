@@ -476,9 +476,6 @@ def _router_bwd_kernel(
             psh_b = tl.zeros([BLOCK_R, DB], tl.float32)
             psc_b = tl.zeros([BLOCK_R, DB], tl.float32)
 
-    # ATOMIC: this program's query / gain partials go into row ((b * n_tprog + pid_t) // acc_div) % acc_mod of the
-    # zeroed accumulator acc [*, D] (static: one of acc_mod rows, spreading the contention; static_t: row b),
-    # dshift / dscale into macc / macc2 [B, D] directly; from the slots on the last row, else after the loop
     for r0 in range(0, ROWS, BLOCK_R):
         t = pid_t * ROWS + r0 + tl.arange(0, BLOCK_R)
         rmask = t < T
@@ -909,6 +906,13 @@ def acc_rows() -> int:
     return _ACC_ROWS_FORCED or ACC_ROWS
 
 
+def acc_layout(B: int, n: int, per_sample: bool) -> tuple[int, int]:
+    """(rows, div) of an atomic query-gradient accumulator for B x n programs: program (b, p) adds into row
+    ((b * n + p) // div) % rows; a per-sample query (static_t) gets its sample's row, a shared one (static, and
+    a dynamic router's gain) one of acc_rows() rows, spreading the contention."""
+    return (B, n) if per_sample else (min(acc_rows(), B * n), 1)
+
+
 def atomic_reduce() -> bool:
     """Whether the backward kernels reduce their query / gain / modulation partials with atomics (above)."""
     if torch.are_deterministic_algorithms_enabled():
@@ -1198,8 +1202,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
         # zeroed accumulators: the query / gain one [acc_mod, D], then (LayerNorm fused) dshift and dscale [B, D]
         # in the same buffer when a finishing cast copies them out, else dscale in its own (returned tensors
         # must not alias)
-        acc_mod = B if mode == 1 else min(acc_rows(), B * n_tprog)
-        acc_div = n_tprog if mode == 1 else 1
+        acc_mod, acc_div = acc_layout(B, n_tprog, mode == 1)
         cast = ln is not None and mod_dtype not in (None, torch.float32)
         nmod = (2 if cast else 1) * B * D if ln is not None else 0
         accbuf = torch.zeros(acc_mod * D + nmod, dtype=torch.float32, device=dev)
