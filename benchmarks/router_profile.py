@@ -8,8 +8,8 @@ For each call path (forward alone; forward + backward through autograd) it print
 ``host`` (Python issue time with the GPU kept busy), ``wall`` (issue + drain, what a host-bound loop sees, as
 ``dartool bench``'s fwd+bwd column) and ``gpu`` (the GPU's own time: a sleep kernel holds the stream while the
 host queues every call, so the events around the queued calls see no host gaps; flagged when the host did not
-get ahead). ``--ab`` interleaves the backward's atomic reductions on and off (rounds A B A B ...) in one process;
-``--cprofile`` prints the host functions of the forward + backward by own time.
+get ahead; ``dartool.bench.host_gpu_ms``). ``--ab`` interleaves the backward's atomic reductions on and off
+(rounds A B A B ...) in one process; ``--cprofile`` prints the host functions of the forward + backward by own time.
 """
 import argparse
 import cProfile
@@ -17,49 +17,11 @@ import io
 import json
 import pstats
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-
-
-def _sleep_cycles_per_ms() -> float:
-    """Cycles of torch.cuda._sleep per millisecond on this card (measured)."""
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    n = 20_000_000
-    a.record()
-    torch.cuda._sleep(n)
-    b.record()
-    torch.cuda.synchronize()
-    return n / a.elapsed_time(b)
-
-
-def times(fn, reps: int, cyc_per_ms: float) -> dict:
-    """host / wall / gpu ms per call of fn (module docstring)."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    t2 = time.perf_counter()
-    host, wall = 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t0) / reps
-    hold = 1.5 * host * reps + 5.0                                   # ms the stream waits while the host queues
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(int(hold * cyc_per_ms))
-    t3 = time.perf_counter()
-    a.record()
-    for _ in range(reps):
-        fn()
-    b.record()
-    queued = 1e3 * (time.perf_counter() - t3)
-    torch.cuda.synchronize()
-    return {"host_ms": host, "wall_ms": wall, "gpu_ms": a.elapsed_time(b) / reps, "gpu_valid": queued < hold}
 
 
 def main() -> int:
@@ -74,7 +36,7 @@ def main() -> int:
     ap.add_argument("--no-tables", action="store_true", help="skip the torch.profiler tables")
     ap.add_argument("--json", default=None, help="write the rows here")
     a = ap.parse_args()
-    from dartool.bench import _router_inputs
+    from dartool.bench import _router_inputs, host_gpu_ms
     from dartool.kernels import dispatch
     from dartool.kernels import router_triton as rt
     from dartool.models.sit import Router
@@ -90,25 +52,24 @@ def main() -> int:
         h = rt.fused_router(srcs, q, gain, 1e-6)
         return torch.autograd.grad(h, leaves, dh)
 
-    cyc = _sleep_cycles_per_ms()
     rows = []
     arms = [True, False] if a.ab else [rt.atomic_reduce()]
     for r in range(a.rounds):
         for on in arms:
             with rt.atomic_reductions(on):
                 for name, fn in (("fwd", fwd), ("fwd+bwd", fb)):
-                    row = dict(round=r, atomic=on, path=name, N=a.n, query=a.query, **times(fn, a.reps, cyc))
+                    row = dict(round=r, atomic=on, path=name, N=a.n, query=a.query, **host_gpu_ms(fn, a.reps))
                     rows.append(row)
-                    print(f"round {r} atomic={int(on)} {name:8s} host {row['host_ms']:.3f}  wall {row['wall_ms']:.3f}"
-                          f"  gpu {row['gpu_ms']:.3f} ms/call" + ("" if row["gpu_valid"] else "  (host not ahead)"),
+                    print(f"round {r} atomic={int(on)} {name:8s} host {row['host']:.3f}  wall {row['wall']:.3f}"
+                          f"  gpu {row['gpu']:.3f} ms/call" + ("" if row["gpu_valid"] else "  (host not ahead)"),
                           flush=True)
     for on in arms:
         def med(path, key):
             v = sorted(x[key] for x in rows if x["atomic"] == on and x["path"] == path)
             return v[len(v) // 2]
-        fb_w, f_w, fb_g, f_g = med("fwd+bwd", "wall_ms"), med("fwd", "wall_ms"), med("fwd+bwd", "gpu_ms"), med("fwd", "gpu_ms")
+        fb_w, f_w, fb_g, f_g = med("fwd+bwd", "wall"), med("fwd", "wall"), med("fwd+bwd", "gpu"), med("fwd", "gpu")
         print(f"atomic={int(on)} medians: bwd (wall) {fb_w - f_w:.3f} ms, bwd (gpu) {fb_g - f_g:.3f} ms, "
-              f"host fwd+bwd {med('fwd+bwd', 'host_ms'):.3f} ms")
+              f"host fwd+bwd {med('fwd+bwd', 'host'):.3f} ms")
     if a.reference:
         ref = Router(1152, a.query if a.query != "static_t" else "static").cuda()
         with torch.no_grad():
@@ -123,11 +84,11 @@ def main() -> int:
                 h = ref(srcs, q)
             return torch.autograd.grad(h, srcs + [q, ref.norm.weight], dh)
 
-        rf, rfb = times(ref_fwd, 10, cyc), times(ref_fb, 10, cyc)
+        rf, rfb = host_gpu_ms(ref_fwd, 10), host_gpu_ms(ref_fb, 10)
         rows += [dict(round=0, atomic=None, path="ref fwd", N=a.n, query=a.query, **rf),
                  dict(round=0, atomic=None, path="ref fwd+bwd", N=a.n, query=a.query, **rfb)]
-        print(f"unfused: fwd gpu {rf['gpu_ms']:.2f} ms, fwd+bwd gpu {rfb['gpu_ms']:.2f} ms, "
-              f"bwd gpu {rfb['gpu_ms'] - rf['gpu_ms']:.2f} ms (wall {rfb['wall_ms'] - rf['wall_ms']:.2f})")
+        print(f"unfused: fwd gpu {rf['gpu']:.2f} ms, fwd+bwd gpu {rfb['gpu']:.2f} ms, "
+              f"bwd gpu {rfb['gpu'] - rf['gpu']:.2f} ms (wall {rfb['wall'] - rf['wall']:.2f})")
     if a.cprofile:
         for on in arms:
             with rt.atomic_reductions(on):

@@ -121,6 +121,55 @@ def event_ms(fn: Callable[[], Any], reps: int = 20, warmup: int = 3, best: bool 
     return float(min(times) if best else sorted(times)[len(times) // 2])
 
 
+_SLEEP_CYCLES_PER_MS: "float | None" = None
+
+
+def _sleep_cycles_per_ms() -> float:
+    """Cycles of ``torch.cuda._sleep`` per millisecond on this card (measured once)."""
+    global _SLEEP_CYCLES_PER_MS
+    if _SLEEP_CYCLES_PER_MS is None:
+        torch.cuda._sleep(1_000_000)                                    # warm the kernel up
+        torch.cuda.synchronize()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        n = 20_000_000
+        a.record()
+        torch.cuda._sleep(n)
+        b.record()
+        torch.cuda.synchronize()
+        _SLEEP_CYCLES_PER_MS = n / a.elapsed_time(b)
+    return _SLEEP_CYCLES_PER_MS
+
+
+def host_gpu_ms(fn: Callable[[], Any], reps: int = 30, warmup: int = 3) -> dict:
+    """One call's time three ways, in ms: ``host`` (Python issue time while the GPU is kept busy), ``wall`` (issue
+    and drain: what a loop bound by its host sees) and ``gpu`` (the GPU's own time: a sleep kernel holds the stream
+    while the host queues every call, so the events around them see no host gaps). ``gpu_valid`` is False when the
+    host did not get ahead of a GPU that was not busy anyway (then ``gpu`` still counts some host gaps: an upper
+    bound). No L2 flush: meant for work that streams more than the L2 holds."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    host, wall = 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t0) / reps
+    hold = 2.0 * host * reps + 10.0                                      # ms the stream waits while the host queues
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(int(hold * _sleep_cycles_per_ms()))
+    t3 = time.perf_counter()
+    a.record()
+    for _ in range(reps):
+        fn()
+    b.record()
+    queued = 1e3 * (time.perf_counter() - t3)
+    torch.cuda.synchronize()
+    gpu = a.elapsed_time(b) / reps
+    return {"host": host, "wall": wall, "gpu": gpu, "gpu_valid": bool(queued < hold or gpu >= 0.95 * wall)}
+
+
 def _cleanup() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -216,6 +265,10 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
         row["fused_fwd_ms"] = bench_ms(fused_fwd)
         row["fused_fwd_train_ms"] = bench_ms(fused_fwd_train)   # grad enabled: also writes fp32 h if h is 16-bit
         row["fused_fwdbwd_ms"] = bench_ms(fused_fwdbwd)
+        # the GPU's own time of the same calls (host overhead hidden behind a sleeping stream): the speedups
+        tf, tfb = host_gpu_ms(fused_fwd), host_gpu_ms(fused_fwdbwd)
+        row.update(fused_fwd_gpu_ms=tf["gpu"], fused_fwdbwd_gpu_ms=tfb["gpu"], fused_bwd_gpu_ms=tfb["gpu"] - tf["gpu"],
+                   fused_fwdbwd_host_ms=tfb["host"], fused_gpu_valid=tf["gpu_valid"] and tfb["gpu_valid"])
         row["fused_bwd_kernel_ms"] = bench_ms(fused_bwd_only)
         row["fused_peak_mb"] = _peak_mb(fused_fwdbwd)
         if with_reference:
@@ -232,14 +285,21 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
                 row["ref_fwd_ms"] = bench_ms(ref_fwd, 10, 60)
                 row["ref_fwdbwd_ms"] = bench_ms(ref_fwdbwd, 10, 60)
                 row["ref_peak_mb"] = _peak_mb(ref_fwdbwd)
-                row["speedup_fwd"] = row["ref_fwd_ms"] / row["fused_fwd_ms"]
-                row["speedup_fwdbwd"] = row["ref_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
                 row["ref_bwd_ms"] = row["ref_fwdbwd_ms"] - row["ref_fwd_ms"]
+                rf, rfb = host_gpu_ms(ref_fwd, 10, 2), host_gpu_ms(ref_fwdbwd, 10, 2)
+                row.update(ref_fwd_gpu_ms=rf["gpu"], ref_fwdbwd_gpu_ms=rfb["gpu"], ref_bwd_gpu_ms=rfb["gpu"] - rf["gpu"])
             except torch.cuda.OutOfMemoryError:
                 row["ref_error"] = "OOM"
         row["fused_bwd_ms"] = row["fused_fwdbwd_ms"] - row["fused_fwd_ms"]
-        if "ref_bwd_ms" in row:
-            row["speedup_bwd"] = row["ref_bwd_ms"] / max(row["fused_bwd_ms"], 1e-9)
+        if "ref_bwd_gpu_ms" in row:
+            # speedups: the GPU's time of both (what the router costs inside a step, where its host overhead
+            # overlaps GPU work) and, for reference, the host-bound times through Python (``_wall``)
+            row["speedup_fwd"] = row["ref_fwd_gpu_ms"] / row["fused_fwd_gpu_ms"]
+            row["speedup_bwd"] = row["ref_bwd_gpu_ms"] / max(row["fused_bwd_gpu_ms"], 1e-9)
+            row["speedup_fwdbwd"] = row["ref_fwdbwd_gpu_ms"] / row["fused_fwdbwd_gpu_ms"]
+            row["speedup_fwd_wall"] = row["ref_fwd_ms"] / row["fused_fwd_ms"]
+            row["speedup_bwd_wall"] = row["ref_bwd_ms"] / max(row["fused_bwd_ms"], 1e-9)
+            row["speedup_fwdbwd_wall"] = row["ref_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
         if bw:
             row["fwd_floor_ms"] = fwd_bytes / bw * 1e3
             row["bwd_floor_ms"] = bwd_bytes / bw * 1e3
@@ -256,10 +316,13 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
             + (f" ({row.get('fwd_pct_floor', 0):.0f}% floor)" if bw else "")
             + f", bwd kernel {row['fused_bwd_kernel_ms']:.3f} ms"
             + (f" ({row.get('bwd_pct_floor', 0):.0f}% floor)" if bw else "")
-            + f", fwd+bwd {row['fused_fwdbwd_ms']:.3f} ms"
+            + f", fwd+bwd {row['fused_fwdbwd_ms']:.3f} ms (GPU {row['fused_fwdbwd_gpu_ms']:.3f}, host"
+            + f" {row['fused_fwdbwd_host_ms']:.3f})"
             + f" [fwd train {row['fused_fwd_train_ms']:.3f} ms; {row.get('kernel_resources')}]"
-            + (f" | ref fwd {row['ref_fwd_ms']:.2f} fwd+bwd {row['ref_fwdbwd_ms']:.2f} ms"
-               f" ({row['speedup_fwd']:.1f}x / {row['speedup_fwdbwd']:.1f}x)" if "ref_fwd_ms" in row else ""))
+            + (f" | ref fwd {row['ref_fwd_ms']:.2f} fwd+bwd {row['ref_fwdbwd_ms']:.2f} ms | GPU-time speedups fwd /"
+               f" bwd / fwd+bwd {row['speedup_fwd']:.1f}x / {row['speedup_bwd']:.1f}x / {row['speedup_fwdbwd']:.1f}x"
+               f" (host-bound {row['speedup_fwd_wall']:.1f}x / {row['speedup_bwd_wall']:.1f}x /"
+               f" {row['speedup_fwdbwd_wall']:.1f}x)" if "speedup_bwd" in row else ""))
         del srcs, q, gain, dh, h_, lse_, h32_, hb, ref, Pb
         _cleanup()
     return rows
@@ -817,8 +880,9 @@ def evaluate_targets(res: dict) -> list[dict]:
                         ok=(r57.get("fwd_pct_floor") or 0) >= TARGETS["router_fwd_pct_floor"]))
         out.append(dict(target="router bwd >= 50% of byte floor (N=57)", value=r57.get("bwd_pct_floor"),
                         ok=(r57.get("bwd_pct_floor") or 0) >= TARGETS["router_bwd_pct_floor"]))
+        how = "GPU time" if "fused_fwdbwd_gpu_ms" in r57 else "host-bound"   # results from before session 13
         for k, lab in (("speedup_fwd", "fwd"), ("speedup_fwdbwd", "fwd+bwd"), ("speedup_bwd", "bwd")):
-            out.append(dict(target=f"router {lab} >= 12x over unfused (N=57)", value=r57.get(k),
+            out.append(dict(target=f"router {lab} >= 12x over unfused (N=57, {how})", value=r57.get(k),
                             ok=(r57.get(k) or 0) >= TARGETS["router_speedup_n57"]))
     paired = {(p["model"], p["variant"]): p for p in res.get("paired", []) if "ratio_median" in p}
     for r in res.get("train", []):
@@ -894,22 +958,33 @@ def markdown(res: dict) -> str:
     rt = res.get("router")
     if rt:
         L += ["## Router (B=32, T=256, D=1152, bf16, static query)", "",
-              "| N | fused fwd ms (kernel) | % floor | fused bwd ms (kernel) | % floor | fused fwd+bwd ms (host-bound) | "
-              "unfused fwd ms | unfused fwd+bwd ms | speedup fwd / bwd / fwd+bwd | peak MB fused / unfused |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| N | fused fwd ms (kernel) | % floor | fused bwd ms (kernel) | % floor | fused fwd / bwd ms (GPU) | "
+              "unfused fwd / bwd ms (GPU) | speedup fwd / bwd / fwd+bwd (GPU) | fused fwd+bwd ms: host-bound / "
+              "host issue | speedup fwd / bwd / fwd+bwd (host-bound) | peak MB fused / unfused |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rt:
+            gpu_mark = "" if r.get("fused_gpu_valid", True) else " (host not ahead)"
             L.append(f"| {r['N']} | {_f(r.get('fused_fwd_kernel_ms', r['fused_fwd_ms']), '{:.3f}')} | "
                      f"{_f(r.get('fwd_pct_floor'), '{:.0f}')} | "
                      f"{_f(r['fused_bwd_kernel_ms'], '{:.3f}')} | {_f(r.get('bwd_pct_floor'), '{:.0f}')} | "
-                     f"{_f(r['fused_fwdbwd_ms'], '{:.3f}')} | {_f(r.get('ref_fwd_ms'))} | {_f(r.get('ref_fwdbwd_ms'))} | "
+                     f"{_f(r.get('fused_fwd_gpu_ms'), '{:.3f}')} / {_f(r.get('fused_bwd_gpu_ms'), '{:.3f}')}{gpu_mark} | "
+                     f"{_f(r.get('ref_fwd_gpu_ms'))} / {_f(r.get('ref_bwd_gpu_ms'))} | "
                      f"{_f(r.get('speedup_fwd'), '{:.1f}')} / {_f(r.get('speedup_bwd'), '{:.1f}')} / "
-                     f"{_f(r.get('speedup_fwdbwd'), '{:.1f}')} | {_f(r['fused_peak_mb'], '{:.0f}')} / "
+                     f"{_f(r.get('speedup_fwdbwd'), '{:.1f}')} | {_f(r['fused_fwdbwd_ms'], '{:.3f}')} / "
+                     f"{_f(r.get('fused_fwdbwd_host_ms'), '{:.3f}')} | "
+                     f"{_f(r.get('speedup_fwd_wall'), '{:.1f}')} / {_f(r.get('speedup_bwd_wall'), '{:.1f}')} / "
+                     f"{_f(r.get('speedup_fwdbwd_wall'), '{:.1f}')} | {_f(r['fused_peak_mb'], '{:.0f}')} / "
                      f"{_f(r.get('ref_peak_mb'), '{:.0f}')} |")
         L += ["", "Floors: forward reads N sources and writes h; backward reads N sources and dh and writes N "
                   "gradients (the kernel also reads h and the per-row log-sum-exp). Kernel columns time the launch "
-                  "alone; fwd+bwd goes through autograd from Python and is bound by host overhead at small N "
-                  "(inside a training step that overhead overlaps GPU work). Speedups: unfused (PyTorch eager) / "
-                  "fused, both through Python; bwd = fwd+bwd - fwd.", ""]
+                  "alone. GPU columns time the calls through Python and autograd (every launch they make: "
+                  "allocations' fills, the finishing kernel) with the host's overhead hidden: a sleeping stream lets "
+                  "the host queue all calls first (`bench.host_gpu_ms`); bwd = fwd+bwd - fwd. The speedups the "
+                  "targets judge are unfused / fused of these GPU times, as inside a training step, where the "
+                  "router's host overhead overlaps GPU work. The host-bound columns time the same calls one after "
+                  "another: at N = 57 the fused forward + backward is bound by its Python and autograd overhead "
+                  "(host issue), which depends on the host's CPU more than on the card (the same code measured "
+                  "1.8 and 2.5 ms on two H200 hosts).", ""]
     tr = res.get("train")
     if tr:
         L += ["## Training step (AdamW, bf16 autocast, SiT velocity loss)", "",
@@ -984,7 +1059,9 @@ def summary_lines(res: dict) -> list[str]:
     for r in res.get("router", []):
         out.append(f"router N={r['N']:2d}: fwd {r['fused_fwd_ms']:.3f} ms ({_f(r.get('fwd_pct_floor'), '{:.0f}')}% floor, "
                    f"{_f(r.get('speedup_fwd'), '{:.1f}')}x) bwd {r['fused_bwd_kernel_ms']:.3f} ms "
-                   f"({_f(r.get('bwd_pct_floor'), '{:.0f}')}% floor) fwd+bwd {_f(r.get('speedup_fwdbwd'), '{:.1f}')}x "
+                   f"({_f(r.get('bwd_pct_floor'), '{:.0f}')}% floor, {_f(r.get('speedup_bwd'), '{:.1f}')}x) "
+                   f"fwd+bwd {_f(r.get('speedup_fwdbwd'), '{:.1f}')}x (host-bound {_f(r.get('speedup_bwd_wall'), '{:.1f}')}x"
+                   f" / {_f(r.get('speedup_fwdbwd_wall'), '{:.1f}')}x) "
                    f"peak {r['fused_peak_mb']:.0f}/{_f(r.get('ref_peak_mb'), '{:.0f}')} MB")
     for r in res.get("train", []):
         mode = "compile" if r["compiled"] else "eager"
