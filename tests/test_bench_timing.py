@@ -8,7 +8,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 @cuda
-def test_host_gpu_ms_hides_host_overhead():
+def test_cuda_host_gpu_ms_hides_host_overhead():
     from dartool.bench import host_gpu_ms
 
     x = torch.randn(1 << 20, device="cuda")
@@ -24,7 +24,7 @@ def test_host_gpu_ms_hides_host_overhead():
 
 
 @cuda
-def test_host_gpu_ms_matches_gpu_bound_time():
+def test_cuda_host_gpu_ms_matches_gpu_bound_time():
     from dartool.bench import host_gpu_ms
 
     a, b = torch.randn(4096, 4096, device="cuda"), torch.randn(4096, 4096, device="cuda")
