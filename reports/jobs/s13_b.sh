@@ -2,6 +2,7 @@
 # Session 13, call 2 (four GPUs of one host (asked for H100s; it ran on four H200s), about 9 min): `dartool bench --quick` at the current kernels (router
 # speedups now from GPU time), split over the GPUs with --parts (check | paired rounds | router + eager rows +
 # sampling | compiled rows), joined with --merge; the CUDA tests after the check. Everything in one archive.
+# (Ran as written: its CUDA tests re-ran the float64 check and were cut by the timeout after 10 passing tests.)
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 W=/tmp/s13b; mkdir -p $W/c0 $W/c1 $W/c2 $W/c3
@@ -10,7 +11,7 @@ B="python3 -m dartool.cli bench --quick"
 ( export CUDA_VISIBLE_DEVICES=0
   timeout 330 $B --parts check --out $W/c0 > $W/c0.log 2>&1
   timeout $(( 560 - ($(date +%s) - T0) )) python3 -m pytest -x -q -s tests/test_router_kernel.py tests/test_probe.py tests/test_bench_timing.py \
-    -k "cuda and not matches_float64_reference" > $W/cuda_tests.txt 2>&1 ) &
+    -k cuda > $W/cuda_tests.txt 2>&1 ) &
 ( export CUDA_VISIBLE_DEVICES=1
   timeout 560 $B --parts paired --paired-rounds 6 --time-budget 550 --compile-budget 540 --out $W/c1 > $W/c1.log 2>&1 ) &
 ( export CUDA_VISIBLE_DEVICES=2
