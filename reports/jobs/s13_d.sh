@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 13, call 4 (two H100s of one host, about 8 min): the rest of the H100 bench at the current kernels
+# Session 13, call 4 (asked for two H100s; it ran on two H200s of one host, a replication of call 2: check, eager, sampling, compiled rows; the merge with the H100 results was refused, as it must be): the rest of the H100 bench at the current kernels
 # (call 3 measured the router and the paired rounds): GPU 0 the float64 check, then the eager rows and sampling;
 # GPU 1 the compiled rows. Joined with call 3's results (committed) by --merge.
 source reports/jobs/gpu_env.sh >/dev/null
