@@ -36,10 +36,8 @@ def main() -> int:
     ap.add_argument("--no-tables", action="store_true", help="skip the torch.profiler tables")
     ap.add_argument("--json", default=None, help="write the rows here")
     a = ap.parse_args()
-    from dartool.bench import _router_inputs, host_gpu_ms
-    from dartool.kernels import dispatch
+    from dartool.bench import _router_inputs, host_gpu_ms, reference_router_calls
     from dartool.kernels import router_triton as rt
-    from dartool.models.sit import Router
 
     srcs, q, gain, dh = _router_inputs(a.n, 32, 256, 1152, a.query)
     leaves = srcs + [q, gain]
@@ -71,19 +69,7 @@ def main() -> int:
         print(f"atomic={int(on)} medians: bwd (wall) {fb_w - f_w:.3f} ms, bwd (gpu) {fb_g - f_g:.3f} ms, "
               f"host fwd+bwd {med('fwd+bwd', 'host'):.3f} ms")
     if a.reference:
-        ref = Router(1152, a.query if a.query != "static_t" else "static").cuda()
-        with torch.no_grad():
-            ref.norm.weight.copy_(gain)
-
-        def ref_fwd():
-            with torch.no_grad(), dispatch.fused(False):
-                return ref(srcs, q)
-
-        def ref_fb():
-            with dispatch.fused(False):
-                h = ref(srcs, q)
-            return torch.autograd.grad(h, srcs + [q, ref.norm.weight], dh)
-
+        ref_fwd, ref_fb = reference_router_calls(srcs, q, gain, dh, a.query)
         rf, rfb = host_gpu_ms(ref_fwd, 10), host_gpu_ms(ref_fb, 10)
         rows += [dict(round=0, atomic=None, path="ref fwd", N=a.n, query=a.query, **rf),
                  dict(round=0, atomic=None, path="ref fwd+bwd", N=a.n, query=a.query, **rfb)]

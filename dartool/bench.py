@@ -219,18 +219,35 @@ def _peak_mb(fn: Callable[[], Any]) -> float:
     return peak / 2**20
 
 
+def reference_router_calls(srcs: list, q, gain, dh, query: str = "static"):
+    """The unfused PyTorch router (``models.sit.Router``, the fused path switched off) with the fused one's gain:
+    (forward without grad, forward + backward through autograd) as two callables."""
+    from .kernels import dispatch
+    from .models.sit import Router
+
+    ref = Router(srcs[0].shape[-1], query if query != "static_t" else "static").to(srcs[0].device)
+    with torch.no_grad():
+        ref.norm.weight.copy_(gain)
+
+    def ref_fwd():
+        with torch.no_grad(), dispatch.fused(False):
+            return ref(srcs, q)
+
+    def ref_fwdbwd():
+        with dispatch.fused(False):
+            h = ref(srcs, q)
+        return torch.autograd.grad(h, srcs + [q, ref.norm.weight], dh)
+
+    return ref_fwd, ref_fwdbwd
+
+
 def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: float | None = None,
                       with_reference: bool = True) -> list[dict]:
-    from .kernels import dispatch
     from .kernels import router_triton as rt
-    from .models.sit import Router
 
     rows = []
     for N in ns:
         srcs, q, gain, dh = _router_inputs(N, B, T, D, query)
-        ref = Router(D, query if query != "static_t" else "static").cuda()
-        with torch.no_grad():
-            ref.norm.weight.copy_(gain)
         leaves = srcs + [q, gain]
         eb = srcs[0].element_size()
         R = B * T
@@ -272,15 +289,7 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
         row["fused_bwd_kernel_ms"] = bench_ms(fused_bwd_only)
         row["fused_peak_mb"] = _peak_mb(fused_fwdbwd)
         if with_reference:
-            def ref_fwd():
-                with torch.no_grad(), dispatch.fused(False):
-                    return ref(srcs, q)
-
-            def ref_fwdbwd():
-                with dispatch.fused(False):
-                    h = ref(srcs, q)
-                return torch.autograd.grad(h, srcs + [q, ref.norm.weight], dh)
-
+            ref_fwd, ref_fwdbwd = reference_router_calls(srcs, q, gain, dh, query)
             try:
                 row["ref_fwd_ms"] = bench_ms(ref_fwd, 10, 60)
                 row["ref_fwdbwd_ms"] = bench_ms(ref_fwdbwd, 10, 60)
@@ -323,7 +332,8 @@ def router_microbench(ns=(9, 18, 57), B=32, T=256, D=1152, query="static", bw: f
                f" bwd / fwd+bwd {row['speedup_fwd']:.1f}x / {row['speedup_bwd']:.1f}x / {row['speedup_fwdbwd']:.1f}x"
                f" (host-bound {row['speedup_fwd_wall']:.1f}x / {row['speedup_bwd_wall']:.1f}x /"
                f" {row['speedup_fwdbwd_wall']:.1f}x)" if "speedup_bwd" in row else ""))
-        del srcs, q, gain, dh, h_, lse_, h32_, hb, ref, Pb
+        ref_fwd = ref_fwdbwd = None                 # the reference's closures hold the sources too
+        del srcs, q, gain, dh, h_, lse_, h32_, hb, Pb
         _cleanup()
     return rows
 

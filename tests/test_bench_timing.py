@@ -37,3 +37,24 @@ def test_cuda_host_gpu_ms_matches_gpu_bound_time():
     t = host_gpu_ms(gpu_bound, reps=10)
     assert t["gpu_valid"]
     assert t["gpu"] == pytest.approx(t["wall"], rel=0.15)
+
+
+def test_reference_router_calls_on_cpu():
+    """The unfused router the bench times: its forward is the router's function with the given gain, and its
+    backward returns a gradient for every source, the query and the gain."""
+    from dartool.bench import reference_router_calls
+
+    g = torch.Generator().manual_seed(0)
+    N, B, T, D = 3, 2, 4, 8
+    srcs = [torch.randn(B, T, D, generator=g).requires_grad_() for _ in range(N)]
+    q = torch.randn(D, generator=g).requires_grad_()
+    gain = 1 + 0.1 * torch.randn(D, generator=g)
+    dh = torch.randn(B, T, D, generator=g)
+    fwd, fwdbwd = reference_router_calls(srcs, q, gain, dh)
+    h = fwd()
+    V = torch.stack([s.detach().double() for s in srcs])                          # [N, B, T, D]
+    k = V * torch.rsqrt(V.pow(2).mean(-1, keepdim=True) + 1e-6) * gain.double()
+    alpha = torch.softmax((k * q.detach().double()).sum(-1) / D ** 0.5, dim=0)    # [N, B, T]
+    torch.testing.assert_close(h.double(), (alpha.unsqueeze(-1) * V).sum(0), rtol=1e-5, atol=1e-5)
+    grads = fwdbwd()
+    assert len(grads) == N + 2 and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
