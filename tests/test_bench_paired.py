@@ -304,3 +304,24 @@ def test_check_runs_without_tf32_and_restores_the_callers_setting(monkeypatch):
         assert seen == [False] and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def test_paired_rounds_alone_are_judged_on_time():
+    """Results with paired rounds but no compiled rows (``--parts router,paired``): the compiled time targets are
+    judged on the paired medians, marked as having no memory row; nothing is judged twice when rows exist."""
+    from dartool.bench import evaluate_targets
+
+    res = dict(env=dict(card="test card", date="2026-11-26 12:00 UTC", commit="abc", torch="x", python="3"),
+               skipped=[], train=[],
+               paired=[_paired("SiT-XL/2", "DAR static c4", [1.08, 1.09, 1.10]),
+                       _paired("SiT-XL/2", "DAR dynamic c4", [1.40, 1.41, 1.39])])
+    t = [x for x in evaluate_targets(res) if "compiled" in x["target"]]
+    assert len(t) == 2 and all("no compiled row for memory" in x["target"] for x in t)
+    st = next(x for x in t if "static" in x["target"])
+    dyn = next(x for x in t if "dynamic" in x["target"])
+    assert st["value"] == 1.09 and st["ok"] and dyn["value"] == 1.40 and not dyn["ok"]
+    res["train"] = [_row("SiT-XL/2", "residual", "residual", "static", True, 1.0),
+                    _row("SiT-XL/2", "DAR static c4", "dar", "static", True, 1.12)]
+    t = [x for x in evaluate_targets(res) if "compiled: step" in x["target"]]
+    assert len(t) == 2                       # static once (paired, with its row), dynamic from the rounds alone
+    assert sum("no compiled row" in x["target"] for x in t) == 1
