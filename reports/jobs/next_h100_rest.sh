@@ -3,7 +3,7 @@
 # one H100 per call (name nvidia-h100-x1; the multi-GPU H100 kinds fell back to H200s twice in session 13).
 #   call A:  PART=check     (about 4 min: the float64 check, then the CUDA tests other than the check)
 #   call B:  PART=compiled  (about 7 min: compiled rows with their peak memory)
-# Then on this machine: dartool bench --merge benchmarks/results/bench-NVIDIA-H100-80GB-HBM3-20261126-2318-merged.json
+# Then on this machine: dartool bench --merge benchmarks/results/bench-NVIDIA-H100-80GB-HBM3-20261126-2332-merged.json
 #   --merge <the new JSONs>   (the router, paired, eager and sampling parts are session 13's, same kernels).
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
