@@ -881,6 +881,12 @@ def _f(x, fmt="{:.2f}") -> str:
     return fmt.format(x)
 
 
+def _gpu_timed(r: dict) -> bool:
+    """Whether a router row's speedups are GPU times (since session 13); older results hold host-bound ones in the
+    same keys, with no ``_wall`` keys."""
+    return "fused_fwdbwd_gpu_ms" in r
+
+
 def evaluate_targets(res: dict) -> list[dict]:
     out = []
     micro = {r["N"]: r for r in res.get("router", [])}
@@ -890,7 +896,7 @@ def evaluate_targets(res: dict) -> list[dict]:
                         ok=(r57.get("fwd_pct_floor") or 0) >= TARGETS["router_fwd_pct_floor"]))
         out.append(dict(target="router bwd >= 50% of byte floor (N=57)", value=r57.get("bwd_pct_floor"),
                         ok=(r57.get("bwd_pct_floor") or 0) >= TARGETS["router_bwd_pct_floor"]))
-        how = "GPU time" if "fused_fwdbwd_gpu_ms" in r57 else "host-bound"   # results from before session 13
+        how = "GPU time" if _gpu_timed(r57) else "host-bound"
         for k, lab in (("speedup_fwd", "fwd"), ("speedup_fwdbwd", "fwd+bwd"), ("speedup_bwd", "bwd")):
             out.append(dict(target=f"router {lab} >= 12x over unfused (N=57, {how})", value=r57.get(k),
                             ok=(r57.get(k) or 0) >= TARGETS["router_speedup_n57"]))
@@ -917,7 +923,6 @@ def evaluate_targets(res: dict) -> list[dict]:
             judged.add((r["model"], r["variant"]))
         if r["chunk"] == 4:
             time_target(tag, r["model"], r["query"], ratio, how)
-        if r["chunk"] == 4:
             out.append(dict(target=f"{tag}: peak memory / residual <= 1.15", value=r["mem_ratio"],
                             ok=r["mem_ratio"] <= TARGETS["mem_ratio"]))
     for (model, variant), p in paired.items():   # paired rounds without compiled rows in the results: time only
@@ -985,6 +990,9 @@ def markdown(res: dict) -> str:
               "host issue | speedup fwd / bwd / fwd+bwd (host-bound) | peak MB fused / unfused |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rt:
+            if not _gpu_timed(r):   # older results: their speedups are the host-bound ones
+                r = {**r, **{f"{k}_wall": r.get(k) for k in ("speedup_fwd", "speedup_bwd", "speedup_fwdbwd")},
+                     "speedup_fwd": None, "speedup_bwd": None, "speedup_fwdbwd": None}
             gpu_mark = "" if r.get("fused_gpu_valid", True) else " (host not ahead)"
             L.append(f"| {r['N']} | {_f(r.get('fused_fwd_kernel_ms', r['fused_fwd_ms']), '{:.3f}')} | "
                      f"{_f(r.get('fwd_pct_floor'), '{:.0f}')} | "

@@ -58,3 +58,16 @@ def test_reference_router_calls_on_cpu():
     torch.testing.assert_close(h.double(), (alpha.unsqueeze(-1) * V).sum(0), rtol=1e-5, atol=1e-5)
     grads = fwdbwd()
     assert len(grads) == N + 2 and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+
+
+def test_results_from_before_gpu_timing_keep_host_bound_labels():
+    """Router rows written before the speedups were GPU times (no ``*_gpu_ms`` keys) are shown and judged as
+    host-bound, not as GPU times."""
+    from dartool.bench import evaluate_targets, markdown
+    from tests.test_bench_merge import _env, _router_row
+
+    res = dict(env=_env("abc"), skipped=[], router=[_router_row(57)])
+    assert all("host-bound" in t["target"] for t in evaluate_targets(res) if "12x" in t["target"])
+    row = next(line for line in markdown(res).splitlines() if line.startswith("| 57 "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7] == "- / - / -" and cells[9] == "16.0 / 24.0 / 15.6"
