@@ -919,7 +919,7 @@ def atomic_reduce() -> bool:
         return False
     if _ATOMIC_FORCED is not None:
         return _ATOMIC_FORCED
-    return os.environ.get("DARTOOL_ROUTER_ATOMIC", "1") != "0"
+    return env_flag("DARTOOL_ROUTER_ATOMIC", True)
 
 
 @contextlib.contextmanager
