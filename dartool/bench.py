@@ -1153,6 +1153,24 @@ _PARTS = ("check", "copy", "sweep", "router", "router_dynamic", "train", "paired
 # what ``--parts`` selects, in the order a run measures them (the copy bandwidth always runs: floors need it)
 BENCH_PARTS = ("check", "router", "eager", "compiled", "paired", "sampling")
 NOT_IN_PARTS = " (not in --parts)"      # the skipped entry of a part --parts left out: "sampling (not in --parts)"
+# the model sizes of the training-step parts (eager, compiled, paired), as ``--sizes`` names them
+BENCH_SIZES = ("B", "XL")
+NOT_IN_SIZES = " (not in --sizes)"      # "SiT-XL/2 training steps (not in --sizes)"
+
+
+def parse_sizes(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
+    """The model sizes a ``--sizes`` value selects (comma-separated, of :data:`BENCH_SIZES`; ``XL/2`` and
+    ``SiT-XL/2`` are read as ``XL``), in run order; None: both. Bad names are a one-line :class:`BenchError`."""
+    if spec is None:
+        return BENCH_SIZES
+    names = [n.strip().upper().removeprefix("SIT-").removesuffix("/2")
+             for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    bad = [n for n in names if n not in BENCH_SIZES]
+    if bad or not names:
+        what = f"unknown size{'s' if len(bad) > 1 else ''} {', '.join(bad)}" if bad else "no size named"
+        raise BenchError(f"--sizes {spec if isinstance(spec, str) else ','.join(spec)}: {what}; give a "
+                         f"comma-separated subset of {','.join(BENCH_SIZES)} (SiT-B/2, SiT-XL/2)")
+    return tuple(z for z in BENCH_SIZES if z in names)
 
 
 def parse_parts(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
@@ -1245,11 +1263,12 @@ def _union_train(base: list[dict], more: list[dict], source: str) -> list[dict]:
 
 def _prune_skipped(entries: list[str], res: dict) -> list[str]:
     """The skipped entries of merged runs, without repeats and without what another merged run measured: a part
-    skipped for --parts, the time budget or --no-compile, a paired model, or the rows of a 'time budget: ...' list
-    (the list keeps the rows still unmeasured)."""
+    skipped for --parts, a size left out by --sizes, the time budget or --no-compile, a paired model, or the rows
+    of a 'time budget: ...' list (the list keeps the rows still unmeasured)."""
     parts = set(measured_parts(res))
     rows = {_row_tag(r) for r in res.get("train", []) if "step_ms" in r}
     paired = {p["model"] for p in res.get("paired", []) if "ratio_median" in p}
+    models = paired | {r["model"] for r in res.get("train", []) if "step_ms" in r}
     out: list[str] = []
     for e in entries:
         if e.startswith("time budget: "):
@@ -1262,6 +1281,8 @@ def _prune_skipped(entries: list[str], res: dict) -> list[str]:
         elif e.startswith("torch.compile") and parts & {"compiled", "paired"}:
             e = ""
         elif e.startswith("paired compiled ") and e.split()[2].rstrip(":") in paired:
+            e = ""
+        elif e.endswith(NOT_IN_SIZES) and e.split()[0] in models:
             e = ""
         if e and e not in out:
             out.append(e)
@@ -1361,7 +1382,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
               router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0,
               paired_rounds: int = 0, resume: "Path | None" = None,
-              parts: "str | Iterable[str] | None" = None) -> dict:
+              parts: "str | Iterable[str] | None" = None, sizes: "str | Iterable[str] | None" = None) -> dict:
     """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
     measured parts are kept and not run again (a run that outgrew one machine slot continues in the next).
     ``paired_rounds`` > 0: time the compiled residual, static c4 and dynamic c4 steps of each size in that many
@@ -1371,9 +1392,14 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     its switch allows it too (``eager`` / ``compiled`` / ``paired`` need ``train``; ``compiled`` / ``paired``
     ``compile``). Independent parts can then run at once on several GPUs and be joined by :func:`merge_bench`;
     the results name their parts (``bench-<card>-<date>-check_paired``; no "+", which some file tools refuse) and
-    record those that ran in ``res["parts"]``. The copy bandwidth always runs (floors need it)."""
+    record those that ran in ``res["parts"]``. The copy bandwidth always runs (floors need it).
+    ``sizes``: which of :data:`BENCH_SIZES` the training-step parts measure (None: both), so that one size's
+    compiled rows can run on one GPU and the other's on another; the file name then names them too.
+    Not ``quick``: the compiled rows cover the eager rows' variants (static, static_t, dynamic c4; static c1, c8),
+    residual and static c4 first, then dynamic c4, then the rest while ``compile_budget_s`` lasts."""
     t_begin = time.time()
     selected = parse_parts(parts)
+    chosen = parse_sizes(sizes)
     if parts is not None and "paired" in selected and paired_rounds <= 0:
         raise BenchError("--parts paired needs --paired-rounds N (N > 0; 6 is a good choice)")
     env = env_info()
@@ -1383,8 +1409,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log(f"resuming {resume}: keeping {', '.join(res['resumed'][-1]['parts']) or 'nothing'} "
             f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
         res["env"] = env
-    elif parts is not None:    # partial runs started at once on one host's GPUs write files of their own
-        res["_stem"] = results_stem(env.get("card"), "_".join(selected))
+    elif parts is not None or sizes is not None:   # partial runs started at once on one host's GPUs: own files
+        res["_stem"] = results_stem(env.get("card"), "_".join(selected + (chosen if sizes is not None else ())))
     ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
     res["parts"] = ran
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
@@ -1463,16 +1489,19 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                 ("dar", "dynamic", 4, True), ("dar", "static", 1, True), ("dar", "static", 8, True)]
         if reason:
             full = [v for v in full if v[0] == "residual"] + [("dar", "static", 4, False)]
-        sizes = [("B", 256), ("XL", xlb)]
+        sizes_b = [(z, b) for z, b in (("B", 256), ("XL", xlb)) if z in chosen]
         if quick:
             full = full[:2] + [full[3]]
         res["train"] = [r for r in res.get("train", []) if not r.get("skipped") and not r.get("error")]
         if eager:
-            _eager_rows(res, out, sizes, full, deadline, ran)
+            _eager_rows(res, out, sizes_b, full, deadline, ran)
         if compiled:
-            _compiled_rows(res, out, sizes, min(deadline, time.time() + compile_budget_s), ran)
+            _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
+                           full if not quick and not reason else None)
         if paired:
-            _paired_rounds(res, out, sizes, paired_rounds, deadline, ran)
+            _paired_rounds(res, out, sizes_b, paired_rounds, deadline, ran)
+        if sizes is not None:
+            res["skipped"] += [f"SiT-{z}/2 training steps{NOT_IN_SIZES}" for z in BENCH_SIZES if z not in chosen]
     if train and not compile and {"compiled", "paired"} & set(selected):
         res["skipped"].append("torch.compile (--no-compile)")
     if not sampling or "sampling" not in selected or "sampling" in res:     # off, or kept from the resumed run
@@ -1515,13 +1544,18 @@ def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: flo
         write_results(res, out)
 
 
-def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[str]) -> None:
+def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[str],
+                   full: "list | None" = None) -> None:
     """The separately timed compiled training-step rows (``--parts compiled``), bounded by ``cdead``: residual +
-    static c4 of both sizes first, then dynamic c4 while the budget lasts."""
+    static c4 of every size first, then dynamic c4, then (``full``: the variant list of a full run) the other
+    variants of ``full``, while the budget lasts."""
     first = [("residual", "static", 4, True), ("dar", "static", 4, True)]
-    kept = {size for size, _ in sizes if _keep_group(res, size, True, first + [("dar", "dynamic", 4, True)])}
+    dyn = [("dar", "dynamic", 4, True)]
+    rest = [v for v in full or [] if v not in first + dyn]
+    kept = {size for size, _ in sizes if _keep_group(res, size, True, first + dyn + rest)}
     plan = [(size, batch, first) for size, batch in sizes if size not in kept]
-    plan += [(size, batch, [("dar", "dynamic", 4, True)]) for size, batch in sizes if size not in kept]
+    plan += [(size, batch, dyn) for size, batch in sizes if size not in kept]
+    plan += [(size, batch, rest) for size, batch in sizes if size not in kept and rest]
     for size, batch, cvars in plan:
         est = 40.0 if size == "B" else 60.0
         rows_c = train_step_bench(size, batch, cvars, compiled=True, deadline=cdead, compile_est_s=est, steps=8)
@@ -1582,6 +1616,8 @@ def bench_or_merge(out: Path, merge: "list[Path] | None" = None, **run_kw: Any) 
 PARTS_HELP = (f"Run only these parts, comma-separated: {','.join(BENCH_PARTS)} (default: all; a switch such as "
               "--no-sampling still turns its part off; the copy bandwidth always runs). Parts run at once on "
               "several GPUs of a host (CUDA_VISIBLE_DEVICES) are then joined with --merge.")
+SIZES_HELP = (f"Model sizes of the training-step parts, comma-separated: {','.join(BENCH_SIZES)} (default: both; "
+              "SiT-B/2 at batch 256, SiT-XL/2 at --xl-batch). One size per GPU splits a full compiled run.")
 MERGE_HELP = ("Measure nothing: combine these results JSONs of runs on one card (give it once per file; the first "
               "is the base, later ones add the parts, training-step rows and paired models it lacks) into "
               "bench-<card>-<date>-merged.json / .md under --out.")
@@ -1607,13 +1643,14 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", default=None, help="continue an earlier run's results JSON (see dartool bench --help)")
     ap.add_argument("--parts", default=None, help=PARTS_HELP.replace("%", "%%"))
     ap.add_argument("--merge", action="append", default=None, metavar="JSON", help=MERGE_HELP.replace("%", "%%"))
+    ap.add_argument("--sizes", default=None, help=SIZES_HELP)
     a = ap.parse_args(argv)
     try:
         res = bench_or_merge(Path(a.out), [Path(m) for m in a.merge or []], quick=a.quick, compile=not a.no_compile,
                              compile_budget_s=a.compile_budget, sweep=a.sweep, check=not a.no_check,
                              train=not a.no_train, sampling=not a.no_sampling, router=not a.no_router,
                              xl_batch=a.xl_batch, time_budget_s=a.time_budget, paired_rounds=a.paired_rounds,
-                             resume=Path(a.resume) if a.resume else None, parts=a.parts)
+                             resume=Path(a.resume) if a.resume else None, parts=a.parts, sizes=a.sizes)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -1645,17 +1682,20 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
                                                          "missing is timed again whole)."),
         parts: Optional[str] = typer.Option(None, metavar="PART,...", help=PARTS_HELP),
         merge: Optional[List[Path]] = typer.Option(None, "--merge", metavar="JSON", help=MERGE_HELP),
+        sizes: Optional[str] = typer.Option(None, metavar="SIZE,...", help=SIZES_HELP),
     ) -> None:
         """Benchmark the fused DAR router and what DAR costs against the residual baseline (JSON + Markdown).
 
         Split over two GPUs of one host, at the same time: CUDA_VISIBLE_DEVICES=0 dartool bench --parts
         check,paired --paired-rounds 6, and CUDA_VISIBLE_DEVICES=1 dartool bench --parts
-        router,eager,compiled,sampling; then join their results with dartool bench --merge A.json --merge B.json."""
+        router,eager,compiled,sampling; then join their results with dartool bench --merge A.json --merge B.json.
+        A full (not --quick) run's compiled rows take longest: give each size a GPU of its own with --parts
+        compiled --sizes B and --parts compiled --sizes XL."""
         try:
             res = bench_or_merge(out, merge, quick=quick, compile=compile, compile_budget_s=compile_budget,
                                  sweep=sweep, check=check, train=train, sampling=sampling, router=router,
                                  xl_batch=xl_batch or None, time_budget_s=time_budget, paired_rounds=paired_rounds,
-                                 resume=resume, parts=parts)
+                                 resume=resume, parts=parts, sizes=sizes)
         except BenchError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)

@@ -296,3 +296,45 @@ def test_argparse_main_parts_and_merge(tmp_path, capsys):
     assert "--quick would be ignored" in capsys.readouterr().err
     failed = _write(tmp_path, "f.json", dict(_gpu0(), check=_check(ok=False)))
     assert bench.main(["--merge", str(failed), "--merge", str(b), "--out", str(tmp_path / "m")]) == 1
+
+
+FULL_COMPILED = ["residual", "DAR static c4", "DAR dynamic c4", "DAR static_t c4", "DAR static c1", "DAR static c8"]
+
+
+def test_full_run_times_every_variant_compiled(tmp_path, fake_cuda):
+    """Not --quick: the compiled rows cover the eager rows' variants, residual + static c4 of every size first,
+    then dynamic c4, then the rest (what a short compile budget should keep)."""
+    res = bench.run_bench(tmp_path, parts="eager,compiled")
+    for compiled in (False, True):
+        for model in ("SiT-B/2", "SiT-XL/2"):
+            got = [r["variant"] for r in res["train"] if r["model"] == model and r["compiled"] == compiled]
+            assert sorted(got) == sorted(FULL_COMPILED), (model, compiled, got)
+    assert [c for c in fake_cuda if c[0] == "compiled"] == [("compiled", "B"), ("compiled", "XL")] * 3
+    order = [r["variant"] for r in res["train"] if r["compiled"] and r["model"] == "SiT-XL/2"]
+    assert order == FULL_COMPILED
+    quick = bench.run_bench(tmp_path / "q", quick=True, parts="compiled")
+    assert {r["variant"] for r in quick["train"]} == {"residual", "DAR static c4", "DAR dynamic c4"}
+
+
+def test_sizes_split_then_merged_equals_the_whole(tmp_path, fake_cuda):
+    """--sizes: one size's training steps per run (one GPU each); the file names the size, the other is named
+    skipped, and the merge of both drops that entry and holds the whole run's rows and targets."""
+    a = bench.run_bench(tmp_path / "gpu0", parts="compiled", sizes="B")
+    b = bench.run_bench(tmp_path / "gpu1", parts="compiled", sizes="sit-xl/2")
+    assert {r["model"] for r in a["train"]} == {"SiT-B/2"} and {r["model"] for r in b["train"]} == {"SiT-XL/2"}
+    assert "SiT-XL/2 training steps (not in --sizes)" in a["skipped"]
+    assert next((tmp_path / "gpu1").glob("*.json")).stem.endswith("-compiled_XL")
+    res = bench.merge_bench([next((tmp_path / d).glob("*.json")) for d in ("gpu0", "gpu1")], tmp_path / "out")
+    assert not [e for e in res["skipped"] if "--sizes" in e]
+    whole = bench.run_bench(tmp_path / "whole", parts="compiled")
+    assert sorted(map(_key, res["train"])) == sorted(map(_key, whole["train"]))
+    assert sorted(t["target"] for t in res["targets"]) == sorted(t["target"] for t in whole["targets"])
+
+
+def test_bad_sizes_error_before_measuring(tmp_path, fake_cuda):
+    with pytest.raises(bench.BenchError, match=r"unknown size L; give a comma-separated subset of B,XL"):
+        bench.run_bench(tmp_path, sizes="B,L")
+    with pytest.raises(bench.BenchError, match="no size named"):
+        bench.run_bench(tmp_path, sizes=",")
+    assert fake_cuda == [] and not list(tmp_path.iterdir())
+    assert bench.main(["--sizes", "XXL", "--out", str(tmp_path)]) == 2
