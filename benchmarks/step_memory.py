@@ -62,12 +62,13 @@ def peak_buffers(trace: list[dict], n_forward: int, top: int = 12) -> dict:
                 by_site=[dict(where=w, blocks=n, gb=b / 1e9) for w, (n, b) in sites])
 
 
-def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3, peak: int = 0) -> dict:
+def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3, peak: int = 0,
+            chunk: int = 4) -> dict:
     from dartool.bench import _build, _cleanup
     from dartool.diffusion import diffusion_loss
 
     routing, query = ("residual", "static") if variant == "residual" else ("dar", variant)
-    model, cfg = _build(size, routing, query, 4, "cuda")
+    model, cfg = _build(size, routing, query, chunk, "cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     f = torch.compile(model) if compiled else model
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -75,7 +76,7 @@ def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3,
     y = torch.randint(0, cfg.num_classes, (batch,), device="cuda", generator=gen)
     s = torch.rand(batch, device="cuda", generator=gen)
     gb = 1e9
-    out = dict(size=size, batch=batch, variant=variant, compiled=compiled)
+    out = dict(size=size, batch=batch, variant=variant, chunk=chunk, compiled=compiled)
     for i in range(steps):
         last = i == steps - 1
         torch.cuda.synchronize()
@@ -119,6 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="B")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--compiled", action="store_true")
+    ap.add_argument("--chunk", type=int, default=4, help="DAR chunk size S (1: every sublayer a chunk)")
     ap.add_argument("--variant", action="append", default=[], help="residual, static, static_t or dynamic")
     ap.add_argument("--json", default=None)
     ap.add_argument("--peak-buffers", type=int, default=0, metavar="K",
@@ -131,9 +133,9 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
     for v in a.variant or ["residual", "static", "dynamic"]:
-        r = measure(a.size, a.batch, v, a.compiled, peak=a.peak_buffers)
+        r = measure(a.size, a.batch, v, a.compiled, peak=a.peak_buffers, chunk=a.chunk)
         rows.append(r)
-        print(f"SiT-{a.size}/2 b{a.batch} {v:9s} {'compiled' if a.compiled else 'eager'}: resident "
+        print(f"SiT-{a.size}/2 b{a.batch} {v:9s} c{a.chunk} {'compiled' if a.compiled else 'eager'}: resident "
               f"{r['resident_gb']:.2f} GB, + after forward {r['after_forward_gb']:.2f}, forward peak "
               f"{r['forward_peak_gb']:.2f}, backward peak {r['backward_peak_gb']:.2f}, optimizer peak "
               f"{r['optimizer_peak_gb']:.2f}", flush=True)

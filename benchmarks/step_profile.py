@@ -40,14 +40,17 @@ def main() -> int:
     ap.add_argument("--size", default="XL")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--query", default="static")
-    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--chunk", type=int, action="append", default=None,
+                    help="DAR chunk size S (repeatable: one DAR model per S against one residual; default 4)")
     ap.add_argument("--compiled", action="store_true", help="profile torch.compile'd steps (no taps A/B)")
     ap.add_argument("--rows", type=int, default=18)
     a = ap.parse_args()
+    chunks = list(dict.fromkeys(a.chunk or [4]))
     from dartool.bench import event_ms, train_step_bench
     from dartool.kernels import dispatch
 
     if not a.compiled:
+        a.chunk = chunks[0]
         rows = []
         for taps in (True, False):
             dispatch.TAP_SOURCES = taps
@@ -67,8 +70,9 @@ def main() -> int:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     totals: dict = {}
-    for routing in ("residual", "dar"):
-        cfg = model_config(a.size, 2, routing=routing, query=a.query, chunk_size=a.chunk)
+    for routing, chunk in [("residual", 4)] + [("dar", c) for c in chunks]:
+        label = routing if routing == "residual" else f"DAR c{chunk}"
+        cfg = model_config(a.size, 2, routing=routing, query=a.query, chunk_size=chunk)
         with torch.device("cuda"):
             model = SiT(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -94,7 +98,7 @@ def main() -> int:
         if a.compiled:
             c = torch._dynamo.utils.counters
             breaks = sum(c["graph_break"].values())
-            print(f"\n{routing}: dynamo graphs {c['stats'].get('unique_graphs', '?')}, graph breaks {breaks}")
+            print(f"\n{label}: dynamo graphs {c['stats'].get('unique_graphs', '?')}, graph breaks {breaks}")
             for reason, n in list(c["graph_break"].items())[:5]:
                 print(f"   {n}x {str(reason)[:160]}")
         ms = event_ms(step, reps=5, warmup=0)
@@ -103,20 +107,20 @@ def main() -> int:
             torch.cuda.synchronize()
         ev = prof.key_averages()
         tot = sum(e.self_device_time_total for e in ev) / 1e3
-        print(f"\n=== {routing}{' compiled' if a.compiled else ''}: step {ms:.1f} ms (median of 5), "
+        print(f"\n=== {label}{' compiled' if a.compiled else ''}: step {ms:.1f} ms (median of 5), "
               f"GPU time in kernels {tot:.1f} ms")
         for e in sorted(ev, key=lambda e: -e.self_device_time_total)[:a.rows]:
             print(f"{e.self_device_time_total / 1e3:8.2f} ms {e.count:5d}x  {e.key[:110]}")
         groups = kernel_groups(ev)
-        totals[routing] = groups
+        totals[label] = groups
         print("by kind: " + ", ".join(f"{k} {v:.1f} ms" for k, v in groups.items()))
         del model, opt, fwd
         torch.cuda.empty_cache()
-    if len(totals) == 2:
-        print("\nkernel time by kind, ms per step (DAR - residual):")
-        for k in sorted(totals["dar"].keys() | totals["residual"].keys()):
-            r, d = totals["residual"].get(k, 0.0), totals["dar"].get(k, 0.0)
-            print(f"  {k:16s} residual {r:7.1f}  DAR {d:7.1f}  extra {d - r:+7.1f}")
+    for label in [k for k in totals if k != "residual"]:
+        print(f"\nkernel time by kind, ms per step ({label} - residual):")
+        for k in sorted(totals[label].keys() | totals["residual"].keys()):
+            r, d = totals["residual"].get(k, 0.0), totals[label].get(k, 0.0)
+            print(f"  {k:16s} residual {r:7.1f}  {label} {d:7.1f}  extra {d - r:+7.1f}")
     return 0
 
 
