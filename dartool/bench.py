@@ -501,11 +501,12 @@ def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda"):
     """One AdamW training step of ``model`` (bf16 autocast on CUDA, the SiT velocity loss) on two fixed random
     batches, alternating: ``(step(i), opt)``."""
     from .diffusion import diffusion_loss
+    from .models.compiling import compile_model
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     # dynamic=False: static shapes even when another model of the same class was compiled first in this process
     # (paired_step_bench); otherwise Dynamo's recompile may mark sizes dynamic and slow the second model down
-    fwd = torch.compile(model, dynamic=False) if compiled else model
+    fwd = compile_model(model, dynamic=False) if compiled else model
     gen = torch.Generator(device=device).manual_seed(0)
     batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device, generator=gen),
                 torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),

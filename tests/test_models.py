@@ -307,3 +307,48 @@ def test_hooks_are_removed_even_on_error():
     with pytest.raises(KeyError, match="no tap point"):
         with tapped(model, {"blocks.99.hook_out": lambda n, z: None}):
             pass
+
+
+def test_prefix_groups_split_long_chunks():
+    from dartool.kernels.dispatch import prefix_groups
+
+    assert prefix_groups(range(3, 11), 4) == [[3, 4, 5, 6], [7, 8, 9, 10]]
+    assert prefix_groups(range(3, 8), 4) == [[3, 4, 5, 6]]          # the fifth router makes its own pass
+    assert prefix_groups(range(3, 9), 4) == [[3, 4, 5, 6], [7, 8]]
+    assert prefix_groups(range(3, 11), 0) == [list(range(3, 11))]   # 0: the whole chunk in one pass
+    assert prefix_groups([5], 4) == [] and prefix_groups([], 0) == []
+
+
+@pytest.mark.parametrize("group, passes", [(4, [[0, 1, 2, 3], [4, 5, 6, 7]]), (0, [list(range(8))]),
+                                           (3, [[0, 1, 2], [3, 4, 5], [6, 7]])])
+def test_shared_prefix_runs_one_pass_per_group(monkeypatch, group, passes):
+    """SiT.shared_prefix at the start of a chunk of 8: one prefix pass per group of routers, each with that group's
+    queries and gains in order; every router of a group gets its own state filed, the first's is returned."""
+    import dartool.kernels as kernels
+    from dartool.models.sit import DARStream
+
+    torch.manual_seed(0)
+    cfg = model_config("S", 2, input_size=8, routing="dar", query="static", chunk_size=8).replace(depth=8)
+    model = SiT(cfg)
+    for i, ro in enumerate(model.routers):
+        ro.query.data.fill_(float(i))                  # router i's query is all i: the calls show who is in them
+    monkeypatch.setattr(kernels.dispatch, "SHARED_PREFIX_GROUP", group)
+    calls = []
+
+    def fake(summaries, qs, gs, eps):
+        K = qs.shape[0]
+        calls.append([int(q[0]) for q in qs])
+        return [torch.full((1,), float(int(q[0]))) for q in qs], torch.arange(K, dtype=torch.float32)
+
+    monkeypatch.setattr(kernels, "shared_prefix", fake)
+    D = cfg.hidden_size
+    stream = DARStream(torch.zeros(1, 4, D), 8, "last")
+    stream.summaries += [torch.zeros(1, 4, D)] * 3     # a chunk start with 4 summaries
+    model.share_prefixes = True
+    first = model.shared_prefix(0, stream, None)
+    assert calls == passes
+    assert float(first[0]) == 0.0 and first[2] == 4
+    filed = sorted(stream.prefix)
+    assert filed == sorted(i for grp in passes for i in grp if i != 0)
+    for i in filed:
+        assert float(stream.prefix[i][0]) == float(i)

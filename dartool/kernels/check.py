@@ -551,37 +551,53 @@ def _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, k
 
 
 def shared_model_check(device: str, interpret: bool) -> list[dict]:
-    """A chunked DAR SiT (static and static_t, chunk 2, so later chunks have >= 3 summaries) with shared prefixes
-    (``SiT.share_prefixes = True``, every width) against the same model without them, both fused: loss and every
-    parameter gradient; and the shared path must really run (its prefix passes are counted)."""
+    """A chunked DAR SiT (static and static_t, chunk 2, so later chunks have >= 3 summaries; and chunk 3 shared in
+    groups of two routers) with shared prefixes (``SiT.share_prefixes = True``, every width) against the same model
+    without them, both fused: loss and every parameter gradient; and the shared path must really run (its prefix
+    passes are counted)."""
     from . import dispatch, prefix_triton
 
     gen = torch.Generator().manual_seed(3)
     size = (3, 40, 4, 4) if interpret else (4, 384, 6, 16)          # depth, hidden, heads, input size
     out = []
-    for query in ("static", "static_t"):
-        model, batch = _small_model(query, 2, *size, 2, device, gen)
-        calls = {"n": 0}
-        orig = prefix_triton.shared_prefix
-
-        def counting(*a, **k):
-            calls["n"] += 1
-            return orig(*a, **k)
-
-        res = {}
-        for share in (False, True):
-            model.share_prefixes = share
-            prefix_triton.shared_prefix = counting
-            try:
-                with dispatch.fused(True, allow_cpu=interpret):
-                    res[share] = _loss_and_grads(model, batch, device)
-            finally:
-                prefix_triton.shared_prefix = orig
-                model.share_prefixes = None
-        r = _compare(res[False], res[True], device)
-        r["ok"] = bool(r["ok"] and calls["n"] > 0)
-        out.append(dict(name=f"shared-model-{query}", **r, prefix_passes=calls["n"]))
+    # (query, chunk, routers per prefix pass, fewest summaries that share): the last case splits a chunk of three
+    # routers into a pair sharing one pass and a router on its own (dispatch.prefix_groups)
+    for query, chunk, group, least in (("static", 2, None, None), ("static_t", 2, None, None), ("static", 3, 2, 2)):
+        old_group, old_min = dispatch.SHARED_PREFIX_GROUP, dispatch.SHARED_PREFIX_MIN
+        if group is not None:
+            dispatch.SHARED_PREFIX_GROUP, dispatch.SHARED_PREFIX_MIN = group, least
+        try:
+            out.append(_shared_model_case(query, chunk, size, device, interpret, gen, dispatch, prefix_triton))
+        finally:
+            dispatch.SHARED_PREFIX_GROUP, dispatch.SHARED_PREFIX_MIN = old_group, old_min
+        if group is not None:
+            out[-1]["name"] += f"-group{group}"
     return out
+
+
+def _shared_model_case(query, chunk, size, device, interpret, gen, dispatch, prefix_triton) -> dict:
+    """One model of :func:`shared_model_check`: shared prefixes on against off, and the prefix passes counted."""
+    model, batch = _small_model(query, chunk, *size, 2, device, gen)
+    calls = {"n": 0}
+    orig = prefix_triton.shared_prefix
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return orig(*a, **k)
+
+    res = {}
+    for share in (False, True):
+        model.share_prefixes = share
+        prefix_triton.shared_prefix = counting
+        try:
+            with dispatch.fused(True, allow_cpu=interpret):
+                res[share] = _loss_and_grads(model, batch, device)
+        finally:
+            prefix_triton.shared_prefix = orig
+            model.share_prefixes = None
+    r = _compare(res[False], res[True], device)
+    r["ok"] = bool(r["ok"] and calls["n"] > 0)
+    return dict(name=f"shared-model-{query}-c{chunk}", **r, prefix_passes=calls["n"])
 
 
 def recompute_check(device: str, interpret: bool) -> dict:

@@ -195,6 +195,24 @@ def y_dtype_of(sources: Sequence[torch.Tensor]) -> torch.dtype:
 SHARED_PREFIX = env_flag("DARTOOL_SHARED_PREFIX", True)
 SHARED_PREFIX_MIN = int(os.environ.get("DARTOOL_SHARED_PREFIX_MIN", "3") or 3)
 SHARED_PREFIX_MAX_D = 1 << 30
+# At most this many routers share one prefix pass; a longer chunk (S = 8) runs its routers in groups of this many,
+# each group one pass over the summaries (0: the whole chunk in one pass). The two-pass prefix backward that makes
+# sharing pay at D = 1152 unrolls up to 4 queries; with 8 the one-pass backward ran instead, at 5 ms a launch:
+# compiled SiT-XL/2 b128 static c8 stood at 1.246 against c4's 1.097 (H200, 2026-11-26,
+# benchmarks/results/s14_b_profile_xl_c4_c8-NVIDIA-H200-20261126.txt: 50 ms of _prefix_bwd_kernel a step).
+SHARED_PREFIX_GROUP = int(os.environ.get("DARTOOL_SHARED_PREFIX_GROUP", "4") or 0)
+
+
+def prefix_groups(routers: Sequence[int], size: "int | None" = None) -> list[list[int]]:
+    """The routers of a chunk, split into the groups that share one prefix pass each (``SHARED_PREFIX_GROUP``
+    routers at most; ``size`` overrides it, 0 = one group). Groups of one router are dropped: that router makes
+    its own pass."""
+    g = SHARED_PREFIX_GROUP if size is None else size
+    routers = list(routers)
+    if g <= 0:
+        g = max(1, len(routers))
+    groups = [routers[i:i + g] for i in range(0, len(routers), g)]
+    return [grp for grp in groups if len(grp) >= 2]
 
 
 # The shared prefixes' partials are stored in the model's compute dtype ("auto": autocast's inside autocast, else the

@@ -488,22 +488,22 @@ class SiT(nn.Module):
         the chunk reads the chunk's summaries first, so one pass over them gives all their states at once
         (``dartool.kernels.prefix_triton``). Returns router r's (partial, lse, P) and files the others' in the
         stream; None where it does not pay (``dispatch.shares_prefix``: fewer than ``SHARED_PREFIX_MIN`` summaries,
-        a width where the prefix kernels are not faster, ``DARTOOL_SHARED_PREFIX=0``) or one router is left. The
+        a width where the prefix kernels are not faster, ``DARTOOL_SHARED_PREFIX=0``) or one router is left. A chunk
+        longer than ``dispatch.SHARED_PREFIX_GROUP`` routers shares in groups of that many, one pass each. The
         head's router reads the same summaries but keeps its own pass."""
         P = len(stream.summaries)
         if stream.current or not _kernels.dispatch.shares_prefix(self.config.hidden_size, P, self.share_prefixes):
             return None
-        group = list(range(r, min(r + self.config.chunk_size, len(self.routers) - 1)))
-        if len(group) < 2:
-            return None
-        routers = [self.routers[i] for i in group]
-        qs = [ro.make_query(e_t, stream.last) for ro in routers]           # K x [D] or K x [B, 1, D]
-        qs = torch.stack(qs) if qs[0].dim() == 1 else torch.cat(qs, dim=1)   # [K, D] or [B, K, D]
-        gs = torch.stack([ro.norm.weight for ro in routers])                # [K, D]
-        parts, lam = _kernels.shared_prefix(stream.summaries, qs, gs, routers[0].norm.eps)
-        for k, i in enumerate(group[1:], start=1):
-            stream.prefix[i] = (parts[k], lam[k], P)
-        return parts[0], lam[0], P
+        chunk = range(r, min(r + self.config.chunk_size, len(self.routers) - 1))
+        for group in _kernels.dispatch.prefix_groups(chunk):                # at most SHARED_PREFIX_GROUP routers
+            routers = [self.routers[i] for i in group]
+            qs = [ro.make_query(e_t, stream.last) for ro in routers]       # K x [D] or K x [B, 1, D]
+            qs = torch.stack(qs) if qs[0].dim() == 1 else torch.cat(qs, dim=1)   # [K, D] or [B, K, D]
+            gs = torch.stack([ro.norm.weight for ro in routers])            # [K, D]
+            parts, lam = _kernels.shared_prefix(stream.summaries, qs, gs, routers[0].norm.eps)
+            for k, i in enumerate(group):
+                stream.prefix[i] = (parts[k], lam[k], P)
+        return stream.prefix.pop(r, None)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..diffusion import noised
 from ..models import ModelConfig, SiT
+from ..models.compiling import compile_model
 from .config import ArmConfig, ConfigError, TrainConfig
 
 ROUTER_PREFIXES = ("routers.", "router_t_embedder.")
@@ -132,7 +133,7 @@ class TrainModule(nn.Module):
         self.model = model
         self.aligner = aligner
         # the (optionally compiled) callable; not registered, so state_dict / parameters stay the model's
-        object.__setattr__(self, "_net", torch.compile(model) if compile else model)
+        object.__setattr__(self, "_net", compile_model(model) if compile else model)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, s: torch.Tensor, drop: torch.Tensor):
         cfg = self.model.config
