@@ -92,7 +92,16 @@ def env_info() -> dict:
                     capability=f"{p.major}.{p.minor}")
     else:
         info.update(card="cpu", cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+    switches = dartool_switches()
+    if switches:
+        info["switches"] = switches
     return info
+
+
+def dartool_switches() -> dict[str, str]:
+    """The ``DARTOOL_*`` environment variables set for this run (kernel and model switches such as
+    ``DARTOOL_SAVE_QUERY_LAST``; the commit label aside): results name what they were measured under."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("DARTOOL_") and k != "DARTOOL_COMMIT"}
 
 
 def bench_ms(fn: Callable[[], Any], warmup_ms: float = 25, rep_ms: float = 100) -> float:
@@ -944,6 +953,8 @@ def markdown(res: dict) -> str:
     L = [f"# dartool bench — {e.get('card')} — {e['date']}", "",
          f"commit `{e['commit']}` · torch {e['torch']} · triton {e.get('triton')} · python {e['python']}"
          + (f" · CUDA {e.get('cuda')} · {e.get('sms')} SMs · {e.get('memory_gb')} GB" if e.get("sms") else ""), ""]
+    if e.get("switches"):
+        L += ["Switches set for this run: " + ", ".join(f"`{k}={v}`" for k, v in e["switches"].items()), ""]
     if res.get("note"):
         L += [f"> {res['note']}", ""]
     for r in res.get("resumed", []):
@@ -957,7 +968,9 @@ def markdown(res: dict) -> str:
         L += [f"Combined (`--merge`) from {len(mg)} runs on this card; each ratio and byte floor is its own run's "
               f"(the copy rate below is the first run's):", ""]
         L += [f"- `{m.get('file')}`: {m['env'].get('card')}, commit `{m['env'].get('commit')}`, {m['env'].get('date')};"
-              f" parts: {', '.join(m.get('parts') or []) or 'nothing'}" for m in mg] + [""]
+              f" parts: {', '.join(m.get('parts') or []) or 'nothing'}"
+              + ("; switches " + ", ".join(f"`{k}={v}`" for k, v in m["env"]["switches"].items())
+                 if m["env"].get("switches") else "") for m in mg] + [""]
     if res.get("skipped"):
         L += ["Skipped: " + "; ".join(res["skipped"]), ""]
     bw = res.get("copy")

@@ -71,3 +71,22 @@ def test_results_from_before_gpu_timing_keep_host_bound_labels():
     row = next(line for line in markdown(res).splitlines() if line.startswith("| 57 "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[7] == "- / - / -" and cells[9] == "16.0 / 24.0 / 15.6"
+
+
+def test_results_name_the_switches_they_ran_under(monkeypatch, tmp_path):
+    """A run under DARTOOL_* switches (e.g. DARTOOL_SAVE_QUERY_LAST) records them in its env and its Markdown;
+    the commit label is not a switch."""
+    import os
+
+    from dartool import bench
+
+    for k in [k for k in os.environ if k.startswith("DARTOOL_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("DARTOOL_SAVE_QUERY_LAST", "12")
+    monkeypatch.setenv("DARTOOL_COMMIT", "abc1234")
+    env = bench.env_info()
+    assert env["switches"] == {"DARTOOL_SAVE_QUERY_LAST": "12"} and env["commit"] == "abc1234"
+    md = bench.markdown({"env": env, "skipped": []})
+    assert "Switches set for this run: `DARTOOL_SAVE_QUERY_LAST=12`" in md
+    monkeypatch.delenv("DARTOOL_SAVE_QUERY_LAST")
+    assert "switches" not in bench.env_info()

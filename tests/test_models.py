@@ -352,3 +352,19 @@ def test_shared_prefix_runs_one_pass_per_group(monkeypatch, group, passes):
     assert filed == sorted(i for grp in passes for i in grp if i != 0)
     for i in filed:
         assert float(stream.prefix[i][0]) == float(i)
+
+
+def test_compile_model_passes_the_models_inductor_options(monkeypatch):
+    """compile_model: torch.compile with models.compiling's options for the model (none by default; OVERRIDE forces
+    a set, as benchmarks/compile_options.py does between models)."""
+    from dartool.models import compiling
+
+    seen = []
+    monkeypatch.setattr(compiling.torch, "compile", lambda m, **kw: seen.append(kw) or m)
+    model = SiT(model_config("S", 2, input_size=8, routing="dar", chunk_size=1).replace(depth=1))
+    assert compiling.compile_model(model, dynamic=False) is model and seen[-1] == {"dynamic": False}
+    monkeypatch.setattr(compiling, "OVERRIDE", {"realize_acc_reads_threshold": 2})
+    compiling.compile_model(model)
+    assert seen[-1] == {"options": {"realize_acc_reads_threshold": 2}}
+    compiling.compile_model(torch.nn.Linear(2, 2))              # not a SiT: no options
+    assert seen[-1] == {}
