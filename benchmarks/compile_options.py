@@ -6,7 +6,8 @@ residual of the same size in the same process: step time and peak memory (``dart
         --variant static:1 --variant static:1:realize_acc_reads_threshold=2 --out /tmp/copts
 
 A variant is QUERY:CHUNK[:KEY=VALUE[,KEY=VALUE]] (Inductor config keys, ints), optionally with
-``group=N`` (dispatch.SHARED_PREFIX_GROUP, routers per shared prefix pass) among them. Needs CUDA.
+``group=N`` (dispatch.SHARED_PREFIX_GROUP, routers per shared prefix pass) and ``blocks=1`` (compile the blocks'
+attention and MLP only, ``dartool.models.compiling`` mode "blocks") among them. Needs CUDA.
 """
 import argparse
 import json
@@ -17,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def parse_variant(spec: str) -> tuple[str, int, dict, "int | None"]:
-    """QUERY:CHUNK[:K=V,...] -> (query, chunk, inductor options, prefix group or None)."""
+def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str]:
+    """QUERY:CHUNK[:K=V,...] -> (query, chunk, inductor options, prefix group or None, compile mode)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         raise ValueError(f"--variant {spec!r}: write QUERY:CHUNK[:KEY=VALUE,...]")
@@ -29,7 +30,7 @@ def parse_variant(spec: str) -> tuple[str, int, dict, "int | None"]:
             raise ValueError(f"--variant {spec!r}: option {kv!r} is not KEY=VALUE")
         opts[k] = int(v)
     group = opts.pop("group", None)
-    return parts[0], int(parts[1]), opts, group
+    return parts[0], int(parts[1]), opts, group, "blocks" if opts.pop("blocks", 0) else "full"
 
 
 def main(argv=None) -> int:
@@ -58,22 +59,23 @@ def main(argv=None) -> int:
     rows = bench.train_step_bench(a.size, a.batch, [("residual", "static", 4, True)], compiled=True, steps=a.steps)
     base = rows[0]
     old_group = dispatch.SHARED_PREFIX_GROUP
-    for query, chunk, opts, group in variants:
+    for query, chunk, opts, group, mode in variants:
         compiling.OVERRIDE = opts
         dispatch.SHARED_PREFIX_GROUP = old_group if group is None else group
         try:
             (r,) = bench.train_step_bench(a.size, a.batch, [("dar", query, chunk, True)], compiled=True,
-                                          steps=a.steps)
+                                          steps=a.steps, compile_mode=mode)
         finally:
             compiling.OVERRIDE, dispatch.SHARED_PREFIX_GROUP = None, old_group
         r["inductor"], r["prefix_group"] = opts, dispatch.SHARED_PREFIX_GROUP if group is None else group
+        r["compile_mode"] = mode
         if "step_ms" in r and "step_ms" in base:
             r["time_ratio"], r["mem_ratio"] = r["step_ms"] / base["step_ms"], r["peak_gb"] / base["peak_gb"]
         rows.append(r)
     print(f"\n{env.get('card')} {env['date']} commit {env['commit']}: SiT-{a.size}/2 b{a.batch} compiled, "
           f"against the residual {base.get('step_ms', float('nan')):.1f} ms {base.get('peak_gb', float('nan')):.1f} GB")
     for r in rows[1:]:
-        print(f"  {r['variant']:16s} group {r['prefix_group']} {json.dumps(r['inductor']):44s} "
+        print(f"  {r['variant']:16s} {r['compile_mode']:6s} group {r['prefix_group']} {json.dumps(r['inductor']):44s} "
               + (f"{r['step_ms']:7.1f} ms x{r['time_ratio']:.3f}  {r['peak_gb']:6.1f} GB x{r['mem_ratio']:.3f}"
                  if "time_ratio" in r else str(r.get("error"))))
     if a.out:

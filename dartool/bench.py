@@ -506,16 +506,16 @@ def _floors(rows: list[dict], bytes_per_s: float | None) -> None:
             r["floor_ratio"] = (base["step_ms"] + r["router_floor_ms"]) / base["step_ms"]
 
 
-def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda"):
+def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda", compile_mode: str = "full"):
     """One AdamW training step of ``model`` (bf16 autocast on CUDA, the SiT velocity loss) on two fixed random
-    batches, alternating: ``(step(i), opt)``."""
+    batches, alternating: ``(step(i), opt)``. ``compile_mode``: :func:`dartool.models.compiling.compile_model`'s."""
     from .diffusion import diffusion_loss
     from .models.compiling import compile_model
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     # dynamic=False: static shapes even when another model of the same class was compiled first in this process
     # (paired_step_bench); otherwise Dynamo's recompile may mark sizes dynamic and slow the second model down
-    fwd = compile_model(model, dynamic=False) if compiled else model
+    fwd = compile_model(model, compile_mode, dynamic=False) if compiled else model
     gen = torch.Generator(device=device).manual_seed(0)
     batches = [(torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device, generator=gen),
                 torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),
@@ -548,8 +548,9 @@ def _queued_step_ms(step, steps: int) -> list[float]:
 
 def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                      steps: int = 10, warmup: int = 3, deadline: float | None = None,
-                     compile_est_s: float = 0.0) -> list[dict]:
-    """variants: (routing, query, chunk, fused). Returns one row per variant."""
+                     compile_est_s: float = 0.0, compile_mode: str = "full") -> list[dict]:
+    """variants: (routing, query, chunk, fused). Returns one row per variant. ``compile_mode``: how a compiled model
+    is compiled (:func:`dartool.models.compiling.compile_model`)."""
     from .kernels import dispatch
 
     rows = []
@@ -567,7 +568,7 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
         try:
             _cleanup()
             model, cfg = _build(size, routing, query, chunk, "cuda")
-            step, opt = _train_step(model, cfg, batch, compiled)
+            step, opt = _train_step(model, cfg, batch, compiled, compile_mode=compile_mode)
 
             with dispatch.fused(fused):
                 t0 = time.time()

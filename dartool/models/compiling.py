@@ -1,5 +1,19 @@
-"""torch.compile for SiT models: the one place that decides Inductor's options per model (``dartool train
---compile``, ``dartool bench``)."""
+"""torch.compile for SiT models: the one place that decides how a SiT is compiled (``dartool train --compile``,
+``dartool bench``).
+
+Two modes:
+
+- ``full`` (default): the whole model is one graph. Inductor fuses the residual stream's adds and LayerNorms into
+  their neighbours; DAR's routers run as custom ops inside the graph, and each returns one gradient per source,
+  which the compiled backward sums. Inductor fuses each source's chain of adds into one kernel that runs after the
+  last of them arrives, so at S = 1 most router gradients are alive at the backward's peak (1.35x the residual's
+  memory at SiT-B/2, 1.93x at XL/2; ``benchmarks/compiled_grad_lifetimes.py``, ``benchmarks/KERNEL_NOTES.md``
+  session 14).
+- ``blocks``: each block's attention and MLP (and the head's linear) compiled in place, the rest of the model
+  eager: the routers keep their eager path, whose kernels add every source's gradients into one buffer per source
+  as they come. Not yet timed on a GPU (session 14 ran out of device time); compare it with
+  ``benchmarks/compile_options.py --variant static:1:blocks=1``.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -8,20 +22,37 @@ import torch
 
 from .config import ModelConfig
 
+COMPILE_MODES = ("full", "blocks")
+
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
 # choice). Experiments set it between models (``benchmarks/compile_options.py``).
 OVERRIDE: "dict[str, Any] | None" = None
 
 
 def inductor_options(config: ModelConfig) -> dict[str, Any]:
-    """Inductor's options for a model of this configuration ({}: Inductor's defaults)."""
+    """Inductor's options for a model of this configuration ({}: Inductor's defaults; session 14 tried realizing
+    the gradient-accumulation chains early and it changed nothing, see the module docstring)."""
     if OVERRIDE is not None:
         return dict(OVERRIDE)
     return {}
 
 
-def compile_model(model: torch.nn.Module, **kw: Any):
-    """``torch.compile(model, **kw)`` with :func:`inductor_options` of the model's configuration."""
+def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
+    """The compiled callable of ``model`` (``torch.compile`` keywords in ``kw``) with :func:`inductor_options` of its
+    configuration. ``mode="blocks"`` compiles the blocks' attention and MLP modules (and the head's linear) in place
+    and returns the model itself."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
     cfg = getattr(model, "config", None)
     opts = inductor_options(cfg) if isinstance(cfg, ModelConfig) else {}
-    return torch.compile(model, options=opts, **kw) if opts else torch.compile(model, **kw)
+    if opts:
+        kw = dict(kw, options=opts)
+    if mode == "full":
+        return torch.compile(model, **kw)
+    if not hasattr(model, "blocks"):
+        raise ValueError("compile mode 'blocks' needs a SiT (a model with .blocks and .final_layer)")
+    for block in model.blocks:
+        block.attn.compile(**kw)
+        block.mlp.compile(**kw)
+    model.final_layer.linear.compile(**kw)
+    return model

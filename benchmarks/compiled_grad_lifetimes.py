@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""How many source gradients of the DAR routers the compiled backward keeps alive at once (no GPU needed).
+
+Under torch.compile each fused router's backward (a custom op) returns one gradient per source, and Inductor sums
+a source's gradients from all its routers. Eager routers add them in-kernel into one buffer per source. This
+compiles a small DAR SiT with Inductor on the CPU (the Triton kernels in the interpreter), reads the generated
+backward and follows every router-gradient buffer from the op that returns it to its ``del`` (through Inductor's
+buffer reuse), and prints the most alive at once against the number of sources (what in-order sums would keep).
+
+    TRITON_INTERPRET=1 PYTHONPATH=$PWD python3 benchmarks/compiled_grad_lifetimes.py --chunk 1 --depth 4
+    # with Inductor options, e.g. --option realize_acc_reads_threshold=1
+
+Session 14 (CPU, torch 2.13): c1 depth 4 (9 sources) kept 32 alive; one fused kernel summed source 1's eight
+gradients after the last router's backward. See benchmarks/KERNEL_NOTES.md, session 14.
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+_OP = re.compile(r"\s*(buf\d+) = torch\.ops\.dartool\.\w*bwd\w*\.default\(")
+_GRAD = re.compile(r"\s*(buf\d+) = (buf\d+)\[0\]\[\d+\]")           # the op's first output: the source gradients
+_RENAME = re.compile(r"\s*(buf\d+) = (?:reinterpret_tensor\()?(buf\d+)\b.*del (buf\d+)")
+
+
+def live_gradients(code: str) -> dict:
+    """From an Inductor wrapper's ``call`` source: router-gradient buffers in all, and the most alive at once."""
+    ops, alive, peak, n = set(), set(), 0, 0
+    for line in code.splitlines():
+        m = _OP.match(line)
+        if m:
+            ops.add(m.group(1))
+            continue
+        m = _GRAD.match(line)
+        if m and m.group(2) in ops:
+            alive.add(m.group(1))
+            n += 1
+        m = _RENAME.match(line)
+        if m and m.group(2) == m.group(3) and m.group(3) in alive:     # bufA = bufB; del bufB  # reuse
+            alive.discard(m.group(3))
+            alive.add(m.group(1))
+            continue
+        for d in re.findall(r"del (buf\d+)", line):
+            alive.discard(d)
+        peak = max(peak, len(alive))
+    return dict(gradients=n, most_alive=peak)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--chunk", type=int, default=1)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--query", default="static")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an Inductor option (int)")
+    a = ap.parse_args(argv)
+    import os
+
+    import torch
+
+    if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        print("set TRITON_INTERPRET=1 (the fused kernels run in Triton's interpreter on the CPU)", file=sys.stderr)
+        return 2
+    from torch._inductor import graph as _graph
+
+    from dartool.diffusion import diffusion_loss
+    from dartool.kernels import dispatch
+    from dartool.kernels.check import _small_model
+
+    opts = {k: int(v) for k, _, v in (o.partition("=") for o in a.option)}
+    codes: list[str] = []
+    orig = _graph.GraphLowering.compile_to_module
+
+    def capture(self, *args, **kw):
+        mod = orig(self, *args, **kw)
+        codes.append(Path(mod.__file__).read_text())
+        return mod
+
+    _graph.GraphLowering.compile_to_module = capture
+    torch._inductor.config.fx_graph_cache = False          # a cached graph is loaded, not generated: nothing to read
+    torch._functorch.config.enable_autograd_cache = False
+    try:
+        device = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+        model, (x, y, s, _) = _small_model(a.query, a.chunk, a.depth, 32, 4, 4, 2, device,
+                                           torch.Generator().manual_seed(0))
+        torch._dynamo.reset()
+        f = torch.compile(model, options=opts or None)
+        with dispatch.fused(True, allow_cpu=device == "cpu"):
+            loss = diffusion_loss(f, x, y, s)
+        loss.backward()
+    finally:
+        _graph.GraphLowering.compile_to_module = orig
+    backward = [c for c in codes if "bwd" in c and "torch.ops.dartool" in c]
+    if not backward:
+        print("no compiled backward with router ops found (fused path not taken?)", file=sys.stderr)
+        return 1
+    code = backward[-1]
+    r = live_gradients(code[code.index("def call("):])
+    sources = 2 * a.depth + 1
+    print(f"DAR {a.query} c{a.chunk}, depth {a.depth} ({sources} sources), options {opts or 'default'}: "
+          f"{r['gradients']} router source-gradients in the compiled backward, at most {r['most_alive']} alive "
+          f"at once (in-order sums: about {sources})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
