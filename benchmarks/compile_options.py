@@ -6,8 +6,8 @@ residual of the same size in the same process: step time and peak memory (``dart
         --variant static:1 --variant static:1:realize_acc_reads_threshold=2 --out /tmp/copts
 
 A variant is QUERY:CHUNK[:KEY=VALUE[,KEY=VALUE]] (Inductor config keys, ints), optionally with
-``group=N`` (dispatch.SHARED_PREFIX_GROUP, routers per shared prefix pass) and ``blocks=1`` (compile the blocks'
-attention and MLP only, ``dartool.models.compiling`` mode "blocks") among them. Needs CUDA.
+``group=N`` (dispatch.SHARED_PREFIX_GROUP, routers per shared prefix pass), ``regions=1`` (one graph per block) or
+``blocks=1`` (the blocks' attention and MLP compiled only): ``dartool.models.compiling``'s modes. Needs CUDA.
 """
 import argparse
 import json
@@ -30,7 +30,10 @@ def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str]:
             raise ValueError(f"--variant {spec!r}: option {kv!r} is not KEY=VALUE")
         opts[k] = int(v)
     group = opts.pop("group", None)
-    return parts[0], int(parts[1]), opts, group, "blocks" if opts.pop("blocks", 0) else "full"
+    regions, blocks = opts.pop("regions", 0), opts.pop("blocks", 0)
+    if regions and blocks:
+        raise ValueError(f"--variant {spec!r}: regions=1 or blocks=1, not both")
+    return parts[0], int(parts[1]), opts, group, "regions" if regions else "blocks" if blocks else "full"
 
 
 def main(argv=None) -> int:

@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--query", default="static")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an Inductor option (int)")
+    ap.add_argument("--mode", default="full", help="dartool.models.compiling mode: full or regions (the most alive "
+                                                  "in any one compiled backward)")
     a = ap.parse_args(argv)
     import os
 
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
     from dartool.diffusion import diffusion_loss
     from dartool.kernels import dispatch
     from dartool.kernels.check import _small_model
+    from dartool.models import compiling
 
     opts = {k: int(v) for k, _, v in (o.partition("=") for o in a.option)}
     codes: list[str] = []
@@ -85,22 +88,24 @@ def main(argv=None) -> int:
         model, (x, y, s, _) = _small_model(a.query, a.chunk, a.depth, 32, 4, 4, 2, device,
                                            torch.Generator().manual_seed(0))
         torch._dynamo.reset()
-        f = torch.compile(model, options=opts or None)
+        compiling.OVERRIDE = opts
+        f = compiling.compile_model(model, a.mode)
         with dispatch.fused(True, allow_cpu=device == "cpu"):
             loss = diffusion_loss(f, x, y, s)
         loss.backward()
     finally:
         _graph.GraphLowering.compile_to_module = orig
+        compiling.OVERRIDE = None
     backward = [c for c in codes if "bwd" in c and "torch.ops.dartool" in c]
     if not backward:
         print("no compiled backward with router ops found (fused path not taken?)", file=sys.stderr)
         return 1
-    code = backward[-1]
-    r = live_gradients(code[code.index("def call("):])
+    per = [live_gradients(c[c.index("def call("):]) for c in backward]
+    r = dict(gradients=sum(p["gradients"] for p in per), most_alive=max(p["most_alive"] for p in per))
     sources = 2 * a.depth + 1
-    print(f"DAR {a.query} c{a.chunk}, depth {a.depth} ({sources} sources), options {opts or 'default'}: "
-          f"{r['gradients']} router source-gradients in the compiled backward, at most {r['most_alive']} alive "
-          f"at once (in-order sums: about {sources})")
+    print(f"DAR {a.query} c{a.chunk}, depth {a.depth} ({sources} sources), mode {a.mode}, options "
+          f"{opts or 'default'}: {r['gradients']} router source-gradients in {len(per)} compiled backward(s), at "
+          f"most {r['most_alive']} alive at once in one (in-order sums: about {sources})")
     return 0
 
 

@@ -390,8 +390,9 @@ def test_compile_mode_blocks_compiles_attention_and_mlp_only(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compile_mode_blocks_computes_the_eager_function():
-    """A DAR SiT with its blocks compiled (Inductor on the CPU) gives the eager loss and gradients."""
+@pytest.mark.parametrize("mode", ["blocks", "regions"])
+def test_compile_modes_compute_the_eager_function(mode):
+    """A DAR SiT compiled by blocks or by regions (Inductor on the CPU) gives the eager loss and gradients."""
     import shutil
 
     if not (shutil.which("g++") or shutil.which("c++")):
@@ -408,18 +409,39 @@ def test_compile_mode_blocks_computes_the_eager_function():
             p.add_(0.05 * torch.randn_like(p))
     x, y, s = torch.randn(2, cfg.in_channels, 8, 8), torch.randint(0, 10, (2,)), torch.rand(2)
 
-    def loss_and_grads(m):
-        m.zero_grad(set_to_none=True)
-        loss = diffusion_loss(m, x, y, s, eps=torch.ones_like(x))
+    def loss_and_grads(f):
+        model.zero_grad(set_to_none=True)
+        loss = diffusion_loss(f, x, y, s, eps=torch.ones_like(x))
         loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     ref = loss_and_grads(model)
     torch._dynamo.reset()
     try:
-        got = loss_and_grads(compile_model(model, "blocks"))
+        got = loss_and_grads(compile_model(model, mode))
     finally:
         torch._dynamo.reset()
+        model.compile_regions = False
     assert torch.allclose(got[0], ref[0], rtol=1e-5, atol=1e-6) and set(got[1]) == set(ref[1])
     for n in ref[1]:
         assert torch.allclose(got[1][n], ref[1][n], rtol=1e-4, atol=1e-6), n
+
+
+def test_compile_mode_regions_breaks_the_graph_per_block(monkeypatch):
+    """mode="regions": the model asks for a graph break after each block, Dynamo may compile once per block, and
+    the whole model goes to torch.compile; uncompiled, the break is a no-op."""
+    from dartool.models import compiling
+
+    model = SiT(model_config("S", 2, input_size=8, routing="dar", chunk_size=1).replace(depth=3))
+    assert model.compile_regions is False
+    seen = []
+    monkeypatch.setattr(compiling.torch, "compile", lambda m, **kw: seen.append(m) or m)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    assert compiling.compile_model(model, "regions") is model and seen == [model]
+    assert model.compile_regions is True and torch._dynamo.config.recompile_limit >= 2 * 3 + 16
+    breaks = []
+    monkeypatch.setattr(torch._dynamo, "graph_break", lambda: breaks.append(1))
+    model(torch.randn(1, 4, 8, 8), torch.rand(1), torch.zeros(1, dtype=torch.long))
+    assert len(breaks) == 3
+    with pytest.raises(ValueError, match="needs a SiT"):
+        compiling.compile_model(torch.nn.Linear(2, 2), "regions")

@@ -9,10 +9,15 @@ Two modes:
   last of them arrives, so at S = 1 most router gradients are alive at the backward's peak (1.35x the residual's
   memory at SiT-B/2, 1.93x at XL/2; ``benchmarks/compiled_grad_lifetimes.py``, ``benchmarks/KERNEL_NOTES.md``
   session 14).
+- ``regions``: the whole model compiled with a graph break after each block (``SiT.compile_regions``): one graph
+  per block, routers inside as in ``full``, and the autograd engine sums each source's gradients from different
+  blocks as they come; only gradients within one block wait for Inductor's fused sums.
 - ``blocks``: each block's attention and MLP (and the head's linear) compiled in place, the rest of the model
   eager: the routers keep their eager path, whose kernels add every source's gradients into one buffer per source
-  as they come. Not yet timed on a GPU (session 14 ran out of device time); compare it with
-  ``benchmarks/compile_options.py --variant static:1:blocks=1``.
+  as they come.
+
+``regions`` and ``blocks`` are not yet timed on a GPU (session 14 ran out of device time); compare them with
+``benchmarks/compile_options.py --variant static:1:regions=1 --variant static:1:blocks=1``.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import torch
 
 from .config import ModelConfig
 
-COMPILE_MODES = ("full", "blocks")
+COMPILE_MODES = ("full", "regions", "blocks")
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
 # choice). Experiments set it between models (``benchmarks/compile_options.py``).
@@ -39,8 +44,9 @@ def inductor_options(config: ModelConfig) -> dict[str, Any]:
 
 def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
     """The compiled callable of ``model`` (``torch.compile`` keywords in ``kw``) with :func:`inductor_options` of its
-    configuration. ``mode="blocks"`` compiles the blocks' attention and MLP modules (and the head's linear) in place
-    and returns the model itself."""
+    configuration. ``mode="regions"`` sets ``model.compile_regions`` (and raises Dynamo's recompile limit to one
+    compile per block); ``mode="blocks"`` compiles the blocks' attention and MLP modules (and the head's linear) in
+    place and returns the model itself."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
     cfg = getattr(model, "config", None)
@@ -48,6 +54,16 @@ def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
     if opts:
         kw = dict(kw, options=opts)
     if mode == "full":
+        return torch.compile(model, **kw)
+    if mode == "regions":
+        if not hasattr(model, "compile_regions"):
+            raise ValueError("compile mode 'regions' needs a SiT (a model with .compile_regions)")
+        model.compile_regions = True
+        # every block's graph is the same code re-entered with other sources: allow one compile per block and more
+        depth = len(getattr(model, "blocks", ()))
+        dyn = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"   # older torch
+        setattr(dyn, limit, max(getattr(dyn, limit), 2 * depth + 16))
         return torch.compile(model, **kw)
     if not hasattr(model, "blocks"):
         raise ValueError("compile mode 'blocks' needs a SiT (a model with .blocks and .final_layer)")

@@ -406,6 +406,9 @@ class SiT(nn.Module):
         # shared prefixes on the fused path (SiT.shared_prefix): None follows DARTOOL_SHARED_PREFIX and the width
         # (dispatch.shares_prefix); True / False decides for this model only (benchmarks compare both in one process)
         self.share_prefixes: "bool | None" = None
+        # torch.compile: a graph break after each block, so the autograd engine sums the sources' gradients between
+        # the graphs as they come (dartool.models.compiling, mode "regions"); no effect when not compiled
+        self.compile_regions = False
         self.initialize_weights()
 
     # ------------------------------------------------------------------ initialisation
@@ -527,6 +530,8 @@ class SiT(nn.Module):
             v = block.hook_mlp_out(block.sublayer(1, h, mod, self.ln_eps[2 * k + 1]))  # [B, T, D]
             stream = write(stream, h, v)
             head_next = k == cfg.depth - 1
+            if self.compile_regions:      # torch.compile: one graph per block (models.compiling, mode "regions")
+                torch._dynamo.graph_break()
             h = block.hook_out(self.route(2 * k + 2, stream, e_t, final=head_next, fuse_ln=fuse))   # z_k
             if not isinstance(stream, DARStream):
                 stream = h  # the tapped tensor carries on, so gradients taken at z_k are exact
