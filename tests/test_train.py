@@ -348,3 +348,25 @@ def test_latent_training_and_a_config_file(tmp_path):
     assert ck["step"] == 3 and ck["data_kind"] == "latents" and ck["config"]["in_channels"] == 4
     assert ck["train_config"]["steps"] == 3 and ck["config"]["query"] == "static_t"
     assert not (tmp_path / "run" / "dar-statict-c2" / "samples").exists()     # no image metrics for latents
+
+
+def test_compile_mode_is_checked_and_reaches_the_train_module(tmp_path, monkeypatch):
+    """--compile-mode: one of models.compiling's modes (a bad one is a one-line error before anything runs), stored
+    in the config, and handed with --compile to compile_model for every arm."""
+    from typer.testing import CliRunner
+
+    from dartool.cli import app
+
+    with pytest.raises(ConfigError, match="--compile-mode must be one of full, regions, blocks"):
+        TrainConfig(arms=pair_arms(), compile_mode="graph")
+    r = CliRunner().invoke(app, ["train", "--pair", "--compile", "--compile-mode", "graph", "--out",
+                                 str(tmp_path / "r"), "--device", "cpu", "--quiet"])
+    assert r.exit_code == 2 and "--compile-mode must be one of" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "r").exists()
+    seen = []
+    monkeypatch.setattr(arms_mod, "compile_model", lambda m, mode="full", **kw: seen.append(mode) or m)
+    cfg = TrainConfig(arms=pair_arms(), depth=1, hidden_size=32, num_heads=4)
+    model = paired_models(cfg, 0, input_size=8, in_channels=1, num_classes=10)[1]
+    arms_mod.TrainModule(model, compile=True, compile_mode="regions")
+    arms_mod.TrainModule(model, compile=False, compile_mode="regions")
+    assert seen == ["regions"]

@@ -128,12 +128,12 @@ class TrainModule(nn.Module):
     gradients of the auxiliary loss are averaged across ranks like the rest.
     """
 
-    def __init__(self, model: SiT, aligner=None, compile: bool = False) -> None:
+    def __init__(self, model: SiT, aligner=None, compile: bool = False, compile_mode: str = "full") -> None:
         super().__init__()
         self.model = model
         self.aligner = aligner
         # the (optionally compiled) callable; not registered, so state_dict / parameters stay the model's
-        object.__setattr__(self, "_net", compile_model(model) if compile else model)
+        object.__setattr__(self, "_net", compile_model(model, compile_mode) if compile else model)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, s: torch.Tensor, drop: torch.Tensor):
         cfg = self.model.config

@@ -24,7 +24,7 @@ RESUMABLE = {
     "steps", "time_budget", "log_every", "ckpt_every", "keep_checkpoints", "tensorboard", "eval_every",
     "eval_samples", "final_eval_samples", "eval_sampler", "eval_steps", "eval_cfg", "eval_batch", "eval_weights",
     "ref_samples", "pr_k", "pr_samples", "inception_weights", "grid_images", "save_final_npz", "probe_every",
-    "probe_noise_levels", "probe_samples", "probe_final_samples", "probe_pooled_samples", "probe_projection_dim", "probe", "report", "device", "compile", "out",
+    "probe_noise_levels", "probe_samples", "probe_final_samples", "probe_pooled_samples", "probe_projection_dim", "probe", "report", "device", "compile", "compile_mode", "out",
 }
 
 
@@ -103,6 +103,7 @@ def train(
     data_limit: Optional[int] = typer.Option(None, help="Train on the first N images of a seeded permutation."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32 | fp64 (CPU tests)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    compile_mode: Optional[str] = typer.Option(None, help="With --compile: full (default, one graph) | regions (a graph per block) | blocks (attention and MLP only); regions and blocks keep compiled DAR c1 from holding every router gradient at once (README, What DAR costs; not yet timed on a GPU)."),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls on CUDA (default on)."),
     strategy: Optional[str] = typer.Option(None, help="ddp (default) | fsdp2 (documented, not implemented yet)."),
     time_budget: Optional[float] = typer.Option(None, help="Seconds of training; then the final checkpoint, eval, probe and report still run. With several seeds each gets an equal share of training time, and each seed's final eval and probe come on top."),
@@ -157,6 +158,7 @@ def train(
             input_size=input_size, learn_sigma=learn_sigma, steps=steps, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, ema_warmup=ema_warmup,
             label_dropout=label_dropout, hflip=hflip, data_limit=data_limit, precision=precision, compile=compile,
+            compile_mode=compile_mode,
             tf32=tf32, strategy=strategy, time_budget=time_budget, log_every=log_every, ckpt_every=ckpt_every,
             keep_checkpoints=keep_checkpoints, loss_bands=loss_bands, tensorboard=tensorboard, eval_every=eval_every,
             eval_samples=eval_samples, final_eval_samples=final_eval_samples, eval_sampler=eval_sampler,

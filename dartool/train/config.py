@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.config import QUERIES, SIZES, SUMMARIES, ModelConfig, model_config
+from ..models.compiling import COMPILE_MODES
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp64")
 STRATEGIES = ("ddp", "fsdp2")
@@ -141,6 +142,7 @@ class TrainConfig:
     label_dropout: float = 0.1
     precision: str = "auto"            # auto = bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32 | fp64 (CPU tests)
     compile: bool = False
+    compile_mode: str = "full"         # full | regions | blocks (dartool.models.compiling; only with compile)
     tf32: bool = True
     strategy: str = "ddp"              # ddp | fsdp2 (documented, see dartool.train.ddp)
     time_budget: float | None = None   # seconds of training (the final eval / probe / report come after)
@@ -209,6 +211,8 @@ class TrainConfig:
             bad(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.strategy not in STRATEGIES:
             bad(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            bad(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.eval_weights not in EVAL_WEIGHTS:
             bad(f"--eval-weights must be one of {EVAL_WEIGHTS}, got {self.eval_weights!r}")
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "loss_bands", "eval_batch", "eval_steps"):

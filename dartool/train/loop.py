@@ -234,7 +234,7 @@ class Trainer:
                                       "drop --compile")
                 aligner = RepaAligner(model, repa_cfg, encoder=self._repa_encoder)
                 self.note_once("repa", aligner.describe())
-            module = D.wrap(TrainModule(model, aligner, compile=cfg.compile), d, cfg.strategy)
+            module = D.wrap(TrainModule(model, aligner, compile=cfg.compile, compile_mode=cfg.compile_mode), d, cfg.strategy)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = make_optimizer(params, cfg, d.device)
             ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if d.main else None
