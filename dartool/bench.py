@@ -1173,19 +1173,26 @@ BENCH_SIZES = ("B", "XL")
 NOT_IN_SIZES = " (not in --sizes)"      # "SiT-XL/2 training steps (not in --sizes)"
 
 
+def _parse_subset(spec: "str | Iterable[str]", valid: tuple[str, ...], flag: str, noun: str, norm,
+                  hint: str = "") -> tuple[str, ...]:
+    """The names of ``valid`` a comma-separated ``flag`` value selects (each read through ``norm``), in ``valid``'s
+    order; an unknown or empty list is a one-line :class:`BenchError` naming the valid ones."""
+    names = [norm(n.strip()) for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        what = f"unknown {noun}{'s' if len(bad) > 1 else ''} {', '.join(bad)}" if bad else f"no {noun} named"
+        raise BenchError(f"{flag} {spec if isinstance(spec, str) else ','.join(spec)}: {what}; give a "
+                         f"comma-separated subset of {','.join(valid)}{hint}")
+    return tuple(v for v in valid if v in names)
+
+
 def parse_sizes(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
     """The model sizes a ``--sizes`` value selects (comma-separated, of :data:`BENCH_SIZES`; ``XL/2`` and
     ``SiT-XL/2`` are read as ``XL``), in run order; None: both. Bad names are a one-line :class:`BenchError`."""
     if spec is None:
         return BENCH_SIZES
-    names = [n.strip().upper().removeprefix("SIT-").removesuffix("/2")
-             for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
-    bad = [n for n in names if n not in BENCH_SIZES]
-    if bad or not names:
-        what = f"unknown size{'s' if len(bad) > 1 else ''} {', '.join(bad)}" if bad else "no size named"
-        raise BenchError(f"--sizes {spec if isinstance(spec, str) else ','.join(spec)}: {what}; give a "
-                         f"comma-separated subset of {','.join(BENCH_SIZES)} (SiT-B/2, SiT-XL/2)")
-    return tuple(z for z in BENCH_SIZES if z in names)
+    return _parse_subset(spec, BENCH_SIZES, "--sizes", "size",
+                         lambda n: n.upper().removeprefix("SIT-").removesuffix("/2"), " (SiT-B/2, SiT-XL/2)")
 
 
 def parse_parts(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
@@ -1194,13 +1201,7 @@ def parse_parts(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
     ones, raised before anything is measured."""
     if spec is None:
         return BENCH_PARTS
-    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
-    bad = [n for n in names if n not in BENCH_PARTS]
-    if bad or not names:
-        what = f"unknown part{'s' if len(bad) > 1 else ''} {', '.join(bad)}" if bad else "no part named"
-        raise BenchError(f"--parts {spec if isinstance(spec, str) else ','.join(spec)}: {what}; give a "
-                         f"comma-separated subset of {','.join(BENCH_PARTS)}")
-    return tuple(p for p in BENCH_PARTS if p in names)
+    return _parse_subset(spec, BENCH_PARTS, "--parts", "part", str.lower)
 
 
 def measured_parts(res: dict) -> list[str]:

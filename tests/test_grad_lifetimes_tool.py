@@ -1,16 +1,10 @@
 """benchmarks/compiled_grad_lifetimes.py: following the routers' source gradients through an Inductor wrapper's
 generated ``call`` (the compile itself runs in the tool; the reading is checked here on hand-made code)."""
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("grad_lifetimes", ROOT / "benchmarks" / "compiled_grad_lifetimes.py")
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+    return load_benchmark("compiled_grad_lifetimes")
 
 
 CODE = """def call(args):

@@ -1,16 +1,10 @@
 """benchmarks/step_memory.py --peak-buffers: the allocator trace replay that names what is alive at a step's peak
 (the CUDA part needs a GPU; the replay is checked here on a hand-made trace)."""
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("step_memory", ROOT / "benchmarks" / "step_memory.py")
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+    return load_benchmark("step_memory")
 
 
 def _fr(fn, line, name):

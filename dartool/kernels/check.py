@@ -555,7 +555,7 @@ def shared_model_check(device: str, interpret: bool) -> list[dict]:
     groups of two routers) with shared prefixes (``SiT.share_prefixes = True``, every width) against the same model
     without them, both fused: loss and every parameter gradient; and the shared path must really run (its prefix
     passes are counted)."""
-    from . import dispatch, prefix_triton
+    from . import dispatch
 
     gen = torch.Generator().manual_seed(3)
     size = (3, 40, 4, 4) if interpret else (4, 384, 6, 16)          # depth, hidden, heads, input size
@@ -567,7 +567,7 @@ def shared_model_check(device: str, interpret: bool) -> list[dict]:
         if group is not None:
             dispatch.SHARED_PREFIX_GROUP, dispatch.SHARED_PREFIX_MIN = group, least
         try:
-            out.append(_shared_model_case(query, chunk, size, device, interpret, gen, dispatch, prefix_triton))
+            out.append(_shared_model_case(query, chunk, size, device, interpret, gen))
         finally:
             dispatch.SHARED_PREFIX_GROUP, dispatch.SHARED_PREFIX_MIN = old_group, old_min
         if group is not None:
@@ -575,8 +575,11 @@ def shared_model_check(device: str, interpret: bool) -> list[dict]:
     return out
 
 
-def _shared_model_case(query, chunk, size, device, interpret, gen, dispatch, prefix_triton) -> dict:
+def _shared_model_case(query: str, chunk: int, size: tuple, device: str, interpret: bool,
+                       gen: torch.Generator) -> dict:
     """One model of :func:`shared_model_check`: shared prefixes on against off, and the prefix passes counted."""
+    from . import dispatch, prefix_triton
+
     model, batch = _small_model(query, chunk, *size, 2, device, gen)
     calls = {"n": 0}
     orig = prefix_triton.shared_prefix
