@@ -56,7 +56,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections import OrderedDict
 from typing import Sequence
 
 import torch
@@ -66,6 +65,7 @@ import triton
 import triton.language as tl
 
 from ..envflags import env_flag
+from . import tables as _tables
 
 if os.environ.get("TRITON_INTERPRET") == "1":  # CPU development only
     from ._interp_compat import patch_interpreter
@@ -974,32 +974,9 @@ def _empty(shape, dtype, device) -> Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-_TABLE_CACHE: "OrderedDict[tuple, Tensor]" = OrderedDict()
-_TABLE_CACHE_SIZE = 512
-
-
-def _offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.device,
-                  flags: "Sequence[int] | None" = None) -> Tensor:
-    """int64 device tensor of element offsets (ptr - base) / elsize (with ``flags``: 2 * offset + flag),
-    cached by value (training reuses the same addresses step after step, so the host->device copy
-    happens only on a miss)."""
-    offs = tuple((p - base) // elsize for p in ptrs)
-    if flags is not None:
-        offs = tuple(2 * o + f for o, f in zip(offs, flags))
-    key = (device.type, device.index, offs)
-    t = _TABLE_CACHE.get(key)
-    if t is not None:
-        _TABLE_CACHE.move_to_end(key)
-        return t
-    host = torch.tensor(offs, dtype=torch.int64)
-    if device.type == "cuda":
-        t = host.pin_memory().to(device, non_blocking=True)
-    else:
-        t = host
-    _TABLE_CACHE[key] = t
-    if len(_TABLE_CACHE) > _TABLE_CACHE_SIZE:
-        _TABLE_CACHE.popitem(last=False)
-    return t
+# int64 device tables of element offsets (ptr - base) / elsize, cached by value, misses through a pinned ring
+# (dartool.kernels.tables). Read a table only in the kernel launched right after it is made.
+_offset_table = _tables.offset_table
 
 
 def _aligned(x: Tensor) -> Tensor:
