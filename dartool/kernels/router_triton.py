@@ -974,8 +974,7 @@ def _empty(shape, dtype, device) -> Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-# int64 device tables of element offsets (ptr - base) / elsize, cached by value, misses through a pinned ring
-# (dartool.kernels.tables). Read a table only in the kernel launched right after it is made.
+# int64 device tables of element offsets (ptr - base) / elsize, cached by value (dartool.kernels.tables)
 _offset_table = _tables.offset_table
 
 

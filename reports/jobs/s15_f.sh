@@ -4,6 +4,7 @@
 # whichever commit: the hypothesis is that its 231 tables per step stop hitting the cache and each miss costs a
 # pinned tensor and a copy of host time. 1) the CUDA tests of the tables and the router, 2) misses per step and
 # ms per step with and without the ring, alone and after SiT-B/2, 3) the quick bench's eager rows (B/2 then XL/2).
+# (benchmarks/offset_tables.py and the ring were removed after this run: misses were ~1 step's worth; see commit 2cc10ca)
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)

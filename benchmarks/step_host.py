@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Is an eager training step bound by the GPU or by the host? Per model instance: the step as ``dartool bench``
+times it (steps queued back to back, CUDA events), the GPU's busy time per step (the profiler's device time:
+kernels, copies, memsets), their difference (time the GPU waited for the host), and the number of synchronizing
+calls in one step (``torch.cuda.set_sync_debug_mode``). Several instances, before and after other
+models ran in the same process (eager SiT-XL/2 b64 static c4 read 168 ms in some runs and 176-227 ms in others on
+one H100, session 15).
+
+    PYTHONPATH=$PWD python3 benchmarks/step_host.py --out /tmp/host
+
+Needs CUDA. Writes step_host-CARD-DATE.json.
+"""
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def measure(step, steps: int) -> dict:
+    import torch
+
+    from dartool import bench
+
+    for i in range(3):
+        step(i)
+    torch.cuda.synchronize()
+    queued = bench._queued_step_ms(step, steps)
+    # the GPU's busy time per step: the profiler's device time (kernels, copies, memsets) summed over a few steps
+    from torch.profiler import ProfilerActivity, profile
+
+    n_prof = 3
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(n_prof):
+            step(i)
+        torch.cuda.synchronize()
+    from torch.autograd import DeviceType
+
+    busy_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(0)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    syncs = [str(x.message).splitlines()[0][:120] for x in w if "synchroniz" in str(x.message).lower()]
+    q = queued[len(queued) // 2]
+    busy = busy_us / 1e3 / n_prof
+    return dict(queued_ms=q, gpu_busy_ms=busy, gpu_idle_ms=q - busy, syncs=len(syncs),
+                sync_examples=sorted(set(syncs))[:5])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="XL")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--query", default="static")
+    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--instances", type=int, default=2, help="model instances per phase")
+    ap.add_argument("--others", default="B:256")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from dartool import bench
+
+    if not torch.cuda.is_available():
+        print("step_host.py needs CUDA", file=sys.stderr)
+        return 2
+    rows = []
+
+    def run(label: str, routing: str, query: str, chunk: int, size: str, batch: int) -> None:
+        bench._cleanup()
+        model, cfg = bench._build(size, routing, query, chunk, "cuda")
+        step, opt = bench._train_step(model, cfg, batch, False)
+        r = dict(phase=label, model=f"SiT-{size}/2", batch=batch, routing=routing, query=query, chunk=chunk,
+                 **measure(step, a.steps))
+        del model, opt, step
+        bench._cleanup()
+        rows.append(r)
+        print(f"{label:14s} {r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
+              f"step {r['queued_ms']:7.1f}  GPU busy {r['gpu_busy_ms']:7.1f}  GPU idle {r['gpu_idle_ms']:6.1f} ms"
+              f"  syncs/step {r['syncs']}"
+              + (f"  e.g. {r['sync_examples'][0]}" if r['syncs'] else ""), flush=True)
+
+    run("alone", "residual", "static", 0, a.size, a.batch)
+    for _ in range(a.instances):
+        run("alone", "dar", a.query, a.chunk, a.size, a.batch)
+    osize, obatch = a.others.split(":")
+    for routing, query in (("residual", "static"), ("dar", "static"), ("dar", "dynamic")):
+        run("other", routing, query, 4, osize, int(obatch))
+    for _ in range(a.instances):
+        run("after others", "dar", a.query, a.chunk, a.size, a.batch)
+    run("after others", "residual", "static", 0, a.size, a.batch)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    card = torch.cuda.get_device_name().replace(" ", "-")
+    f = out / f"step_host-{card}-{time.strftime('%Y%m%d-%H%M')}.json"
+    f.write_text(json.dumps(dict(env=bench.env_info(), rows=rows), indent=1))
+    print(f"wrote {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
