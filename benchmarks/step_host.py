@@ -90,7 +90,7 @@ def main(argv=None) -> int:
               f"  syncs/step {r['syncs']}"
               + (f"  e.g. {r['sync_examples'][0]}" if r['syncs'] else ""), flush=True)
 
-    run("alone", "residual", "static", 0, a.size, a.batch)
+    run("alone", "residual", "static", 4, a.size, a.batch)
     for _ in range(a.instances):
         run("alone", "dar", a.query, a.chunk, a.size, a.batch)
     osize, obatch = a.others.split(":")
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         run("other", routing, query, 4, osize, int(obatch))
     for _ in range(a.instances):
         run("after others", "dar", a.query, a.chunk, a.size, a.batch)
-    run("after others", "residual", "static", 0, a.size, a.batch)
+    run("after others", "residual", "static", 4, a.size, a.batch)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     card = torch.cuda.get_device_name().replace(" ", "-")
