@@ -55,6 +55,32 @@ def measure(step, steps: int) -> dict:
                 sync_examples=sorted(set(syncs))[:5])
 
 
+def host_profile(step, path: Path, steps: int = 3) -> dict:
+    """cProfile of ``steps`` steps (host time; the GPU is behind whenever the host is the bottleneck): the top
+    functions by own and by cumulative time to ``path``; returns the profiled host ms per step."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+
+    torch.cuda.synchronize()
+    pr = cProfile.Profile()
+    t0 = time.perf_counter()
+    pr.enable()
+    for i in range(steps):
+        step(i)
+    pr.disable()
+    host = 1e3 * (time.perf_counter() - t0) / steps
+    torch.cuda.synchronize()
+    buf = io.StringIO()
+    st = pstats.Stats(pr, stream=buf)
+    st.sort_stats("tottime").print_stats(45)
+    st.sort_stats("cumtime").print_stats(35)
+    path.write_text(f"host ms per step under cProfile: {host:.1f}\n" + buf.getvalue())
+    return dict(host_ms_profiled=host, file=path.name)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="XL")
@@ -62,7 +88,9 @@ def main(argv=None) -> int:
     ap.add_argument("--query", default="static")
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--instances", type=int, default=2, help="model instances per phase")
-    ap.add_argument("--others", default="B:256")
+    ap.add_argument("--others", default="B:256", help="SIZE:BATCH of models run in between, or 'none'")
+    ap.add_argument("--cprofile", action="store_true", help="also profile 3 steps of each model on the host "
+                    "(cProfile; the top functions go to cprofile-MODEL-N.txt under --out)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -75,6 +103,8 @@ def main(argv=None) -> int:
         print("step_host.py needs CUDA", file=sys.stderr)
         return 2
     rows = []
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     def run(label: str, routing: str, query: str, chunk: int, size: str, batch: int) -> None:
         bench._cleanup()
@@ -82,25 +112,28 @@ def main(argv=None) -> int:
         step, opt = bench._train_step(model, cfg, batch, False)
         r = dict(phase=label, model=f"SiT-{size}/2", batch=batch, routing=routing, query=query, chunk=chunk,
                  **measure(step, a.steps))
+        if a.cprofile:
+            r["cprofile"] = host_profile(step, out / f"cprofile-{size}-{routing}-{query}-{len(rows)}.txt")
         del model, opt, step
         bench._cleanup()
         rows.append(r)
         print(f"{label:14s} {r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
               f"step {r['queued_ms']:7.1f}  GPU busy {r['gpu_busy_ms']:7.1f}  GPU idle {r['gpu_idle_ms']:6.1f} ms"
               f"  syncs/step {r['syncs']}"
-              + (f"  e.g. {r['sync_examples'][0]}" if r['syncs'] else ""), flush=True)
+              + (f"  e.g. {r['sync_examples'][0]}" if r['syncs'] else "")
+              + (f"  host under cProfile {r['cprofile']['host_ms_profiled']:.1f} ms" if "cprofile" in r else ""),
+              flush=True)
 
     run("alone", "residual", "static", 4, a.size, a.batch)
     for _ in range(a.instances):
         run("alone", "dar", a.query, a.chunk, a.size, a.batch)
-    osize, obatch = a.others.split(":")
-    for routing, query in (("residual", "static"), ("dar", "static"), ("dar", "dynamic")):
-        run("other", routing, query, 4, osize, int(obatch))
-    for _ in range(a.instances):
-        run("after others", "dar", a.query, a.chunk, a.size, a.batch)
-    run("after others", "residual", "static", 4, a.size, a.batch)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if a.others != "none":
+        osize, obatch = a.others.split(":")
+        for routing, query in (("residual", "static"), ("dar", "static"), ("dar", "dynamic")):
+            run("other", routing, query, 4, osize, int(obatch))
+        for _ in range(a.instances):
+            run("after others", "dar", a.query, a.chunk, a.size, a.batch)
+        run("after others", "residual", "static", 4, a.size, a.batch)
     card = torch.cuda.get_device_name().replace(" ", "-")
     f = out / f"step_host-{card}-{time.strftime('%Y%m%d-%H%M')}.json"
     f.write_text(json.dumps(dict(env=bench.env_info(), rows=rows), indent=1))
