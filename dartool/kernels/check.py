@@ -577,30 +577,50 @@ def shared_model_check(device: str, interpret: bool) -> list[dict]:
 
 def _shared_model_case(query: str, chunk: int, size: tuple, device: str, interpret: bool,
                        gen: torch.Generator) -> dict:
-    """One model of :func:`shared_model_check`: shared prefixes on against off, and the prefix passes counted."""
-    from . import dispatch, prefix_triton
+    """One model of :func:`shared_model_check`: shared prefixes on against off, and the prefix passes counted;
+    shared, the eager autograd.Function path (no custom-op calls) against the custom ops torch.compile runs."""
+    from . import dispatch, prefix_triton, router_triton
 
     model, batch = _small_model(query, chunk, *size, 2, device, gen)
-    calls = {"n": 0}
+    calls = {"n": 0, "op": 0}
     orig = prefix_triton.shared_prefix
+    ops = {name: getattr(prefix_triton, name) for name in ("prefix_fwd", "router_ln_prefix_fwd")}
 
     def counting(*a, **k):
         calls["n"] += 1
         return orig(*a, **k)
 
-    res = {}
-    for share in (False, True):
+    def counting_op(name):
+        def f(*a, **k):
+            calls["op"] += 1
+            return ops[name](*a, **k)
+        return f
+
+    res, op_calls = {}, {}
+    old_eager = router_triton.EAGER_AUTOGRAD_FN
+    for run, share, eager in (("off", False, True), ("shared", True, True), ("shared-op", True, False)):
         model.share_prefixes = share
         prefix_triton.shared_prefix = counting
+        for name in ops:
+            setattr(prefix_triton, name, counting_op(name))
+        router_triton.EAGER_AUTOGRAD_FN = eager
+        calls["op"] = 0
         try:
             with dispatch.fused(True, allow_cpu=interpret):
-                res[share] = _loss_and_grads(model, batch, device)
+                res[run] = _loss_and_grads(model, batch, device)
         finally:
             prefix_triton.shared_prefix = orig
+            for name, op in ops.items():
+                setattr(prefix_triton, name, op)
+            router_triton.EAGER_AUTOGRAD_FN = old_eager
             model.share_prefixes = None
-    r = _compare(res[False], res[True], device)
-    r["ok"] = bool(r["ok"] and calls["n"] > 0)
-    return dict(name=f"shared-model-{query}-c{chunk}", **r, prefix_passes=calls["n"])
+        op_calls[run] = calls["op"]
+    r = _compare(res["off"], res["shared"], device)
+    r_op = _compare(res["shared-op"], res["shared"], device)
+    r["ok"] = bool(r["ok"] and r_op["ok"] and calls["n"] > 0 and op_calls["shared"] == 0 and op_calls["shared-op"] > 0)
+    return dict(name=f"shared-model-{query}-c{chunk}", **r, prefix_passes=calls["n"],
+                eager_vs_op_rel=r_op.get("worst_grad_rel"), op_calls_eager=op_calls["shared"],
+                op_calls_op=op_calls["shared-op"])
 
 
 def recompute_check(device: str, interpret: bool) -> dict:

@@ -690,6 +690,27 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
     return [dv0] + dvrest, dq, dg
 
 
+def _router_ln_prefix_fwd_impl(part: Tensor, lam: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, eps: float,
+                               shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype
+                               ) -> tuple[Tensor, Tensor, Tensor]:
+    """A router with a shared prefix (part, lam) as source 0, LayerNorm + modulate fused: (y, h fp32, lse)."""
+    P = rt._fwd_prepare(sources, q, g, eps, False, False, ln=(shift, scale, ln_eps, y_dtype), keep_h=True,
+                        prefix=(part, lam))
+    rt._fwd_launch(P)
+    h, lse, _, _ = P["out"]
+    return P["y"], h, lse
+
+
+def _router_ln_prefix_bwd_impl(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor,
+                               lam: Tensor, eps: float, scale: Tensor, ln_eps: float, part_dtype: torch.dtype):
+    """(dpart, glam, dv per raw source, dq, dg, dshift, dscale) of :func:`_router_ln_prefix_fwd_impl`."""
+    P = rt._bwd_prepare(dy, sources, q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam, pdtype=part_dtype,
+                        mod_dtype=scale.dtype)
+    rt._bwd_launch(P)
+    dvs, dq, dg = rt._bwd_finish(P)
+    return (P["dpre"], P["glam"], dvs, dq, dg) + P["dmod"]
+
+
 # --------------------------------------------------------------------------------------------------
 # Custom ops + autograd
 # --------------------------------------------------------------------------------------------------
@@ -750,11 +771,7 @@ def router_ln_prefix_fwd(part: Tensor, lam: Tensor, sources: list[Tensor], q: Te
                          y_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """Router + LayerNorm + modulate with a shared prefix (part, lam) as source 0 ahead of the raw ``sources``:
     y [B, T, D] in y_dtype, h [B, T, D] fp32, lse [B, T] fp32."""
-    P = rt._fwd_prepare(list(sources), q, g, eps, False, False, ln=(shift, scale, ln_eps, y_dtype), keep_h=True,
-                        prefix=(part, lam))
-    rt._fwd_launch(P)
-    h, lse, _, _ = P["out"]
-    return P["y"], h, lse
+    return _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
 
 
 @router_ln_prefix_fwd.register_fake
@@ -770,11 +787,7 @@ def router_ln_prefix_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor
                          ) -> tuple[Tensor, Tensor, list[Tensor], Tensor, Tensor, Tensor, Tensor]:
     """(dpart in part_dtype, glam, dv per raw source, dq, dg, dshift, dscale) of ``router_ln_prefix_fwd``; glam is
     the prefix protocol's value for lam (module docstring), not dloss/dlam."""
-    P = rt._bwd_prepare(dy, list(sources), q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam, pdtype=part_dtype,
-                        mod_dtype=scale.dtype)
-    rt._bwd_launch(P)
-    dvs, dq, dg = rt._bwd_finish(P)
-    return (P["dpre"], P["glam"], dvs, dq, dg) + P["dmod"]
+    return _router_ln_prefix_bwd_impl(dy, list(sources), q, g, h, lse, lam, eps, scale, ln_eps, part_dtype)
 
 
 @router_ln_prefix_bwd.register_fake
@@ -805,6 +818,54 @@ def _backward_router(ctx, dy, dh, dlse):
 router_ln_prefix_fwd.register_autograd(_backward_router, setup_context=_setup_router)
 
 
+# Eager autograd: the same impls through torch.autograd.Function. A custom op's eager dispatch (argument defaults,
+# pytree flattening, the alias check on every output, the autograd wrapper) cost 0.7 ms of host time per call on an
+# H100 host: 120 calls, 83 ms of an eager SiT-XL/2 b64 static c4 step, which left the GPU idle 25-110 ms a step
+# (benchmarks/step_host.py, results/s15_h_* and s15_g_*, 2026-11-27). The custom ops stay for torch.compile.
+
+
+class _PrefixFn(torch.autograd.Function):
+    """Eager path of ``prefix_fwd``: returns (*parts, lam)."""
+
+    @staticmethod
+    def forward(ctx, qs, gs, eps, part_dtype, *sources):
+        parts, lam, logits, rinv = _fwd_impl(list(sources), qs, gs, eps, part_dtype)
+        ctx.eps = eps
+        ctx.save_for_backward(qs, gs, lam, logits, rinv, *sources)
+        return (*parts, lam)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        qs, gs, lam, logits, rinv, *sources = ctx.saved_tensors
+        dvs, dq, dg = _bwd_impl(list(grads[:-1]), grads[-1], sources, qs, gs, lam, logits, rinv, ctx.eps)
+        return (dq, dg, None, None, *dvs)
+
+
+class _RouterLNPrefixFn(torch.autograd.Function):
+    """Eager path of ``router_ln_prefix_fwd``: returns y."""
+
+    @staticmethod
+    def forward(ctx, part, lam, q, g, eps, shift, scale, ln_eps, y_dtype, *sources):
+        y, h, lse = _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+        ctx.eps, ctx.ln_eps, ctx.part_dtype = eps, ln_eps, part.dtype
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(q, g, scale, h, lse, lam, *sources)   # not the partial: its gradient needs none of it
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, g, scale, h, lse, lam, *sources = ctx.saved_tensors
+        if dy is None:
+            return (None,) * (9 + len(sources))
+        dpart, glam, dvs, dq, dg, dshift, dscale = _router_ln_prefix_bwd_impl(
+            dy, sources, q, g, h, lse, lam, ctx.eps, scale, ctx.ln_eps, ctx.part_dtype)
+        return (dpart, glam, dq, dg, None, dshift, dscale, None, None, *dvs)
+
+
+def _eager() -> bool:
+    return rt.EAGER_AUTOGRAD_FN and not torch.compiler.is_compiling()
+
+
 # --------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------
@@ -818,7 +879,15 @@ def shared_prefix(sources: Sequence[Tensor], qs: Tensor, gs: Tensor, eps: float,
     from .dispatch import partial_dtype
 
     pdt = part_dtype or partial_dtype(sources)
-    parts, lam, _, _ = prefix_fwd(rt._as_kernel_sources(sources), qs, gs, float(eps), pdt)
+    sources = rt._as_kernel_sources(sources)
+    if _eager():
+        if not (torch.is_grad_enabled() and (qs.requires_grad or gs.requires_grad
+                                             or any(v.requires_grad for v in sources))):
+            parts, lam, _, _ = _fwd_impl(list(sources), qs, gs, float(eps), pdt)
+            return parts, lam
+        *parts, lam = _PrefixFn.apply(qs, gs, float(eps), pdt, *sources)
+        return list(parts), lam
+    parts, lam, _, _ = prefix_fwd(sources, qs, gs, float(eps), pdt)
     return parts, lam
 
 
@@ -828,4 +897,9 @@ def fused_router_ln_prefix(part: Tensor, lam: Tensor, sources: Sequence[Tensor],
     (part, lam) from :func:`shared_prefix`: y [B, T, D] in ``y_dtype`` (what the unshared router would give:
     ``router_triton._y_dtype`` of prefix + raw sources). ``sources``: the raw ones (may be none)."""
     sources = rt._as_kernel_sources(sources) if sources else []
+    if _eager():
+        if not (torch.is_grad_enabled() and any(x.requires_grad for x in (part, lam, q, g, shift, scale, *sources))):
+            return _router_ln_prefix_fwd_impl(part, lam, sources, q, g, float(eps), shift, scale, float(ln_eps),
+                                              y_dtype)[0]
+        return _RouterLNPrefixFn.apply(part, lam, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, *sources)
     return router_ln_prefix_fwd(part, lam, sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
