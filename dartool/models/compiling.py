@@ -16,8 +16,20 @@ Two modes:
   eager: the routers keep their eager path, whose kernels add every source's gradients into one buffer per source
   as they come.
 
-``regions`` and ``blocks`` are not yet timed on a GPU (session 14 ran out of device time); compare them with
-``benchmarks/compile_options.py --variant static:1:regions=1 --variant static:1:blocks=1``.
+Measured against ``full`` (time / peak memory over the compiled residual; H100, 2026-11-27,
+``benchmarks/results/s15_a_*`` and ``s15_c_*``; ``benchmarks/compile_options.py``):
+
+=================  ==============  ===============  ===============
+SiT, DAR static    full            regions          blocks
+=================  ==============  ===============  ===============
+B/2 b256, c1       1.39 / 1.35     1.58 / 1.21      1.49 / 1.17
+B/2 b256, c4       1.06 / 1.10     1.18 / 1.10      1.15 / 1.10
+XL/2 b64, c1       1.63 / 1.79     2.19 / 1.19      2.01 / 1.13
+=================  ==============  ===============  ===============
+
+So ``full`` stays the default everywhere. Eager c1, against the same compiled residual, is 1.60 / 1.17 (B/2) and
+1.77 / 1.14 (XL/2 b64): at XL/2 it beats both other modes, at B/2 ``blocks`` is 7 % faster at the same memory.
+They remain for experiments on compiled memory.
 """
 from __future__ import annotations
 
