@@ -6,7 +6,7 @@ addresses step after step, so tables are cached by value (LRU, ``CACHE_SIZE`` ta
 the device; a miss costs one small pinned host tensor and one host-to-device copy. An eager SiT-XL/2 c4 step makes
 231 tables and misses about one step's worth of them once (H100, 2026-11-27, ``benchmarks/results/s15_f_*``): a
 pinned ring for the misses was built, measured and removed as it changed nothing (session 15,
-``benchmarks/KERNEL_NOTES.md``). ``STATS`` counts calls and misses for benchmarks.
+``benchmarks/KERNEL_NOTES.md``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from typing import Sequence
 import torch
 
 CACHE_SIZE = 512
-STATS = {"calls": 0, "misses": 0}
 _CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 
 
@@ -25,7 +24,6 @@ def offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.devi
     """int64 device tensor of element offsets ``(ptr - base) // elsize`` (with ``flags``: ``2 * offset + flag``),
     cached by value (training reuses the same addresses step after step, so the host-to-device copy happens
     only on a miss)."""
-    STATS["calls"] += 1
     offs = tuple((p - base) // elsize for p in ptrs)
     if flags is not None:
         offs = tuple(2 * o + f for o, f in zip(offs, flags))
@@ -34,7 +32,6 @@ def offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.devi
     if t is not None:
         _CACHE.move_to_end(key)
         return t
-    STATS["misses"] += 1
     host = torch.tensor(offs, dtype=torch.int64)
     t = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
     _CACHE[key] = t
