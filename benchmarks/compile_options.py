@@ -7,7 +7,8 @@ residual of the same size in the same process: step time and peak memory (``dart
 
 A variant is QUERY:CHUNK[:KEY=VALUE[,KEY=VALUE]] (Inductor config keys, ints), optionally with
 ``group=N`` (dispatch.SHARED_PREFIX_GROUP, routers per shared prefix pass), ``regions=1`` (one graph per block) or
-``blocks=1`` (the blocks' attention and MLP compiled only): ``dartool.models.compiling``'s modes. Needs CUDA.
+``blocks=1`` (the blocks' attention and MLP compiled only): ``dartool.models.compiling``'s modes, or ``accum=0``
+(no in-graph gradient accumulation, ``dartool.kernels.compiled_slots``; default on). Needs CUDA.
 """
 import argparse
 import json
@@ -18,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str]:
-    """QUERY:CHUNK[:K=V,...] -> (query, chunk, inductor options, prefix group or None, compile mode)."""
+def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str, bool]:
+    """QUERY:CHUNK[:K=V,...] -> (query, chunk, inductor options, prefix group or None, compile mode, in-graph
+    accumulation)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         raise ValueError(f"--variant {spec!r}: write QUERY:CHUNK[:KEY=VALUE,...]")
@@ -30,10 +32,10 @@ def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str]:
             raise ValueError(f"--variant {spec!r}: option {kv!r} is not KEY=VALUE")
         opts[k] = int(v)
     group = opts.pop("group", None)
-    regions, blocks = opts.pop("regions", 0), opts.pop("blocks", 0)
+    regions, blocks, accum = opts.pop("regions", 0), opts.pop("blocks", 0), bool(opts.pop("accum", 1))
     if regions and blocks:
         raise ValueError(f"--variant {spec!r}: regions=1 or blocks=1, not both")
-    return parts[0], int(parts[1]), opts, group, "regions" if regions else "blocks" if blocks else "full"
+    return parts[0], int(parts[1]), opts, group, "regions" if regions else "blocks" if blocks else "full", accum
 
 
 def main(argv=None) -> int:
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     import torch
 
     from dartool import bench
-    from dartool.kernels import dispatch
+    from dartool.kernels import compiled_slots, dispatch
     from dartool.models import compiling
 
     if not torch.cuda.is_available():
@@ -62,14 +64,18 @@ def main(argv=None) -> int:
     rows = bench.train_step_bench(a.size, a.batch, [("residual", "static", 4, True)], compiled=True, steps=a.steps)
     base = rows[0]
     old_group = dispatch.SHARED_PREFIX_GROUP
-    for query, chunk, opts, group, mode in variants:
+    old_accum = compiled_slots.ENABLED
+    for query, chunk, opts, group, mode, accum in variants:
         compiling.OVERRIDE = opts
         dispatch.SHARED_PREFIX_GROUP = old_group if group is None else group
+        compiled_slots.set_enabled(accum)
         try:
             (r,) = bench.train_step_bench(a.size, a.batch, [("dar", query, chunk, True)], compiled=True,
                                           steps=a.steps, compile_mode=mode)
         finally:
             compiling.OVERRIDE, dispatch.SHARED_PREFIX_GROUP = None, old_group
+            compiled_slots.set_enabled(old_accum)
+        r["accum"] = accum
         r["inductor"], r["prefix_group"] = opts, dispatch.SHARED_PREFIX_GROUP if group is None else group
         r["compile_mode"] = mode
         if "step_ms" in r and "step_ms" in base:
@@ -78,7 +84,8 @@ def main(argv=None) -> int:
     print(f"\n{env.get('card')} {env['date']} commit {env['commit']}: SiT-{a.size}/2 b{a.batch} compiled, "
           f"against the residual {base.get('step_ms', float('nan')):.1f} ms {base.get('peak_gb', float('nan')):.1f} GB")
     for r in rows[1:]:
-        print(f"  {r['variant']:16s} {r['compile_mode']:6s} group {r['prefix_group']} {json.dumps(r['inductor']):44s} "
+        print(f"  {r['variant']:16s} {r['compile_mode']:6s} accum {int(r['accum'])} group {r['prefix_group']} "
+              f"{json.dumps(r['inductor']):40s} "
               + (f"{r['step_ms']:7.1f} ms x{r['time_ratio']:.3f}  {r['peak_gb']:6.1f} GB x{r['mem_ratio']:.3f}"
                  if "time_ratio" in r else str(r.get("error"))))
     if a.out:

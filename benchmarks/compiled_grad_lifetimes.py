@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _OP = re.compile(r"\s*(buf\d+) = torch\.ops\.dartool\.\w*bwd\w*\.default\(")
 _GRAD = re.compile(r"\s*(buf\d+) = (buf\d+)\[0\]\[\d+\]")           # the op's first output: the source gradients
+_INTO = re.compile(r"\[([^\]]*)\], \[([\d, ]*)\]\)\s*$")                 # the ops' gradient buffers and flags (session 16)
 _RENAME = re.compile(r"\s*(buf\d+) = (?:reinterpret_tensor\()?(buf\d+)\b.*del (buf\d+)")
 
 
@@ -32,6 +33,13 @@ def live_gradients(code: str) -> dict:
         m = _OP.match(line)
         if m:
             ops.add(m.group(1))
+            into = _INTO.search(line)
+            if into:                 # in-graph accumulation: the buffers the op writes (flag 0) or adds to (flag 1)
+                for buf, flag in zip(re.findall(r"buf\d+", into.group(1)), into.group(2).split(",")):
+                    if flag.strip() == "0":
+                        n += 1
+                    alive.add(buf)
+                peak = max(peak, len(alive))
             continue
         m = _GRAD.match(line)
         if m and m.group(2) in ops:
@@ -54,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--query", default="static")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an Inductor option (int)")
+    ap.add_argument("--dump", default=None, metavar="PATH", help="write the compiled backward(s) here")
     ap.add_argument("--mode", default="full", help="dartool.models.compiling mode: full or regions (the most alive "
                                                   "in any one compiled backward)")
     a = ap.parse_args(argv)
@@ -100,6 +109,8 @@ def main(argv=None) -> int:
     if not backward:
         print("no compiled backward with router ops found (fused path not taken?)", file=sys.stderr)
         return 1
+    if a.dump:
+        Path(a.dump).write_text("\n\n# ----\n\n".join(backward))
     per = [live_gradients(c[c.index("def call("):]) for c in backward]
     r = dict(gradients=sum(p["gradients"] for p in per), most_alive=max(p["most_alive"] for p in per))
     sources = 2 * a.depth + 1

@@ -42,3 +42,24 @@ def test_live_gradients_count_in_order_sums():
     code = CODE.replace("        kernel_b(buf5, buf35, buf6, buf36, buf25)\n", "").replace(
         "        buf34 =", "        del buf5\n        del buf6\n        del buf25\n        buf34 =")
     assert _tool().live_gradients(code) == dict(gradients=5, most_alive=3)
+
+
+INTO = """def call(args):
+        buf4 = empty_strided_cuda((2, 4, 32), (128, 32, 1), torch.bfloat16)
+        buf5 = empty_strided_cuda((2, 4, 32), (128, 32, 1), torch.bfloat16)
+        buf6 = empty_strided_cuda((2, 4, 32), (128, 32, 1), torch.bfloat16)
+        buf11 = torch.ops.dartool.router_ln_bwd.default(dy, [a, b, c], q, g, h, lse, 1e-06, s, 1e-06, [buf4, buf5, buf6], [0, 0, 0])
+        del buf11
+        buf12 = torch.ops.dartool.router_ln_bwd.default(dy2, [a, b], q2, g2, h2, lse2, 1e-06, s2, 1e-06, [buf4, buf5], [1, 1])
+        del buf12
+        del buf6
+        buf13 = torch.ops.dartool.router_ln_bwd.default(dy3, [a], q3, g3, h3, lse3, 1e-06, s3, 1e-06, [buf4], [1])
+        del buf5
+        del buf4
+"""
+
+
+def test_live_gradients_of_in_graph_accumulation():
+    """Session 16's ops write each source's gradient into a buffer they take (flag 0) or add to it (flag 1): three
+    gradients started, never more than three alive (one per source)."""
+    assert _tool().live_gradients(INTO) == dict(gradients=3, most_alive=3)

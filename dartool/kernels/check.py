@@ -247,14 +247,15 @@ def _small_model(query: str, chunk: int, depth: int, hidden: int, heads: int, in
     return model, (x, y, s, torch.randn(x.shape, generator=gen).to(device))
 
 
-def _loss_and_grads(model, batch, device: str) -> tuple:
-    """The velocity loss of one batch (bf16 autocast on CUDA) and every parameter gradient, in float64."""
+def _loss_and_grads(model, batch, device: str, run=None) -> tuple:
+    """The velocity loss of one batch (bf16 autocast on CUDA) and every parameter gradient, in float64; ``run``:
+    what computes the forward (e.g. the compiled model), default the model itself."""
     from ..diffusion import diffusion_loss
 
     x, y, s, eps = batch
     model.zero_grad(set_to_none=True)
     with _autocast(device):
-        loss = diffusion_loss(model, x, y, s, eps=eps)
+        loss = diffusion_loss(model if run is None else run, x, y, s, eps=eps)
     loss.backward()
     return loss.detach().double(), {n: p.grad.detach().double().clone()
                                     for n, p in model.named_parameters() if p.grad is not None}
@@ -779,6 +780,48 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
                 btd_saved_dynamic_q_saved=dy_save, routers=n_routers, ok=bool(ok))
 
 
+def compiled_accum_check(device: str, interpret: bool) -> list[dict]:
+    """Under torch.compile the routers' backward ops add each shared source's gradient into one buffer
+    (:mod:`dartool.kernels.compiled_slots`): a small DAR SiT compiled with that accumulation on and off, each
+    against the eager fused model (loss and every parameter gradient), and the adds counted (on: some; off:
+    none). Compile caches are off, so each setting is compiled fresh."""
+    import torch._functorch.config as fconfig
+    import torch._inductor.config as iconfig
+
+    from . import compiled_slots, dispatch
+
+    if interpret:
+        variants, size = [("static", 1, 3), ("dynamic", 2, 2)], (32, 4, 4)
+    else:
+        variants, size = [("static", 1, 4), ("static", 4, 4), ("dynamic", 2, 4)], (384, 6, 16)
+    gen = torch.Generator().manual_seed(5)
+    res = []
+    old = compiled_slots.ENABLED
+    for query, chunk, depth in variants:
+        model, batch = _small_model(query, chunk, depth, *size, 4 if device == "cuda" else 2, device, gen)
+        with dispatch.fused(True, allow_cpu=interpret):
+            ref = _loss_and_grads(model, batch, device)
+            row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True)
+            for on in (True, False):
+                compiled_slots.set_enabled(on)
+                compiled_slots.COUNTS.update(ops=0, adds=0)
+                torch._dynamo.reset()
+                try:
+                    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+                        got = _loss_and_grads(model, batch, device, torch.compile(model))
+                finally:
+                    compiled_slots.set_enabled(old)
+                    torch._dynamo.reset()
+                r = _compare(ref, got, device)
+                tag = "on" if on else "off"
+                row.update({f"{tag}_loss_rel": r["loss_rel"], f"{tag}_worst_grad_rel": r["worst_grad_rel"],
+                            f"{tag}_adds": compiled_slots.COUNTS["adds"]})
+                row["ok"] = bool(row["ok"] and r["ok"] and (compiled_slots.COUNTS["adds"] > 0) == on)
+            row["tol"] = r["tol"]
+        res.append(row)
+    return res
+
+
 def tap_check(device: str, interpret: bool) -> dict:
     """Tapped sources (in-kernel gradient accumulation): three routers over overlapping sources, one of
     them forced onto the reference path, against float64 autograd."""
@@ -829,7 +872,7 @@ def _autocast(device: str):
 
 # the parts of run_all, by the names --only takes: the router cases per shape class, then the named checks
 PARTS = ("router", "ln-fused", "shared-prefix", "shared-prefix-model", "tapped-sources", "dynamic-recompute",
-         "compiled-dynamic-saved", "model")
+         "compiled-dynamic-saved", "compiled-accum", "model")
 
 
 def run_all(device: str | None = None, interpret: bool = False, verbose: bool = True, model: bool = True,
@@ -877,6 +920,7 @@ def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, 
               ("dynamic-recompute", lambda: [recompute_check(device, interpret)])]
     if not quick:
         checks.append(("compiled-dynamic-saved", lambda: [compiled_saved_check(device, interpret)]))
+        checks.append(("compiled-accum", lambda: compiled_accum_check(device, interpret)))
     if model:
         checks.append(("model", lambda: model_check(device, interpret, quick)))
     checks = [(name, run) for name, run in checks if name in wanted]

@@ -65,6 +65,7 @@ import triton
 import triton.language as tl
 
 from ..envflags import env_flag
+from . import compiled_slots as _cslots
 from . import tables as _tables
 
 if os.environ.get("TRITON_INTERPRET") == "1":  # CPU development only
@@ -1107,7 +1108,7 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
                  slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None,
                  plam: "Tensor | None" = None, pdtype: torch.dtype = torch.float32,
-                 mod_dtype: "torch.dtype | None" = None) -> dict:
+                 mod_dtype: "torch.dtype | None" = None, into: "tuple | None" = None) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
@@ -1120,9 +1121,12 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
     ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
     kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D] in ``pdtype``, the partial's; ``P["glam"]``
-    [B, T], float32). ``mod_dtype``: dshift and dscale's dtype (default float32)."""
+    [B, T], float32). ``mod_dtype``: dshift and dscale's dtype (default float32). ``into`` = (buffers, flags), one
+    each per source (the compiled ``*_into`` ops, :mod:`dartool.kernels.compiled_slots`): the kernel writes source
+    i's gradient into buffers[i] (flag 0) or adds it there (flag 1), and none is returned; a buffer the kernel
+    cannot address directly (layout, alignment) takes the gradient through a temporary and one copy or add."""
     if plam is not None:
-        if slots is not None or h.numel() == 0:
+        if slots is not None or into is not None or h.numel() == 0:
             raise ValueError("a shared prefix's router takes no gradient slots and needs h kept")
         B, T, D = h.shape
         dpre, glam = _empty((B, T, D), pdtype, h.device), _empty((B, T), torch.float32, h.device)
@@ -1140,8 +1144,21 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
         live = [id(sl) for sl in slots if sl is not None]
         if len(live) != len(set(live)):        # a source listed twice: plain gradients
             slots = None
-    outs, flags, returned = [], [], []
-    for i, s in enumerate([src0] + rest):
+    outs, flags, returned, post = [], [], [], []
+    if into is not None:
+        _cslots.COUNTS["ops"] += 1
+        _cslots.COUNTS["adds"] += sum(int(f) for f in into[1])
+        for s, o, f in zip([src0] + rest, into[0], into[1]):
+            if o.shape == s.shape and o.dtype == s.dtype and o.is_contiguous() and o.data_ptr() % 16 == 0:
+                outs.append(o)
+                flags.append(int(f))
+            else:                                       # through a temporary: copied or added after the kernel
+                t = _empty(s.shape, s.dtype, dev)
+                post.append((o, t, bool(f)))
+                outs.append(t)
+                flags.append(0)
+            returned.append(None)
+    for i, s in enumerate([src0] + rest if into is None else []):
         if i == 0 and plam is not None:  # the prefix: its gradient comes out as dpre / glam
             outs.append(dpre)
             flags.append(0)
@@ -1219,7 +1236,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=plam is not None,
                 ATOMIC=atomic, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
-                B=B, D=D, returned=returned, pmod=pmod if ln is not None else None,
+                B=B, D=D, returned=returned, post=post, pmod=pmod if ln is not None else None,
                 dpre=dpre if plam is not None else None, glam=glam if plam is not None else None,
                 atomic=atomic, acc=acc, acc_mod=acc_mod, mod_dtype=mod_dtype,
                 macc=(macc, macc2) if ln is not None else None)
@@ -1234,6 +1251,8 @@ def _bwd_finish(P: dict):
     ``P["dmod"]`` = (dshift, dscale) [B, D] (float32, or the ``mod_dtype`` given to :func:`_bwd_prepare`)."""
     q, g, part, mode, B, D = P["q"], P["g"], P["part"], P["mode"], P["B"], P["D"]
     mod_dtype = P["mod_dtype"]
+    for o, t, add in P["post"]:                                        # given buffers the kernel could not write
+        o.add_(t.view(o.shape)) if add else o.copy_(t.view(o.shape))
     if P["atomic"]:
         dq = P["dq_rows"] if mode == 2 else torch.empty(q.shape, dtype=q.dtype, device=q.device)
         dg = torch.empty(g.shape, dtype=g.dtype, device=g.device)
@@ -1329,6 +1348,22 @@ def _router_bwd_fake(dh, sources, q, g, h, lse, eps):
     return ([s.new_empty(s.shape) for s in sources], q.new_empty(q.shape), g.new_empty(g.shape))
 
 
+@torch.library.custom_op("dartool::router_bwd_into", mutates_args=("into",))
+def router_bwd_into(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
+                    into: list[Tensor], accumulate: list[int]) -> tuple[Tensor, Tensor]:
+    """:func:`router_bwd` with the sources' gradients written into ``into`` (one buffer each), or added to it
+    where ``accumulate`` says so (:mod:`dartool.kernels.compiled_slots`): (dq, dg)."""
+    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, into=(into, accumulate))
+    _bwd_launch(P)
+    _, dq, dg = _bwd_finish(P)
+    return dq, dg
+
+
+@router_bwd_into.register_fake
+def _router_bwd_into_fake(dh, sources, q, g, h, lse, eps, into, accumulate):
+    return q.new_empty(q.shape), g.new_empty(g.shape)
+
+
 def _setup_context(ctx, inputs, output):
     sources, q, g, eps, want_logits, want_h32 = inputs
     h, lse, logits, h32 = output
@@ -1337,14 +1372,19 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
     # delta = dh . h needs h at full precision: the fp32 copy when h itself is 16-bit
     ctx.save_for_backward(q, g, h32 if h32.numel() else h, lse, *sources)
+    _cslots.note_readers(ctx, sources)
 
 
 def _backward(ctx, dh, dlse, dlogits, dh32):
     q, g, h, lse, *sources = ctx.saved_tensors
     if dh is None:
-        return [None] * len(sources), None, None, None, None, None
-    dvs, dq, dg = router_bwd(dh, sources, q, g, h, lse, ctx.eps)
-    return list(dvs), dq, dg, None, None, None
+        return _cslots.skip(ctx, len(sources)), None, None, None, None, None
+    into, acc = _cslots.buffers(ctx, sources)
+    if into is None:
+        dvs, dq, dg = router_bwd(dh, sources, q, g, h, lse, ctx.eps)
+    else:
+        dvs, (dq, dg) = None, router_bwd_into(dh, sources, q, g, h, lse, ctx.eps, into, acc)
+    return _cslots.hand_back(ctx, into, dvs), dq, dg, None, None, None
 
 
 router_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -1367,7 +1407,7 @@ def _prev_index(sources: Sequence[Tensor], v_prev: Tensor, q_dtype: torch.dtype)
 
 def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor, lse: Tensor,
                  eps: float, q_dtype: torch.dtype, slots=None, want_v_prev: bool = True, want_W: bool = True,
-                 prev_index: int = -1, ln: "tuple | None" = None):
+                 prev_index: int = -1, ln: "tuple | None" = None, into: "tuple | None" = None):
     """Backward of a dynamic router that saved v_prev and W, not q: recompute q, run the router backward, then
     the projection's (dv per source, dv_prev, dW, dg, dmod); the eager autograd.Functions and the compiled ops
     share it.
@@ -1376,9 +1416,10 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
     in place into that source's gradient (one GEMM with beta = 1; in its slot's buffer when the source is
     tapped) and dv_prev is None, so no separate [B, T, D] gradient waits for autograd to sum it.
     ``ln`` = (scale [B, D], ln_eps): the router ran with the LayerNorm + modulate fused in, ``dh`` is dy and
-    ``h`` the float32 router output; dmod = (dshift, dscale) [B, D] float32 (else None)."""
+    ``h`` the float32 router output; dmod = (dshift, dscale) [B, D] float32 (else None). ``into``: the compiled
+    ``*_into`` ops' gradient buffers (see :func:`_bwd_prepare`); v_prev's part goes into its source's buffer."""
     q, vq, Wq = _project(v_prev, W, q_dtype)
-    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True, ln=ln)       # dq overwrites q
+    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True, ln=ln, into=into)  # dq overwrites q
     _bwd_launch(P)
     dvs, dq, dg = _bwd_finish(P)
     del q, P["q"]
@@ -1387,13 +1428,15 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
     dW = torch.matmul(dq.reshape(-1, D).t(), vq.reshape(-1, D)).to(W.dtype) if want_W else None    # [D, D]
     dv_prev = None
     if want_v_prev:
-        into = None
+        acc = None
         if prev_index >= 0:
-            into = dvs[prev_index]
-            if into is None and slots is not None and slots[prev_index] is not None:
-                into = slots[prev_index].grad      # the tapped source's accumulator, just written by the kernel
-        if into is not None and into.dtype == dq.dtype == Wq.dtype and into.is_contiguous():
-            into.view(-1, D).addmm_(dq.reshape(-1, D), Wq)                          # += dq W  [B*T, D]
+            acc = dvs[prev_index]
+            if acc is None and into is not None:
+                acc = into[0][prev_index]          # the compiled op's buffer for that source, just written
+            elif acc is None and slots is not None and slots[prev_index] is not None:
+                acc = slots[prev_index].grad       # the tapped source's accumulator, just written by the kernel
+        if acc is not None and acc.dtype == dq.dtype == Wq.dtype and acc.is_contiguous():
+            acc.view(-1, D).addmm_(dq.reshape(-1, D), Wq)                           # += dq W  [B*T, D]
         else:
             dv_prev = torch.matmul(dq, Wq).to(v_prev.dtype)                         # [B, T, D]
     return dvs, dv_prev, dW, dg, dmod
@@ -1425,6 +1468,7 @@ def _setup_context_dynamic(ctx, inputs, output):
     ctx.mark_non_differentiable(lse, h32)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(v_prev, W, g, h32 if h32.numel() else h, lse, *sources)
+    _cslots.note_readers(ctx, sources)
 
 
 @torch.library.custom_op("dartool::router_bwd_dynamic", mutates_args=())
@@ -1447,13 +1491,37 @@ def _router_bwd_dynamic_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, pr
             W.new_empty(W.shape), g.new_empty(g.shape))
 
 
+@torch.library.custom_op("dartool::router_bwd_dynamic_into", mutates_args=("into",))
+def router_bwd_dynamic_into(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor,
+                            lse: Tensor, eps: float, q_dtype: torch.dtype, prev_index: int, into: list[Tensor],
+                            accumulate: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`router_bwd_dynamic` with the sources' gradients into ``into`` as in :func:`router_bwd_into`:
+    (dv_prev, dW, dg)."""
+    _, dv_prev, dW, dg, _ = _dynamic_bwd(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index=prev_index,
+                                         into=(into, accumulate))
+    if dv_prev is None:
+        dv_prev = v_prev.new_empty((0,))
+    return dv_prev, dW, dg
+
+
+@router_bwd_dynamic_into.register_fake
+def _router_bwd_dynamic_into_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index, into, accumulate):
+    return _router_bwd_dynamic_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtype, prev_index)[1:]
+
+
 def _backward_dynamic(ctx, dh, dlse, dh32):
     v_prev, W, g, h, lse, *sources = ctx.saved_tensors
     if dh is None:
-        return [None] * len(sources), None, None, None, None, None, None
-    dvs, dv_prev, dW, dg = router_bwd_dynamic(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype,
-                                              ctx.prev_index)
-    return list(dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, None, None
+        return _cslots.skip(ctx, len(sources)), None, None, None, None, None, None
+    into, acc = _cslots.buffers(ctx, sources)
+    if into is None:
+        dvs, dv_prev, dW, dg = router_bwd_dynamic(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype,
+                                                  ctx.prev_index)
+    else:
+        dvs, (dv_prev, dW, dg) = None, router_bwd_dynamic_into(dh, sources, v_prev, W, g, h, lse, ctx.eps,
+                                                               ctx.q_dtype, ctx.prev_index, into, acc)
+    return (_cslots.hand_back(ctx, into, dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg,
+            None, None, None)
 
 
 router_fwd_dynamic.register_autograd(_backward_dynamic, setup_context=_setup_context_dynamic)
@@ -1489,6 +1557,24 @@ def _router_ln_bwd_fake(dy, sources, q, g, h, lse, eps, scale, ln_eps):
             scale.new_empty(scale.shape), scale.new_empty(scale.shape))
 
 
+@torch.library.custom_op("dartool::router_ln_bwd_into", mutates_args=("into",))
+def router_ln_bwd_into(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
+                       scale: Tensor, ln_eps: float, into: list[Tensor],
+                       accumulate: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`router_ln_bwd` with the sources' gradients into ``into`` as in :func:`router_bwd_into`: (dq, dg,
+    dshift, dscale)."""
+    P = _bwd_prepare(dy, list(sources), q, g, h, lse, eps, ln=(scale, ln_eps), into=(into, accumulate))
+    _bwd_launch(P)
+    _, dq, dg = _bwd_finish(P)
+    dshift, dscale = P["dmod"]
+    return dq, dg, dshift.to(scale.dtype), dscale.to(scale.dtype)
+
+
+@router_ln_bwd_into.register_fake
+def _router_ln_bwd_into_fake(dy, sources, q, g, h, lse, eps, scale, ln_eps, into, accumulate):
+    return _router_ln_bwd_fake(dy, sources, q, g, h, lse, eps, scale, ln_eps)[1:]
+
+
 def _setup_context_ln(ctx, inputs, output):
     sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h = inputs
     y, h, lse = output
@@ -1496,14 +1582,20 @@ def _setup_context_ln(ctx, inputs, output):
     ctx.mark_non_differentiable(h, lse)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(q, g, scale, h, lse, *sources)
+    _cslots.note_readers(ctx, sources)
 
 
 def _backward_ln(ctx, dy, dh, dlse):
     q, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return [None] * len(sources), None, None, None, None, None, None, None, None
-    dvs, dq, dg, dshift, dscale = router_ln_bwd(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps)
-    return list(dvs), dq, dg, None, dshift, dscale, None, None, None
+        return _cslots.skip(ctx, len(sources)), None, None, None, None, None, None, None, None
+    into, acc = _cslots.buffers(ctx, sources)
+    if into is None:
+        dvs, dq, dg, dshift, dscale = router_ln_bwd(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps)
+    else:
+        dvs, (dq, dg, dshift, dscale) = None, router_ln_bwd_into(dy, sources, q, g, h, lse, ctx.eps, scale,
+                                                                 ctx.ln_eps, into, acc)
+    return _cslots.hand_back(ctx, into, dvs), dq, dg, None, dshift, dscale, None, None, None
 
 
 router_ln_fwd.register_autograd(_backward_ln, setup_context=_setup_context_ln)
@@ -1686,6 +1778,28 @@ def _router_ln_bwd_dynamic_fake(dy, sources, v_prev, W, g, h, lse, eps, scale, l
     return dvs, dv_prev, dW, dg, scale.new_empty(scale.shape), scale.new_empty(scale.shape)
 
 
+@torch.library.custom_op("dartool::router_ln_bwd_dynamic_into", mutates_args=("into",))
+def router_ln_bwd_dynamic_into(dy: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g: Tensor, h: Tensor,
+                               lse: Tensor, eps: float, scale: Tensor, ln_eps: float, q_dtype: torch.dtype,
+                               prev_index: int, into: list[Tensor],
+                               accumulate: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`router_ln_bwd_dynamic` with the sources' gradients into ``into`` as in :func:`router_bwd_into`:
+    (dv_prev, dW, dg, dshift, dscale)."""
+    _, dv_prev, dW, dg, (dshift, dscale) = _dynamic_bwd(dy, sources, v_prev, W, g, h, lse, eps, q_dtype,
+                                                        prev_index=prev_index, ln=(scale, ln_eps),
+                                                        into=(into, accumulate))
+    if dv_prev is None:
+        dv_prev = v_prev.new_empty((0,))
+    return dv_prev, dW, dg, dshift.to(scale.dtype), dscale.to(scale.dtype)
+
+
+@router_ln_bwd_dynamic_into.register_fake
+def _router_ln_bwd_dynamic_into_fake(dy, sources, v_prev, W, g, h, lse, eps, scale, ln_eps, q_dtype, prev_index,
+                                     into, accumulate):
+    return _router_ln_bwd_dynamic_fake(dy, sources, v_prev, W, g, h, lse, eps, scale, ln_eps, q_dtype,
+                                       prev_index)[1:]
+
+
 def _setup_context_ln_dynamic(ctx, inputs, output):
     sources, v_prev, W, g, eps, shift, scale, ln_eps, y_dtype, q_dtype, prev_index, keep_h = inputs
     y, h, lse = output
@@ -1693,15 +1807,21 @@ def _setup_context_ln_dynamic(ctx, inputs, output):
     ctx.mark_non_differentiable(h, lse)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(v_prev, W, g, scale, h, lse, *sources)
+    _cslots.note_readers(ctx, sources)
 
 
 def _backward_ln_dynamic(ctx, dy, dh, dlse):
     v_prev, W, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return [None] * len(sources), None, None, None, None, None, None, None, None, None, None, None
-    dvs, dv_prev, dW, dg, dshift, dscale = router_ln_bwd_dynamic(dy, sources, v_prev, W, g, h, lse, ctx.eps, scale,
-                                                                 ctx.ln_eps, ctx.q_dtype, ctx.prev_index)
-    return (list(dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, dshift, dscale,
+        return _cslots.skip(ctx, len(sources)), None, None, None, None, None, None, None, None, None, None, None
+    into, acc = _cslots.buffers(ctx, sources)
+    if into is None:
+        dvs, dv_prev, dW, dg, dshift, dscale = router_ln_bwd_dynamic(dy, sources, v_prev, W, g, h, lse, ctx.eps,
+                                                                     scale, ctx.ln_eps, ctx.q_dtype, ctx.prev_index)
+    else:
+        dvs, (dv_prev, dW, dg, dshift, dscale) = None, router_ln_bwd_dynamic_into(
+            dy, sources, v_prev, W, g, h, lse, ctx.eps, scale, ctx.ln_eps, ctx.q_dtype, ctx.prev_index, into, acc)
+    return (_cslots.hand_back(ctx, into, dvs), (None if ctx.prev_index >= 0 else dv_prev), dW, dg, None, dshift, dscale,
             None, None, None, None, None)
 
 

@@ -1,0 +1,175 @@
+"""In-kernel gradient accumulation for the routers' custom ops under torch.compile.
+
+In eager training a DAR source tapped by :func:`dartool.kernels.dispatch.tap_source` carries a slot, and every
+fused router that reads it adds its gradient into the slot's one buffer inside the backward kernel. Under
+torch.compile the routers are custom ops whose backward used to return one fresh gradient per source; Inductor
+then summed a source's gradients in one fused kernel after the *last* of them arrived, so with S = 1 (every
+sublayer output a source of every later router) about half of all router gradients were alive at once
+(``benchmarks/compiled_grad_lifetimes.py``; compiled c1 peaked at 1.35x / 1.93x the residual's memory).
+
+Here the same accumulation is expressed inside the traced graph. While AOTAutograd traces the joint graph, each
+router op's ``setup_context`` counts the routers that read each source (keyed by the traced tensor), and each
+router backward passes the source's running accumulator to the backward op as a *mutated* argument
+(``into``, with a flag: start it or add to it). The op writes or adds in the kernel, as in eager mode; the router
+that brings a source's count to zero (its first reader in the forward, the last in the backward) hands the sum
+to autograd, the others return no gradient for it. Inductor re-inplaces the mutations (no copies) and keeps
+their order, so each source has one gradient buffer from its first gradient to its last, as in eager mode.
+
+Only while tracing under torch.compile: the counts live in Python and are read once per trace, and the graph
+that results is a fixed function. ``DARTOOL_COMPILED_ACCUM=0`` turns it off (each router then returns fresh
+gradients and Inductor sums them, the behaviour before session 16).
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..envflags import env_flag
+
+ENABLED = env_flag("DARTOOL_COMPILED_ACCUM", True)
+
+# The version of the router ops' schemas and autograd formulas (router_triton, prefix_triton): bump it whenever
+# either changes. torch.compile's caches (AOTAutograd's and Inductor's, on disk across processes) key a compiled
+# graph on its forward graph, which holds only the forward ops: without this a backward compiled by an older
+# dartool (or with accumulation switched the other way) is loaded and calls the backward ops with the old
+# arguments. The version and the switch go into ``torch.compiler.config.cache_key_tag`` (kept beside any tag of
+# the user's).
+OPS_VERSION = 2
+
+
+def _tag_caches() -> None:
+    import torch.compiler.config as cc
+
+    own = f"dartool-ops-{OPS_VERSION}-accum{int(ENABLED)}"
+    old = getattr(cc, "cache_key_tag", None)
+    if old is None:                        # a torch without the tag: its caches cannot be told apart
+        return
+    tags = [t for t in old.split(",") if t and not t.startswith("dartool-ops-")]
+    cc.cache_key_tag = ",".join(tags + [own])
+
+
+def set_enabled(on: bool) -> None:
+    """Switch in-graph accumulation for graphs compiled from now on (and the compile caches' key with it)."""
+    global ENABLED
+    ENABLED = bool(on)
+    _tag_caches()
+
+
+_tag_caches()
+
+
+# calls of the ``*_into`` backward ops and the source gradients they added to a running sum (the float64 check
+# reads them to tell that accumulation happened)
+COUNTS = {"ops": 0, "adds": 0}
+
+
+class _Reads:
+    """One traced source: how many router ops still have to run their backward for it, and the gradient that the
+    ones which ran have accumulated (a traced tensor, mutated by each backward op in turn)."""
+
+    __slots__ = ("ref", "left", "acc")
+
+    def __init__(self, t: Tensor) -> None:
+        self.ref = weakref.ref(t)
+        self.left = 0
+        self.acc: "Tensor | None" = None
+
+
+_READS: dict[int, _Reads] = {}
+
+
+def _reads_of(t: Tensor) -> _Reads:
+    r = _READS.get(id(t))
+    if r is None or r.ref() is not t:
+        if len(_READS) > 4096:          # traced tensors of finished traces: drop the dead entries
+            for k in [k for k, v in _READS.items() if v.ref() is None]:
+                del _READS[k]
+        r = _READS[id(t)] = _Reads(t)
+    return r
+
+
+def active() -> bool:
+    """True while torch.compile traces and accumulation is on."""
+    return ENABLED and torch.compiler.is_compiling()
+
+
+def note_readers(ctx, sources: Sequence[Tensor]) -> None:
+    """In a router op's ``setup_context``: count this router as a reader of each of its sources (a source listed
+    twice by one router is left out: each position gets a gradient of its own)."""
+    reads: list = [None] * len(sources)
+    if active():
+        ids = [id(s) for s in sources]
+        for i, s in enumerate(sources):
+            if ids.count(id(s)) == 1 and s.requires_grad:
+                reads[i] = _reads_of(s)
+                reads[i].left += 1
+    ctx.reads = reads
+
+
+def buffers(ctx, sources: Sequence[Tensor]) -> "tuple[list[Tensor] | None, list[int]]":
+    """In a router's backward: (None, []) when none of its sources is shared with a router still to run its
+    backward and none has a running sum: the plain op returns fresh gradients. Otherwise one buffer per source
+    for the ``*_into`` op and a flag each, 1 where the op adds to a running sum, 0 where it writes a new buffer."""
+    if not any(r is not None and (r.acc is not None or r.left > 1) for r in ctx.reads):
+        return None, []
+    into, flags = [], []
+    for s, r in zip(sources, ctx.reads):
+        if r is not None and r.acc is not None:
+            into.append(r.acc)
+            flags.append(1)
+        else:
+            into.append(s.new_empty(s.shape))
+            flags.append(0)
+    return into, flags
+
+
+def hand_back(ctx, into: "Sequence[Tensor] | None", fresh: "Sequence[Tensor] | None") -> list:
+    """After the backward op ran: the gradients to return to autograd, one per source (None where an earlier
+    reader in forward order will still add to the source's buffer). A gradient leaves a buffer through
+    :func:`grad_out`, an opaque copy (see there)."""
+    out = []
+    for i, r in enumerate(ctx.reads):
+        if r is not None:
+            r.left -= 1
+        if into is None:
+            out.append(fresh[i])
+        elif r is not None and r.left > 0:
+            r.acc = into[i]
+            out.append(None)
+        else:
+            if r is not None:
+                r.acc = None
+            out.append(grad_out(into[i]))
+    return out
+
+
+def skip(ctx, n: int) -> list:
+    """A router whose output got no gradient: its reads end here; a source whose sum it was the last to wait for
+    hands it on (None where there is none)."""
+    out = []
+    for r in getattr(ctx, "reads", [None] * n):
+        if r is None:
+            out.append(None)
+            continue
+        r.left -= 1
+        out.append(grad_out(r.acc) if r.left <= 0 and r.acc is not None else None)
+        if r.left <= 0:
+            r.acc = None
+    return out
+
+
+@torch.library.custom_op("dartool::grad_out", mutates_args=())
+def grad_out(acc: Tensor) -> Tensor:
+    """A copy of an accumulated source gradient, as an opaque op. The buffer was written by mutating backward
+    ops; torch 2.13's Inductor (CPU, found in session 16) can fuse a pointwise kernel that reads such a buffer
+    into a kernel scheduled before the mutations (wrong gradients), while opaque ops keep their order. One read
+    and one write per source and step (SiT-XL/2 b64 c1: about 4 GB, ~1.5 ms on an H100)."""
+    return acc.clone()
+
+
+@grad_out.register_fake
+def _grad_out_fake(acc):
+    return torch.empty_like(acc)

@@ -1,0 +1,121 @@
+"""dartool.kernels.compiled_slots: the bookkeeping by which the compiled routers' backward ops add each shared
+source's gradient into one buffer (no Triton needed: the backward ops are played by hand here; the kernels under
+torch.compile are checked by ``python -m dartool.kernels.check --only compiled-accum``, in the interpreter below
+when Triton is installed, and on CUDA)."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dartool.kernels import compiled_slots as cs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _play(monkeypatch, reads_per_router, grads):
+    """Routers r = 0.. read the sources named in reads_per_router[r] (forward order); each one's backward
+    (reverse order) writes or adds grads[r][source] as a backward op would. Returns what every router hands back
+    to autograd, in backward order, and the ctx objects."""
+    monkeypatch.setattr(cs, "active", lambda: True)
+    src = {n: torch.zeros(2, 3, requires_grad=True) for rs in reads_per_router for n in rs}
+    ctxs = []
+    for rs in reads_per_router:
+        ctx = SimpleNamespace()
+        cs.note_readers(ctx, [src[n] for n in rs])
+        ctxs.append(ctx)
+    handed = []
+    for r in reversed(range(len(reads_per_router))):
+        names = reads_per_router[r]
+        into, flags = cs.buffers(ctxs[r], [src[n] for n in names])
+        if into is None:                                   # the plain op: fresh gradients
+            out = cs.hand_back(ctxs[r], None, [grads[r][n].clone() for n in names])
+        else:                                              # the *_into op: write (0) or add (1)
+            for buf, f, n in zip(into, flags, names):
+                buf.copy_(buf + grads[r][n] if f else grads[r][n])
+            out = cs.hand_back(ctxs[r], into, None)
+        handed.append((r, dict(zip(names, out)), flags))
+    return handed
+
+
+def test_each_source_sum_leaves_through_its_first_reader(monkeypatch):
+    """c1-like: router r reads sources 0..r. Every source's gradient is handed back once, by the router that read
+    it first in the forward (last in the backward), and equals the sum over its readers; the others hand back None;
+    the last router writes fresh buffers (flags 0), the earlier ones add (flags 1)."""
+    reads = [["a"], ["a", "b"], ["a", "b", "c"]]
+    g = [{n: torch.full((2, 3), float(10 ** r * (i + 1))) for i, n in enumerate("abc")} for r in range(3)]
+    handed = _play(monkeypatch, reads, g)
+    (r2, out2, f2), (r1, out1, f1), (r0, out0, f0) = handed
+    assert (r2, r1, r0) == (2, 1, 0)
+    assert f2 == [0, 0, 0] and f1 == [1, 1] and f0 == [1]
+    assert out2["a"] is None and out2["b"] is None
+    torch.testing.assert_close(out2["c"], g[2]["c"])
+    assert out1["a"] is None
+    torch.testing.assert_close(out1["b"], g[2]["b"] + g[1]["b"])
+    torch.testing.assert_close(out0["a"], g[2]["a"] + g[1]["a"] + g[0]["a"])
+
+
+def test_unshared_sources_take_the_plain_op_and_duplicates_are_left_out(monkeypatch):
+    """A router none of whose sources is still shared runs the plain op (fresh gradients); a source a router lists
+    twice is not tracked (each position gets its own gradient)."""
+    reads = [["a", "a"], ["b"]]
+    g = [{"a": torch.ones(2, 3), "b": torch.ones(2, 3)}, {"b": 2 * torch.ones(2, 3)}]
+    handed = _play(monkeypatch, reads, g)
+    (r1, out1, f1), (r0, out0, f0) = handed
+    assert f1 == [] and f0 == []                         # both plain
+    torch.testing.assert_close(out1["b"], g[1]["b"])
+    torch.testing.assert_close(out0["a"], g[0]["a"])
+
+
+def test_a_router_without_gradient_still_hands_on_the_sum(monkeypatch):
+    """skip(): the router that would have handed a source's sum back got no output gradient: it hands the sum on."""
+    monkeypatch.setattr(cs, "active", lambda: True)
+    a = torch.zeros(2, 3, requires_grad=True)
+    c0, c1 = SimpleNamespace(), SimpleNamespace()
+    cs.note_readers(c0, [a])
+    cs.note_readers(c1, [a])
+    into, flags = cs.buffers(c1, [a])
+    into[0].fill_(3.0)
+    assert flags == [0] and cs.hand_back(c1, into, None) == [None]
+    (out,) = cs.skip(c0, 1)
+    torch.testing.assert_close(out, torch.full((2, 3), 3.0))
+
+
+def test_not_tracked_outside_compile():
+    ctx = SimpleNamespace()
+    cs.note_readers(ctx, [torch.zeros(2, requires_grad=True)])
+    assert ctx.reads == [None]
+    assert cs.buffers(ctx, [torch.zeros(2)]) == (None, [])
+
+
+def test_the_compile_cache_key_carries_the_ops_version_and_the_switch():
+    """torch.compile's caches key a graph on its forward only: the ops' version and the switch go into the key,
+    beside a tag of the user's."""
+    import torch.compiler.config as cc
+
+    old_tag, old_on = cc.cache_key_tag, cs.ENABLED
+    try:
+        cc.cache_key_tag = "mine"
+        cs.set_enabled(False)
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum0"
+        cs.set_enabled(True)
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum1"
+    finally:
+        cs.set_enabled(old_on)
+        cc.cache_key_tag = old_tag
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                    reason="triton not installed (CI): the interpreter check needs it")
+def test_interpreter_check_compiled_accum():
+    """A small DAR SiT compiled by Inductor on the CPU (kernels in Triton's interpreter), accumulation on and off,
+    against the eager fused model (about 40 s)."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--only", "compiled-accum"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "compiled-accum-static-c1" in p.stdout and "PASS" in p.stdout
