@@ -91,16 +91,22 @@ def _reads_of(t: Tensor) -> _Reads:
     return r
 
 
-def active() -> bool:
-    """True while torch.compile traces and accumulation is on."""
-    return ENABLED and torch.compiler.is_compiling()
+def active(sources: Sequence[Tensor] = ()) -> bool:
+    """True while torch.compile traces (AOTAutograd's tracing runs on fake tensors; torch 2.11's
+    ``torch.compiler.is_compiling()`` is False there, session 16) and accumulation is on."""
+    if not ENABLED:
+        return False
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    return torch.compiler.is_compiling() or any(isinstance(s, (FakeTensor, FunctionalTensor)) for s in sources[:1])
 
 
 def note_readers(ctx, sources: Sequence[Tensor]) -> None:
     """In a router op's ``setup_context``: count this router as a reader of each of its sources (a source listed
     twice by one router is left out: each position gets a gradient of its own)."""
     reads: list = [None] * len(sources)
-    if active():
+    if active(sources):
         ids = [id(s) for s in sources]
         for i, s in enumerate(sources):
             if ids.count(id(s)) == 1 and s.requires_grad:
