@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 16, call 2 (two H100s of one host, about 9 min): in-graph gradient accumulation under torch.compile
+# Session 16, calls 2-3 (two H100s or H200s of one host, about 9 min): in-graph gradient accumulation under torch.compile
 # (dartool.kernels.compiled_slots: the routers' backward ops add each shared source's gradient into one buffer, as
 # the eager kernels do). GPU 0: the float64 check's compiled-accum part (compiled on / off against eager), then
 # SiT-B/2 b256 c1, c4 and dynamic c4 with accumulation on and off against the compiled residual. GPU 1: SiT-XL/2 b64
