@@ -784,42 +784,51 @@ def compiled_accum_check(device: str, interpret: bool) -> list[dict]:
     """Under torch.compile the routers' backward ops add each shared source's gradient into one buffer
     (:mod:`dartool.kernels.compiled_slots`): a small DAR SiT compiled with that accumulation on and off, each
     against the eager fused model (loss and every parameter gradient), and the adds counted (on: some; off:
-    none). Compile caches are off, so each setting is compiled fresh."""
-    import torch._functorch.config as fconfig
-    import torch._inductor.config as iconfig
-
-    from . import compiled_slots, dispatch
+    none). Every shared source takes part here (MIN_READERS 1: these models are small). Compile caches are off,
+    so each setting is compiled fresh."""
+    from . import compiled_slots
 
     if interpret:
         variants, size = [("static", 1, 3), ("dynamic", 2, 2)], (32, 4, 4)
     else:
         variants, size = [("static", 1, 4), ("static", 4, 4), ("dynamic", 2, 4)], (384, 6, 16)
     gen = torch.Generator().manual_seed(5)
-    res = []
-    old = compiled_slots.ENABLED
-    for query, chunk, depth in variants:
-        model, batch = _small_model(query, chunk, depth, *size, 4 if device == "cuda" else 2, device, gen)
-        with dispatch.fused(True, allow_cpu=interpret):
-            ref = _loss_and_grads(model, batch, device)
-            row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True)
-            for on in (True, False):
-                compiled_slots.set_enabled(on)
-                compiled_slots.COUNTS.update(ops=0, adds=0)
+    old_on, old_min = compiled_slots.ENABLED, compiled_slots.MIN_READERS
+    compiled_slots.MIN_READERS = 1
+    try:
+        return [_compiled_accum_case(q, c, d, size, device, interpret, gen) for q, c, d in variants]
+    finally:
+        compiled_slots.MIN_READERS = old_min
+        compiled_slots.set_enabled(old_on)
+
+
+def _compiled_accum_case(query: str, chunk: int, depth: int, size: tuple, device: str, interpret: bool,
+                         gen: torch.Generator) -> dict:
+    import torch._functorch.config as fconfig
+    import torch._inductor.config as iconfig
+
+    from . import compiled_slots, dispatch
+
+    model, batch = _small_model(query, chunk, depth, *size, 4 if device == "cuda" else 2, device, gen)
+    row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True)
+    with dispatch.fused(True, allow_cpu=interpret):
+        ref = _loss_and_grads(model, batch, device)
+        for on in (True, False):
+            compiled_slots.set_enabled(on)
+            compiled_slots.COUNTS.update(ops=0, adds=0)
+            torch._dynamo.reset()
+            try:
+                with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+                    got = _loss_and_grads(model, batch, device, torch.compile(model))
+            finally:
                 torch._dynamo.reset()
-                try:
-                    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
-                        got = _loss_and_grads(model, batch, device, torch.compile(model))
-                finally:
-                    compiled_slots.set_enabled(old)
-                    torch._dynamo.reset()
-                r = _compare(ref, got, device)
-                tag = "on" if on else "off"
-                row.update({f"{tag}_loss_rel": r["loss_rel"], f"{tag}_worst_grad_rel": r["worst_grad_rel"],
-                            f"{tag}_adds": compiled_slots.COUNTS["adds"]})
-                row["ok"] = bool(row["ok"] and r["ok"] and (compiled_slots.COUNTS["adds"] > 0) == on)
-            row["tol"] = r["tol"]
-        res.append(row)
-    return res
+            r = _compare(ref, got, device)
+            tag = "on" if on else "off"
+            row.update({f"{tag}_loss_rel": r["loss_rel"], f"{tag}_worst_grad_rel": r["worst_grad_rel"],
+                        f"{tag}_adds": compiled_slots.COUNTS["adds"]})
+            row["ok"] = bool(row["ok"] and r["ok"] and (compiled_slots.COUNTS["adds"] > 0) == on)
+    row["tol"] = r["tol"]
+    return row
 
 
 def tap_check(device: str, interpret: bool) -> dict:

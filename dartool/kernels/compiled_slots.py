@@ -8,19 +8,24 @@ sublayer output a source of every later router) about half of all router gradien
 (``benchmarks/compiled_grad_lifetimes.py``; compiled c1 peaked at 1.35x / 1.93x the residual's memory).
 
 Here the same accumulation is expressed inside the traced graph. While AOTAutograd traces the joint graph, each
-router op's ``setup_context`` counts the routers that read each source (keyed by the traced tensor), and each
-router backward passes the source's running accumulator to the backward op as a *mutated* argument
-(``into``, with a flag: start it or add to it). The op writes or adds in the kernel, as in eager mode; the router
-that brings a source's count to zero (its first reader in the forward, the last in the backward) hands the sum
-to autograd, the others return no gradient for it. Inductor re-inplaces the mutations (no copies) and keeps
-their order, so each source has one gradient buffer from its first gradient to its last, as in eager mode.
+router op's ``setup_context`` counts the router ops that read each source (keyed by the traced tensor). In the
+backward, a router whose sources are still shared calls its ``*_into`` op (router_triton) with one buffer per
+source, a *mutated* argument, and a flag each: start the buffer, or add to the running sum that the routers which
+ran before left there (in the kernel, as in eager mode). The router that brings a source's count to zero (its
+first reader in the forward, the last in the backward) hands the sum to autograd through :func:`grad_out`, an
+opaque copy; the others return no gradient for it. Inductor re-inplaces the mutations (no copies), so each
+source has one gradient buffer from its first gradient to its last. Routers whose sources are no longer shared
+call the plain op, which returns fresh gradients.
 
-Only while tracing under torch.compile: the counts live in Python and are read once per trace, and the graph
-that results is a fixed function. ``DARTOOL_COMPILED_ACCUM=0`` turns it off (each router then returns fresh
-gradients and Inductor sums them, the behaviour before session 16).
+Only where it pays (:data:`MIN_READERS`: graphs with S = 1, measured) and only while tracing under
+torch.compile: the counts live in Python and are read once per trace, and the graph that results is a fixed
+function. ``DARTOOL_COMPILED_ACCUM=0`` turns it off (every router returns fresh gradients and Inductor sums them,
+as before session 16); ``DARTOOL_COMPILED_ACCUM_MIN`` sets the threshold. The float64 check's ``compiled-accum``
+part compares both settings against the eager model.
 """
 from __future__ import annotations
 
+import os
 import weakref
 from typing import Sequence
 
@@ -66,16 +71,57 @@ _tag_caches()
 COUNTS = {"ops": 0, "adds": 0}
 
 
+# Accumulate only in graphs where some source has at least this many reading router ops (the shared-prefix
+# kernels' reads not counted). Measured (session 16, benchmarks/KERNEL_NOTES.md): with S = 1 (v_0 read by 25
+# router ops in SiT-B/2, 57 in SiT-XL/2) accumulation cut the compiled peak memory from 1.35x to 1.17x (B/2) and
+# 1.79x to 1.13x (XL/2) the residual's at about the same time; with S = 4 (9 router ops read v_0, the rest of the
+# reads go through the shared prefixes) the memory was the same either way and the paired step 1.5 % (static) and
+# 3 % (dynamic) slower with it: Inductor's one fused sum per source is nearly free when few gradients wait. S = 8
+# (17 readers) was not measured with it and stays below the threshold.
+MIN_READERS = int(os.environ.get("DARTOOL_COMPILED_ACCUM_MIN", "20"))
+
+
+class _Group:
+    """The sources whose readers overlap (in practice one traced graph): accumulation is decided for them
+    together, by the most readers any of them has."""
+
+    __slots__ = ("members", "most")
+
+    def __init__(self) -> None:
+        self.members: list = []
+        self.most = 0
+
+
 class _Reads:
     """One traced source: how many router ops still have to run their backward for it, and the gradient that the
     ones which ran have accumulated (a traced tensor, mutated by each backward op in turn)."""
 
-    __slots__ = ("ref", "left", "acc")
+    __slots__ = ("ref", "left", "acc", "group")
 
     def __init__(self, t: Tensor) -> None:
         self.ref = weakref.ref(t)
         self.left = 0
         self.acc: "Tensor | None" = None
+        self.group = _Group()
+        self.group.members.append(self)
+
+    @property
+    def on(self) -> bool:
+        return self.group.most >= MIN_READERS
+
+
+def _merge(reads: Sequence[_Reads]) -> None:
+    """One group for all sources of one router (the larger group takes in the others)."""
+    groups = {id(r.group): r.group for r in reads}
+    if len(groups) < 2:
+        return
+    big = max(groups.values(), key=lambda g: len(g.members))
+    for g in groups.values():
+        if g is not big:
+            for m in g.members:
+                m.group = big
+            big.members += g.members
+            big.most = max(big.most, g.most)
 
 
 _READS: dict[int, _Reads] = {}
@@ -112,6 +158,11 @@ def note_readers(ctx, sources: Sequence[Tensor]) -> None:
             if ids.count(id(s)) == 1 and s.requires_grad:
                 reads[i] = _reads_of(s)
                 reads[i].left += 1
+        live = [r for r in reads if r is not None]
+        if live:
+            _merge(live)
+            g = live[0].group
+            g.most = max(g.most, max(r.left for r in live))
     ctx.reads = reads
 
 
@@ -119,7 +170,7 @@ def buffers(ctx, sources: Sequence[Tensor]) -> "tuple[list[Tensor] | None, list[
     """In a router's backward: (None, []) when none of its sources is shared with a router still to run its
     backward and none has a running sum: the plain op returns fresh gradients. Otherwise one buffer per source
     for the ``*_into`` op and a flag each, 1 where the op adds to a running sum, 0 where it writes a new buffer."""
-    if not any(r is not None and (r.acc is not None or r.left > 1) for r in ctx.reads):
+    if not any(r is not None and r.on and (r.acc is not None or r.left > 1) for r in ctx.reads):
         return None, []
     into, flags = [], []
     for s, r in zip(sources, ctx.reads):
