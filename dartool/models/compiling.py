@@ -30,6 +30,10 @@ XL/2 b64, c1       1.63 / 1.79     2.19 / 1.19      2.01 / 1.13
 So ``full`` stays the default everywhere. Eager c1, against the same compiled residual, is 1.60 / 1.17 (B/2) and
 1.77 / 1.14 (XL/2 b64): at XL/2 it beats both other modes, at B/2 ``blocks`` is 7 % faster at the same memory.
 They remain for experiments on compiled memory.
+
+Since session 16 ``full`` sums c1's source gradients inside the graph as eager mode does
+(:mod:`dartool.kernels.compiled_slots`): B/2 b256 c1 1.45 / 1.17 (same H100), XL/2 b64 c1 1.50 / 1.13 (H200),
+which leaves the other modes no memory to win.
 """
 from __future__ import annotations
 
