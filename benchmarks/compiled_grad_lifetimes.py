@@ -12,6 +12,11 @@ buffer reuse), and prints the most alive at once against the number of sources (
 
 Session 14 (CPU, torch 2.13): c1 depth 4 (9 sources) kept 32 alive; one fused kernel summed source 1's eight
 gradients after the last router's backward. See benchmarks/KERNEL_NOTES.md, session 14.
+
+Session 16: the routers sum shared sources' gradients in the graph (``dartool.kernels.compiled_slots``, in graphs
+with a source read by >= 20 router ops; ``--min-readers 1`` for these small models): c1 depth 4 keeps 9 alive
+(24 with ``DARTOOL_COMPILED_ACCUM=0``). The tool also lists any read of a buffer the ``*_into`` ops wrote by a
+kernel other than the dartool ops, and exits 1 if there is one (Inductor can schedule such reads before the writes).
 """
 import argparse
 import re
@@ -27,9 +32,18 @@ _RENAME = re.compile(r"\s*(buf\d+) = (?:reinterpret_tensor\()?(buf\d+)\b.*del (b
 
 
 def live_gradients(code: str) -> dict:
-    """From an Inductor wrapper's ``call`` source: router-gradient buffers in all, and the most alive at once."""
+    """From an Inductor wrapper's ``call`` source: router-gradient buffers in all, the most alive at once, and
+    ``unsafe_reads``: lines other than dartool ops that read a buffer the ``*_into`` ops wrote (Inductor can
+    schedule such a read before the writes, session 16: only ``dartool::grad_out`` and the ops may read them)."""
     ops, alive, peak, n = set(), set(), 0, 0
+    written, unsafe = set(), []
     for line in code.splitlines():
+        if "torch.ops.dartool." in line:
+            pass                                         # grad_out's copy or the next op: ordered reads
+        elif written and not re.match(r"\s*del buf\d+\s*$", line) and not _RENAME.match(line):
+            hit = written & set(re.findall(r"\bbuf\d+\b", line))
+            if hit:
+                unsafe.append(line.strip()[:160])
         m = _OP.match(line)
         if m:
             ops.add(m.group(1))
@@ -39,6 +53,7 @@ def live_gradients(code: str) -> dict:
                     if flag.strip() == "0":
                         n += 1
                     alive.add(buf)
+                    written.add(buf)
                 peak = max(peak, len(alive))
             continue
         m = _GRAD.match(line)
@@ -46,14 +61,17 @@ def live_gradients(code: str) -> dict:
             alive.add(m.group(1))
             n += 1
         m = _RENAME.match(line)
+        if m and m.group(3) in written:                  # its memory reused after its last read
+            written.discard(m.group(3))
         if m and m.group(2) == m.group(3) and m.group(3) in alive:     # bufA = bufB; del bufB  # reuse
             alive.discard(m.group(3))
             alive.add(m.group(1))
             continue
         for d in re.findall(r"del (buf\d+)", line):
             alive.discard(d)
+            written.discard(d)
         peak = max(peak, len(alive))
-    return dict(gradients=n, most_alive=peak)
+    return dict(gradients=n, most_alive=peak, unsafe_reads=unsafe)
 
 
 def main(argv=None) -> int:
@@ -62,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--query", default="static")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an Inductor option (int)")
+    ap.add_argument("--min-readers", type=int, default=None,
+                    help="compiled_slots.MIN_READERS for this run (default: the module's; 1: every shared source)")
     ap.add_argument("--dump", default=None, metavar="PATH", help="write the compiled backward(s) here")
     ap.add_argument("--mode", default="full", help="dartool.models.compiling mode: full or regions (the most alive "
                                                   "in any one compiled backward)")
@@ -97,6 +117,10 @@ def main(argv=None) -> int:
         model, (x, y, s, _) = _small_model(a.query, a.chunk, a.depth, 32, 4, 4, 2, device,
                                            torch.Generator().manual_seed(0))
         torch._dynamo.reset()
+        if a.min_readers is not None:
+            from dartool.kernels import compiled_slots
+
+            compiled_slots.MIN_READERS = a.min_readers
         compiling.OVERRIDE = opts
         f = compiling.compile_model(model, a.mode)
         with dispatch.fused(True, allow_cpu=device == "cpu"):
@@ -112,11 +136,16 @@ def main(argv=None) -> int:
     if a.dump:
         Path(a.dump).write_text("\n\n# ----\n\n".join(backward))
     per = [live_gradients(c[c.index("def call("):]) for c in backward]
-    r = dict(gradients=sum(p["gradients"] for p in per), most_alive=max(p["most_alive"] for p in per))
+    r = dict(gradients=sum(p["gradients"] for p in per), most_alive=max(p["most_alive"] for p in per),
+             unsafe_reads=[u for p in per for u in p["unsafe_reads"]])
     sources = 2 * a.depth + 1
     print(f"DAR {a.query} c{a.chunk}, depth {a.depth} ({sources} sources), mode {a.mode}, options "
           f"{opts or 'default'}: {r['gradients']} router source-gradients in {len(per)} compiled backward(s), at "
           f"most {r['most_alive']} alive at once in one (in-order sums: about {sources})")
+    if r["unsafe_reads"]:
+        print(f"{len(r['unsafe_reads'])} read(s) of buffers the *_into ops wrote by other code (Inductor may run "
+              "them before the writes):", *r["unsafe_reads"][:5], sep="\n  ", file=sys.stderr)
+        return 1
     return 0
 
 

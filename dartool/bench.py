@@ -991,6 +991,11 @@ def markdown(res: dict) -> str:
                  + f" and chunks with at least {sp['min_summaries']} summaries"
                  + (f", partials in {sp['partial']}" if sp.get("partial") else "")
                  if sp["on"] else "off (DARTOOL_SHARED_PREFIX=0)") + ".", ""]
+    ca = res.get("compiled_accum")
+    if ca:
+        L += ["Compiled source-gradient sums in the graph (`compiled_slots`, graphs where a source has at least "
+              f"{ca['min_readers']} reading router ops, i.e. S = 1): "
+              + ("on" if ca["on"] else "off (DARTOOL_COMPILED_ACCUM=0)") + ".", ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -1511,6 +1516,11 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         res["train"] = [r for r in res.get("train", []) if not r.get("skipped") and not r.get("error")]
         if eager:
             _eager_rows(res, out, sizes_b, full, deadline, ran)
+        if compiled or paired:
+            from .kernels import compiled_slots
+
+            res["compiled_accum"] = dict(on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
+                                         ops_version=compiled_slots.OPS_VERSION)
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
                            full if not quick and not reason else None)

@@ -90,3 +90,14 @@ def test_results_name_the_switches_they_ran_under(monkeypatch, tmp_path):
     assert "Switches set for this run: `DARTOOL_SAVE_QUERY_LAST=12`" in md
     monkeypatch.delenv("DARTOOL_SAVE_QUERY_LAST")
     assert "switches" not in bench.env_info()
+
+
+def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
+    """The compiled rows depend on dartool.kernels.compiled_slots' switch and threshold: the results say which."""
+    from dartool import bench
+
+    env = bench.env_info()
+    on = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(on=True, min_readers=20, ops_version=2)})
+    assert "at least 20 reading router ops, i.e. S = 1): on." in on
+    off = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(on=False, min_readers=20, ops_version=2)})
+    assert "off (DARTOOL_COMPILED_ACCUM=0)" in off

@@ -132,3 +132,16 @@ def test_interpreter_check_compiled_accum():
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "compiled-accum-static-c1" in p.stdout and "PASS" in p.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                    reason="triton not installed (CI): Inductor's CPU compile of the kernels needs the interpreter")
+def test_compiled_c1_keeps_one_gradient_buffer_per_source_and_reads_them_only_through_ops():
+    """benchmarks/compiled_grad_lifetimes.py on a small c1 model (9 sources) with every shared source summed in the
+    graph: at most 9 router gradients alive (24 without), and no kernel other than the dartool ops reads a buffer
+    the *_into ops wrote (the tool exits 1 if one does)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "benchmarks/compiled_grad_lifetimes.py", "--chunk", "1", "--depth", "4",
+                        "--min-readers", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "at most 9 alive" in p.stdout

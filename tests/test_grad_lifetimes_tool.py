@@ -35,13 +35,13 @@ def test_live_gradients_follow_reuse_and_del():
     """Three gradients of the first router, one renamed by Inductor's reuse (still alive), two more of the second:
     five alive at once before the fused sum frees them; an unrelated [0][0] (buf9) is not a router's."""
     r = _tool().live_gradients(CODE)
-    assert r == dict(gradients=5, most_alive=5)
+    assert r == dict(gradients=5, most_alive=5, unsafe_reads=[])
 
 
 def test_live_gradients_count_in_order_sums():
     code = CODE.replace("        kernel_b(buf5, buf35, buf6, buf36, buf25)\n", "").replace(
         "        buf34 =", "        del buf5\n        del buf6\n        del buf25\n        buf34 =")
-    assert _tool().live_gradients(code) == dict(gradients=5, most_alive=3)
+    assert _tool().live_gradients(code) == dict(gradients=5, most_alive=3, unsafe_reads=[])
 
 
 INTO = """def call(args):
@@ -62,4 +62,12 @@ INTO = """def call(args):
 def test_live_gradients_of_in_graph_accumulation():
     """Session 16's ops write each source's gradient into a buffer they take (flag 0) or add to it (flag 1): three
     gradients started, never more than three alive (one per source)."""
-    assert _tool().live_gradients(INTO) == dict(gradients=3, most_alive=3)
+    assert _tool().live_gradients(INTO) == dict(gradients=3, most_alive=3, unsafe_reads=[])
+
+
+def test_reads_of_written_buffers_by_other_kernels_are_flagged():
+    """A fused kernel that reads a buffer the *_into ops wrote (before grad_out copies it out) is what Inductor
+    misordered in session 16: the tool lists such reads."""
+    code = INTO.replace("        del buf12\n", "        del buf12\n        cpp_fused_add_3(buf5, buf99)\n")
+    r = _tool().live_gradients(code)
+    assert r["unsafe_reads"] == ["cpp_fused_add_3(buf5, buf99)"]
