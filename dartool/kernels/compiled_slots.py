@@ -31,6 +31,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.functional_tensor import FunctionalTensor
 
 from ..envflags import env_flag
 
@@ -142,9 +144,6 @@ def active(sources: Sequence[Tensor] = ()) -> bool:
     ``torch.compiler.is_compiling()`` is False there, session 16) and accumulation is on."""
     if not ENABLED:
         return False
-    from torch._subclasses.fake_tensor import FakeTensor
-    from torch._subclasses.functional_tensor import FunctionalTensor
-
     return torch.compiler.is_compiling() or any(isinstance(s, (FakeTensor, FunctionalTensor)) for s in sources[:1])
 
 
@@ -203,11 +202,11 @@ def hand_back(ctx, into: "Sequence[Tensor] | None", fresh: "Sequence[Tensor] | N
     return out
 
 
-def skip(ctx, n: int) -> list:
+def skip(ctx) -> list:
     """A router whose output got no gradient: its reads end here; a source whose sum it was the last to wait for
-    hands it on (None where there is none)."""
+    hands it on (None where there is none). One entry per source."""
     out = []
-    for r in getattr(ctx, "reads", [None] * n):
+    for r in ctx.reads:
         if r is None:
             out.append(None)
             continue
@@ -223,7 +222,8 @@ def grad_out(acc: Tensor) -> Tensor:
     """A copy of an accumulated source gradient, as an opaque op. The buffer was written by mutating backward
     ops; torch 2.13's Inductor (CPU, found in session 16) can fuse a pointwise kernel that reads such a buffer
     into a kernel scheduled before the mutations (wrong gradients), while opaque ops keep their order. One read
-    and one write per source and step (SiT-XL/2 b64 c1: about 4 GB, ~1.5 ms on an H100)."""
+    and one write per summed source and step: at SiT-XL/2 b64 c1, 57 sources of 38 MB, 4.3 GB, about 1.4 ms at
+    the H100's measured 3.00 TB/s copy rate (an estimate; the copies were not timed on their own)."""
     return acc.clone()
 
 

@@ -1378,7 +1378,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dh, dlse, dlogits, dh32):
     q, g, h, lse, *sources = ctx.saved_tensors
     if dh is None:
-        return _cslots.skip(ctx, len(sources)), None, None, None, None, None
+        return _cslots.skip(ctx), None, None, None, None, None
     into, acc = _cslots.buffers(ctx, sources)
     if into is None:
         dvs, dq, dg = router_bwd(dh, sources, q, g, h, lse, ctx.eps)
@@ -1512,7 +1512,7 @@ def _router_bwd_dynamic_into_fake(dh, sources, v_prev, W, g, h, lse, eps, q_dtyp
 def _backward_dynamic(ctx, dh, dlse, dh32):
     v_prev, W, g, h, lse, *sources = ctx.saved_tensors
     if dh is None:
-        return _cslots.skip(ctx, len(sources)), None, None, None, None, None, None
+        return _cslots.skip(ctx), None, None, None, None, None, None
     into, acc = _cslots.buffers(ctx, sources)
     if into is None:
         dvs, dv_prev, dW, dg = router_bwd_dynamic(dh, sources, v_prev, W, g, h, lse, ctx.eps, ctx.q_dtype,
@@ -1588,7 +1588,7 @@ def _setup_context_ln(ctx, inputs, output):
 def _backward_ln(ctx, dy, dh, dlse):
     q, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return _cslots.skip(ctx, len(sources)), None, None, None, None, None, None, None, None
+        return _cslots.skip(ctx), None, None, None, None, None, None, None, None
     into, acc = _cslots.buffers(ctx, sources)
     if into is None:
         dvs, dq, dg, dshift, dscale = router_ln_bwd(dy, sources, q, g, h, lse, ctx.eps, scale, ctx.ln_eps)
@@ -1813,7 +1813,7 @@ def _setup_context_ln_dynamic(ctx, inputs, output):
 def _backward_ln_dynamic(ctx, dy, dh, dlse):
     v_prev, W, g, scale, h, lse, *sources = ctx.saved_tensors
     if dy is None:
-        return _cslots.skip(ctx, len(sources)), None, None, None, None, None, None, None, None, None, None, None
+        return _cslots.skip(ctx), None, None, None, None, None, None, None, None, None, None, None
     into, acc = _cslots.buffers(ctx, sources)
     if into is None:
         dvs, dv_prev, dW, dg, dshift, dscale = router_ln_bwd_dynamic(dy, sources, v_prev, W, g, h, lse, ctx.eps,
