@@ -8,7 +8,8 @@ residual of the same size in the same process: step time and peak memory (``dart
 A variant is QUERY:CHUNK[:KEY=VALUE[,KEY=VALUE]] (Inductor config keys, ints), optionally with
 ``group=N`` (dispatch.SHARED_PREFIX_GROUP, routers per shared prefix pass), ``regions=1`` (one graph per block) or
 ``blocks=1`` (the blocks' attention and MLP compiled only): ``dartool.models.compiling``'s modes, or ``accum=0``
-(no in-graph gradient accumulation, ``dartool.kernels.compiled_slots``; default on). Needs CUDA.
+(no in-graph gradient accumulation, ``dartool.kernels.compiled_slots``; default on), or ``accmin=N`` (its reader
+threshold, ``compiled_slots.MIN_READERS``). Needs CUDA.
 """
 import argparse
 import json
@@ -19,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str, bool]:
+def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str, bool, "int | None"]:
     """QUERY:CHUNK[:K=V,...] -> (query, chunk, inductor options, prefix group or None, compile mode, in-graph
-    accumulation)."""
+    accumulation, its reader threshold or None)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         raise ValueError(f"--variant {spec!r}: write QUERY:CHUNK[:KEY=VALUE,...]")
@@ -33,9 +34,13 @@ def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str, bool]:
         opts[k] = int(v)
     group = opts.pop("group", None)
     regions, blocks, accum = opts.pop("regions", 0), opts.pop("blocks", 0), bool(opts.pop("accum", 1))
+    accmin = opts.pop("accmin", None)
+    if accmin is not None and accmin < 1:
+        raise ValueError(f"--variant {spec!r}: accmin must be >= 1")
     if regions and blocks:
         raise ValueError(f"--variant {spec!r}: regions=1 or blocks=1, not both")
-    return parts[0], int(parts[1]), opts, group, "regions" if regions else "blocks" if blocks else "full", accum
+    return (parts[0], int(parts[1]), opts, group, "regions" if regions else "blocks" if blocks else "full", accum,
+            accmin)
 
 
 def main(argv=None) -> int:
@@ -64,18 +69,22 @@ def main(argv=None) -> int:
     rows = bench.train_step_bench(a.size, a.batch, [("residual", "static", 4, True)], compiled=True, steps=a.steps)
     base = rows[0]
     old_group = dispatch.SHARED_PREFIX_GROUP
-    old_accum = compiled_slots.ENABLED
-    for query, chunk, opts, group, mode, accum in variants:
+    old_accum, old_min = compiled_slots.ENABLED, compiled_slots.MIN_READERS
+    for query, chunk, opts, group, mode, accum, accmin in variants:
         compiling.OVERRIDE = opts
         dispatch.SHARED_PREFIX_GROUP = old_group if group is None else group
         compiled_slots.set_enabled(accum)
+        compiled_slots.set_min_readers(old_min if accmin is None else accmin)
+        compiled_slots.COUNTS.update(ops=0, adds=0)
         try:
             (r,) = bench.train_step_bench(a.size, a.batch, [("dar", query, chunk, True)], compiled=True,
                                           steps=a.steps, compile_mode=mode)
         finally:
             compiling.OVERRIDE, dispatch.SHARED_PREFIX_GROUP = None, old_group
             compiled_slots.set_enabled(old_accum)
-        r["accum"] = accum
+            compiled_slots.set_min_readers(old_min)
+        r["accum"], r["accum_min"] = accum, old_min if accmin is None else accmin
+        r["accum_adds"] = dict(compiled_slots.COUNTS)     # calls of the *_into ops and the gradients they added
         r["inductor"], r["prefix_group"] = opts, dispatch.SHARED_PREFIX_GROUP if group is None else group
         r["compile_mode"] = mode
         if "step_ms" in r and "step_ms" in base:
@@ -84,7 +93,8 @@ def main(argv=None) -> int:
     print(f"\n{env.get('card')} {env['date']} commit {env['commit']}: SiT-{a.size}/2 b{a.batch} compiled, "
           f"against the residual {base.get('step_ms', float('nan')):.1f} ms {base.get('peak_gb', float('nan')):.1f} GB")
     for r in rows[1:]:
-        print(f"  {r['variant']:16s} {r['compile_mode']:6s} accum {int(r['accum'])} group {r['prefix_group']} "
+        print(f"  {r['variant']:16s} {r['compile_mode']:6s} accum {int(r['accum'])} (min {r['accum_min']}, "
+              f"{r['accum_adds']['adds']} adds) group {r['prefix_group']} "
               f"{json.dumps(r['inductor']):40s} "
               + (f"{r['step_ms']:7.1f} ms x{r['time_ratio']:.3f}  {r['peak_gb']:6.1f} GB x{r['mem_ratio']:.3f}"
                  if "time_ratio" in r else str(r.get("error"))))

@@ -20,6 +20,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def jit_variants() -> int:
+    """Compiled variants held by dartool's Triton kernels (all devices): a count that grows during timed steps
+    means kernels were specialised (and compiled or loaded from Triton's disk cache) while being timed."""
+    from dartool.kernels import prefix_triton, router_triton
+
+    n = 0
+    for mod in (router_triton, prefix_triton):
+        for obj in vars(mod).values():
+            for cache in getattr(obj, "device_caches", {}).values():
+                n += len(cache[0]) if isinstance(cache, tuple) else len(cache)
+    return n
+
+
 def measure(step, steps: int) -> dict:
     import torch
 
@@ -28,7 +41,9 @@ def measure(step, steps: int) -> dict:
     for i in range(3):
         step(i)
     torch.cuda.synchronize()
+    jit0 = jit_variants()
     queued = bench._queued_step_ms(step, steps)
+    jit_new = jit_variants() - jit0
     # the GPU's busy time per step: the profiler's device time (kernels, copies, memsets) summed over a few steps
     from torch.profiler import ProfilerActivity, profile
 
@@ -51,8 +66,8 @@ def measure(step, steps: int) -> dict:
     syncs = [str(x.message).splitlines()[0][:120] for x in w if "synchroniz" in str(x.message).lower()]
     q = queued[len(queued) // 2]
     busy = busy_us / 1e3 / n_prof
-    return dict(queued_ms=q, gpu_busy_ms=busy, gpu_idle_ms=q - busy, syncs=len(syncs),
-                sync_examples=sorted(set(syncs))[:5])
+    return dict(queued_ms=q, queued_sorted_ms=queued, jit_new_in_timed=jit_new, jit_variants=jit_variants(),
+                gpu_busy_ms=busy, gpu_idle_ms=q - busy, syncs=len(syncs), sync_examples=sorted(set(syncs))[:5])
 
 
 def host_profile(step, path: Path, steps: int = 3) -> dict:
@@ -119,7 +134,8 @@ def main(argv=None) -> int:
         rows.append(r)
         print(f"{label:14s} {r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
               f"step {r['queued_ms']:7.1f}  GPU busy {r['gpu_busy_ms']:7.1f}  GPU idle {r['gpu_idle_ms']:6.1f} ms"
-              f"  syncs/step {r['syncs']}"
+              f"  syncs/step {r['syncs']}  steps {min(r['queued_sorted_ms']):.0f}-{max(r['queued_sorted_ms']):.0f}"
+              f"  Triton variants {r['jit_variants']} (+{r['jit_new_in_timed']} while timed)"
               + (f"  e.g. {r['sync_examples'][0]}" if r['syncs'] else "")
               + (f"  host under cProfile {r['cprofile']['host_ms_profiled']:.1f} ms" if "cprofile" in r else ""),
               flush=True)

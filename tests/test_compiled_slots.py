@@ -105,20 +105,25 @@ def test_not_tracked_outside_compile():
     assert cs.buffers(ctx, [torch.zeros(2)]) == (None, [])
 
 
-def test_the_compile_cache_key_carries_the_ops_version_and_the_switch():
-    """torch.compile's caches key a graph on its forward only: the ops' version and the switch go into the key,
-    beside a tag of the user's."""
+def test_the_compile_cache_key_carries_the_ops_version_the_switch_and_the_threshold():
+    """torch.compile's caches key a graph on its forward only: the ops' version, the switch and the reader
+    threshold (both decide the backward) go into the key, beside a tag of the user's."""
     import torch.compiler.config as cc
 
-    old_tag, old_on = cc.cache_key_tag, cs.ENABLED
+    old_tag, old_on, old_min = cc.cache_key_tag, cs.ENABLED, cs.MIN_READERS
     try:
         cc.cache_key_tag = "mine"
         cs.set_enabled(False)
-        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum0"
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum0-min{old_min}"
         cs.set_enabled(True)
-        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum1"
+        cs.set_min_readers(7)
+        assert cs.MIN_READERS == 7
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum1-min7"
+        with pytest.raises(ValueError, match=">= 1"):
+            cs.set_min_readers(0)
     finally:
         cs.set_enabled(old_on)
+        cs.set_min_readers(old_min)
         cc.cache_key_tag = old_tag
 
 

@@ -43,14 +43,14 @@ ENABLED = env_flag("DARTOOL_COMPILED_ACCUM", True)
 # graph on its forward graph, which holds only the forward ops: without this a backward compiled by an older
 # dartool (or with accumulation switched the other way) is loaded and calls the backward ops with the old
 # arguments. The version and the switch go into ``torch.compiler.config.cache_key_tag`` (kept beside any tag of
-# the user's).
+# the user's), and so does the reader threshold (:data:`MIN_READERS`), which decides the backward too.
 OPS_VERSION = 2
 
 
 def _tag_caches() -> None:
     import torch.compiler.config as cc
 
-    own = f"dartool-ops-{OPS_VERSION}-accum{int(ENABLED)}"
+    own = f"dartool-ops-{OPS_VERSION}-accum{int(ENABLED)}-min{MIN_READERS}"
     old = getattr(cc, "cache_key_tag", None)
     if old is None:                        # a torch without the tag: its caches cannot be told apart
         return
@@ -65,7 +65,13 @@ def set_enabled(on: bool) -> None:
     _tag_caches()
 
 
-_tag_caches()
+def set_min_readers(n: int) -> None:
+    """Set :data:`MIN_READERS` for graphs compiled from now on (and the compile caches' key with it)."""
+    global MIN_READERS
+    if int(n) < 1:
+        raise ValueError(f"the reader threshold must be >= 1, got {n}")
+    MIN_READERS = int(n)
+    _tag_caches()
 
 
 # calls of the ``*_into`` backward ops and the source gradients they added to a running sum (the float64 check
@@ -81,6 +87,7 @@ COUNTS = {"ops": 0, "adds": 0}
 # 3 % (dynamic) slower with it: Inductor's one fused sum per source is nearly free when few gradients wait. S = 8
 # (17 readers) was not measured with it and stays below the threshold.
 MIN_READERS = int(os.environ.get("DARTOOL_COMPILED_ACCUM_MIN", "20"))
+_tag_caches()
 
 
 class _Group:

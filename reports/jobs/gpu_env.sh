@@ -5,7 +5,7 @@ set -u
 # several training processes share one host: keep each one's CPU thread pools (scipy / torch CPU ops) small
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} MKL_NUM_THREADS=${MKL_NUM_THREADS:-8}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .carry/whl/*.whl .whl/*.whl 2>&1 | tail -2
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .carry/whl/*.whl $(ls .whl/*.whl 2>/dev/null) 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD
 export DARTOOL_COMMIT=${DARTOOL_COMMIT:-$(cat .commit 2>/dev/null || echo unknown)}
 python3 - <<'PY'
