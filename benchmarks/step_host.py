@@ -2,15 +2,18 @@
 """Is an eager training step bound by the GPU or by the host? Per model instance: the step as ``dartool bench``
 times it (steps queued back to back, CUDA events), the GPU's busy time per step (the profiler's device time:
 kernels, copies, memsets), their difference (time the GPU waited for the host), and the number of synchronizing
-calls in one step (``torch.cuda.set_sync_debug_mode``). Several instances, before and after other
+calls in one step (``torch.cuda.set_sync_debug_mode``); while timed, also the Triton variants compiled, the
+caching allocator's driver calls and Python's GC runs per step. Several instances, before and after other
 models ran in the same process (eager SiT-XL/2 b64 static c4 read 168 ms in some runs and 176-227 ms in others on
-one H100, session 15).
+one H100, session 15). At batch 1 the GPU's work is small and the step time is the host's.
 
     PYTHONPATH=$PWD python3 benchmarks/step_host.py --out /tmp/host
+    PYTHONPATH=$PWD python3 benchmarks/step_host.py --batch 1 --others none --cprofile --out /tmp/host1
 
 Needs CUDA. Writes step_host-CARD-DATE.json.
 """
 import argparse
+import gc
 import json
 import sys
 import time
@@ -42,8 +45,16 @@ def measure(step, steps: int) -> dict:
         step(i)
     torch.cuda.synchronize()
     jit0 = jit_variants()
+    mem0 = torch.cuda.memory_stats()
+    gc0 = [g["collections"] for g in gc.get_stats()]
     queued = bench._queued_step_ms(step, steps)
+    gcs = [(g["collections"] - c) / steps for g, c in zip(gc.get_stats(), gc0)]   # Python GC runs per step, per generation
     jit_new = jit_variants() - jit0
+    mem1 = torch.cuda.memory_stats()
+    # the caching allocator's calls into the driver while timed (cudaFree synchronizes the device; a retry frees
+    # cached blocks first): per step
+    alloc = {k: (mem1.get(k, 0) - mem0.get(k, 0)) / steps
+             for k in ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")}
     # the GPU's busy time per step: the profiler's device time (kernels, copies, memsets) summed over a few steps
     from torch.profiler import ProfilerActivity, profile
 
@@ -67,6 +78,7 @@ def measure(step, steps: int) -> dict:
     q = queued[len(queued) // 2]
     busy = busy_us / 1e3 / n_prof
     return dict(queued_ms=q, queued_sorted_ms=queued, jit_new_in_timed=jit_new, jit_variants=jit_variants(),
+                allocator_per_step=alloc, gc_per_step=gcs,
                 gpu_busy_ms=busy, gpu_idle_ms=q - busy, syncs=len(syncs), sync_examples=sorted(set(syncs))[:5])
 
 
@@ -107,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cprofile", action="store_true", help="also profile 3 steps of each model on the host "
                     "(cProfile; the top functions go to cprofile-MODEL-N.txt under --out)")
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after building each model (Python's "
+                    "collector then skips every object that existed before the steps)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
 
@@ -125,17 +139,25 @@ def main(argv=None) -> int:
         bench._cleanup()
         model, cfg = bench._build(size, routing, query, chunk, "cuda")
         step, opt = bench._train_step(model, cfg, batch, False)
+        if a.gc_freeze:
+            gc.collect()
+            gc.freeze()
         r = dict(phase=label, model=f"SiT-{size}/2", batch=batch, routing=routing, query=query, chunk=chunk,
                  **measure(step, a.steps))
         if a.cprofile:
             r["cprofile"] = host_profile(step, out / f"cprofile-{size}-{routing}-{query}-{len(rows)}.txt")
         del model, opt, step
+        if a.gc_freeze:
+            gc.unfreeze()
         bench._cleanup()
         rows.append(r)
         print(f"{label:14s} {r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
               f"step {r['queued_ms']:7.1f}  GPU busy {r['gpu_busy_ms']:7.1f}  GPU idle {r['gpu_idle_ms']:6.1f} ms"
               f"  syncs/step {r['syncs']}  steps {min(r['queued_sorted_ms']):.0f}-{max(r['queued_sorted_ms']):.0f}"
               f"  Triton variants {r['jit_variants']} (+{r['jit_new_in_timed']} while timed)"
+              f"  driver allocs/frees/retries per step {r['allocator_per_step']['num_device_alloc']:.1f}/"
+              f"{r['allocator_per_step']['num_device_free']:.1f}/{r['allocator_per_step']['num_alloc_retries']:.1f}"
+              f"  GC runs per step (gen 0/1/2) {'/'.join(f'{x:.1f}' for x in r['gc_per_step'])}"
               + (f"  e.g. {r['sync_examples'][0]}" if r['syncs'] else "")
               + (f"  host under cProfile {r['cprofile']['host_ms_profiled']:.1f} ms" if "cprofile" in r else ""),
               flush=True)
