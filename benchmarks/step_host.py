@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cprofile", action="store_true", help="also profile 3 steps of each model on the host "
                     "(cProfile; the top functions go to cprofile-MODEL-N.txt under --out)")
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--compiled", action="store_true", help="torch.compile the models (whole model, as the bench)")
+    ap.add_argument("--query-also", default=None, help="a second DAR query type to run after --query's instances")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after building each model (Python's "
                     "collector then skips every object that existed before the steps)")
     ap.add_argument("--out", required=True)
@@ -138,11 +140,12 @@ def main(argv=None) -> int:
     def run(label: str, routing: str, query: str, chunk: int, size: str, batch: int) -> None:
         bench._cleanup()
         model, cfg = bench._build(size, routing, query, chunk, "cuda")
-        step, opt = bench._train_step(model, cfg, batch, False)
+        step, opt = bench._train_step(model, cfg, batch, a.compiled)
         if a.gc_freeze:
             gc.collect()
             gc.freeze()
         r = dict(phase=label, model=f"SiT-{size}/2", batch=batch, routing=routing, query=query, chunk=chunk,
+                 compiled=a.compiled,
                  **measure(step, a.steps))
         if a.cprofile:
             r["cprofile"] = host_profile(step, out / f"cprofile-{size}-{routing}-{query}-{len(rows)}.txt")
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
             gc.unfreeze()
         bench._cleanup()
         rows.append(r)
-        print(f"{label:14s} {r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
+        print(f"{label:14s} {'compiled ' if a.compiled else ''}{r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
               f"step {r['queued_ms']:7.1f}  GPU busy {r['gpu_busy_ms']:7.1f}  GPU idle {r['gpu_idle_ms']:6.1f} ms"
               f"  syncs/step {r['syncs']}  steps {min(r['queued_sorted_ms']):.0f}-{max(r['queued_sorted_ms']):.0f}"
               f"  Triton variants {r['jit_variants']} (+{r['jit_new_in_timed']} while timed)"
@@ -165,6 +168,8 @@ def main(argv=None) -> int:
     run("alone", "residual", "static", 4, a.size, a.batch)
     for _ in range(a.instances):
         run("alone", "dar", a.query, a.chunk, a.size, a.batch)
+    if a.query_also:
+        run("alone", "dar", a.query_also, a.chunk, a.size, a.batch)
     if a.others != "none":
         osize, obatch = a.others.split(":")
         for routing, query in (("residual", "static"), ("dar", "static"), ("dar", "dynamic")):
