@@ -59,13 +59,17 @@ def measure(step, steps: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     n_prof = 3
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for i in range(n_prof):
-            step(i)
-        torch.cuda.synchronize()
     from torch.autograd import DeviceType
 
-    busy_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(n_prof):
+                step(i)
+            torch.cuda.synchronize()
+        busy_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    except Exception as e:                              # e.g. a profiler that cannot trace CUDA-graph replays
+        print(f"profiler failed ({type(e).__name__}: {e}); GPU busy time unknown", flush=True)
+        busy_us = float("nan")
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -120,6 +124,8 @@ def main(argv=None) -> int:
                     "(cProfile; the top functions go to cprofile-MODEL-N.txt under --out)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--compiled", action="store_true", help="torch.compile the models (whole model, as the bench)")
+    ap.add_argument("--compile-mode", default="full", help="dartool.models.compiling mode with --compiled "
+                    "(full, or cudagraphs: CUDA graphs, no host work per kernel)")
     ap.add_argument("--query-also", default=None, help="a second DAR query type to run after --query's instances")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after building each model (Python's "
                     "collector then skips every object that existed before the steps)")
@@ -140,12 +146,12 @@ def main(argv=None) -> int:
     def run(label: str, routing: str, query: str, chunk: int, size: str, batch: int) -> None:
         bench._cleanup()
         model, cfg = bench._build(size, routing, query, chunk, "cuda")
-        step, opt = bench._train_step(model, cfg, batch, a.compiled)
+        step, opt = bench._train_step(model, cfg, batch, a.compiled, compile_mode=a.compile_mode)
         if a.gc_freeze:
             gc.collect()
             gc.freeze()
         r = dict(phase=label, model=f"SiT-{size}/2", batch=batch, routing=routing, query=query, chunk=chunk,
-                 compiled=a.compiled,
+                 compiled=a.compiled, compile_mode=a.compile_mode if a.compiled else None,
                  **measure(step, a.steps))
         if a.cprofile:
             r["cprofile"] = host_profile(step, out / f"cprofile-{size}-{routing}-{query}-{len(rows)}.txt")
@@ -154,7 +160,7 @@ def main(argv=None) -> int:
             gc.unfreeze()
         bench._cleanup()
         rows.append(r)
-        print(f"{label:14s} {'compiled ' if a.compiled else ''}{r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
+        print(f"{label:14s} {a.compile_mode + ' ' if a.compiled else ''}{r['model']} b{batch} {routing:8s} {query if routing == 'dar' else '':8s} "
               f"step {r['queued_ms']:7.1f}  GPU busy {r['gpu_busy_ms']:7.1f}  GPU idle {r['gpu_idle_ms']:6.1f} ms"
               f"  syncs/step {r['syncs']}  steps {min(r['queued_sorted_ms']):.0f}-{max(r['queued_sorted_ms']):.0f}"
               f"  Triton variants {r['jit_variants']} (+{r['jit_new_in_timed']} while timed)"

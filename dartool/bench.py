@@ -522,8 +522,12 @@ def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda", co
                 torch.rand(batch, device=device, generator=gen),
                 torch.rand(batch, device=device, generator=gen) < 0.1) for _ in range(2)]
 
+    graphs = compiled and compile_mode == "cudagraphs"
+
     def step(i: int) -> None:
         x, y, s, drop = batches[i % len(batches)]
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()     # the last step's graph outputs may be overwritten now
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             loss = diffusion_loss(fwd, x, y, s, drop_labels=drop)
         loss.backward()

@@ -37,3 +37,25 @@ def test_offset_table_cuda_values():
         ptrs = [rng.randrange(0, 1 << 40) * 2 for _ in range(rng.randint(1, 60))]
         t = tables.offset_table(ptrs, ptrs[0], 2, torch.device("cuda"))
         assert t.device.type == "cuda" and t.tolist() == [(p - ptrs[0]) // 2 for p in ptrs]
+
+
+def test_tables_made_under_graph_capture_are_fresh_and_keep_their_host_values(monkeypatch):
+    """Under CUDA-graph capture a table is never taken from the cache (it may live in another graph's memory) and
+    its host values sit in arena slots that are never reused (the recorded copy reads them at every replay). The
+    capture is simulated on the CPU."""
+    monkeypatch.setattr(tables, "_CACHE", type(tables._CACHE)())
+    monkeypatch.setattr(tables, "_ARENA", {"host": None, "used": 0})
+    monkeypatch.setattr(tables, "_CAPTURED", [])
+    monkeypatch.setattr(tables, "ARENA_SIZE", 8)
+    cpu = torch.device("cpu")
+    cached = tables.offset_table([8, 16], 8, 4, cpu)                    # outside capture: cached as before
+    monkeypatch.setattr(tables, "_capturing", lambda device: True)
+    a = tables.offset_table([8, 16], 8, 4, cpu)
+    b = tables.offset_table([8, 16], 8, 4, cpu, flags=[1, 1])
+    c = tables.offset_table([8, 16], 8, 4, cpu)
+    assert a is not cached and c is not a                               # no cache under capture
+    assert a.tolist() == [0, 2] and b.tolist() == [1, 5] and c.tolist() == [0, 2]
+    assert tables._ARENA["used"] == 6 and len(tables._CAPTURED) == 3     # slots taken in turn, tables kept
+    assert tables._ARENA["host"][:6].tolist() == [0, 2, 1, 5, 0, 2]      # every slot still holds its values
+    with pytest.raises(RuntimeError, match="ARENA_SIZE"):
+        tables.offset_table([0, 4, 8], 0, 4, cpu)                         # 3 more entries do not fit 8

@@ -7,6 +7,12 @@ the device; a miss costs one small pinned host tensor and one host-to-device cop
 231 tables and misses about one step's worth of them once (H100, 2026-11-27, ``benchmarks/results/s15_f_*``): a
 pinned ring for the misses was built, measured and removed as it changed nothing (session 15,
 ``benchmarks/KERNEL_NOTES.md``).
+
+Under CUDA-graph capture (``torch.compile(mode="reduce-overhead")``, dartool's ``cudagraphs`` compile mode) a
+table cannot come from the cache (a table made by another graph lives in that graph's memory) and its
+host-to-device copy is recorded into the graph, to be replayed at every step: so its host values must stay where
+they are for as long as the graph lives. Captured tables take their values from a pinned arena allocated once,
+outside capture, whose slots are never reused; the tables and their slots are kept for the life of the process.
 """
 from __future__ import annotations
 
@@ -18,6 +24,41 @@ import torch
 CACHE_SIZE = 512
 _CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 
+# the pinned arena of captured tables' host values (int64 entries; slots never reused) and the captured tables
+ARENA_SIZE = 1 << 18
+_ARENA: "dict[str, object]" = {"host": None, "used": 0}
+_CAPTURED: "list[torch.Tensor]" = []
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _arena() -> torch.Tensor:
+    """The pinned arena, allocated on first use (outside capture: the first tables of any run are made by the
+    warm-up steps before a graph is recorded)."""
+    if _ARENA["host"] is None:
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("dartool's offset tables: the first table was made under CUDA-graph capture; run one "
+                               "step without capture first (torch.compile's reduce-overhead mode warms up itself)")
+        _ARENA["host"] = torch.empty(ARENA_SIZE, dtype=torch.int64, pin_memory=torch.cuda.is_available())
+    return _ARENA["host"]
+
+
+def _captured_table(offs: tuple, device: torch.device) -> torch.Tensor:
+    host = _arena()
+    n, used = len(offs), int(_ARENA["used"])
+    if used + n > host.numel():
+        raise RuntimeError(f"dartool's offset tables: the pinned arena for CUDA-graph capture is full "
+                           f"({host.numel()} entries); raise dartool.kernels.tables.ARENA_SIZE before the first step")
+    slot = host[used:used + n]
+    slot.copy_(torch.tensor(offs, dtype=torch.int64))          # host memory: not recorded, kept for every replay
+    _ARENA["used"] = used + n
+    t = torch.empty(n, dtype=torch.int64, device=device)
+    t.copy_(slot, non_blocking=True)                           # recorded: replayed at every step
+    _CAPTURED.append(t)
+    return t
+
 
 def offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.device,
                  flags: "Sequence[int] | None" = None) -> torch.Tensor:
@@ -27,6 +68,8 @@ def offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.devi
     offs = tuple((p - base) // elsize for p in ptrs)
     if flags is not None:
         offs = tuple(2 * o + f for o, f in zip(offs, flags))
+    if _capturing(device):
+        return _captured_table(offs, device)
     key = (device.type, device.index, offs)
     t = _CACHE.get(key)
     if t is not None:

@@ -44,6 +44,13 @@ import torch
 from .config import ModelConfig
 
 COMPILE_MODES = ("full", "regions", "blocks")
+# Accepted by :func:`compile_model` but not yet offered by ``dartool train``: ``cudagraphs`` is ``full`` with
+# torch.compile's ``mode="reduce-overhead"`` (CUDA graphs replay the step's kernels without the host; the
+# training loop must call ``torch.compiler.cudagraph_mark_step_begin()`` before each step, as
+# ``dartool.bench._train_step`` does). Session 17 (H100): a DAR step's host work (the routers' custom ops, their
+# tables and Triton launches) is 100-180 ms at SiT-XL/2, so at the DiT recipe's 32 images per GPU the step waits for
+# the host; the offset tables are capture-safe (``dartool.kernels.tables``). Measured: benchmarks/KERNEL_NOTES.md.
+EXPERIMENTAL_MODES = ("cudagraphs",)
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
 # choice). Experiments set it between models (``benchmarks/compile_options.py``).
@@ -63,14 +70,16 @@ def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
     configuration. ``mode="regions"`` sets ``model.compile_regions`` (and raises Dynamo's recompile limit to one
     compile per block); ``mode="blocks"`` compiles the blocks' attention and MLP modules (and the head's linear) in
     place and returns the model itself."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
+    if mode not in COMPILE_MODES + EXPERIMENTAL_MODES:
+        raise ValueError(f"compile mode {mode!r}: use one of {', '.join(COMPILE_MODES + EXPERIMENTAL_MODES)}")
     cfg = getattr(model, "config", None)
     opts = inductor_options(cfg) if isinstance(cfg, ModelConfig) else {}
     if opts:
         kw = dict(kw, options=opts)
     if mode == "full":
         return torch.compile(model, **kw)
+    if mode == "cudagraphs":
+        return torch.compile(model, mode="reduce-overhead", **kw)
     if mode == "regions":
         if not hasattr(model, "compile_regions"):
             raise ValueError("compile mode 'regions' needs a SiT (a model with .compile_regions)")
