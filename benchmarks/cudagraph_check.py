@@ -81,13 +81,13 @@ def main(argv=None) -> int:
         res = {}
         for mode in ("full", "cudagraphs"):
             torch._dynamo.reset()
-            before = len(tables._CAPTURED)
+            before = int(tables._ARENA["tables"])
             from torch._dynamo.utils import counters
             counters.clear()
             m = copy.deepcopy(ref)
             losses, grads = run(m, cfg, mode, a.calls, a.batch)
             skips = {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}
-            res[mode] = dict(losses=losses, grads=grads, captured_tables=len(tables._CAPTURED) - before,
+            res[mode] = dict(losses=losses, grads=grads, captured_tables=int(tables._ARENA["tables"]) - before,
                              cudagraph_counters=dict(skips))
             del m
         g0, g1 = res["full"]["grads"], res["cudagraphs"]["grads"]

@@ -44,8 +44,7 @@ def test_tables_made_under_graph_capture_are_fresh_and_keep_their_host_values(mo
     its host values sit in arena slots that are never reused (the recorded copy reads them at every replay). The
     capture is simulated on the CPU."""
     monkeypatch.setattr(tables, "_CACHE", type(tables._CACHE)())
-    monkeypatch.setattr(tables, "_ARENA", {"host": None, "used": 0})
-    monkeypatch.setattr(tables, "_CAPTURED", [])
+    monkeypatch.setattr(tables, "_ARENA", {"host": None, "used": 0, "tables": 0})
     monkeypatch.setattr(tables, "ARENA_SIZE", 8)
     cpu = torch.device("cpu")
     cached = tables.offset_table([8, 16], 8, 4, cpu)                    # outside capture: cached as before
@@ -55,7 +54,25 @@ def test_tables_made_under_graph_capture_are_fresh_and_keep_their_host_values(mo
     c = tables.offset_table([8, 16], 8, 4, cpu)
     assert a is not cached and c is not a                               # no cache under capture
     assert a.tolist() == [0, 2] and b.tolist() == [1, 5] and c.tolist() == [0, 2]
-    assert tables._ARENA["used"] == 6 and len(tables._CAPTURED) == 3     # slots taken in turn, tables kept
+    assert tables._ARENA["used"] == 6 and tables._ARENA["tables"] == 3  # slots taken in turn
     assert tables._ARENA["host"][:6].tolist() == [0, 2, 1, 5, 0, 2]      # every slot still holds its values
+    assert len(tables._CACHE) == 1                                      # nothing captured went into the cache
     with pytest.raises(RuntimeError, match="ARENA_SIZE"):
         tables.offset_table([0, 4, 8], 0, 4, cpu)                         # 3 more entries do not fit 8
+
+
+def test_graph_safe_tables_are_not_cached(monkeypatch):
+    """With CUDA graphs no table may stay alive between ops (the graph trees' pool check): no cache."""
+    monkeypatch.setattr(tables, "_CACHE", type(tables._CACHE)())
+    monkeypatch.setattr(tables, "GRAPH_SAFE", False)
+    cpu = torch.device("cpu")
+    tables.offset_table([8, 16], 8, 4, cpu)
+    tables.set_graph_safe(True)
+    try:
+        assert len(tables._CACHE) == 0                                  # switching clears the cache
+        a = tables.offset_table([8, 16], 8, 4, cpu)
+        b = tables.offset_table([8, 16], 8, 4, cpu)
+        assert a is not b and a.tolist() == b.tolist() == [0, 2] and len(tables._CACHE) == 0
+    finally:
+        tables.set_graph_safe(False)
+    assert tables.offset_table([8, 16], 8, 4, cpu) is tables.offset_table([8, 16], 8, 4, cpu)

@@ -8,11 +8,15 @@ the device; a miss costs one small pinned host tensor and one host-to-device cop
 pinned ring for the misses was built, measured and removed as it changed nothing (session 15,
 ``benchmarks/KERNEL_NOTES.md``).
 
-Under CUDA-graph capture (``torch.compile(mode="reduce-overhead")``, dartool's ``cudagraphs`` compile mode) a
-table cannot come from the cache (a table made by another graph lives in that graph's memory) and its
-host-to-device copy is recorded into the graph, to be replayed at every step: so its host values must stay where
-they are for as long as the graph lives. Captured tables take their values from a pinned arena allocated once,
-outside capture, whose slots are never reused; the tables and their slots are kept for the life of the process.
+CUDA graphs (``torch.compile(mode="reduce-overhead")``, dartool's experimental ``cudagraphs`` compile mode) need
+two things of the tables. (1) Inductor's graph trees check, after a warm-up run, that no tensor allocated in
+their memory pool is still alive unless it is an output: cached tables are (session 17, H100: "Detected 54
+tensor(s) in the cudagraph pool not tracked as outputs"). So while :data:`GRAPH_SAFE` is set (``compile_model``
+sets it for ``cudagraphs``; process-wide) no table is cached: each call makes its own and frees it after use.
+(2) Under capture the host-to-device copy is recorded into the graph and replayed at every step, so its host
+values must stay where they are for as long as the graph lives: captured tables take their values from a pinned
+arena allocated once, outside capture, whose slots are never reused. The device table itself is freed after
+the op like any temporary; the replayed copy refills it before the kernel that reads it.
 """
 from __future__ import annotations
 
@@ -24,10 +28,19 @@ import torch
 CACHE_SIZE = 512
 _CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 
-# the pinned arena of captured tables' host values (int64 entries; slots never reused) and the captured tables
+# no caching (CUDA graphs' memory pool must hold no live tensor but outputs); set by compile_model("cudagraphs")
+GRAPH_SAFE = False
+
+# the pinned arena of captured tables' host values (int64 entries; slots never reused) and how many tables took one
 ARENA_SIZE = 1 << 18
-_ARENA: "dict[str, object]" = {"host": None, "used": 0}
-_CAPTURED: "list[torch.Tensor]" = []
+_ARENA: "dict[str, object]" = {"host": None, "used": 0, "tables": 0}
+
+
+def set_graph_safe(on: bool = True) -> None:
+    """Stop (or resume) caching tables, for CUDA graphs; clears the cache."""
+    global GRAPH_SAFE
+    GRAPH_SAFE = bool(on)
+    _CACHE.clear()
 
 
 def _capturing(device: torch.device) -> bool:
@@ -54,9 +67,9 @@ def _captured_table(offs: tuple, device: torch.device) -> torch.Tensor:
     slot = host[used:used + n]
     slot.copy_(torch.tensor(offs, dtype=torch.int64))          # host memory: not recorded, kept for every replay
     _ARENA["used"] = used + n
+    _ARENA["tables"] = int(_ARENA["tables"]) + 1
     t = torch.empty(n, dtype=torch.int64, device=device)
     t.copy_(slot, non_blocking=True)                           # recorded: replayed at every step
-    _CAPTURED.append(t)
     return t
 
 
@@ -70,6 +83,9 @@ def offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.devi
         offs = tuple(2 * o + f for o, f in zip(offs, flags))
     if _capturing(device):
         return _captured_table(offs, device)
+    if GRAPH_SAFE:
+        host = torch.tensor(offs, dtype=torch.int64)
+        return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
     key = (device.type, device.index, offs)
     t = _CACHE.get(key)
     if t is not None:

@@ -44,12 +44,15 @@ import torch
 from .config import ModelConfig
 
 COMPILE_MODES = ("full", "regions", "blocks")
-# Accepted by :func:`compile_model` but not yet offered by ``dartool train``: ``cudagraphs`` is ``full`` with
-# torch.compile's ``mode="reduce-overhead"`` (CUDA graphs replay the step's kernels without the host; the
-# training loop must call ``torch.compiler.cudagraph_mark_step_begin()`` before each step, as
-# ``dartool.bench._train_step`` does). Session 17 (H100): a DAR step's host work (the routers' custom ops, their
-# tables and Triton launches) is 100-180 ms at SiT-XL/2, so at the DiT recipe's 32 images per GPU the step waits for
-# the host; the offset tables are capture-safe (``dartool.kernels.tables``). Measured: benchmarks/KERNEL_NOTES.md.
+# Accepted by :func:`compile_model` but not offered by ``dartool train``: ``cudagraphs`` is ``full`` with
+# torch.compile's ``mode="reduce-overhead"``: CUDA graphs replay the step's kernels without the host (the training
+# loop must call ``torch.compiler.cudagraph_mark_step_begin()`` before each step, as ``dartool.bench._train_step``
+# does). Why: a DAR step's host work (the routers' custom ops, their offset tables and Triton launches) is about
+# 100-180 ms at SiT-XL/2 on an H100 host, so at the DiT recipe's 32 images per GPU the compiled DAR step waits for
+# the host (181.6 ms against the residual's 81.3, GPU busy 102; session 17, benchmarks/KERNEL_NOTES.md).
+# Status: the residual runs and matches ``full`` (80.0 ms at XL/2 b32); the DAR model failed its first try (cached
+# offset tables alive in the graphs' pool); the fix (``dartool.kernels.tables.GRAPH_SAFE``, set here, process-wide)
+# is NOT yet run on a GPU: ``benchmarks/cudagraph_check.py`` must pass first.
 EXPERIMENTAL_MODES = ("cudagraphs",)
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
@@ -79,6 +82,9 @@ def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
     if mode == "full":
         return torch.compile(model, **kw)
     if mode == "cudagraphs":
+        from ..kernels import tables
+
+        tables.set_graph_safe(True)        # no cached offset tables alive in the graphs' memory pool
         return torch.compile(model, mode="reduce-overhead", **kw)
     if mode == "regions":
         if not hasattr(model, "compile_regions"):

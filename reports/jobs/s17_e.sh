@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Session 17's next call, written but NOT run (device time ran out; one H100, about 9 min).
+# Call 4 (s17_d) ran the residual under CUDA graphs (cudagraph_check PASS; XL/2 b32 80.0 ms) but the DAR model
+# failed in the graph trees' warm-up: "Detected 54 tensor(s) in the cudagraph pool not tracked as outputs" (the
+# cached offset tables). Fixed without a GPU (dartool.kernels.tables.GRAPH_SAFE: no cache under cudagraphs; captured
+# tables copy from a pinned arena). 1) cudagraph_check for DAR static and dynamic c4 (the check needs ~150 s per
+# variant: the first try timed out at 150 s for all three); 2) XL/2 b32 with CUDA graphs: residual, static c4,
+# dynamic c4, against call 3's compiled 81.3 / 181.6 / 194.1 ms.
+source reports/jobs/gpu_env.sh >/dev/null
+OUT=${OUT:-/tmp/out}; mkdir -p $OUT
+T0=$(date +%s)
+left() { echo $(( 585 - ($(date +%s) - T0) )); }
+timeout 300 python3 benchmarks/cudagraph_check.py --query static --query dynamic --out $OUT > $OUT/s17_e_check.txt 2>&1
+echo "check rc $? after $(( $(date +%s) - T0 )) s"; grep -E "PASS|FAIL|ALL OK|Error" $OUT/s17_e_check.txt | head -8 | cut -c1-400
+mkdir -p /tmp/g32
+timeout $(left) python3 benchmarks/step_host.py --compiled --compile-mode cudagraphs --batch 32 --instances 1 \
+  --query-also dynamic --others none --out /tmp/g32 > $OUT/s17_e_graphs32.txt 2>&1
+echo "graphs b32 rc $? after $(( $(date +%s) - T0 )) s"; grep -E "step .* GPU|Error|failed" $OUT/s17_e_graphs32.txt | head -6 | cut -c1-300
+cp /tmp/g32/*.json $OUT/ 2>/dev/null
+echo "done after $(( $(date +%s) - T0 )) s"
