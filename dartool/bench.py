@@ -550,11 +550,25 @@ def _queued_step_ms(step, steps: int) -> list[float]:
     return sorted(a.elapsed_time(b) for a, b in ev)
 
 
+def host_step_ms(model, cfg, steps: int = 6) -> float:
+    """The host's work per eager training step of ``model``: the median step at batch 1, where the GPU has little
+    to do (SiT-XL/2 on an H100: about 50 ms of GPU time against 60-80 ms of host work for the residual, 150-220 ms
+    for DAR c4; session 17). At any batch whose GPU time per step is below this, the step waits for the host."""
+    step, opt = _train_step(model, cfg, 1, False)
+    for i in range(2):
+        step(i)
+    torch.cuda.synchronize()
+    ms = _queued_step_ms(step, steps)
+    del step, opt
+    return ms[len(ms) // 2]
+
+
 def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                      steps: int = 10, warmup: int = 3, deadline: float | None = None,
-                     compile_est_s: float = 0.0, compile_mode: str = "full") -> list[dict]:
+                     compile_est_s: float = 0.0, compile_mode: str = "full", host_probe: bool = True) -> list[dict]:
     """variants: (routing, query, chunk, fused). Returns one row per variant. ``compile_mode``: how a compiled model
-    is compiled (:func:`dartool.models.compiling.compile_model`)."""
+    is compiled (:func:`dartool.models.compiling.compile_model`). ``host_probe``: eager rows also get ``host_ms``
+    (:func:`host_step_ms`), measured after the row's time and memory."""
     from .kernels import dispatch
 
     rows = []
@@ -589,6 +603,11 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
             row["img_per_s"] = batch / (row["step_ms"] * 1e-3)
             row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
             row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+            if not compiled and host_probe:
+                del step, opt
+                opt = None
+                with dispatch.fused(fused):
+                    row["host_ms"] = host_step_ms(model, cfg)
         except torch.cuda.OutOfMemoryError:
             row["error"] = "OOM"
         except Exception as e:  # keep going: report the failure in the table
@@ -602,6 +621,7 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
         rows.append(row)
         log(f"  {row['model']} b{batch} {name:24s} {'compiled' if compiled else 'eager   '} "
             + (f"{row['step_ms']:7.1f} ms/step {row['peak_gb']:6.1f} GB (first step {row['first_step_s']:.1f} s)"
+               + (f", host {row['host_ms']:.1f} ms/step at b1" if "host_ms" in row else "")
                if "step_ms" in row else row.get("error", "")))
     _ratios(rows)
     return rows
@@ -1043,19 +1063,25 @@ def markdown(res: dict) -> str:
     if tr:
         L += ["## Training step (AdamW, bf16 autocast, SiT velocity loss)", "",
               "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual | "
-              "DAR adds ms | router byte floor ms | residual + floor |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "DAR adds ms | router byte floor ms | residual + floor | host ms / step |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr:
             mode = "compile" if r["compiled"] else "eager"
             if "step_ms" in r:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | {r['step_ms']:.1f} | "
                          f"{r['img_per_s']:.0f} | {r['peak_gb']:.1f} | {_f(r.get('time_ratio'), '{:.3f}')} | "
                          f"{_f(r.get('mem_ratio'), '{:.3f}')} | {_f(r.get('extra_ms'), '{:.1f}')} | "
-                         f"{_f(r.get('router_floor_ms'), '{:.1f}')} | {_f(r.get('floor_ratio'), '{:.3f}')} |")
+                         f"{_f(r.get('router_floor_ms'), '{:.1f}')} | {_f(r.get('floor_ratio'), '{:.3f}')} | "
+                         f"{_f(r.get('host_ms'), '{:.1f}')} |")
             else:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | "
-                         f"{r.get('error') or r.get('skipped')} | | | | | | | |")
-        L += ["", "Router byte floor: the bytes DAR's routers must move per step (forward: read the sources, write h; "
+                         f"{r.get('error') or r.get('skipped')} | | | | | | | | |")
+        L += ["", "Host ms / step (eager rows): the same model's eager step at batch 1, where the GPU has little to "
+                  "do, i.e. the host's work per step (Python, autograd, launches). At any batch whose GPU time per step "
+                  "is below it the step waits for the host: DAR's routers are many small launches (session 17: SiT-XL/2 "
+                  "DAR c4 is host-bound at 32 images per GPU on an H100, eager and compiled; "
+                  "`benchmarks/step_host.py` measures a compiled step against its GPU time).",
+              "", "Router byte floor: the bytes DAR's routers must move per step (forward: read the sources, write h; "
                   "backward: read the sources, dh and h, write the source gradients) at the copy rate above. "
                   "'residual + floor' is the best ratio the router as built allows where DAR's other kernels cost what the "
                   "residual step costs (measured under torch.compile, `benchmarks/step_profile.py --compiled`: "

@@ -101,3 +101,19 @@ def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
     assert "at least 20 reading router ops, i.e. S = 1): on." in on
     off = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(on=False, min_readers=20, ops_version=2)})
     assert "off (DARTOOL_COMPILED_ACCUM=0)" in off
+
+
+def test_markdown_shows_the_hosts_work_per_eager_step():
+    """Eager training rows carry the host's work per step (the step at batch 1); rows without it (compiled ones,
+    results from before session 17) show a dash, and the column's note says what it means."""
+    from dartool import bench
+
+    env = bench.env_info()
+    row = dict(model="SiT-XL/2", batch=64, variant="DAR static c4", routing="dar", query="static", chunk=4,
+               fused=True, compiled=False, step_ms=170.0, img_per_s=376.0, peak_gb=30.0, host_ms=183.4)
+    old = dict(row, compiled=True, step_ms=150.0)
+    old.pop("host_ms")
+    md = bench.markdown({"env": env, "skipped": [], "train": [row, old]})
+    lines = [x for x in md.splitlines() if x.startswith("| SiT-XL/2 | 64 | DAR static c4")]
+    assert lines[0].endswith("| 183.4 |") and lines[1].endswith("| - |")
+    assert "host ms / step |" in md and "where the GPU has little to do" in md
