@@ -606,8 +606,12 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
             if not compiled and host_probe:
                 del step, opt
                 opt = None
-                with dispatch.fused(fused):
-                    row["host_ms"] = host_step_ms(model, cfg)
+                try:                            # the row's time and memory stand whatever happens here
+                    with dispatch.fused(fused):
+                        row["host_ms"] = host_step_ms(model, cfg)
+                except Exception as e:
+                    row["host_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    log(f"  host work per step not measured: {row['host_error']}")
         except torch.cuda.OutOfMemoryError:
             row["error"] = "OOM"
         except Exception as e:  # keep going: report the failure in the table
