@@ -1,7 +1,7 @@
 """torch.compile for SiT models: the one place that decides how a SiT is compiled (``dartool train --compile``,
 ``dartool bench``).
 
-Two modes:
+Three modes (and an experimental fourth, ``cudagraphs``, below ``COMPILE_MODES``):
 
 - ``full`` (default): the whole model is one graph. Inductor fuses the residual stream's adds and LayerNorms into
   their neighbours; DAR's routers run as custom ops inside the graph, and each returns one gradient per source,
@@ -48,7 +48,7 @@ COMPILE_MODES = ("full", "regions", "blocks")
 # torch.compile's ``mode="reduce-overhead"``: CUDA graphs replay the step's kernels without the host (the training
 # loop must call ``torch.compiler.cudagraph_mark_step_begin()`` before each step, as ``dartool.bench._train_step``
 # does). Why: a DAR step's host work (the routers' custom ops, their offset tables and Triton launches) is about
-# 100-180 ms at SiT-XL/2 on an H100 host, so at the DiT recipe's 32 images per GPU the compiled DAR step waits for
+# 150-220 ms at SiT-XL/2 on an H100 host, so at the DiT recipe's 32 images per GPU the compiled DAR step waits for
 # the host (181.6 ms against the residual's 81.3, GPU busy 102; session 17, benchmarks/KERNEL_NOTES.md).
 # Status: the residual runs and matches ``full`` (80.0 ms at XL/2 b32); the DAR model failed its first try (cached
 # offset tables alive in the graphs' pool); the fix (``dartool.kernels.tables.GRAPH_SAFE``, set here, process-wide)
