@@ -46,8 +46,10 @@ def test_tables_made_under_graph_capture_are_fresh_and_keep_their_host_values(mo
     monkeypatch.setattr(tables, "_CACHE", type(tables._CACHE)())
     monkeypatch.setattr(tables, "_ARENA", {"host": None, "used": 0, "tables": 0})
     monkeypatch.setattr(tables, "ARENA_SIZE", 8)
+    monkeypatch.setattr(tables, "GRAPH_SAFE", False)
     cpu = torch.device("cpu")
     cached = tables.offset_table([8, 16], 8, 4, cpu)                    # outside capture: cached as before
+    monkeypatch.setattr(tables, "GRAPH_SAFE", True)                     # dartool's cudagraphs mode
     monkeypatch.setattr(tables, "_capturing", lambda device: True)
     a = tables.offset_table([8, 16], 8, 4, cpu)
     b = tables.offset_table([8, 16], 8, 4, cpu, flags=[1, 1])

@@ -952,7 +952,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--interpret", action="store_true", help="small shapes on the CPU (set TRITON_INTERPRET=1)")
     ap.add_argument("--no-model", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="a few cases only (the pytest interpreter test)")
+    ap.add_argument("--quick", action="store_true", help="fewer router cases and a smaller model part (the pytest "
+                    "interpreter test; the LayerNorm and shared-prefix parts run in full: minutes in the interpreter)")
     ap.add_argument("--only", default=None, metavar="PART[,PART]",
                     help=f"run only these parts: {', '.join(PARTS)}")
     ap.add_argument("--json", default=None)

@@ -13,7 +13,8 @@ two things of the tables. (1) Inductor's graph trees check, after a warm-up run,
 their memory pool is still alive unless it is an output: cached tables are (session 17, H100: "Detected 54
 tensor(s) in the cudagraph pool not tracked as outputs"). So while :data:`GRAPH_SAFE` is set (``compile_model``
 sets it for ``cudagraphs``; process-wide) no table is cached: each call makes its own and frees it after use.
-(2) Under capture the host-to-device copy is recorded into the graph and replayed at every step, so its host
+(2) Under capture (checked only while :data:`GRAPH_SAFE` is set: the check costs host time on every call; a
+graph captured by hand outside dartool's mode reads cached tables made before it) the host-to-device copy is recorded into the graph and replayed at every step, so its host
 values must stay where they are for as long as the graph lives: captured tables take their values from a pinned
 arena allocated once, outside capture, whose slots are never reused. The device table itself is freed after
 the op like any temporary; the replayed copy refills it before the kernel that reads it.
@@ -81,9 +82,9 @@ def offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.devi
     offs = tuple((p - base) // elsize for p in ptrs)
     if flags is not None:
         offs = tuple(2 * o + f for o, f in zip(offs, flags))
-    if _capturing(device):
-        return _captured_table(offs, device)
     if GRAPH_SAFE:
+        if _capturing(device):
+            return _captured_table(offs, device)
         host = torch.tensor(offs, dtype=torch.int64)
         return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
     key = (device.type, device.index, offs)
