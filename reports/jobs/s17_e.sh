@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 17's next call, written but NOT run (device time ran out; one H100, about 9 min).
+# Session 17's next call, written but NOT run (device time ran out; one H100, about 9.5 min).
 # Call 4 (s17_d) ran the residual under CUDA graphs (cudagraph_check PASS; XL/2 b32 80.0 ms) but the DAR model
 # failed in the graph trees' warm-up: "Detected 54 tensor(s) in the cudagraph pool not tracked as outputs" (the
 # cached offset tables). Fixed without a GPU (dartool.kernels.tables.GRAPH_SAFE: no cache under cudagraphs; captured
@@ -10,6 +10,13 @@ source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
 left() { echo $(( 585 - ($(date +%s) - T0) )); }
+# 0) the bench's new host probe (eager rows' host_ms, not yet run on a GPU): B/2 b256 residual and DAR static c4
+timeout 120 python3 - > $OUT/s17_e_hostprobe.txt 2>&1 <<'PY'
+from dartool import bench
+for r in bench.train_step_bench("B", 256, [("residual", "static", 4, True), ("dar", "static", 4, True)], compiled=False, steps=6):
+    print(r["variant"], round(r.get("step_ms", -1), 1), "ms/step; host", r.get("host_ms"), r.get("host_error", ""))
+PY
+echo "host probe rc $?"; tail -3 $OUT/s17_e_hostprobe.txt
 timeout 300 python3 benchmarks/cudagraph_check.py --query static --query dynamic --out $OUT > $OUT/s17_e_check.txt 2>&1
 echo "check rc $? after $(( $(date +%s) - T0 )) s"; grep -E "PASS|FAIL|ALL OK|Error" $OUT/s17_e_check.txt | head -8 | cut -c1-400
 mkdir -p /tmp/g32
