@@ -49,7 +49,7 @@ def measure(step, steps: int) -> dict:
     gc0 = [g["collections"] for g in gc.get_stats()]
     queued = bench._queued_step_ms(step, steps)
     gcs = [(g["collections"] - c) / steps for g, c in zip(gc.get_stats(), gc0)]   # Python GC runs per step, per generation
-    jit_new = jit_variants() - jit0
+    jit1 = jit_variants()
     mem1 = torch.cuda.memory_stats()
     # the caching allocator's calls into the driver while timed (cudaFree synchronizes the device; a retry frees
     # cached blocks first): per step
@@ -81,7 +81,7 @@ def measure(step, steps: int) -> dict:
     syncs = [str(x.message).splitlines()[0][:120] for x in w if "synchroniz" in str(x.message).lower()]
     q = queued[len(queued) // 2]
     busy = busy_us / 1e3 / n_prof
-    return dict(queued_ms=q, queued_sorted_ms=queued, jit_new_in_timed=jit_new, jit_variants=jit_variants(),
+    return dict(queued_ms=q, queued_sorted_ms=queued, jit_new_in_timed=jit1 - jit0, jit_variants=jit1,
                 allocator_per_step=alloc, gc_per_step=gcs,
                 gpu_busy_ms=busy, gpu_idle_ms=q - busy, syncs=len(syncs), sync_examples=sorted(set(syncs))[:5])
 

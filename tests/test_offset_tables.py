@@ -50,6 +50,7 @@ def test_tables_made_under_graph_capture_are_fresh_and_keep_their_host_values(mo
     cpu = torch.device("cpu")
     cached = tables.offset_table([8, 16], 8, 4, cpu)                    # outside capture: cached as before
     monkeypatch.setattr(tables, "GRAPH_SAFE", True)                     # dartool's cudagraphs mode
+    tables._arena()                                                     # set_graph_safe's allocation, before capture
     monkeypatch.setattr(tables, "_capturing", lambda device: True)
     a = tables.offset_table([8, 16], 8, 4, cpu)
     b = tables.offset_table([8, 16], 8, 4, cpu, flags=[1, 1])
@@ -67,6 +68,8 @@ def test_graph_safe_tables_are_not_cached(monkeypatch):
     """With CUDA graphs no table may stay alive between ops (the graph trees' pool check): no cache."""
     monkeypatch.setattr(tables, "_CACHE", type(tables._CACHE)())
     monkeypatch.setattr(tables, "GRAPH_SAFE", False)
+    monkeypatch.setattr(tables, "_ARENA", {"host": None, "used": 0, "tables": 0})
+    monkeypatch.setattr(tables, "ARENA_SIZE", 8)
     cpu = torch.device("cpu")
     tables.offset_table([8, 16], 8, 4, cpu)
     tables.set_graph_safe(True)
@@ -75,6 +78,7 @@ def test_graph_safe_tables_are_not_cached(monkeypatch):
         a = tables.offset_table([8, 16], 8, 4, cpu)
         b = tables.offset_table([8, 16], 8, 4, cpu)
         assert a is not b and a.tolist() == b.tolist() == [0, 2] and len(tables._CACHE) == 0
+        assert tables._ARENA["host"] is not None                        # allocated now, outside any capture
     finally:
         tables.set_graph_safe(False)
     assert tables.offset_table([8, 16], 8, 4, cpu) is tables.offset_table([8, 16], 8, 4, cpu)

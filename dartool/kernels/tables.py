@@ -16,7 +16,7 @@ sets it for ``cudagraphs``; process-wide) no table is cached: each call makes it
 (2) Under capture (checked only while :data:`GRAPH_SAFE` is set: the check costs host time on every call; a
 graph captured by hand outside dartool's mode reads cached tables made before it) the host-to-device copy is recorded into the graph and replayed at every step, so its host
 values must stay where they are for as long as the graph lives: captured tables take their values from a pinned
-arena allocated once, outside capture, whose slots are never reused. The device table itself is freed after
+arena allocated once, outside capture (by ``set_graph_safe``), whose slots are never reused. The device table itself is freed after
 the op like any temporary; the replayed copy refills it before the kernel that reads it.
 """
 from __future__ import annotations
@@ -38,10 +38,13 @@ _ARENA: "dict[str, object]" = {"host": None, "used": 0, "tables": 0}
 
 
 def set_graph_safe(on: bool = True) -> None:
-    """Stop (or resume) caching tables, for CUDA graphs; clears the cache."""
+    """Stop (or resume) caching tables, for CUDA graphs; clears the cache. Switching on also allocates the
+    pinned arena of captured tables here, outside any capture (an allocation under capture is not allowed)."""
     global GRAPH_SAFE
     GRAPH_SAFE = bool(on)
     _CACHE.clear()
+    if GRAPH_SAFE:
+        _arena()
 
 
 def _capturing(device: torch.device) -> bool:
@@ -49,14 +52,21 @@ def _capturing(device: torch.device) -> bool:
 
 
 def _arena() -> torch.Tensor:
-    """The pinned arena, allocated on first use (outside capture: the first tables of any run are made by the
-    warm-up steps before a graph is recorded)."""
+    """The pinned arena (allocated by :func:`set_graph_safe`, which ``compile_model("cudagraphs")`` calls before
+    anything is captured)."""
     if _ARENA["host"] is None:
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("dartool's offset tables: the first table was made under CUDA-graph capture; run one "
-                               "step without capture first (torch.compile's reduce-overhead mode warms up itself)")
+            raise RuntimeError("dartool's offset tables: a CUDA graph is being captured but the tables' pinned arena "
+                               "was never allocated; call dartool.kernels.tables.set_graph_safe(True) before "
+                               "capturing (compile_model(model, 'cudagraphs') does)")
         _ARENA["host"] = torch.empty(ARENA_SIZE, dtype=torch.int64, pin_memory=torch.cuda.is_available())
     return _ARENA["host"]
+
+
+def _upload(offs: tuple, device: torch.device) -> torch.Tensor:
+    """A new table: one small pinned host tensor and one host-to-device copy (on the CPU, the host tensor)."""
+    host = torch.tensor(offs, dtype=torch.int64)
+    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
 
 
 def _captured_table(offs: tuple, device: torch.device) -> torch.Tensor:
@@ -83,17 +93,13 @@ def offset_table(ptrs: Sequence[int], base: int, elsize: int, device: torch.devi
     if flags is not None:
         offs = tuple(2 * o + f for o, f in zip(offs, flags))
     if GRAPH_SAFE:
-        if _capturing(device):
-            return _captured_table(offs, device)
-        host = torch.tensor(offs, dtype=torch.int64)
-        return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        return _captured_table(offs, device) if _capturing(device) else _upload(offs, device)
     key = (device.type, device.index, offs)
     t = _CACHE.get(key)
     if t is not None:
         _CACHE.move_to_end(key)
         return t
-    host = torch.tensor(offs, dtype=torch.int64)
-    t = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+    t = _upload(offs, device)
     _CACHE[key] = t
     if len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
