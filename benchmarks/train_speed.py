@@ -7,6 +7,7 @@ at patch 2) with random labels, noise levels and label drops.
 
     python benchmarks/train_speed.py --sizes B,XL --routings residual,dar --out benchmarks/results
     python benchmarks/train_speed.py --sizes XL --batch XL=128 --compile --out benchmarks/results
+    python benchmarks/train_speed.py --sizes XL --batch XL=32 --compile --compile-mode cudagraphs
 
 Prints a table and writes ``train_speed-<card>-<date>.json`` and ``.md`` under ``--out`` with the card, date,
 torch / CUDA versions and every setting. On a CPU it runs too (use tiny settings: ``--sizes S --depth 2``).
@@ -53,7 +54,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench_case(size: str, patch: int, arm_spec: str, batch: int, *, device: torch.device, precision: str,
-               compile: bool, steps: int, warmup: int, input_size: int, channels: int, depth: int | None,
+               compile: "bool | str", steps: int, warmup: int, input_size: int, channels: int, depth: int | None,
                fused: bool) -> dict:
     from dartool.train.arms import TrainModule, make_optimizer, optimizer_step, precision_label
     from dartool.train.config import TrainConfig
@@ -61,8 +62,10 @@ def bench_case(size: str, patch: int, arm_spec: str, batch: int, *, device: torc
     from dartool.train.streams import step_seed
 
     arm = arm_of(arm_spec)
+    mode = compile if isinstance(compile, str) else "full"       # compile: False, True (full) or a compile mode
+    compile = mode if compile else False
     cfg = TrainConfig(size=size, patch=patch, depth=depth, arms=[arm], batch_size=batch, precision=precision,
-                      compile=compile)
+                      compile=bool(compile), compile_mode=mode)
     mc = cfg.model_config(arm, input_size=input_size, in_channels=channels, num_classes=1000)
     row = dict(model=mc.label, size=size, patch=patch, arm=arm.name, batch=batch, compile=compile,
                precision=precision_label(device, precision), fused_router=None)
@@ -77,7 +80,7 @@ def bench_case(size: str, patch: int, arm_spec: str, batch: int, *, device: torc
     from dartool.models import SiT
 
     model = SiT(mc).to(device).train()
-    module = TrainModule(model, compile=compile)
+    module = TrainModule(model, compile=bool(compile), compile_mode=mode)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg, device)
     ema = EMA(model, cfg.ema_decay)
@@ -109,6 +112,8 @@ def bench_case(size: str, patch: int, arm_spec: str, batch: int, *, device: torc
         row["error"] = "out of memory"
     finally:
         del model, module, opt, ema
+        if compile:
+            torch._dynamo.reset()        # and CUDA graphs' trees: the next case records its own
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -150,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--routings", default="residual,dar", help="Arms: residual, dar, dar:dynamic, dar:static_t, dar:c1 ...")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model.")
     ap.add_argument("--both-compile", action="store_true", help="Time every case eager and compiled.")
+    ap.add_argument("--compile-mode", default="full", help="With --compile / --both-compile: full | cudagraphs | "
+                    "regions | blocks (dartool.models.compiling).")
     ap.add_argument("--precision", default="auto", help="auto (bf16 autocast on CUDA) | bf16 | fp32.")
     ap.add_argument("--no-fused", action="store_true", help="Use the reference (unfused) router.")
     ap.add_argument("--steps", type=int, default=20)
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = parse_batches(a.batch)
     sizes = [s.strip().upper() for s in a.sizes.split(",") if s.strip()]
     routings = [r.strip() for r in a.routings.split(",") if r.strip()]
-    compiles = [False, True] if a.both_compile else [a.compile]
+    compiles = [False, a.compile_mode] if a.both_compile else [a.compile_mode if a.compile else False]
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     from dartool import bench
 

@@ -1,7 +1,8 @@
 """``dartool bench``: what DAR costs. Router kernels against the unfused reference and the byte floor,
 and the end-to-end training step / sampling of residual vs DAR models.
 
-On CUDA, in one run (planned to finish in about 8 minutes on one H100):
+On CUDA, in one run (about half an hour on one H100 since session 18 added the recipe batch and CUDA graphs; split
+it over a host's GPUs with ``--parts`` / ``--sizes`` / ``--xl-batch`` and join the results with ``--merge``):
 
 1. correctness of the fused router against float64 (``dartool.kernels.check``; every shape class);
 2. device-to-device copy bandwidth (bytes read + written), the byte floor's rate;
@@ -9,15 +10,17 @@ On CUDA, in one run (planned to finish in about 8 minutes on one H100):
    time, the backward alone, peak memory, fused vs the PyTorch reference, % of the byte floor;
 4. end-to-end training step (AdamW, bf16 autocast, the SiT velocity loss) and peak memory of residual
    vs DAR static / static_t / dynamic c4 and static c1 / c8, for SiT-B/2 (batch 256) and SiT-XL/2
-   (batch 64, or 128 where the card has > 100 GB), eager and (time-bounded) torch.compile;
+   (batch 64, or 128 where the card has > 100 GB, and 32, the DiT / SiT recipe's images per GPU), eager,
+   torch.compile and torch.compile under CUDA graphs (``--compile-mode cudagraphs``; both time-bounded);
 5. sampling images/s (SiT-B/2, batch 256, 50 Euler steps), residual vs DAR (fused and reference).
 
 Results: ``bench-<card>-<date>.json`` and ``.md`` under ``--out``, with the card, date, commit and versions.
 Without CUDA it runs a small CPU bench of the reference router and a tiny training step, and says that
 the fused kernels need CUDA.
 
-``--parts`` runs a subset (``check``: 1; ``router``: 3; ``eager`` / ``compiled``: the separate training-step rows
-of 4; ``paired``: its interleaved compiled rounds, ``--paired-rounds``; ``sampling``: 5; the copy rate always runs),
+``--parts`` runs a subset (``check``: 1; ``router``: 3; ``eager`` / ``compiled`` / ``graphs``: the separate
+training-step rows of 4 in each mode; ``paired``: its interleaved compiled rounds, ``--paired-rounds``; ``sampling``:
+5; the copy rate always runs),
 so that independent parts run at once on several GPUs of one host (``CUDA_VISIBLE_DEVICES``), e.g.
 ``--parts check,paired --paired-rounds 6`` on one and ``--parts router,eager,compiled,sampling`` on another;
 ``--merge A.json --merge B.json`` then measures nothing and joins such runs of one card into one results file
@@ -575,11 +578,12 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
     for routing, query, chunk, fused in variants:
         name = _variant_name((routing, query, chunk, fused))
         row: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=name, routing=routing, query=query,
-                                   chunk=chunk, fused=fused, compiled=compiled)
+                                   chunk=chunk, fused=fused, compiled=compiled,
+                                   mode=MODE_OF.get(compile_mode, compile_mode) if compiled else "eager")
         if deadline is not None and time.time() + compile_est_s > deadline:
             row["skipped"] = "time budget"
             rows.append(row)
-            log(f"  skip {row['model']} {name} compiled={compiled}: time budget")
+            log(f"  skip {row['model']} b{batch} {name} {row['mode']}: time budget")
             continue
         t_start = time.time()
         model = opt = None
@@ -588,7 +592,14 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
             model, cfg = _build(size, routing, query, chunk, "cuda")
             step, opt = _train_step(model, cfg, batch, compiled, compile_mode=compile_mode)
 
+            # CUDA graphs' replays allocate nothing (the graphs' pool was laid out while recording): their rows'
+            # peak covers the warm-up and recording steps too, where the step's memory is allocated
+            graphs = compiled and compile_mode == "cudagraphs"
             with dispatch.fused(fused):
+                if graphs:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    row["peak_over"] = "warm-up, recording and replays"
                 t0 = time.time()
                 step(0)
                 torch.cuda.synchronize()
@@ -596,7 +607,8 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
                 for i in range(1, warmup):
                     step(i)
                 torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
+                if not graphs:
+                    torch.cuda.reset_peak_memory_stats()
                 ms = _queued_step_ms(step, steps)
             row["step_ms"] = ms[len(ms) // 2]
             row["step_ms_min"] = ms[0]
@@ -619,11 +631,11 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
         finally:
             del model, opt
             if compiled:
-                torch._dynamo.reset()
+                torch._dynamo.reset()         # (and CUDA graphs' trees with their memory pool)
             _cleanup()
         row["wall_s"] = time.time() - t_start
         rows.append(row)
-        log(f"  {row['model']} b{batch} {name:24s} {'compiled' if compiled else 'eager   '} "
+        log(f"  {row['model']} b{batch} {name:24s} {row['mode']:10s} "
             + (f"{row['step_ms']:7.1f} ms/step {row['peak_gb']:6.1f} GB (first step {row['first_step_s']:.1f} s)"
                + (f", host {row['host_ms']:.1f} ms/step at b1" if "host_ms" in row else "")
                if "step_ms" in row else row.get("error", "")))
@@ -770,7 +782,7 @@ def paired_steps_bench_many(size: str, batch: int, rounds: int) -> list[dict]:
 def _residual_row(rows: list[dict], r: dict) -> dict | None:
     """The measured residual row of r's model, batch and mode (the baseline of every ratio)."""
     return next((b for b in rows if b["routing"] == "residual" and "step_ms" in b and b["model"] == r["model"]
-                 and b["batch"] == r["batch"] and b["compiled"] == r["compiled"]), None)
+                 and b["batch"] == r["batch"] and row_mode(b) == row_mode(r)), None)
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -939,7 +951,7 @@ def evaluate_targets(res: dict) -> list[dict]:
         for k, lab in (("speedup_fwd", "fwd"), ("speedup_fwdbwd", "fwd+bwd"), ("speedup_bwd", "bwd")):
             out.append(dict(target=f"router {lab} >= 12x over unfused (N=57, {how})", value=r57.get(k),
                             ok=(r57.get(k) or 0) >= TARGETS["router_speedup_n57"]))
-    paired = {(p["model"], p["variant"]): p for p in res.get("paired", []) if "ratio_median" in p}
+    paired = {(p["model"], p["batch"], p["variant"]): p for p in res.get("paired", []) if "ratio_median" in p}
 
     def time_target(tag: str, model: str, query: str, ratio: float, how: str) -> None:
         if query == "static":
@@ -954,21 +966,21 @@ def evaluate_targets(res: dict) -> list[dict]:
     for r in res.get("train", []):
         if "time_ratio" not in r or r["routing"] == "residual" or not r["fused"]:
             continue
-        tag = f"{r['model']} {r['variant']} {'compiled' if r['compiled'] else 'eager'}"
+        tag = _row_tag(r)
         ratio, how = r["time_ratio"], ""
-        p = paired.get((r["model"], r["variant"])) if r["compiled"] else None
+        p = paired.get((r["model"], r["batch"], r["variant"])) if row_mode(r) == "compiled" else None
         if p is not None:   # compiled time: the median of interleaved rounds rather than one run against one
             ratio, how = p["ratio_median"], f" (paired, median of {len(p['rounds'])} rounds)"
-            judged.add((r["model"], r["variant"]))
+            judged.add((r["model"], r["batch"], r["variant"]))
         if r["chunk"] == 4:
             time_target(tag, r["model"], r["query"], ratio, how)
             out.append(dict(target=f"{tag}: peak memory / residual <= 1.15", value=r["mem_ratio"],
                             ok=r["mem_ratio"] <= TARGETS["mem_ratio"]))
-    for (model, variant), p in paired.items():   # paired rounds without compiled rows in the results: time only
-        if (model, variant) in judged or not variant.endswith(" c4"):
+    for (model, batch, variant), p in paired.items():   # paired rounds without compiled rows: time only
+        if (model, batch, variant) in judged or not variant.endswith(" c4"):
             continue
         query = variant.split()[1]                    # "DAR static c4" -> static
-        time_target(f"{model} {variant} compiled", model, query, p["ratio_median"],
+        time_target(f"{model} b{batch} {variant} compiled", model, query, p["ratio_median"],
                     f" (paired, median of {len(p['rounds'])} rounds; no compiled row for memory)")
     chk = res.get("check")
     if chk:
@@ -1070,7 +1082,7 @@ def markdown(res: dict) -> str:
               "DAR adds ms | router byte floor ms | residual + floor | host ms / step |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr:
-            mode = "compile" if r["compiled"] else "eager"
+            mode = row_mode(r)
             if "step_ms" in r:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | {r['step_ms']:.1f} | "
                          f"{r['img_per_s']:.0f} | {r['peak_gb']:.1f} | {_f(r.get('time_ratio'), '{:.3f}')} | "
@@ -1080,7 +1092,12 @@ def markdown(res: dict) -> str:
             else:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | "
                          f"{r.get('error') or r.get('skipped')} | | | | | | | | |")
-        L += ["", "Host ms / step (eager rows): the same model's eager step at batch 1, where the GPU has little to "
+        L += ["", "Modes: eager; compiled = `torch.compile` of the whole model (`--compile-mode full` of `dartool "
+                  "train`); cudagraphs = the same, replayed as CUDA graphs (`torch.compile(mode=\"reduce-overhead\")`, "
+                  "`--compile-mode cudagraphs`), which removes the step's host work. Each ratio is against the residual "
+                  "of the same model, batch and mode in the same run. A cudagraphs row's peak memory is the peak over "
+                  "its warm-up, recording and timed steps (replays allocate nothing).",
+              "", "Host ms / step (eager rows): the same model's eager step at batch 1, where the GPU has little to "
                   "do, i.e. the host's work per step (Python, autograd, launches). At any batch whose GPU time per step "
                   "is below it the step waits for the host: DAR's routers are many small launches (session 17: SiT-XL/2 "
                   "DAR c4 is host-bound at 32 images per GPU on an H100, eager and compiled; "
@@ -1148,12 +1165,12 @@ def summary_lines(res: dict) -> list[str]:
                    f" / {_f(r.get('speedup_fwdbwd_wall'), '{:.1f}')}x) "
                    f"peak {r['fused_peak_mb']:.0f}/{_f(r.get('ref_peak_mb'), '{:.0f}')} MB")
     for r in res.get("train", []):
-        mode = "compile" if r["compiled"] else "eager"
+        mode = row_mode(r)
         if "step_ms" in r:
-            out.append(f"{r['model']} b{r['batch']} {r['variant']:22s} {mode:7s} {r['step_ms']:7.1f} ms "
+            out.append(f"{r['model']} b{r['batch']} {r['variant']:22s} {mode:10s} {r['step_ms']:7.1f} ms "
                        f"x{_f(r.get('time_ratio'), '{:.3f}')} mem x{_f(r.get('mem_ratio'), '{:.3f}')} ({r['peak_gb']:.1f} GB)")
         else:
-            out.append(f"{r['model']} b{r['batch']} {r['variant']:22s} {mode:7s} {r.get('error') or r.get('skipped')}")
+            out.append(f"{r['model']} b{r['batch']} {r['variant']:22s} {mode:10s} {r.get('error') or r.get('skipped')}")
     for p in res.get("paired", []):
         out.append(f"{p['model']} b{p['batch']} {p['variant']:22s} compile paired x{p['ratio_median']:.3f} "
                    f"({p['ratio_min']:.3f}-{p['ratio_max']:.3f}, {len(p['rounds'])} rounds)")
@@ -1205,7 +1222,10 @@ class MergeError(BenchError):
 _PARTS = ("check", "copy", "sweep", "router", "router_dynamic", "train", "paired", "sampling")
 
 # what ``--parts`` selects, in the order a run measures them (the copy bandwidth always runs: floors need it)
-BENCH_PARTS = ("check", "router", "eager", "compiled", "paired", "sampling")
+BENCH_PARTS = ("check", "router", "eager", "compiled", "graphs", "paired", "sampling")
+# a training-step row's mode (``row["mode"]``) for each compile mode of :func:`dartool.models.compiling.compile_model`
+MODE_OF = {"full": "compiled"}
+MODES = ("eager", "compiled", "cudagraphs")          # the modes the bench's parts time, in run order
 NOT_IN_PARTS = " (not in --parts)"      # the skipped entry of a part --parts left out: "sampling (not in --parts)"
 # the model sizes of the training-step parts (eager, compiled, paired), as ``--sizes`` names them
 BENCH_SIZES = ("B", "XL")
@@ -1234,6 +1254,30 @@ def parse_sizes(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
                          lambda n: n.upper().removeprefix("SIT-").removesuffix("/2"), " (SiT-B/2, SiT-XL/2)")
 
 
+RECIPE_BATCH = 32      # images per GPU in the DiT / SiT recipe (256 over 8 GPUs): where DAR's host work shows
+
+
+def parse_xl_batches(spec: "int | str | Iterable[int] | None", big: bool = False) -> tuple[int, ...]:
+    """The SiT-XL/2 batches of the training-step parts from ``--xl-batch`` (an int, or comma-separated ints);
+    None, 0 or "": the card's large batch (128 where it has > 100 GB, else 64) and the recipe's 32 images per GPU.
+    Bad values are a one-line :class:`BenchError`."""
+    if spec is None or spec == 0 or spec == "":
+        return (128 if big else 64, RECIPE_BATCH)
+    items = [spec] if isinstance(spec, int) else (spec.split(",") if isinstance(spec, str) else list(spec))
+    out: list[int] = []
+    for it in items:
+        try:
+            b = int(str(it).strip())
+        except ValueError:
+            b = 0
+        if b < 1:
+            raise BenchError(f"--xl-batch {spec}: {str(it).strip()!r} is not a positive batch; give one or more "
+                             f"comma-separated batch sizes, e.g. 64,32")
+        if b not in out:
+            out.append(b)
+    return tuple(out)
+
+
 def parse_parts(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
     """The parts a ``--parts`` value selects (comma-separated names of :data:`BENCH_PARTS`), in run order; None:
     every part (a plain run). An unknown or empty name list is a one-line :class:`BenchError` naming the valid
@@ -1249,14 +1293,26 @@ def measured_parts(res: dict) -> list[str]:
     drops."""
     train = [r for r in res.get("train", []) if "step_ms" in r]
     have = dict(check="check" in res, router=bool(res.get("router")),
-                eager=any(not r.get("compiled") for r in train), compiled=any(r.get("compiled") for r in train),
+                eager=any(row_mode(r) == "eager" for r in train), compiled=any(row_mode(r) == "compiled" for r in train),
+                graphs=any(row_mode(r) == "cudagraphs" for r in train),
                 paired=any("ratio_median" in p for p in res.get("paired", [])), sampling=bool(res.get("sampling")))
     return [p for p in BENCH_PARTS if have[p]]
 
 
+def row_mode(r: dict) -> str:
+    """A training-step row's mode: ``eager``, ``compiled`` (torch.compile, mode full) or ``cudagraphs``; rows of
+    results written before modes were recorded have only the flag ``compiled``."""
+    return r.get("mode") or ("compiled" if r.get("compiled") else "eager")
+
+
+def _mode_rank(r: dict) -> int:
+    m = row_mode(r)
+    return MODES.index(m) if m in MODES else len(MODES)
+
+
 def _row_tag(r: dict) -> str:
-    """A training-step row as the skipped list names it: ``SiT-XL/2 DAR dynamic c4 compiled``."""
-    return f"{r['model']} {r['variant']} {'compiled' if r.get('compiled') else 'eager'}"
+    """A training-step row as the skipped list and the targets name it: ``SiT-XL/2 b32 DAR dynamic c4 compiled``."""
+    return f"{r['model']} b{r['batch']} {r['variant']} {row_mode(r)}"
 
 
 def read_results(path: Path, flag: str = "--merge", error: type = MergeError) -> dict:
@@ -1300,20 +1356,20 @@ _MERGE_WHOLE = ("check", "copy", "router", "router_config", "router_dynamic", "s
 
 
 def _union_train(base: list[dict], more: list[dict], source: str) -> list[dict]:
-    """``base``'s training-step rows plus those of ``more`` that base lacks, keyed (model, variant, compiled) like
-    :func:`_keep_group`; a measured row also replaces base's skipped or failed one. Each row keeps the ratios and
-    floors its own run computed (nothing is recomputed across runs), and a taken row is marked ``merged_from``.
-    Eager rows stay before compiled ones, as a run writes them."""
+    """``base``'s training-step rows plus those of ``more`` that base lacks, keyed (model, batch, variant, mode)
+    like :func:`_keep_group`; a measured row also replaces base's skipped or failed one. Each row keeps the ratios
+    and floors its own run computed (nothing is recomputed across runs), and a taken row is marked
+    ``merged_from``. Rows stay in mode order (eager, compile, cudagraphs), as a run writes them."""
     rows = list(base)
-    at = {(r["model"], r["variant"], bool(r.get("compiled"))): i for i, r in enumerate(rows)}
+    at = {(r["model"], r["batch"], r["variant"], row_mode(r)): i for i, r in enumerate(rows)}
     for r in more:
-        k = (r["model"], r["variant"], bool(r.get("compiled")))
+        k = (r["model"], r["batch"], r["variant"], row_mode(r))
         if k not in at:
             at[k] = len(rows)
             rows.append(dict(r, merged_from=source))
         elif "step_ms" in r and "step_ms" not in rows[at[k]]:
             rows[at[k]] = dict(r, merged_from=source)
-    return sorted(rows, key=lambda r: bool(r.get("compiled")))      # stable: each run's order within a mode
+    return sorted(rows, key=_mode_rank)      # stable: each run's order within a mode
 
 
 def _prune_skipped(entries: list[str], res: dict) -> list[str]:
@@ -1333,7 +1389,7 @@ def _prune_skipped(entries: list[str], res: dict) -> list[str]:
             e = ""
         elif e.startswith("sampling") and "sampling" in parts:
             e = ""
-        elif e.startswith("torch.compile") and parts & {"compiled", "paired"}:
+        elif e.startswith("torch.compile") and parts & {"compiled", "graphs", "paired"}:
             e = ""
         elif e.startswith("paired compiled ") and e.split()[2].rstrip(":") in paired:
             e = ""
@@ -1410,16 +1466,19 @@ def merge_bench(paths: "list[Path]", out: Path) -> dict:
     return res
 
 
-def _keep_group(res: dict, size: str, compiled: bool, variants: list) -> bool:
-    """Whether a resumed run already has every training-step row of this size and mode (then they are kept); if
-    any is missing, the group's rows are dropped and all are timed again, so a ratio never compares steps timed
-    in two runs."""
+def _keep_group(res: dict, size: str, batch: int, mode: str, variants: list) -> bool:
+    """Whether a resumed run already has every training-step row of this size, batch and mode (then they are
+    kept); if any is missing, the group's rows are dropped and all are timed again, so a ratio never compares
+    steps timed in two runs."""
     model = f"SiT-{size}/2"
-    have = {r["variant"] for r in res.get("train", []) if r["model"] == model and r.get("compiled") == compiled
-            and not r.get("skipped") and not r.get("error")}
+
+    def group(r: dict) -> bool:
+        return r["model"] == model and r["batch"] == batch and row_mode(r) == mode
+
+    have = {r["variant"] for r in res.get("train", []) if group(r) and not r.get("skipped") and not r.get("error")}
     if all(_variant_name(v) in have for v in variants):
         return True
-    res["train"] = [r for r in res.get("train", []) if not (r["model"] == model and r.get("compiled") == compiled)]
+    res["train"] = [r for r in res.get("train", []) if not group(r)]
     return False
 
 
@@ -1435,7 +1494,7 @@ def _variant_name(v: tuple) -> str:
 
 def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_budget_s: float = 420.0,
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
-              router: bool = True, xl_batch: int | None = None, time_budget_s: float = 900.0,
+              router: bool = True, xl_batch: "int | str | None" = None, time_budget_s: float = 1800.0,
               paired_rounds: int = 0, resume: "Path | None" = None,
               parts: "str | Iterable[str] | None" = None, sizes: "str | Iterable[str] | None" = None) -> dict:
     """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
@@ -1455,6 +1514,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     t_begin = time.time()
     selected = parse_parts(parts)
     chosen = parse_sizes(sizes)
+    parse_xl_batches(xl_batch)              # bad batches fail here, before anything is measured
     if parts is not None and "paired" in selected and paired_rounds <= 0:
         raise BenchError("--parts paired needs --paired-rounds N (N > 0; 6 is a good choice)")
     env = env_info()
@@ -1535,22 +1595,23 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         write_results(res, out)
     eager = train and "eager" in selected
     compiled = train and compile and "compiled" in selected
+    graphs = train and compile and "graphs" in selected
     paired = train and compile and paired_rounds > 0 and "paired" in selected
-    if eager or compiled or paired:
+    if eager or compiled or graphs or paired:
         log("[4/5] training step: residual vs DAR")
         big = torch.cuda.get_device_properties(0).total_memory > 100e9
-        xlb = xl_batch or (128 if big else 64)
+        xlbs = parse_xl_batches(xl_batch, big)
         full = [("residual", "static", 4, True), ("dar", "static", 4, True), ("dar", "static_t", 4, True),
                 ("dar", "dynamic", 4, True), ("dar", "static", 1, True), ("dar", "static", 8, True)]
         if reason:
             full = [v for v in full if v[0] == "residual"] + [("dar", "static", 4, False)]
-        sizes_b = [(z, b) for z, b in (("B", 256), ("XL", xlb)) if z in chosen]
+        sizes_b = [(z, b) for z, bs in (("B", (256,)), ("XL", xlbs)) if z in chosen for b in bs]
         if quick:
             full = full[:2] + [full[3]]
         res["train"] = [r for r in res.get("train", []) if not r.get("skipped") and not r.get("error")]
         if eager:
             _eager_rows(res, out, sizes_b, full, deadline, ran)
-        if compiled or paired:
+        if compiled or graphs or paired:
             from .kernels import compiled_slots
 
             res["compiled_accum"] = dict(on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
@@ -1558,11 +1619,14 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
                            full if not quick and not reason else None)
+        if graphs:
+            _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
+                           full if not quick and not reason else None, compile_mode="cudagraphs")
         if paired:
             _paired_rounds(res, out, sizes_b, paired_rounds, deadline, ran)
         if sizes is not None:
             res["skipped"] += [f"SiT-{z}/2 training steps{NOT_IN_SIZES}" for z in BENCH_SIZES if z not in chosen]
-    if train and not compile and {"compiled", "paired"} & set(selected):
+    if train and not compile and {"compiled", "graphs", "paired"} & set(selected):
         res["skipped"].append("torch.compile (--no-compile)")
     if not sampling or "sampling" not in selected or "sampling" in res:     # off, or kept from the resumed run
         pass
@@ -1593,9 +1657,10 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
 
 
 def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: float, ran: list[str]) -> None:
-    """The eager training-step rows of every size (``--parts eager``); a group a resumed run holds whole is kept."""
+    """The eager training-step rows of every (size, batch) (``--parts eager``); a group a resumed run holds whole
+    is kept."""
     for size, batch in sizes:
-        if _keep_group(res, size, False, variants):
+        if _keep_group(res, size, batch, "eager", variants):
             continue
         res["train"] += train_step_bench(size, batch, variants, compiled=False, deadline=deadline)
         _floors(res["train"], res["copy"]["bytes_per_s"])
@@ -1605,33 +1670,48 @@ def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: flo
 
 
 def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[str],
-                   full: "list | None" = None) -> None:
-    """The separately timed compiled training-step rows (``--parts compiled``), bounded by ``cdead``: residual +
-    static c4 of every size first, then dynamic c4, then (``full``: the variant list of a full run) the other
-    variants of ``full``, while the budget lasts."""
+                   full: "list | None" = None, compile_mode: str = "full") -> None:
+    """The separately timed compiled training-step rows, bounded by ``cdead``: residual + static c4 of every
+    (size, batch) first, then dynamic c4, then (``full``: the variant list of a full run) the other variants of
+    ``full``, while the budget lasts. ``compile_mode`` ``full``: the ``compiled`` part; ``cudagraphs``: the
+    ``graphs`` part (CUDA graphs; the offset tables' caching, off while it runs, is switched back on after it)."""
+    mode = MODE_OF.get(compile_mode, compile_mode)
+    part = "graphs" if compile_mode == "cudagraphs" else "compiled"
     first = [("residual", "static", 4, True), ("dar", "static", 4, True)]
     dyn = [("dar", "dynamic", 4, True)]
     rest = [v for v in full or [] if v not in first + dyn]
-    kept = {size for size, _ in sizes if _keep_group(res, size, True, first + dyn + rest)}
-    plan = [(size, batch, first) for size, batch in sizes if size not in kept]
-    plan += [(size, batch, dyn) for size, batch in sizes if size not in kept]
-    plan += [(size, batch, rest) for size, batch in sizes if size not in kept and rest]
-    for size, batch, cvars in plan:
-        est = 40.0 if size == "B" else 60.0
-        rows_c = train_step_bench(size, batch, cvars, compiled=True, deadline=cdead, compile_est_s=est, steps=8)
-        res["train"] += rows_c
-        _ratios(res["train"])
-        _floors(res["train"], res["copy"]["bytes_per_s"])
-        if "compiled" not in ran:
-            ran.append("compiled")
-        write_results(res, out)
+    todo = [(size, batch) for size, batch in sizes if not _keep_group(res, size, batch, mode, first + dyn + rest)]
+    plan = [(size, batch, first) for size, batch in todo]
+    plan += [(size, batch, dyn) for size, batch in todo]
+    plan += [(size, batch, rest) for size, batch in todo if rest]
+    try:
+        for size, batch, cvars in plan:
+            est = (40.0 if size == "B" else 60.0) * (1.5 if compile_mode == "cudagraphs" else 1.0)
+            rows_c = train_step_bench(size, batch, cvars, compiled=True, deadline=cdead, compile_est_s=est, steps=8,
+                                      compile_mode=compile_mode)
+            res["train"] += rows_c
+            res["train"].sort(key=_mode_rank)
+            _ratios(res["train"])
+            _floors(res["train"], res["copy"]["bytes_per_s"])
+            if part not in ran:
+                ran.append(part)
+            write_results(res, out)
+    finally:
+        if compile_mode == "cudagraphs":
+            from .kernels import tables
+
+            tables.set_graph_safe(False)
 
 
 def _paired_rounds(res: dict, out: Path, sizes: list, rounds: int, deadline: float, ran: list[str]) -> None:
-    """The interleaved paired compiled rounds of every size (``--parts paired``, ``--paired-rounds``); needs no
-    eager or compiled rows of this run (the targets pair them with whichever compiled rows the results hold)."""
+    """The interleaved paired compiled rounds of every size (``--parts paired``, ``--paired-rounds``) at its first
+    batch; needs no eager or compiled rows of this run (the targets pair them with whichever compiled rows of that
+    model and batch the results hold)."""
     res.setdefault("paired", [])
+    firsts = {}
     for size, batch in sizes:
+        firsts.setdefault(size, batch)
+    for size, batch in firsts.items():
         if any(p["model"] == f"SiT-{size}/2" and "ratio_median" in p for p in res["paired"]):
             continue
         est = 3 * (40.0 if size == "B" else 60.0) + rounds * 3 * 6 * 0.2
@@ -1676,6 +1756,8 @@ def bench_or_merge(out: Path, merge: "list[Path] | None" = None, **run_kw: Any) 
 PARTS_HELP = (f"Run only these parts, comma-separated: {','.join(BENCH_PARTS)} (default: all; a switch such as "
               "--no-sampling still turns its part off; the copy bandwidth always runs). Parts run at once on "
               "several GPUs of a host (CUDA_VISIBLE_DEVICES) are then joined with --merge.")
+XL_BATCH_HELP = ("SiT-XL/2 batches of the training-step parts, comma-separated (default: 128 on cards with > 100 GB, "
+                 "else 64, and 32, the DiT/SiT recipe's images per GPU, where DAR's host work shows).")
 SIZES_HELP = (f"Model sizes of the training-step parts, comma-separated: {','.join(BENCH_SIZES)} (default: both; "
               "SiT-B/2 at batch 256, SiT-XL/2 at --xl-batch). One size per GPU splits a full compiled run.")
 MERGE_HELP = ("Measure nothing: combine these results JSONs of runs on one card (give it once per file; the first "
@@ -1690,14 +1772,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results", help="directory for the JSON + Markdown results")
     ap.add_argument("--quick", action="store_true", help="fewer sizes and variants")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    ap.add_argument("--compile-budget", type=float, default=420.0, help="seconds allowed for the compiled runs")
-    ap.add_argument("--time-budget", type=float, default=900.0, help="overall seconds; later parts are skipped")
+    ap.add_argument("--compile-budget", type=float, default=420.0,
+                    help="seconds allowed for each compiled part (compiled, graphs)")
+    ap.add_argument("--time-budget", type=float, default=1800.0, help="overall seconds; later parts are skipped")
     ap.add_argument("--sweep", action="store_true", help="sweep kernel launch configurations first")
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--no-sampling", action="store_true")
     ap.add_argument("--no-router", action="store_true")
-    ap.add_argument("--xl-batch", type=int, default=None)
+    ap.add_argument("--xl-batch", default=None, help=XL_BATCH_HELP)
     ap.add_argument("--paired-rounds", type=int, default=0,
                     help="also time the compiled steps in interleaved rounds (see dartool bench --help)")
     ap.add_argument("--resume", default=None, help="continue an earlier run's results JSON (see dartool bench --help)")
@@ -1725,14 +1808,14 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
         out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Directory for JSON + Markdown results."),
         quick: bool = typer.Option(False, help="Fewer sizes and variants."),
         compile: bool = typer.Option(True, "--compile/--no-compile", help="Also time torch.compile (time-bounded)."),
-        compile_budget: float = typer.Option(420.0, help="Seconds allowed for the compiled runs."),
-        time_budget: float = typer.Option(900.0, help="Overall seconds; later parts are skipped past it."),
+        compile_budget: float = typer.Option(420.0, help="Seconds allowed for each compiled part (compiled, graphs)."),
+        time_budget: float = typer.Option(1800.0, help="Overall seconds; later parts are skipped past it."),
         sweep: bool = typer.Option(False, help="Sweep the kernels' launch configurations first."),
         check: bool = typer.Option(True, "--check/--no-check", help="Correctness against float64 first."),
         train: bool = typer.Option(True, "--train/--no-train"),
         sampling: bool = typer.Option(True, "--sampling/--no-sampling"),
         router: bool = typer.Option(True, "--router/--no-router"),
-        xl_batch: int = typer.Option(0, help="SiT-XL/2 batch (0: 128 on cards with > 100 GB, else 64)."),
+        xl_batch: str = typer.Option("", metavar="N,...", help=XL_BATCH_HELP),
         paired_rounds: int = typer.Option(0, help="Also time the compiled steps in this many interleaved rounds "
                                                   "(residual, static c4, dynamic c4 in one process; 6 is a good "
                                                   "choice) and judge compiled time targets on their medians."),
@@ -1749,8 +1832,9 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
         Split over two GPUs of one host, at the same time: CUDA_VISIBLE_DEVICES=0 dartool bench --parts
         check,paired --paired-rounds 6, and CUDA_VISIBLE_DEVICES=1 dartool bench --parts
         router,eager,compiled,sampling; then join their results with dartool bench --merge A.json --merge B.json.
-        A full (not --quick) run's compiled rows take longest: give each size a GPU of its own with --parts
-        compiled --sizes B and --parts compiled --sizes XL."""
+        A full (not --quick) run's compiled rows take longest: give each size and batch a GPU of its own, e.g.
+        --parts compiled,graphs --sizes B, --parts compiled,graphs --sizes XL --xl-batch 64 and --parts
+        compiled,graphs --sizes XL --xl-batch 32."""
         try:
             res = bench_or_merge(out, merge, quick=quick, compile=compile, compile_budget_s=compile_budget,
                                  sweep=sweep, check=check, train=train, sampling=sampling, router=router,

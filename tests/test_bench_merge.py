@@ -5,7 +5,7 @@ import json
 import pytest
 
 import dartool.bench as bench
-from tests.test_bench_paired import _paired, _row
+from tests.test_bench_paired import _fake_rows, _paired, _row
 
 CARD = "H100 test"
 
@@ -43,26 +43,34 @@ def _copy(tb):
 def _gpu0():
     """What ``--parts check,paired --paired-rounds 3`` on GPU 0 writes."""
     return dict(env=_env("abc"), skipped=["router (not in --parts)", "eager (not in --parts)",
-                                          "compiled (not in --parts)", "sampling (not in --parts)"],
+                                          "compiled (not in --parts)", "graphs (not in --parts)",
+                                          "sampling (not in --parts)"],
                 parts=["check", "paired"], check=_check(), copy=_copy(3.0), train=[],
                 paired=[_paired("SiT-B/2", "DAR static c4", [1.08, 1.07, 1.09]),
                         _paired("SiT-B/2", "DAR dynamic c4", [1.28, 1.27, 1.29])], seconds=400.0)
 
 
 def _gpu1():
-    """What ``--parts router,eager,compiled,sampling`` on GPU 1 writes (XL/2 compiled dynamic ran out of time)."""
-    train = [_row(m, v, rt, q, False, r) for m in ("SiT-B/2", "SiT-XL/2")
+    """What ``--parts router,eager,compiled,graphs,sampling`` on GPU 1 writes (XL/2 compiled dynamic ran out of
+    time; the graphs part timed SiT-XL/2 at the recipe's 32 images)."""
+    train = [_row(m, v, rt, q, False, r, batch=_b(m)) for m in ("SiT-B/2", "SiT-XL/2")
              for v, rt, q, r in (("residual", "residual", "static", 1.0), ("DAR static c4", "dar", "static", 0.9))]
-    train += [_row(m, v, rt, q, True, r) for m in ("SiT-B/2", "SiT-XL/2")
+    train += [_row(m, v, rt, q, True, r, batch=_b(m)) for m in ("SiT-B/2", "SiT-XL/2")
               for v, rt, q, r in (("residual", "residual", "static", 1.0), ("DAR static c4", "dar", "static", 1.09))]
     train += [_row("SiT-B/2", "DAR dynamic c4", "dar", "dynamic", True, 1.3),
               dict(model="SiT-XL/2", batch=64, variant="DAR dynamic c4", routing="dar", query="dynamic", chunk=4,
                    fused=True, compiled=True, skipped="time budget")]
-    return dict(env=_env("abc", "2026-11-27 10:01 UTC"), parts=["router", "eager", "compiled", "sampling"],
+    train += [_row("SiT-XL/2", v, rt, q, True, r, batch=32, mode="cudagraphs")
+              for v, rt, q, r in (("residual", "residual", "static", 1.0), ("DAR static c4", "dar", "static", 1.08))]
+    return dict(env=_env("abc", "2026-11-27 10:01 UTC"), parts=["router", "eager", "compiled", "graphs", "sampling"],
                 skipped=["check (not in --parts)", "paired (not in --parts)",
-                         "time budget: SiT-XL/2 DAR dynamic c4 compiled"],
+                         "time budget: SiT-XL/2 b64 DAR dynamic c4 compiled"],
                 copy=_copy(3.1), router=[_router_row(9), _router_row(57)], router_config=ROUTER_CONFIG,
                 router_dynamic=[_router_row(57)], train=train, sampling=_sampling(), seconds=500.0)
+
+
+def _b(model):
+    return 64 if model == "SiT-XL/2" else 256
 
 
 def _gpu2():
@@ -71,7 +79,7 @@ def _gpu2():
     return dict(env=_env("def", "2026-11-27 11:00 UTC"), skipped=["sampling (time budget)"],
                 copy=_copy(2.9),
                 train=[_row("SiT-B/2", "residual", "residual", "static", False, 1.0),
-                       _row("SiT-XL/2", "DAR dynamic c4", "dar", "dynamic", True, 1.4)],
+                       _row("SiT-XL/2", "DAR dynamic c4", "dar", "dynamic", True, 1.4, batch=64)],
                 paired=[_paired("SiT-B/2", "DAR static c4", [1.5] * 3),
                         _paired("SiT-XL/2", "DAR static c4", [1.09] * 3)], seconds=300.0)
 
@@ -83,7 +91,7 @@ def _write(tmp_path, name, res):
 
 
 def _key(r):
-    return r["model"], r["variant"], r["compiled"]
+    return r["model"], r["batch"], r["variant"], bench.row_mode(r)
 
 
 def test_merge_combines_parts_rows_and_paired(tmp_path):
@@ -93,12 +101,12 @@ def test_merge_combines_parts_rows_and_paired(tmp_path):
     assert res["router_config"] == ROUTER_CONFIG and len(res["router_dynamic"]) == 1
     assert res["copy"]["tb_per_s"] == 3.0                                   # the base's copy rate stays
     keys = [_key(r) for r in res["train"]]
-    assert len(keys) == len(set(keys)) == 10                                # unioned, no repeats
-    assert [r["compiled"] for r in res["train"]] == [False] * 4 + [True] * 6   # eager rows first, as a run writes
-    xl_dyn = next(r for r in res["train"] if _key(r) == ("SiT-XL/2", "DAR dynamic c4", True))
+    assert len(keys) == len(set(keys)) == 12                                # unioned, no repeats
+    assert [bench.row_mode(r) for r in res["train"]] == ["eager"] * 4 + ["compiled"] * 6 + ["cudagraphs"] * 2
+    xl_dyn = next(r for r in res["train"] if _key(r) == ("SiT-XL/2", 64, "DAR dynamic c4", "compiled"))
     assert xl_dyn["step_ms"] == 140.0 and xl_dyn["merged_from"] == "c.json"   # a measured row replaces a skipped one
     assert not any(r.get("skipped") for r in res["train"])
-    b_res = next(r for r in res["train"] if _key(r) == ("SiT-B/2", "residual", False))
+    b_res = next(r for r in res["train"] if _key(r) == ("SiT-B/2", 256, "residual", "eager"))
     assert b_res["merged_from"] == "b.json"                                 # the first run that had it
     paired = {(p["model"], p["variant"]): p["ratio_median"] for p in res["paired"]}
     assert paired == {("SiT-B/2", "DAR static c4"): 1.08, ("SiT-B/2", "DAR dynamic c4"): 1.28,
@@ -106,12 +114,13 @@ def test_merge_combines_parts_rows_and_paired(tmp_path):
     assert res["parts"] == list(bench.BENCH_PARTS)
     assert res["skipped"] == []                                             # everything was measured somewhere
     assert [(m["file"], m["parts"]) for m in res["merged"]] == [
-        ("a.json", ["check", "paired"]), ("b.json", ["router", "eager", "compiled", "sampling"]),
+        ("a.json", ["check", "paired"]), ("b.json", ["router", "eager", "compiled", "graphs", "sampling"]),
         ("c.json", ["eager", "compiled", "paired"])]
     assert [m["env"]["commit"] for m in res["merged"]] == ["abc", "abc", "def"]
     assert [m["seconds"] for m in res["merged"]] == [400.0, 500.0, 300.0]
     t = {x["target"]: x for x in res["targets"]}
-    assert t["SiT-B/2 DAR static c4 compiled: step / residual <= 1.10 (paired, median of 3 rounds)"]["value"] == 1.08
+    assert t["SiT-B/2 b256 DAR static c4 compiled: step / residual <= 1.10 (paired, median of 3 rounds)"]["value"] == 1.08
+    assert t["SiT-XL/2 b32 DAR static c4 cudagraphs: step / residual <= 1.10"]["value"] == 1.08
     assert "fused router matches float64 reference (every shape class)" in t
     assert "router fwd >= 70% of byte floor (N=57)" in t
     # written once, under --out, as bench-<card>-<date>-merged; the inputs are left as they were
@@ -131,11 +140,11 @@ def test_merge_keeps_skipped_entries_nobody_measured(tmp_path):
     """Skipped entries join without repeats; an entry goes only where another merged run measured it, and a
     'time budget' list keeps its rows still unmeasured."""
     g1 = _gpu1()
-    g1["skipped"][2] = "time budget: SiT-XL/2 DAR dynamic c4 compiled, SiT-B/2 DAR static c8 eager"
+    g1["skipped"][2] = "time budget: SiT-XL/2 b64 DAR dynamic c4 compiled, SiT-B/2 b256 DAR static c8 eager"
     g0 = dict(_gpu0(), skipped=_gpu0()["skipped"] + ["paired compiled SiT-XL/2 (time budget)", "router (not in --parts)"])
     res = bench.merge_bench([_write(tmp_path, "a.json", g0), _write(tmp_path, "b.json", g1)], tmp_path)
     assert res["skipped"] == ["paired compiled SiT-XL/2 (time budget)",
-                              "time budget: SiT-XL/2 DAR dynamic c4 compiled, SiT-B/2 DAR static c8 eager"]
+                              "time budget: SiT-XL/2 b64 DAR dynamic c4 compiled, SiT-B/2 b256 DAR static c8 eager"]
     assert res["parts"] == list(bench.BENCH_PARTS)
     # the other way round: the base skipped sampling, the second run sampled
     g1 = dict(_gpu1(), skipped=["sampling (time budget)", "torch.compile (--no-compile)"])
@@ -178,7 +187,7 @@ def test_parse_parts():
     assert bench.parse_parts(["sampling", "eager"]) == ("eager", "sampling")
     assert bench.parse_parts("router,router") == ("router",)
     with pytest.raises(bench.BenchError, match="--parts check,train: unknown part train; give a comma-separated "
-                                               "subset of check,router,eager,compiled,paired,sampling"):
+                                               "subset of check,router,eager,compiled,graphs,paired,sampling"):
         bench.parse_parts("check,train")
     with pytest.raises(bench.BenchError, match="no part named"):
         bench.parse_parts(" , ")
@@ -186,7 +195,7 @@ def test_parse_parts():
 
 def test_merge_conflicts_name_the_measuring_flags():
     assert bench.merge_conflicts(quick=False, compile=True, paired_rounds=0, resume=None, parts=None) == []
-    assert bench.merge_conflicts(resume="x.json", compile=False, parts="check", time_budget_s=900.0) == [
+    assert bench.merge_conflicts(resume="x.json", compile=False, parts="check", time_budget_s=1800.0) == [
         "--resume", "--no-compile", "--parts"]
     with pytest.raises(bench.MergeError, match="--merge measures nothing, so --resume would be ignored"):
         bench.bench_or_merge("out", ["a.json"], resume="x.json")
@@ -207,10 +216,9 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(bench, "router_microbench", lambda **k: calls.append("router") or [_router_row(57)])
     monkeypatch.setattr(bench, "sampling_bench", lambda **k: calls.append("sampling") or _sampling())
 
-    def fake_train(size, batch, variants, compiled, **k):
-        calls.append(("compiled" if compiled else "eager", size))
-        return [_row(f"SiT-{size}/2", bench._variant_name(v), v[0], v[1], compiled, 1.0 if v[0] == "residual" else 1.1)
-                for v in variants]
+    def fake_train(size, batch, variants, compiled, compile_mode="full", **k):
+        calls.append((bench.MODE_OF.get(compile_mode, compile_mode) if compiled else "eager", size))
+        return _fake_rows(size, batch, variants, compiled, compile_mode)
 
     monkeypatch.setattr(bench, "train_step_bench", fake_train)
     monkeypatch.setattr(bench, "paired_steps_bench_many", lambda size, batch, rounds: calls.append(("paired", size))
@@ -225,14 +233,14 @@ def test_parts_run_only_what_they_name(tmp_path, fake_cuda):
     res = bench.run_bench(tmp_path, quick=True, paired_rounds=3, parts="paired,check")
     assert fake_cuda == ["check", "copy", ("paired", "B"), ("paired", "XL")]
     assert res["parts"] == ["check", "paired"] and res["train"] == []
-    assert res["skipped"] == [f"{p} (not in --parts)" for p in ("router", "eager", "compiled", "sampling")]
+    assert res["skipped"] == [f"{p} (not in --parts)" for p in ("router", "eager", "compiled", "graphs", "sampling")]
     (jp,) = tmp_path.glob("*.json")
     assert jp.stem.endswith("-check_paired") and json.loads(jp.read_text())["parts"] == ["check", "paired"]
 
 
 def test_parts_and_switches_both_decide(tmp_path, fake_cuda):
     res = bench.run_bench(tmp_path, quick=True, sampling=False, parts="eager,compiled,sampling")
-    assert [c for c in fake_cuda if c[0] != "compiled"] == ["copy", ("eager", "B"), ("eager", "XL")]
+    assert [c for c in fake_cuda if c[0] != "compiled"] == ["copy", ("eager", "B"), ("eager", "XL"), ("eager", "XL")]
     assert ("compiled", "B") in fake_cuda and res["parts"] == ["eager", "compiled"]
     assert "check (not in --parts)" in res["skipped"] and "sampling (not in --parts)" not in res["skipped"]
 
@@ -249,8 +257,8 @@ def test_default_parts_run_everything(tmp_path, fake_cuda):
 def test_parts_split_then_merged_equals_the_whole(tmp_path, fake_cuda):
     pytest.importorskip("triton", reason="a full run records the router kernels' configuration (CI has no triton)")
     a = bench.run_bench(tmp_path / "gpu0", quick=True, paired_rounds=2, parts="check,paired")
-    b = bench.run_bench(tmp_path / "gpu1", quick=True, paired_rounds=2, parts="router,eager,compiled,sampling")
-    assert a["parts"] == ["check", "paired"] and b["parts"] == ["router", "eager", "compiled", "sampling"]
+    b = bench.run_bench(tmp_path / "gpu1", quick=True, paired_rounds=2, parts="router,eager,compiled,graphs,sampling")
+    assert a["parts"] == ["check", "paired"] and b["parts"] == ["router", "eager", "compiled", "graphs", "sampling"]
     res = bench.merge_bench([next((tmp_path / d).glob("*.json")) for d in ("gpu0", "gpu1")], tmp_path / "out")
     assert res["parts"] == list(bench.BENCH_PARTS) and res["skipped"] == []
     whole = bench.run_bench(tmp_path / "whole", quick=True, paired_rounds=2)
@@ -306,11 +314,12 @@ def test_full_run_times_every_variant_compiled(tmp_path, fake_cuda):
     then dynamic c4, then the rest (what a short compile budget should keep)."""
     res = bench.run_bench(tmp_path, parts="eager,compiled")
     for compiled in (False, True):
-        for model in ("SiT-B/2", "SiT-XL/2"):
-            got = [r["variant"] for r in res["train"] if r["model"] == model and r["compiled"] == compiled]
-            assert sorted(got) == sorted(FULL_COMPILED), (model, compiled, got)
-    assert [c for c in fake_cuda if c[0] == "compiled"] == [("compiled", "B"), ("compiled", "XL")] * 3
-    order = [r["variant"] for r in res["train"] if r["compiled"] and r["model"] == "SiT-XL/2"]
+        for model, batch in (("SiT-B/2", 256), ("SiT-XL/2", 64), ("SiT-XL/2", 32)):
+            got = [r["variant"] for r in res["train"]
+                   if r["model"] == model and r["batch"] == batch and r["compiled"] == compiled]
+            assert sorted(got) == sorted(FULL_COMPILED), (model, batch, compiled, got)
+    assert [c for c in fake_cuda if c[0] == "compiled"] == [("compiled", "B"), ("compiled", "XL"), ("compiled", "XL")] * 3
+    order = [r["variant"] for r in res["train"] if r["compiled"] and r["model"] == "SiT-XL/2" and r["batch"] == 64]
     assert order == FULL_COMPILED
     quick = bench.run_bench(tmp_path / "q", quick=True, parts="compiled")
     assert {r["variant"] for r in quick["train"]} == {"residual", "DAR static c4", "DAR dynamic c4"}
@@ -338,3 +347,67 @@ def test_bad_sizes_error_before_measuring(tmp_path, fake_cuda):
         bench.run_bench(tmp_path, sizes=",")
     assert fake_cuda == [] and not list(tmp_path.iterdir())
     assert bench.main(["--sizes", "XXL", "--out", str(tmp_path)]) == 2
+
+
+def test_graphs_part_times_every_group_under_cuda_graphs(tmp_path, fake_cuda, monkeypatch):
+    """--parts graphs: the compiled rows' plan (residual + static c4 of every size and batch first, then dynamic
+    c4, then the rest) compiled with CUDA graphs; each ratio against the residual of the same mode and batch, the
+    targets named by mode, and the offset tables' caching back on afterwards (it is off under CUDA graphs)."""
+    from dartool.kernels import tables
+
+    seen = []
+    fake = bench.train_step_bench
+
+    def spy(size, batch, variants, compiled, compile_mode="full", **k):
+        seen.append((size, batch, compile_mode))
+        tables.GRAPH_SAFE = True                 # what compile_model("cudagraphs") does, process-wide
+        return fake(size, batch, variants, compiled, compile_mode=compile_mode, **k)
+
+    monkeypatch.setattr(bench, "train_step_bench", spy)
+    try:
+        res = bench.run_bench(tmp_path, parts="graphs")
+    finally:
+        graph_safe, tables.GRAPH_SAFE = tables.GRAPH_SAFE, False
+    assert not graph_safe
+    assert res["parts"] == ["graphs"] and {m for _, _, m in seen} == {"cudagraphs"}
+    assert seen[:3] == [("B", 256, "cudagraphs"), ("XL", 64, "cudagraphs"), ("XL", 32, "cudagraphs")]
+    assert {bench.row_mode(r) for r in res["train"]} == {"cudagraphs"}
+    assert len(res["train"]) == 3 * len(FULL_COMPILED)
+    t = {x["target"]: x for x in res["targets"]}
+    assert t["SiT-XL/2 b32 DAR static c4 cudagraphs: step / residual <= 1.10"]["value"] == pytest.approx(1.1)
+    md = next(tmp_path.glob("*.md")).read_text()
+    assert "| SiT-XL/2 | 32 | DAR static c4 | cudagraphs |" in md and "Modes: eager; compiled" in md
+    assert "compiled (not in --parts)" in res["skipped"]
+
+
+def test_ratios_pair_rows_of_one_mode_and_batch():
+    """A DAR row's ratio is against the residual of its own model, batch and mode: a compiled and a CUDA-graphs
+    residual of the same batch, or two batches of one mode, never mix; rows written before modes were recorded
+    read their mode from ``compiled``."""
+    rows = [_row("SiT-XL/2", "residual", "residual", "static", True, 1.0, batch=32),
+            _row("SiT-XL/2", "residual", "residual", "static", True, 0.5, batch=32, mode="cudagraphs"),
+            _row("SiT-XL/2", "residual", "residual", "static", True, 2.0, batch=64),
+            _row("SiT-XL/2", "DAR static c4", "dar", "static", True, 2.2, batch=32),
+            _row("SiT-XL/2", "DAR static c4", "dar", "static", True, 0.55, batch=32, mode="cudagraphs")]
+    bench._ratios(rows)
+    assert rows[3]["time_ratio"] == pytest.approx(2.2) and rows[4]["time_ratio"] == pytest.approx(1.1)
+    assert [bench.row_mode(r) for r in rows] == ["compiled", "cudagraphs", "compiled", "compiled", "cudagraphs"]
+    assert bench.row_mode(dict(compiled=False)) == "eager"
+    assert bench._row_tag(rows[4]) == "SiT-XL/2 b32 DAR static c4 cudagraphs"
+
+
+def test_xl_batches(tmp_path, fake_cuda):
+    """--xl-batch: one or more comma-separated batches; by default the card's large batch and the recipe's 32.
+    A bad one is a one-line error before anything is measured."""
+    assert bench.parse_xl_batches(None) == (64, 32) and bench.parse_xl_batches(0, big=True) == (128, 32)
+    assert bench.parse_xl_batches("64") == (64,) and bench.parse_xl_batches(48) == (48,)
+    assert bench.parse_xl_batches(" 64, 32,64") == (64, 32)
+    for bad in ("0", "x", "64,-2", "64,,32"):
+        with pytest.raises(bench.BenchError, match=r"--xl-batch .* is not a positive batch; give one or more"):
+            bench.parse_xl_batches(bad)
+    with pytest.raises(bench.BenchError, match="--xl-batch"):
+        bench.run_bench(tmp_path, parts="eager", xl_batch="big")
+    assert fake_cuda == [] and not list(tmp_path.iterdir())
+    res = bench.run_bench(tmp_path, quick=True, parts="eager", sizes="XL", xl_batch="32")
+    assert {r["batch"] for r in res["train"]} == {32}
+    assert bench.main(["--xl-batch", "none", "--out", str(tmp_path / "cli")]) == 2

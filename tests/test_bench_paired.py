@@ -125,10 +125,24 @@ def test_paired_step_script_env_labels(tmp_path, monkeypatch):
             ps.main(["--env", bad, "--out", str(tmp_path)])
 
 
-def _row(model, variant, routing, query, compiled, ratio, mem=1.05):
-    return dict(model=model, batch=256, variant=variant, routing=routing, query=query, chunk=4, fused=True,
-                compiled=compiled, step_ms=100.0 * ratio, img_per_s=2560.0 / ratio, time_ratio=ratio, mem_ratio=mem,
-                peak_gb=30.0)
+def _row(model, variant, routing, query, compiled, ratio, mem=1.05, batch=256, mode=None):
+    """A measured training-step row; ``mode`` None: as results written before rows named their mode (the mode is
+    then read from ``compiled``)."""
+    row = dict(model=model, batch=batch, variant=variant, routing=routing, query=query, chunk=4, fused=True,
+               compiled=compiled, step_ms=100.0 * ratio, img_per_s=2560.0 / ratio, time_ratio=ratio, mem_ratio=mem,
+               peak_gb=30.0)
+    if mode is not None:
+        row["mode"] = mode
+    return row
+
+
+def _fake_rows(size, batch, variants, compiled, compile_mode="full"):
+    """What a faked ``bench.train_step_bench`` returns: one row per variant, DAR at 1.1x the residual."""
+    import dartool.bench as bench
+
+    mode = bench.MODE_OF.get(compile_mode, compile_mode) if compiled else "eager"
+    return [_row(f"SiT-{size}/2", bench._variant_name(v), v[0], v[1], compiled, 1.0 if v[0] == "residual" else 1.1,
+                 batch=batch, mode=mode) for v in variants]
 
 
 def _paired(model, variant, ratios):
@@ -155,12 +169,12 @@ def test_compiled_time_targets_use_paired_medians(tmp_path):
                paired=[_paired("SiT-B/2", "DAR static c4", [1.12, 1.11, 1.13]),
                        _paired("SiT-B/2", "DAR dynamic c4", [1.25, 1.24, 1.26])])
     t = {x["target"]: x for x in evaluate_targets(res)}
-    st = t["SiT-B/2 DAR static c4 compiled: step / residual <= 1.10 (paired, median of 3 rounds)"]
+    st = t["SiT-B/2 b256 DAR static c4 compiled: step / residual <= 1.10 (paired, median of 3 rounds)"]
     assert st["value"] == 1.12 and not st["ok"]
-    dyn = next(v for k, v in t.items() if k.startswith("SiT-B/2 DAR dynamic c4 compiled: step") and "paired" in k)
+    dyn = next(v for k, v in t.items() if k.startswith("SiT-B/2 b256 DAR dynamic c4 compiled: step") and "paired" in k)
     assert dyn["value"] == 1.25 and dyn["ok"]
-    assert t["SiT-B/2 DAR static c4 eager: step / residual <= 1.10"]["value"] == 0.80
-    assert t["SiT-B/2 DAR dynamic c4 compiled: peak memory / residual <= 1.15"]["value"] == 1.10
+    assert t["SiT-B/2 b256 DAR static c4 eager: step / residual <= 1.10"]["value"] == 0.80
+    assert t["SiT-B/2 b256 DAR dynamic c4 compiled: peak memory / residual <= 1.15"]["value"] == 1.10
     res["targets"] = evaluate_targets(res)
     md = markdown(res)
     assert "## Compiled steps, paired" in md and "**1.120**" in md
@@ -187,9 +201,10 @@ def _saved_run(tmp_path, card="H200 test"):
                train=[_row("SiT-B/2", "residual", "residual", "static", False, 1.0),
                       _row("SiT-B/2", "DAR static c4", "dar", "static", False, 0.8),
                       _row("SiT-B/2", "DAR dynamic c4", "dar", "dynamic", False, 0.9),
-                      _row("SiT-XL/2", "residual", "residual", "static", False, 1.0),
-                      _row("SiT-XL/2", "DAR static c4", "dar", "static", False, 0.9),
-                      dict(_row("SiT-XL/2", "DAR dynamic c4", "dar", "dynamic", False, 1.0), skipped="time budget")],
+                      _row("SiT-XL/2", "residual", "residual", "static", False, 1.0, batch=128),
+                      _row("SiT-XL/2", "DAR static c4", "dar", "static", False, 0.9, batch=128),
+                      dict(_row("SiT-XL/2", "DAR dynamic c4", "dar", "dynamic", False, 1.0, batch=128),
+                           skipped="time budget")],
                sampling=[], seconds=500.0)
     p = tmp_path / "bench-H200-test-20261126-1400.json"
     p.write_text(json.dumps(res))
@@ -236,10 +251,9 @@ def test_resume_keeps_measured_parts_and_retimes_incomplete_groups(tmp_path, mon
     monkeypatch.setattr(bench, "router_microbench", lambda **k: calls.append("router") or [])
     monkeypatch.setattr(bench, "sampling_bench", lambda **k: calls.append("sampling") or [])
 
-    def fake_train(size, batch, variants, compiled, **k):
+    def fake_train(size, batch, variants, compiled, compile_mode="full", **k):
         calls.append(("train", size, compiled, tuple(bench._variant_name(v) for v in variants)))
-        return [_row(f"SiT-{size}/2", bench._variant_name(v), v[0], v[1], compiled, 1.0 if v[0] == "residual" else 1.1)
-                for v in variants]
+        return _fake_rows(size, batch, variants, compiled, compile_mode)
 
     monkeypatch.setattr(bench, "train_step_bench", fake_train)
     monkeypatch.setattr(bench, "paired_steps_bench_many",
@@ -256,7 +270,8 @@ def test_resume_keeps_measured_parts_and_retimes_incomplete_groups(tmp_path, mon
     assert ("train", "XL", True, ("DAR dynamic c4",)) in trains
     assert [c for c in calls if c[0] == "paired"] == [("paired", "B"), ("paired", "XL")]
     xl_eager = [r for r in res["train"] if r["model"] == "SiT-XL/2" and not r["compiled"]]
-    assert len(xl_eager) == 3 and not any(r.get("skipped") for r in xl_eager)
+    assert [r["batch"] for r in xl_eager] == [128] * 3 + [32] * 3      # the card's large batch and the recipe's
+    assert not any(r.get("skipped") for r in xl_eager)
     assert len([r for r in res["train"] if r["model"] == "SiT-B/2" and not r["compiled"]]) == 3
     written = json.loads(saved.read_text())                  # the same file, rewritten
     assert written["env"]["commit"] == "new" and written["resumed"][0]["env"]["commit"] == "old"

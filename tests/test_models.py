@@ -370,6 +370,24 @@ def test_compile_model_passes_the_models_inductor_options(monkeypatch):
     assert seen[-1] == {}
 
 
+def test_compile_mode_cudagraphs_is_full_under_reduce_overhead_with_graph_safe_tables(monkeypatch):
+    """mode="cudagraphs": torch.compile of the whole model with mode="reduce-overhead" (options passed on), and the
+    offset tables switched to their graph-safe path (no cache; the capture arena allocated before any capture)."""
+    from dartool.kernels import tables
+    from dartool.models import compiling
+
+    seen = []
+    monkeypatch.setattr(compiling.torch, "compile", lambda m, **kw: seen.append(kw) or m)
+    monkeypatch.setattr(tables, "GRAPH_SAFE", False)
+    monkeypatch.setattr(tables, "_ARENA", {"host": None, "used": 0, "tables": 0})
+    model = SiT(model_config("S", 2, input_size=8, routing="dar", chunk_size=1).replace(depth=1))
+    assert compiling.compile_model(model, "cudagraphs", dynamic=False) is model
+    assert seen == [{"mode": "reduce-overhead", "dynamic": False}]
+    assert tables.GRAPH_SAFE and tables._ARENA["host"] is not None
+    tables.set_graph_safe(False)
+    assert "cudagraphs" in compiling.COMPILE_MODES
+
+
 def test_compile_mode_blocks_compiles_attention_and_mlp_only(monkeypatch):
     """mode="blocks": every block's attention and MLP and the head's linear compiled in place (options passed on),
     the model itself returned and left eager; a bad mode or a model without blocks is a clear error."""

@@ -357,7 +357,7 @@ def test_compile_mode_is_checked_and_reaches_the_train_module(tmp_path, monkeypa
 
     from dartool.cli import app
 
-    with pytest.raises(ConfigError, match="--compile-mode must be one of full, regions, blocks"):
+    with pytest.raises(ConfigError, match="--compile-mode must be one of full, regions, blocks, cudagraphs"):
         TrainConfig(arms=pair_arms(), compile_mode="graph")
     r = CliRunner().invoke(app, ["train", "--pair", "--compile", "--compile-mode", "graph", "--out",
                                  str(tmp_path / "r"), "--device", "cpu", "--quiet"])
@@ -370,3 +370,55 @@ def test_compile_mode_is_checked_and_reaches_the_train_module(tmp_path, monkeypa
     arms_mod.TrainModule(model, compile=True, compile_mode="regions")
     arms_mod.TrainModule(model, compile=False, compile_mode="regions")
     assert seen == ["regions"]
+
+
+def test_cudagraphs_mode_needs_cuda_and_is_refused_before_anything_is_written(tmp_path):
+    """--compile-mode cudagraphs is accepted by the config but needs a CUDA device: on the CPU a one-line error
+    that names the way out, before the run folder exists."""
+    from typer.testing import CliRunner
+
+    from dartool.cli import app
+
+    assert TrainConfig(arms=pair_arms(), compile=True, compile_mode="cudagraphs").compile_mode == "cudagraphs"
+    r = CliRunner().invoke(app, ["train", "--pair", "--compile", "--compile-mode", "cudagraphs", "--out",
+                                 str(tmp_path / "r"), "--device", "cpu", "--quiet"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "--compile-mode cudagraphs needs a CUDA device" in r.output and "--compile-mode full" in r.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_optimizer_step_under_cuda_graphs_marks_steps_and_drops_gradients(monkeypatch, wrapped):
+    """A TrainModule compiled with CUDA graphs (also inside a DDP-like wrapper, ``.module``): optimizer_step marks
+    each step's start before the forward and leaves no gradient alive after the optimizer's step (it could live in
+    the graphs' memory pool, which the next replay overwrites); the step computes what the plain one does."""
+    from torch import nn
+
+    from dartool.train.arms import TrainModule, optimizer_step
+
+    monkeypatch.setattr(arms_mod, "compile_model", lambda m, mode="full", **kw: m)   # CPU: the model itself
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    cfg = TrainConfig(arms=pair_arms(), depth=1, hidden_size=32, num_heads=4)
+    results = {}
+    for graphs in (False, True):
+        model = paired_models(cfg, 0, input_size=8, in_channels=1, num_classes=10)[1]
+        module = TrainModule(model, compile=graphs, compile_mode="cudagraphs")
+        assert module.cudagraphs is graphs
+        if wrapped:
+            module = type("DDPLike", (nn.Module,), {"forward": lambda self, *a: self.module(*a)})()
+            module.module = TrainModule(model, compile=graphs, compile_mode="cudagraphs")
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-3)
+        g = torch.Generator().manual_seed(0)
+        x, eps = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+        y, s, drop = torch.randint(0, 10, (4,), generator=g), torch.rand(4, generator=g), torch.zeros(4, dtype=torch.bool)
+        n0 = len(marks)
+        for k in range(2):
+            per, gnorm, _ = optimizer_step(module, model, params, opt, None, x, y, eps, s, drop, k,
+                                           device=torch.device("cpu"), precision="fp32")
+        assert len(marks) - n0 == (2 if graphs else 0)
+        assert all(p.grad is None for p in params) is graphs
+        results[graphs] = (per, gnorm, [p.detach().clone() for p in params])
+    (pa, ga, wa), (pb, gb, wb) = results[False], results[True]
+    assert torch.equal(pa, pb) and torch.equal(ga, gb) and all(torch.equal(a, b) for a, b in zip(wa, wb))

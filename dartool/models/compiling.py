@@ -1,7 +1,7 @@
 """torch.compile for SiT models: the one place that decides how a SiT is compiled (``dartool train --compile``,
 ``dartool bench``).
 
-Three modes (and an experimental fourth, ``cudagraphs``, below ``COMPILE_MODES``):
+Four modes (``cudagraphs``: see below ``COMPILE_MODES``):
 
 - ``full`` (default): the whole model is one graph. Inductor fuses the residual stream's adds and LayerNorms into
   their neighbours; DAR's routers run as custom ops inside the graph, and each returns one gradient per source,
@@ -15,6 +15,9 @@ Three modes (and an experimental fourth, ``cudagraphs``, below ``COMPILE_MODES``
 - ``blocks``: each block's attention and MLP (and the head's linear) compiled in place, the rest of the model
   eager: the routers keep their eager path, whose kernels add every source's gradients into one buffer per source
   as they come.
+- ``cudagraphs``: ``full`` under CUDA graphs (``torch.compile(mode="reduce-overhead")``): the step's kernels replay
+  without the host's Python, which DAR's routers need where the GPU's work per step is small (SiT-XL/2 at 32 images
+  per GPU). CUDA only.
 
 Measured against ``full`` (time / peak memory over the compiled residual; H100, 2026-11-27,
 ``benchmarks/results/s15_a_*`` and ``s15_c_*``; ``benchmarks/compile_options.py``):
@@ -43,17 +46,18 @@ import torch
 
 from .config import ModelConfig
 
-COMPILE_MODES = ("full", "regions", "blocks")
-# Accepted by :func:`compile_model` but not offered by ``dartool train``: ``cudagraphs`` is ``full`` with
-# torch.compile's ``mode="reduce-overhead"``: CUDA graphs replay the step's kernels without the host (the training
-# loop must call ``torch.compiler.cudagraph_mark_step_begin()`` before each step, as ``dartool.bench._train_step``
-# does). Why: a DAR step's host work (the routers' custom ops, their offset tables and Triton launches) is about
-# 150-220 ms at SiT-XL/2 on an H100 host, so at the DiT recipe's 32 images per GPU the compiled DAR step waits for
-# the host (181.6 ms against the residual's 81.3, GPU busy 102; session 17, benchmarks/KERNEL_NOTES.md).
-# Status: the residual runs and matches ``full`` (80.0 ms at XL/2 b32); the DAR model failed its first try (cached
-# offset tables alive in the graphs' pool); the fix (``dartool.kernels.tables.GRAPH_SAFE``, set here, process-wide)
-# is NOT yet run on a GPU: ``benchmarks/cudagraph_check.py`` must pass first.
-EXPERIMENTAL_MODES = ("cudagraphs",)
+COMPILE_MODES = ("full", "regions", "blocks", "cudagraphs")
+# ``cudagraphs`` is ``full`` with torch.compile's ``mode="reduce-overhead"``: CUDA graphs replay the step's kernels
+# without the host. The training loop must call ``torch.compiler.cudagraph_mark_step_begin()`` before each step and
+# must not keep the graphs' outputs past it (``dartool.train.arms.optimizer_step`` and ``dartool.bench._train_step``
+# do both). Why: a DAR step's host work (the routers' custom ops, their offset tables and Triton launches) is about
+# 150-220 ms at SiT-XL/2 on an H100 host, so at the DiT recipe's 32 images per GPU the compiled DAR c4 step waits
+# for the host: 181.6 ms against the residual's 81.3 under ``full`` (GPU busy 102; session 17). Under
+# ``cudagraphs`` (H100, 2026-11-27, session 18, ``benchmarks/results/step_host-graphs32-*-20261127.json``): residual
+# 78.8 ms, DAR static c4 85.3 (1.08x), dynamic c4 110.9 (1.41x). The offset tables are not cached in this mode
+# (``dartool.kernels.tables.GRAPH_SAFE``, set here, process-wide); ``benchmarks/cudagraph_check.py`` checks that a
+# DAR model computes and trains the same as under ``full``. CUDA only.
+EXPERIMENTAL_MODES: tuple[str, ...] = ()      # accepted by compile_model, not offered by ``dartool train``
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
 # choice). Experiments set it between models (``benchmarks/compile_options.py``).

@@ -134,6 +134,9 @@ class TrainModule(nn.Module):
         self.aligner = aligner
         # the (optionally compiled) callable; not registered, so state_dict / parameters stay the model's
         object.__setattr__(self, "_net", compile_model(model, compile_mode) if compile else model)
+        # CUDA graphs (compile mode cudagraphs): optimizer_step marks each step's start and drops the gradients,
+        # which may live in the graphs' memory pool, before the next replay
+        self.cudagraphs = bool(compile and compile_mode == "cudagraphs")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, s: torch.Tensor, drop: torch.Tensor):
         cfg = self.model.config
@@ -153,8 +156,14 @@ def optimizer_step(module: nn.Module, model: SiT, params: list, opt: torch.optim
     """One training step of one arm: loss, backward, gradient norm (clipped with ``grad_clip``), AdamW, EMA.
 
     Returns (per-sample diffusion loss [b], gradient norm, auxiliary losses); nothing is synchronised to the host.
-    The training loop and ``benchmarks/train_speed.py`` both use this function.
+    The training loop and ``benchmarks/train_speed.py`` both use this function. A module compiled with CUDA graphs
+    (``TrainModule.cudagraphs``, also inside DDP) gets the step's start marked, and its gradients set to None after
+    the optimizer's step: the returned values are computed outside the graphs, so nothing returned is overwritten
+    by the next replay.
     """
+    graphs = getattr(getattr(module, "module", module), "cudagraphs", False)
+    if graphs:
+        torch.compiler.cudagraph_mark_step_begin()     # the previous step's graph outputs may be overwritten now
     with autocast_for(device, precision):
         per, aux = module(x, y, eps, s, drop)
     loss = per.mean()
@@ -164,6 +173,8 @@ def optimizer_step(module: nn.Module, model: SiT, params: list, opt: torch.optim
     loss.backward()
     gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
     opt.step()
+    if graphs:
+        opt.zero_grad(set_to_none=True)               # no gradient kept in the graphs' pool past this step
     if ema is not None:
         ema.update(model, step)
     return per, gnorm, aux

@@ -142,7 +142,7 @@ class TrainConfig:
     label_dropout: float = 0.1
     precision: str = "auto"            # auto = bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32 | fp64 (CPU tests)
     compile: bool = False
-    compile_mode: str = "full"         # full | regions | blocks (dartool.models.compiling; only with compile)
+    compile_mode: str = "full"         # full | regions | blocks | cudagraphs (dartool.models.compiling; with compile)
     tf32: bool = True
     strategy: str = "ddp"              # ddp | fsdp2 (documented, see dartool.train.ddp)
     time_budget: float | None = None   # seconds of training (the final eval / probe / report come after)

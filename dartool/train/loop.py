@@ -114,6 +114,12 @@ class Trainer:
         self.progress: Progress | None = None
         if cfg.precision == "fp64" and self.d.device.type != "cpu":
             raise ConfigError("--precision fp64 is for CPU tests only")
+        if cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.device.type != "cuda":
+            raise ConfigError(f"--compile-mode cudagraphs needs a CUDA device (this run is on {self.d.device.type}); "
+                              f"use --compile-mode full")
+        if cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.distributed:
+            raise ConfigError("--compile-mode cudagraphs is not yet checked under torchrun (DDP's gradient hooks and "
+                              "the graphs' memory pool); use --compile-mode full with several processes")
         self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
 
     # ------------------------------------------------------------------ messages
