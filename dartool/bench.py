@@ -1514,7 +1514,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     t_begin = time.time()
     selected = parse_parts(parts)
     chosen = parse_sizes(sizes)
-    parse_xl_batches(xl_batch)              # bad batches fail here, before anything is measured
+    xl_batches = parse_xl_batches(xl_batch)     # bad batches fail here, before anything is measured
+    xl_given = xl_batch not in (None, 0, "")
     if parts is not None and "paired" in selected and paired_rounds <= 0:
         raise BenchError("--parts paired needs --paired-rounds N (N > 0; 6 is a good choice)")
     env = env_info()
@@ -1524,8 +1525,11 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log(f"resuming {resume}: keeping {', '.join(res['resumed'][-1]['parts']) or 'nothing'} "
             f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
         res["env"] = env
-    elif parts is not None or sizes is not None:   # partial runs started at once on one host's GPUs: own files
-        res["_stem"] = results_stem(env.get("card"), "_".join(selected + (chosen if sizes is not None else ())))
+    elif parts is not None or sizes is not None or xl_given:   # partial runs at once on one host's GPUs: own files
+        named = chosen if sizes is not None or xl_given else ()
+        if xl_given:         # runs of one part and size apart by their batches (-graphs_XL64, -graphs_XL32)
+            named = tuple(z + "-".join(map(str, xl_batches)) if z == "XL" else z for z in named)
+        res["_stem"] = results_stem(env.get("card"), "_".join((selected if parts is not None else ()) + named))
     ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
     res["parts"] = ran
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
