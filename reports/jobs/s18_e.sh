@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Session 18: does `dartool train --compile --compile-mode cudagraphs` train under torchrun (DDP, 2 GPUs) as
-# --compile-mode full does? SiT-S/2 pair on CIFAR-10 pixels, global batch 64, 150 steps each, same seeds: the
+# --compile-mode full does? SiT-S/2 pair on CIFAR-10 pixels, global batch 64, 100 steps each, same seeds: the
 # losses must agree (DARTOOL_CUDAGRAPHS_DDP=1 lifts the refusal for this check). One two-GPU call, about 4 min.
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
 R=/tmp/r; mkdir -p $R
 for mode in cudagraphs full; do
-  DARTOOL_CUDAGRAPHS_DDP=1 timeout $(( 270 - ($(date +%s) - T0) )) python3 -m torch.distributed.run --standalone \
+  DARTOOL_CUDAGRAPHS_DDP=1 timeout $(( 225 - ($(date +%s) - T0) )) python3 -m torch.distributed.run --standalone \
     --nproc_per_node 2 -m dartool train --pair --data .carry/data/cifar10jpgbytes_train.npz --size S --patch 2 \
-    --batch-size 64 --compile --compile-mode $mode --steps 150 --log-every 50 --ckpt-every 150 \
+    --batch-size 64 --compile --compile-mode $mode --steps 100 --log-every 25 --ckpt-every 100 \
     --final-eval-samples 0 --quiet --out $R/ddp_$mode > $R/ddp_$mode.log 2>&1
   echo "ddp $mode rc $? at $(( $(date +%s) - T0 )) s"
 done
