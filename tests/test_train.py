@@ -422,3 +422,22 @@ def test_optimizer_step_under_cuda_graphs_marks_steps_and_drops_gradients(monkey
         results[graphs] = (per, gnorm, [p.detach().clone() for p in params])
     (pa, ga, wa), (pb, gb, wb) = results[False], results[True]
     assert torch.equal(pa, pb) and torch.equal(ga, gb) and all(torch.equal(a, b) for a, b in zip(wa, wb))
+
+
+def test_cudagraphs_mode_is_refused_under_torchrun_unless_asked_for(tmp_path, monkeypatch):
+    """Several processes with --compile-mode cudagraphs: refused (not yet checked under DDP) with a one-line error
+    naming the way out; DARTOOL_CUDAGRAPHS_DDP=1 lets a check run through."""
+    from dartool.train import ddp as D
+    from dartool.train.loop import Trainer
+
+    cfg = TrainConfig(arms=pair_arms(), compile=True, compile_mode="cudagraphs", out=str(tmp_path / "r"))
+    two = D.Dist(rank=0, world_size=2, device=torch.device("cuda", 0))
+    monkeypatch.delenv("DARTOOL_CUDAGRAPHS_DDP", raising=False)
+    with pytest.raises(ConfigError, match="not yet checked under torchrun.*--compile-mode full.*DARTOOL_CUDAGRAPHS_DDP=1"):
+        Trainer(cfg, dist=two, progress=False)
+    monkeypatch.setenv("DARTOOL_CUDAGRAPHS_DDP", "1")
+    Trainer(cfg, dist=two, progress=False)                         # allowed (nothing runs until .run())
+    one = D.Dist(device=torch.device("cuda", 0))
+    monkeypatch.delenv("DARTOOL_CUDAGRAPHS_DDP")
+    Trainer(cfg, dist=one, progress=False)
+    assert not (tmp_path / "r").exists()

@@ -52,11 +52,13 @@ COMPILE_MODES = ("full", "regions", "blocks", "cudagraphs")
 # must not keep the graphs' outputs past it (``dartool.train.arms.optimizer_step`` and ``dartool.bench._train_step``
 # do both). Why: a DAR step's host work (the routers' custom ops, their offset tables and Triton launches) is about
 # 150-220 ms at SiT-XL/2 on an H100 host, so at the DiT recipe's 32 images per GPU the compiled DAR c4 step waits
-# for the host: 181.6 ms against the residual's 81.3 under ``full`` (GPU busy 102; session 17). Under
-# ``cudagraphs`` (H100, 2026-11-27, session 18, ``benchmarks/results/step_host-graphs32-*-20261127.json``): residual
-# 78.8 ms, DAR static c4 85.3 (1.08x), dynamic c4 110.9 (1.41x). The offset tables are not cached in this mode
-# (``dartool.kernels.tables.GRAPH_SAFE``, set here, process-wide); ``benchmarks/cudagraph_check.py`` checks that a
-# DAR model computes and trains the same as under ``full``. CUDA only.
+# for the host: 181.6 ms against the residual's 81.3 under ``full`` on an H100 (session 17), 138.9 against 70.9 on
+# an H200. Under ``cudagraphs`` (session 18, 2026-11-27; README "What DAR costs"): residual 78.8 / static c4 85.3
+# (1.08x) / dynamic c4 110.9 ms on the H100, 69.3 / 74.6 (1.076x) / 94.2 ms on the H200; B/2 b256 static c4 1.081,
+# XL/2 b64 1.071 (H200). The offset tables are not cached in this mode (``dartool.kernels.tables.GRAPH_SAFE``, set
+# here, process-wide); ``benchmarks/cudagraph_check.py`` checks that a DAR model computes and trains the same as
+# under ``full`` (PASS on H100 and H200). CUDA only; ``dartool train`` refuses it under torchrun until a DDP run is
+# checked against ``full``.
 EXPERIMENTAL_MODES: tuple[str, ...] = ()      # accepted by compile_model, not offered by ``dartool train``
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its

@@ -121,7 +121,8 @@ class Trainer:
         if (cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.distributed
                 and os.environ.get("DARTOOL_CUDAGRAPHS_DDP") != "1"):
             raise ConfigError("--compile-mode cudagraphs is not yet checked under torchrun (DDP's gradient hooks and "
-                              "the graphs' memory pool); use --compile-mode full with several processes")
+                              "the graphs' memory pool); use --compile-mode full with several processes "
+                              "(DARTOOL_CUDAGRAPHS_DDP=1 allows it, to check it)")
         self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
 
     # ------------------------------------------------------------------ messages
