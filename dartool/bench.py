@@ -1359,7 +1359,7 @@ def _union_train(base: list[dict], more: list[dict], source: str) -> list[dict]:
     """``base``'s training-step rows plus those of ``more`` that base lacks, keyed (model, batch, variant, mode)
     like :func:`_keep_group`; a measured row also replaces base's skipped or failed one. Each row keeps the ratios
     and floors its own run computed (nothing is recomputed across runs), and a taken row is marked
-    ``merged_from``. Rows stay in mode order (eager, compile, cudagraphs), as a run writes them."""
+    ``merged_from``. Rows stay in mode order (eager, compiled, cudagraphs), as a run writes them."""
     rows = list(base)
     at = {(r["model"], r["batch"], r["variant"], row_mode(r)): i for i, r in enumerate(rows)}
     for r in more:
