@@ -225,6 +225,11 @@ class Trainer:
             self.init_meta = {}
             models = paired_models(cfg, seed, input_size=self.input_size, in_channels=data.channels,
                                    num_classes=data.num_classes, projector_dim=proj_dim)
+        if (cfg.compile and cfg.compile_mode == "full" and d.device.type == "cuda" and not d.distributed
+                and any(a.routing == "dar" for a in cfg.arms)):
+            self.note_once("cudagraphs", "DAR compiled as one graph waits for the host where the GPU has little work "
+                                         "per step (SiT-XL/2 at 32 images per GPU: about 2x the residual's step); "
+                                         "--compile-mode cudagraphs measured 1.08x there (README, What DAR costs)")
         runs = []
         names = {a.name: n for a, s, n in cfg.run_names() if s == seed}
         for arm, model in zip(cfg.arms, models):
