@@ -413,7 +413,7 @@ def test_xl_batches(tmp_path, fake_cuda):
     # two runs of one part and size started in the same minute on two GPUs keep their own files
     bench.run_bench(tmp_path / "two", quick=True, parts="graphs", sizes="XL", xl_batch="64")
     bench.run_bench(tmp_path / "two", quick=True, parts="graphs", sizes="XL", xl_batch=32)
-    bench.run_bench(tmp_path / "two", quick=True, xl_batch="64,32")
+    bench.run_bench(tmp_path / "two", quick=True, xl_batch="64,32", router=False)   # (CI has no triton)
     stems = sorted(p.stem.split("-", 5)[-1] for p in (tmp_path / "two").glob("*.json"))
     assert stems == ["B_XL64-32", "graphs_XL32", "graphs_XL64"], stems
     assert bench.main(["--xl-batch", "none", "--out", str(tmp_path / "cli")]) == 2
