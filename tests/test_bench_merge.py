@@ -195,7 +195,7 @@ def test_parse_parts():
 
 def test_merge_conflicts_name_the_measuring_flags():
     assert bench.merge_conflicts(quick=False, compile=True, paired_rounds=0, resume=None, parts=None) == []
-    assert bench.merge_conflicts(resume="x.json", compile=False, parts="check", time_budget_s=1800.0) == [
+    assert bench.merge_conflicts(resume="x.json", compile=False, parts="check", time_budget_s=2400.0) == [
         "--resume", "--no-compile", "--parts"]
     with pytest.raises(bench.MergeError, match="--merge measures nothing, so --resume would be ignored"):
         bench.bench_or_merge("out", ["a.json"], resume="x.json")
