@@ -88,3 +88,51 @@ def test_torchrun_two_processes_match_one_process(tmp_path, npz):
     with np.load(tmp_path / "samples.npz") as f:
         assert np.array_equal(f["y"], y)
         assert np.abs(f["x"].astype(int) - x.astype(int)).max() <= 1      # thread counts may flip a rounding
+
+
+DRIFT_WORKER = textwrap.dedent("""
+    import json, sys
+    import torch
+    import dartool.train.loop as L
+    from dartool.train import TrainConfig
+    from dartool.train import ddp as D
+
+    cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
+    d = D.setup("cpu")
+    step = L.optimizer_step
+
+    def drifting(module, model, *a, **k):      # rank 1 alone moves one weight after its step: ranks out of step
+        out = step(module, model, *a, **k)
+        if d.rank == 1:
+            with torch.no_grad():
+                next(model.parameters()).add_(1e-6)
+        return out
+
+    L.optimizer_step = drifting
+    try:
+        L.train(cfg, progress=False)
+    except L.TrainError as e:
+        print("TrainError:", e, flush=True)
+        sys.exit(3)
+""")
+
+
+def test_torchrun_ranks_out_of_step_stop_before_the_checkpoint(tmp_path, npz):
+    """Under torchrun every rank must hold the same weights at each checkpoint (DDP keeps them equal bit for bit);
+    one rank's weights drifting stops training on every rank, with a one-line error naming the arm and the first
+    parameter, before the checkpoint is written."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    script = tmp_path / "worker.py"
+    script.write_text(DRIFT_WORKER)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           json.dumps(_cfg(out, npz).to_dict())]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    said = proc.stdout                       # (the two ranks' lines may interleave)
+    assert said.count("arm residual: the 2 processes' weights differ at step 3 (first: pos_embed)") == 2, \
+        said[-2000:] + proc.stderr[-2000:]                                   # both ranks stop, neither hangs
+    assert said.count("no checkpoint was written yet") == 2
+    assert not (out / "residual" / "checkpoints" / "last.pt").exists()

@@ -264,6 +264,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def save(self, runs: list[ArmRun], step: int, data: Dataset) -> None:
         self.check_finite(runs, step)
+        self.check_in_step(runs, step)
         if self.d.main:
             for r in runs:
                 write_checkpoint(
@@ -300,6 +301,31 @@ class Trainer:
         set_rng_state(objs[0].get("rng"))
         self.log(f"resumed {', '.join(r.name for r in runs)} at step {step}")
         return step
+
+    def check_in_step(self, runs: list[ArmRun], step: int) -> None:
+        """Under torchrun, before each checkpoint: every rank must hold the same weights (DDP averages the gradients
+        and every rank takes the same optimizer step, so they agree bit for bit). Each parameter's float64 sum and
+        sum of squares are compared across ranks (their max against their min); a difference stops training
+        before the checkpoint is written."""
+        if not self.d.distributed:
+            return
+        for r in runs:
+            named = list(r.model.named_parameters())
+            with torch.no_grad():
+                fp = torch.stack([t for _, p in named for t in (p.double().sum(), p.double().square().sum())])
+            hi = D.all_reduce(self.d, fp.clone(), "max")
+            lo = -D.all_reduce(self.d, -fp, "max")
+            if not torch.equal(hi, lo):
+                bad = int(torch.nonzero(hi != lo)[0, 0]) // 2
+                last = getattr(self, "last_saved", None)
+                keep = f"last checkpoint in step: {r.ckpt_dir / 'last.pt'} (step {last})" if last else \
+                    "no checkpoint was written yet"
+                raise TrainError(
+                    f"arm {r.name}: the {self.d.world_size} processes' weights differ at step {step} (first: "
+                    f"{named[bad][0]}), so their gradients were not averaged alike; training stopped, {keep}. "
+                    f"Report it with the command line"
+                    + ("; --compile-mode full avoids CUDA graphs, the likely cause"
+                       if self.cfg.compile and self.cfg.compile_mode == "cudagraphs" else ""))
 
     def check_finite(self, runs: list[ArmRun], step: int) -> None:
         for r in runs:
