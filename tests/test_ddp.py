@@ -52,16 +52,20 @@ def _cfg(out: Path, data: str) -> TrainConfig:
                        label_dropout=0.25, precision="fp64", device="cpu")
 
 
-def test_torchrun_two_processes_match_one_process(tmp_path, npz):
+def _torchrun(tmp_path: Path, worker: str, *args: str) -> subprocess.CompletedProcess:
+    """``worker`` (Python source) under torchrun on two CPU processes, with ``args``; its result."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                             "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(worker)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path, npz):
     ddp_out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           json.dumps(_cfg(ddp_out, npz).to_dict()), str(tmp_path / "samples.npz")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _torchrun(tmp_path, WORKER, json.dumps(_cfg(ddp_out, npz).to_dict()), str(tmp_path / "samples.npz"))
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     single = tmp_path / "single"
@@ -121,15 +125,8 @@ def test_torchrun_ranks_out_of_step_stop_before_the_checkpoint(tmp_path, npz):
     """Under torchrun every rank must hold the same weights at each checkpoint (DDP keeps them equal bit for bit);
     one rank's weights drifting stops training on every rank, with a one-line error naming the arm and the first
     parameter, before the checkpoint is written."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    script = tmp_path / "worker.py"
-    script.write_text(DRIFT_WORKER)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           json.dumps(_cfg(out, npz).to_dict())]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _torchrun(tmp_path, DRIFT_WORKER, json.dumps(_cfg(out, npz).to_dict()))
     assert proc.returncode != 0
     said = proc.stdout                       # (the two ranks' lines may interleave)
     assert said.count("arm residual: the 2 processes' weights differ at step 3 (first: pos_embed)") == 2, \
