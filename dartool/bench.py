@@ -1606,7 +1606,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     if eager or compiled or graphs or paired:
         log("[4/5] training step: residual vs DAR")
         big = torch.cuda.get_device_properties(0).total_memory > 100e9
-        xlbs = parse_xl_batches(xl_batch, big)
+        xlbs = xl_batches if xl_given else parse_xl_batches(None, big)
         full = [("residual", "static", 4, True), ("dar", "static", 4, True), ("dar", "static_t", 4, True),
                 ("dar", "dynamic", 4, True), ("dar", "static", 1, True), ("dar", "static", 8, True)]
         if reason:

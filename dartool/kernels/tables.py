@@ -8,7 +8,7 @@ the device; a miss costs one small pinned host tensor and one host-to-device cop
 pinned ring for the misses was built, measured and removed as it changed nothing (session 15,
 ``benchmarks/KERNEL_NOTES.md``).
 
-CUDA graphs (``torch.compile(mode="reduce-overhead")``, dartool's experimental ``cudagraphs`` compile mode) need
+CUDA graphs (``torch.compile(mode="reduce-overhead")``, dartool's ``cudagraphs`` compile mode) need
 two things of the tables. (1) Inductor's graph trees check, after a warm-up run, that no tensor allocated in
 their memory pool is still alive unless it is an output: cached tables are (session 17, H100: "Detected 54
 tensor(s) in the cudagraph pool not tracked as outputs"). So while :data:`GRAPH_SAFE` is set (``compile_model``

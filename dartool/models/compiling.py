@@ -59,7 +59,6 @@ COMPILE_MODES = ("full", "regions", "blocks", "cudagraphs")
 # here, process-wide); ``benchmarks/cudagraph_check.py`` checks that a DAR model computes and trains the same as
 # under ``full`` (PASS on H100 and H200). CUDA only; ``dartool train`` refuses it under torchrun until a DDP run is
 # checked against ``full``.
-EXPERIMENTAL_MODES: tuple[str, ...] = ()      # accepted by compile_model, not offered by ``dartool train``
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
 # choice). Experiments set it between models (``benchmarks/compile_options.py``).
@@ -79,8 +78,8 @@ def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
     configuration. ``mode="regions"`` sets ``model.compile_regions`` (and raises Dynamo's recompile limit to one
     compile per block); ``mode="blocks"`` compiles the blocks' attention and MLP modules (and the head's linear) in
     place and returns the model itself."""
-    if mode not in COMPILE_MODES + EXPERIMENTAL_MODES:
-        raise ValueError(f"compile mode {mode!r}: use one of {', '.join(COMPILE_MODES + EXPERIMENTAL_MODES)}")
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
     cfg = getattr(model, "config", None)
     opts = inductor_options(cfg) if isinstance(cfg, ModelConfig) else {}
     if opts:

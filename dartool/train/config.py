@@ -274,6 +274,11 @@ class TrainConfig:
         d["arms"] = [a.to_dict() for a in self.arms]
         return d
 
+    @property
+    def cudagraphs(self) -> bool:
+        """Whether the arms are compiled under CUDA graphs (``--compile --compile-mode cudagraphs``)."""
+        return self.compile and self.compile_mode == "cudagraphs"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}

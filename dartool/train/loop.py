@@ -115,11 +115,10 @@ class Trainer:
         self.progress: Progress | None = None
         if cfg.precision == "fp64" and self.d.device.type != "cpu":
             raise ConfigError("--precision fp64 is for CPU tests only")
-        if cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.device.type != "cuda":
+        if cfg.cudagraphs and self.d.device.type != "cuda":
             raise ConfigError(f"--compile-mode cudagraphs needs a CUDA device (this run is on {self.d.device.type}); "
                               f"use --compile-mode full")
-        if (cfg.compile and cfg.compile_mode == "cudagraphs" and self.d.distributed
-                and os.environ.get("DARTOOL_CUDAGRAPHS_DDP") != "1"):
+        if cfg.cudagraphs and self.d.distributed and os.environ.get("DARTOOL_CUDAGRAPHS_DDP") != "1":
             raise ConfigError("--compile-mode cudagraphs is not yet checked under torchrun (DDP's gradient hooks and "
                               "the graphs' memory pool); use --compile-mode full with several processes "
                               "(DARTOOL_CUDAGRAPHS_DDP=1 allows it, to check it)")
@@ -317,28 +316,28 @@ class Trainer:
             lo = -D.all_reduce(self.d, -fp, "max")
             if not torch.equal(hi, lo):
                 bad = int(torch.nonzero(hi != lo)[0, 0]) // 2
-                last = getattr(self, "last_saved", None)
-                keep = f"last checkpoint in step: {r.ckpt_dir / 'last.pt'} (step {last})" if last else \
-                    "no checkpoint was written yet"
                 raise TrainError(
                     f"arm {r.name}: the {self.d.world_size} processes' weights differ at step {step} (first: "
-                    f"{named[bad][0]}), so their gradients were not averaged alike; training stopped, {keep}. "
-                    f"Report it with the command line"
-                    + ("; --compile-mode full avoids CUDA graphs, the likely cause"
-                       if self.cfg.compile and self.cfg.compile_mode == "cudagraphs" else ""))
+                    f"{named[bad][0]}), so their gradients were not averaged alike; training stopped, "
+                    f"{self.kept_checkpoint(r)}. Report it with the command line"
+                    + ("; --compile-mode full avoids CUDA graphs, the likely cause" if self.cfg.cudagraphs else ""))
+
+    def kept_checkpoint(self, r: ArmRun) -> str:
+        """Where a run stopped by a check leaves the arm: its last checkpoint, or none yet."""
+        last = getattr(self, "last_saved", None)
+        return f"last good checkpoint: {r.ckpt_dir / 'last.pt'} (step {last})" if last else \
+            "no checkpoint was written yet"
 
     def check_finite(self, runs: list[ArmRun], step: int) -> None:
         for r in runs:
             bad = r.meters.check_finite(self.d)
             if bad is not None:
-                last = getattr(self, "last_saved", None)
                 where = f"step {bad + 1}" if bad >= 0 else f"a step before {step} (on another rank)"
-                keep = (f"last good checkpoint: {r.ckpt_dir / 'last.pt'} (step {last})" if last
-                        else "no checkpoint was written yet")
                 if r.logger is not None:
                     r.logger.write(dict(kind="event", step=step, event="non_finite", first_bad_step=bad + 1))
                 raise NonFiniteLoss(
-                    f"arm {r.name}: non-finite loss or gradient at {where}; training stopped, {keep}. "
+                    f"arm {r.name}: non-finite loss or gradient at {where}; training stopped, "
+                    f"{self.kept_checkpoint(r)}. "
                     f"Lower --lr, set --grad-clip, or check the data"
                 )
 
