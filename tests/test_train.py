@@ -1,6 +1,7 @@
 """dartool train on the CPU: loss falls, pairing pairs, resume is bit-for-bit, failures leave good checkpoints."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 from collections import defaultdict
@@ -357,7 +358,7 @@ def test_compile_mode_is_checked_and_reaches_the_train_module(tmp_path, monkeypa
 
     from dartool.cli import app
 
-    with pytest.raises(ConfigError, match="--compile-mode must be one of full, regions, blocks, cudagraphs"):
+    with pytest.raises(ConfigError, match="--compile-mode must be one of auto, full, regions, blocks, cudagraphs"):
         TrainConfig(arms=pair_arms(), compile_mode="graph")
     r = CliRunner().invoke(app, ["train", "--pair", "--compile", "--compile-mode", "graph", "--out",
                                  str(tmp_path / "r"), "--device", "cpu", "--quiet"])
@@ -424,20 +425,23 @@ def test_optimizer_step_under_cuda_graphs_marks_steps_and_drops_gradients(monkey
     assert torch.equal(pa, pb) and torch.equal(ga, gb) and all(torch.equal(a, b) for a, b in zip(wa, wb))
 
 
-def test_cudagraphs_mode_is_refused_under_torchrun_unless_asked_for(tmp_path, monkeypatch):
-    """Several processes with --compile-mode cudagraphs: refused (not yet checked under DDP) with a one-line error
-    naming the way out; DARTOOL_CUDAGRAPHS_DDP=1 lets a check run through."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_compile_mode_auto_is_cudagraphs_on_cuda_and_full_elsewhere(tmp_path, processes):
+    """The default --compile-mode auto becomes cudagraphs on CUDA (one process or several: DDP under CUDA graphs
+    kept the ranks in step, session 19) and full on the CPU; the trainer's config (what config.json records) holds
+    the concrete mode, and a mode given explicitly is kept."""
     from dartool.train import ddp as D
     from dartool.train.loop import Trainer
 
-    cfg = TrainConfig(arms=pair_arms(), compile=True, compile_mode="cudagraphs", out=str(tmp_path / "r"))
-    two = D.Dist(rank=0, world_size=2, device=torch.device("cuda", 0))
-    monkeypatch.delenv("DARTOOL_CUDAGRAPHS_DDP", raising=False)
-    with pytest.raises(ConfigError, match="not yet checked under torchrun.*--compile-mode full.*DARTOOL_CUDAGRAPHS_DDP=1"):
-        Trainer(cfg, dist=two, progress=False)
-    monkeypatch.setenv("DARTOOL_CUDAGRAPHS_DDP", "1")
-    Trainer(cfg, dist=two, progress=False)                         # allowed (nothing runs until .run())
-    one = D.Dist(device=torch.device("cuda", 0))
-    monkeypatch.delenv("DARTOOL_CUDAGRAPHS_DDP")
-    Trainer(cfg, dist=one, progress=False)
+    cfg = TrainConfig(arms=pair_arms(), compile=True, out=str(tmp_path / "r"))
+    assert cfg.compile_mode == "auto" and not cfg.cudagraphs
+    cuda = D.Dist(rank=0, world_size=processes, device=torch.device("cuda", 0))
+    t = Trainer(cfg, dist=cuda, progress=False)                    # nothing runs until .run()
+    assert t.cfg.compile_mode == "cudagraphs" and t.cfg.cudagraphs and t.cfg.to_dict()["compile_mode"] == "cudagraphs"
+    cpu = Trainer(cfg, dist=D.Dist(device=torch.device("cpu")), progress=False)
+    assert cpu.cfg.compile_mode == "full" and not cpu.cfg.cudagraphs
+    for mode in ("full", "regions", "blocks"):
+        given = dataclasses.replace(cfg, compile_mode=mode)
+        assert Trainer(given, dist=cuda, progress=False).cfg.compile_mode == mode
+    assert cfg.compile_mode == "auto"                              # the caller's config is left as it was
     assert not (tmp_path / "r").exists()

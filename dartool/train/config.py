@@ -28,6 +28,8 @@ from ..models.compiling import COMPILE_MODES
 PRECISIONS = ("auto", "bf16", "fp32", "fp64")
 STRATEGIES = ("ddp", "fsdp2")
 EVAL_WEIGHTS = ("ema", "model")
+# --compile-mode: compile_model's modes, and auto (cudagraphs on CUDA, full elsewhere; TrainConfig.resolve_compile_mode)
+TRAIN_COMPILE_MODES = ("auto",) + COMPILE_MODES
 
 
 class ConfigError(ValueError):
@@ -142,7 +144,8 @@ class TrainConfig:
     label_dropout: float = 0.1
     precision: str = "auto"            # auto = bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32 | fp64 (CPU tests)
     compile: bool = False
-    compile_mode: str = "full"         # full | regions | blocks | cudagraphs (dartool.models.compiling; with compile)
+    compile_mode: str = "auto"         # auto = cudagraphs on CUDA, full elsewhere | full | regions | blocks | cudagraphs
+    #                                    (dartool.models.compiling; with compile; see TrainConfig.resolve_compile_mode)
     tf32: bool = True
     strategy: str = "ddp"              # ddp | fsdp2 (documented, see dartool.train.ddp)
     time_budget: float | None = None   # seconds of training (the final eval / probe / report come after)
@@ -211,8 +214,8 @@ class TrainConfig:
             bad(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.strategy not in STRATEGIES:
             bad(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.compile_mode not in COMPILE_MODES:
-            bad(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        if self.compile_mode not in TRAIN_COMPILE_MODES:
+            bad(f"--compile-mode must be one of {', '.join(TRAIN_COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.eval_weights not in EVAL_WEIGHTS:
             bad(f"--eval-weights must be one of {EVAL_WEIGHTS}, got {self.eval_weights!r}")
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "loss_bands", "eval_batch", "eval_steps"):
@@ -276,8 +279,17 @@ class TrainConfig:
 
     @property
     def cudagraphs(self) -> bool:
-        """Whether the arms are compiled under CUDA graphs (``--compile --compile-mode cudagraphs``)."""
+        """Whether the arms are compiled under CUDA graphs (``--compile --compile-mode cudagraphs``; ``auto`` counts
+        once :meth:`resolve_compile_mode` has turned it into the device's mode)."""
         return self.compile and self.compile_mode == "cudagraphs"
+
+    def resolve_compile_mode(self, device_type: str) -> "TrainConfig":
+        """This config with ``compile_mode="auto"`` made concrete for the device: ``cudagraphs`` on CUDA (never
+        slower than ``full`` in the project's measurements, and DAR's routers need it where the GPU has little work
+        per step: README, What DAR costs), ``full`` elsewhere. Any other mode is kept as given."""
+        if self.compile_mode != "auto":
+            return self
+        return dataclasses.replace(self, compile_mode="cudagraphs" if device_type == "cuda" else "full")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

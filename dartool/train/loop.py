@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -103,11 +102,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                  recorder: Recorder | None = None, progress: bool = True, dist: D.Dist | None = None) -> None:
-        self.cfg = cfg
         self.resume, self.overwrite = resume, overwrite
         self.recorder = recorder
         self.show = progress
         self.d = dist or D.setup(cfg.device)
+        self.cfg = cfg = cfg.resolve_compile_mode(self.d.device.type)     # config.json records the mode used
         self.out = Path(cfg.out)
         self.results: list[dict[str, Any]] = []
         self._ref_stats: dict[str, Any] = {}
@@ -118,10 +117,6 @@ class Trainer:
         if cfg.cudagraphs and self.d.device.type != "cuda":
             raise ConfigError(f"--compile-mode cudagraphs needs a CUDA device (this run is on {self.d.device.type}); "
                               f"use --compile-mode full")
-        if cfg.cudagraphs and self.d.distributed and os.environ.get("DARTOOL_CUDAGRAPHS_DDP") != "1":
-            raise ConfigError("--compile-mode cudagraphs is not yet checked under torchrun (DDP's gradient hooks and "
-                              "the graphs' memory pool); use --compile-mode full with several processes "
-                              "(DARTOOL_CUDAGRAPHS_DDP=1 allows it, to check it)")
         self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
 
     # ------------------------------------------------------------------ messages
@@ -224,7 +219,7 @@ class Trainer:
             self.init_meta = {}
             models = paired_models(cfg, seed, input_size=self.input_size, in_channels=data.channels,
                                    num_classes=data.num_classes, projector_dim=proj_dim)
-        if (cfg.compile and cfg.compile_mode == "full" and d.device.type == "cuda" and not d.distributed
+        if (cfg.compile and cfg.compile_mode == "full" and d.device.type == "cuda"
                 and any(a.routing == "dar" for a in cfg.arms)):
             self.note_once("cudagraphs", "DAR compiled as one graph waits for the host where the GPU has little work "
                                          "per step (SiT-XL/2 at 32 images per GPU: about 2x the residual's step); "
