@@ -445,3 +445,39 @@ def test_compile_mode_auto_is_cudagraphs_on_cuda_and_full_elsewhere(tmp_path, pr
         assert Trainer(given, dist=cuda, progress=False).cfg.compile_mode == mode
     assert cfg.compile_mode == "auto"                              # the caller's config is left as it was
     assert not (tmp_path / "r").exists()
+
+
+def test_throughput_leaves_out_the_first_step_of_the_process(tmp_path, monkeypatch, npz):
+    """The summary's img/s leaves out each process's first step (it compiles and records CUDA graphs, which made a
+    300-step B/2 run report half its speed, session 19): step times of a fake clock, the first step slow; the
+    per-window log records stay wall-honest; the summary names the first step's seconds."""
+    import time
+
+    from dartool.train import logs as logs_mod
+    from dartool.train.loop import ArmRun, throughput
+
+    clock = iter(x for i in range(1000) for x in (100.0 * i, 100.0 * i + (20.0 if i == 0 else 0.5)))
+    monkeypatch.setattr(logs_mod.time, "perf_counter", lambda: next(clock))
+    timer = logs_mod.StepTimer(torch.device("cpu"))
+    for _ in range(3):
+        timer.start(); timer.stop()
+    assert timer.take() == pytest.approx(21.0) and timer.first_seconds == pytest.approx(20.0)
+    timer.start(); timer.stop()
+    assert timer.take() == pytest.approx(0.5) and timer.first_seconds == pytest.approx(20.0)
+    run = ArmRun.__new__(ArmRun)
+    run.seconds, run.images, run.seconds_all, run.images_all = 0.0, 0, 20.0, 8
+    assert throughput(run) == pytest.approx(0.4)                      # one step only: its own figure
+    run.seconds, run.images = 1.0, 16
+    assert throughput(run) == pytest.approx(16.0)
+    monkeypatch.setattr(logs_mod.time, "perf_counter", time.perf_counter)
+
+    cfg = tiny(tmp_path / "run", npz, steps=6, log_every=3, ckpt_every=6)
+    summary = train(cfg, progress=False)
+    for r in summary["runs"]:
+        recs = read_log(Path(r["folder"]) / "log.jsonl", "train")
+        assert r["first_step_s"] > 0 and len(recs) == 2
+        # the log windows count all 3 steps each; the summary the 5 after the first
+        steps_s = 3 * cfg.batch_size / recs[0]["img_per_s"] + 3 * cfg.batch_size / recs[1]["img_per_s"] \
+            - r["first_step_s"]
+        assert r["img_per_s"] == pytest.approx(5 * cfg.batch_size / steps_s, rel=1e-6)
+    assert "without this process's first" in (tmp_path / "run" / "summary.md").read_text()

@@ -30,7 +30,8 @@ B/2 b256, c4       1.06 / 1.10     1.18 / 1.10      1.15 / 1.10
 XL/2 b64, c1       1.63 / 1.79     2.19 / 1.19      2.01 / 1.13
 =================  ==============  ===============  ===============
 
-So ``full`` stays the default everywhere. Eager c1, against the same compiled residual, is 1.60 / 1.17 (B/2) and
+So the one-graph mode stays the default over ``regions`` and ``blocks`` (as ``cudagraphs``, ``full`` replayed, in
+``dartool train`` on CUDA since session 19). Eager c1, against the same compiled residual, is 1.60 / 1.17 (B/2) and
 1.77 / 1.14 (XL/2 b64): at XL/2 it beats both other modes, at B/2 ``blocks`` is 7 % faster at the same memory.
 They remain for experiments on compiled memory.
 
@@ -57,8 +58,9 @@ COMPILE_MODES = ("full", "regions", "blocks", "cudagraphs")
 # (1.08x) / dynamic c4 110.9 ms on the H100, 69.3 / 74.6 (1.076x) / 94.2 ms on the H200; B/2 b256 static c4 1.081,
 # XL/2 b64 1.071 (H200). The offset tables are not cached in this mode (``dartool.kernels.tables.GRAPH_SAFE``, set
 # here, process-wide); ``benchmarks/cudagraph_check.py`` checks that a DAR model computes and trains the same as
-# under ``full`` (PASS on H100 and H200). CUDA only; ``dartool train`` refuses it under torchrun until a DDP run is
-# checked against ``full``.
+# under ``full`` (PASS on H100 and H200, chunk sizes 1, 4 and 8). CUDA only. ``dartool train --compile`` uses it by
+# default on CUDA (its ``--compile-mode auto``, ``TrainConfig.resolve_compile_mode``), on one GPU and under torchrun
+# (session 19: two ranks stayed bit-identical through 100 DDP steps, as under ``full``).
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
 # choice). Experiments set it between models (``benchmarks/compile_options.py``).

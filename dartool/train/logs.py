@@ -100,13 +100,20 @@ class Meters:
 
 
 class StepTimer:
-    """Wall time of one arm's steps; CUDA events (no host sync per step) or perf_counter on the CPU."""
+    """Wall time of one arm's steps; CUDA events (no host sync per step) or perf_counter on the CPU.
+
+    The first step this timer sees is also kept apart (``first_seconds``, set by the :meth:`take` that covers it):
+    it holds torch.compile's compiling and CUDA graphs' recording, so a run's throughput leaves it out.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.pending: list[tuple[Any, Any]] = []
         self.cpu_seconds = 0.0
         self._t0: Any = None
+        self.stops = 0
+        self.first_seconds: float | None = None
+        self._first: Any = None             # the first step's (start, end) events / seconds until a take() reads it
 
     def start(self) -> None:
         if self.cuda:
@@ -116,23 +123,34 @@ class StepTimer:
             self._t0 = time.perf_counter()
 
     def stop(self) -> None:
+        self.stops += 1
         if self.cuda:
             end = torch.cuda.Event(enable_timing=True)
             end.record()
             self.pending.append((self._t0, end))
+            if self.stops == 1:
+                self._first = (self._t0, end)
         else:
-            self.cpu_seconds += time.perf_counter() - self._t0
+            secs = time.perf_counter() - self._t0
+            self.cpu_seconds += secs
+            if self.stops == 1:
+                self._first = secs
 
     def take(self) -> float:
-        """Seconds since the last call (synchronises the CUDA events)."""
+        """Seconds since the last call (synchronises the CUDA events); sets ``first_seconds`` once the first step
+        is among them."""
         if self.cuda:
             secs = 0.0
             for a, b in self.pending:
                 b.synchronize()
                 secs += a.elapsed_time(b) / 1000.0
             self.pending = []
-            return secs
-        secs, self.cpu_seconds = self.cpu_seconds, 0.0
+        else:
+            secs, self.cpu_seconds = self.cpu_seconds, 0.0
+        if self._first is not None:
+            f = self._first
+            self.first_seconds = f[0].elapsed_time(f[1]) / 1000.0 if self.cuda else f
+            self._first = None
         return secs
 
 

@@ -89,8 +89,11 @@ class ArmRun:
     eval_copy: SiT | None = None          # ranks > 0: receives the EMA weights for sharded evaluation
     last_record: dict[str, Any] = field(default_factory=dict)
     evals: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0                  # time spent in this arm's steps
-    images: int = 0
+    seconds: float = 0.0                  # time spent in this arm's steps, but its first in this process
+    images: int = 0                       # images of those steps
+    first_step_s: float | None = None     # this process's first step: compiling / recording CUDA graphs
+    seconds_all: float = 0.0              # the first step's log window (added to seconds / images for a run that
+    images_all: int = 0                   # has no other step)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -349,14 +352,20 @@ class Trainer:
         self.check_finite(runs, step)
         parts = [f"step {step}"]
         for r in runs:
+            had_first = r.timer.first_seconds is not None
             secs = r.timer.take()
             n_steps = r.meters.steps
             rec = r.meters.collect(self.d)
-            r.seconds += secs
-            r.images += n_steps * self.cfg.batch_size
+            # the log window's figure counts every step; the run's (summary) leaves out the first (compiling)
             rec = dict(kind="train", step=step, epoch=epoch, **rec, lr=self.cfg.lr,
                        img_per_s=(n_steps * self.cfg.batch_size / secs) if secs > 0 else float("nan"),
                        elapsed_s=round(wall, 3))
+            if not had_first and r.timer.first_seconds is not None:     # this window holds the first step
+                r.first_step_s = r.timer.first_seconds
+                r.seconds_all, r.images_all = secs, n_steps * self.cfg.batch_size
+                secs, n_steps = secs - r.timer.first_seconds, n_steps - 1
+            r.seconds += secs
+            r.images += n_steps * self.cfg.batch_size
             r.last_record = rec
             if r.logger is not None:
                 r.logger.write(rec)
@@ -570,7 +579,8 @@ class Trainer:
         for r in runs:
             self.results.append(dict(
                 run=r.name, arm=r.arm.to_dict(), seed=r.seed, steps=step, stopped=stopped,
-                train_seconds=round(train_seconds, 2), img_per_s=(r.images / r.seconds) if r.seconds else None,
+                train_seconds=round(train_seconds, 2), img_per_s=throughput(r),
+                first_step_s=r.first_step_s,
                 model=r.model.config.label, params=r.model.num_params(), trainable_params=sum(p.numel() for p in r.params),
                 last_train=r.last_record, final_eval=[e for e in r.evals if e.get("final")],
                 eval_steps=sorted({e["step"] for e in r.evals if not e.get("final")}),
@@ -638,6 +648,14 @@ def _sampler_ctx(scfg) -> dict[str, Any]:
     return describe_sampler(scfg.to_dict())
 
 
+def throughput(r: ArmRun) -> float | None:
+    """Images per second of an arm's steps, leaving out the first step of each process (compiling, recording CUDA
+    graphs); a run of that one step only: its own figure."""
+    if r.seconds > 0 and r.images > 0:
+        return r.images / r.seconds
+    return r.images_all / r.seconds_all if r.seconds_all > 0 else None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -670,6 +688,10 @@ def comparison_markdown(summary: dict[str, Any], cfg: TrainConfig) -> str:
         if any(e["metric"] == "hf_energy_ratio" for e in evs):
             lines += ["hf_energy_ratio: the samples' share of spectral energy above half the Nyquist frequency "
                       "over the training data's (1 = the data's amount of fine detail)."]
+    firsts = [f"{r['run']} {r['first_step_s']:.1f} s" for r in summary["runs"] if r.get("first_step_s") is not None]
+    if firsts:
+        lines += ["", "img/s: the training steps without this process's first, which compiles (and records CUDA "
+                      f"graphs) where --compile is on: {', '.join(firsts)}."]
     stops = {r["stopped"] for r in summary["runs"]}
     if "time_budget" in stops:
         lines += ["", "Training ended at the time budget (every arm after the same number of steps)."]
