@@ -33,13 +33,14 @@ Time convention: REPA's own checkpoints use ``time_convention="repa"`` (float t 
 velocity eps - x), unlike SiT (0 = noise). The aligner does not look at t; the trainer must noise and feed t in
 the model's own convention (:mod:`dartool.diffusion`).
 
-Wrappers and compilation: the capture is a forward hook on a tap point of the unwrapped model (DDP ``.module``
-and ``torch.compile``'s ``._orig_mod`` are unwrapped). Calling a ``torch.compile``-d model inside
-:meth:`RepaAligner.capture` was checked on torch 2.13 CPU (backend ``aot_eager``): Dynamo traces the hook, no
-recompiles, and the gradients equal eager mode's. Should a compiled model ever skip the hook,
-:meth:`RepaAligner.loss` raises instead of training silently without alignment. The projector runs outside the
-model's ``forward``; put it inside the module DDP wraps (e.g. a training module that calls the aligner in its
-``forward``), so its gradients are averaged like the rest.
+Two ways to get z_k. :meth:`RepaAligner.capture` puts a forward hook on a tap point of the unwrapped model (DDP
+``.module`` and ``torch.compile``'s ``._orig_mod`` are unwrapped); a compiled model may not call a hook added after
+it was compiled (Dynamo does not guard on module hooks by default), and :meth:`RepaAligner.loss` then raises
+instead of training silently without alignment. :meth:`RepaAligner.loss_of` takes z_k as an output of the model,
+``model(x, t, y, return_block=aligner.block)``, which torch.compile and CUDA graphs see like any output; ``dartool
+train`` uses that path, compiled or not (and DAR's other routers keep their fused LayerNorm, which a hook would
+switch off). The projector runs outside the model's ``forward``; put it inside the module DDP wraps (e.g. a
+training module that calls the aligner in its ``forward``), so its gradients are averaged like the rest.
 """
 from __future__ import annotations
 
@@ -436,16 +437,29 @@ class RepaAligner:
             raise RepaError(
                 f"no hidden state captured at {self.tap}: call aligner.loss inside `with aligner.capture(model):` "
                 f"after the model's forward (a compiled model that skips forward hooks cannot be aligned: "
-                f"run it eagerly)"
+                f"use aligner.loss_of(z, images) with z from model(..., return_block=aligner.block))"
             )
         self._z = None                                                       # consumed: one loss per forward
+        return self._weighted(self._projector, z, images, target)
+
+    def loss_of(self, model: nn.Module, z: torch.Tensor, images: torch.Tensor | None = None, *,
+                target: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`loss` of an explicit ``z`` = z_k, from ``model(x, t, y, return_block=self.block)`` (no hook: the
+        path for torch.compile and CUDA graphs, which see z_k as one of the graph's outputs). ``model``: the
+        model (or its DDP / torch.compile wrapper) whose projector 0 aligns z_k."""
+        base = unwrap(model)
+        self._check_projector(base)
+        return self._weighted(base.projectors[0], z, images, target)
+
+    def _weighted(self, projector: nn.Module, z: torch.Tensor, images: torch.Tensor | None,
+                  target: torch.Tensor | None) -> torch.Tensor:
         if target is None:
             if images is None:
                 raise RepaError("aligner.loss needs the clean images (or a precomputed target)")
             target = self.target(images)                                     # [B, T, dim]
         if target.shape[0] != z.shape[0]:
             raise RepaError(f"{target.shape[0]} target images for a forward of batch {z.shape[0]}")
-        projected = self._projector(z)                                       # [B, T, dim]
+        projected = projector(z)                                             # [B, T, dim]
         loss = repa_loss(projected, target.to(projected.device))
         self.last_loss = loss.detach()
         return self.config.weight * loss

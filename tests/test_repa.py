@@ -194,6 +194,41 @@ def test_capture_is_exactly_the_tap_and_keeps_the_graph(routing):
     assert grad(model.blocks[2]) == 0 and grad(model.final_layer) == 0
 
 
+@pytest.mark.parametrize("routing", ["residual", "dar"])
+def test_return_block_gives_the_tap_and_the_same_loss_and_gradients(routing):
+    """model(..., return_block=k) returns (out, z_k) with out the plain forward's and z_k the hook's tensor; the
+    aligner's loss of that explicit z_k (loss_of, the path torch.compile sees) equals the hook path's loss, and
+    both give the same gradients (float64)."""
+    enc = FakeEncoder()
+    cfg = config_with_projector(tiny(routing, depth=3).replace(projector_hidden=32), enc.dim)
+    model = randomize(SiT(cfg)).double()
+    x, t, y = batch(cfg, dtype=torch.float64)
+    aligner = RepaAligner(model, RepaConfig(block=2), encoder=enc)
+    grads = []
+    for explicit in (False, True):
+        model.zero_grad(set_to_none=True)
+        if explicit:
+            out, z = model(x, t, y, return_block=2)
+            loss = aligner.loss_of(Wrapped(model), z, x)
+        else:
+            with aligner.capture(model):
+                out = model(x, t, y)
+                z = aligner._z
+                loss = aligner.loss(x)
+        (out.square().mean() + loss).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        if explicit:
+            torch.testing.assert_close(out, plain, rtol=0, atol=0)
+            torch.testing.assert_close(z, z_hook, rtol=0, atol=0)
+            torch.testing.assert_close(loss, loss_hook, rtol=0, atol=0)
+        plain, z_hook, loss_hook = out.detach(), z.detach(), loss.detach()
+    assert grads[0].keys() == grads[1].keys() and any(k.startswith("projectors.") for k in grads[0])
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="return_block must be a block in 1..3"):
+        model(x, t, y, return_block=4)
+
+
 class Wrapped(nn.Module):
     """Like DDP: the real model under ``.module``."""
 

@@ -509,10 +509,17 @@ class SiT(nn.Module):
         return stream.prefix.pop(r, None)
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """x [B, C, H, W], t [B] in the model's time convention, y [B] int -> [B, C_out, H, W]."""
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, drop_labels: torch.Tensor | None = None,
+        return_block: int | None = None,
+    ) -> "torch.Tensor | tuple[torch.Tensor, torch.Tensor]":
+        """x [B, C, H, W], t [B] in the model's time convention, y [B] int -> [B, C_out, H, W].
+
+        ``return_block=k`` (1-based) also returns z_k, the state handed on from block k (what ``blocks.{k-1}.hook_out``
+        sees), as ``(out, z_k)``: REPA's alignment input as an output torch.compile sees, unlike a hook."""
         cfg = self.config
+        if return_block is not None and not 1 <= return_block <= cfg.depth:
+            raise ValueError(f"return_block must be a block in 1..{cfg.depth}, got {return_block}")
+        z = None
         v0 = self.hook_embed(self.x_embedder(x) + self.pos_embed)            # [B, T, D]
         c, e_t = self.condition(t, y, drop_labels)                           # [B, D]
         # residual: the stream is the running sum h; DAR: the sources seen so far
@@ -532,11 +539,15 @@ class SiT(nn.Module):
             head_next = k == cfg.depth - 1
             if self.compile_regions:      # torch.compile: one graph per block (models.compiling, mode "regions")
                 torch._dynamo.graph_break()
-            h = block.hook_out(self.route(2 * k + 2, stream, e_t, final=head_next, fuse_ln=fuse))   # z_k
+            returned = return_block == k + 1                                 # z_k must exist as a tensor
+            h = block.hook_out(self.route(2 * k + 2, stream, e_t, final=head_next, fuse_ln=fuse and not returned))
+            if returned:
+                z = h                                                        # [B, T, D] z_k
             if not isinstance(stream, DARStream):
                 stream = h  # the tapped tensor carries on, so gradients taken at z_k are exact
         out = self.final_layer(h, c, self.ln_eps[-1])                        # [B, T, p*p*C_out]
-        return self.unpatchify(out)                                          # [B, C_out, H, W]
+        out = self.unpatchify(out)                                           # [B, C_out, H, W]
+        return out if return_block is None else (out, z)
 
     def forward_with_cfg(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, scale: float, guided_channels: int | None = None

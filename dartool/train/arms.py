@@ -142,12 +142,13 @@ class TrainModule(nn.Module):
         cfg = self.model.config
         xt, t, target = noised(x, eps, s, cfg.time_convention)
         aux: dict[str, torch.Tensor] = {}
-        ctx = self.aligner.capture(self.model) if self.aligner is not None else contextlib.nullcontext()
-        with ctx:
-            out = self._net(xt, t, y, drop_labels=drop)[:, : x.shape[1]]
-            per = (out.float() - target.float()).pow(2).flatten(1).mean(1)            # [b]
-            if self.aligner is not None:
-                aux["repa"] = self.aligner.loss(x)                                   # weighted, scalar
+        if self.aligner is None:
+            out = self._net(xt, t, y, drop_labels=drop)                              # [b, C_out, H, W]
+        else:   # z_k as an output (not a hook), so that torch.compile and CUDA graphs see it
+            out, z = self._net(xt, t, y, drop_labels=drop, return_block=self.aligner.block)   # z: [b, T, D]
+            aux["repa"] = self.aligner.loss_of(self.model, z, x)                     # weighted, scalar
+        out = out[:, : x.shape[1]]
+        per = (out.float() - target.float()).pow(2).flatten(1).mean(1)                # [b]
         return per, aux
 
 

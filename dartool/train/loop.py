@@ -240,9 +240,6 @@ class Trainer:
             if repa_cfg is not None:
                 from ..repa import RepaAligner
 
-                if cfg.compile:
-                    raise ConfigError("--repa captures a hidden state with a hook, which torch.compile ignores: "
-                                      "drop --compile")
                 aligner = RepaAligner(model, repa_cfg, encoder=self._repa_encoder)
                 self.note_once("repa", aligner.describe())
             module = D.wrap(TrainModule(model, aligner, compile=cfg.compile, compile_mode=cfg.compile_mode), d, cfg.strategy)
