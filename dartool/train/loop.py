@@ -89,11 +89,10 @@ class ArmRun:
     eval_copy: SiT | None = None          # ranks > 0: receives the EMA weights for sharded evaluation
     last_record: dict[str, Any] = field(default_factory=dict)
     evals: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0                  # time spent in this arm's steps, but its first in this process
+    seconds: float = 0.0                  # time spent in this arm's steps after this process's first log window
     images: int = 0                       # images of those steps
-    first_step_s: float | None = None     # this process's first step: compiling / recording CUDA graphs
-    seconds_all: float = 0.0              # the first step's log window (added to seconds / images for a run that
-    images_all: int = 0                   # has no other step)
+    first_step_s: float | None = None     # this process's first step: compiling (and its CUDA graphs' warm-up)
+    first_window: tuple[float, int, int] | None = None   # (seconds, images, steps) of this process's first window
 
     @property
     def ckpt_dir(self) -> Path:
@@ -357,12 +356,12 @@ class Trainer:
             rec = dict(kind="train", step=step, epoch=epoch, **rec, lr=self.cfg.lr,
                        img_per_s=(n_steps * self.cfg.batch_size / secs) if secs > 0 else float("nan"),
                        elapsed_s=round(wall, 3))
-            if not had_first and r.timer.first_seconds is not None:     # this window holds the first step
+            if not had_first and r.timer.first_seconds is not None:     # this process's first window
                 r.first_step_s = r.timer.first_seconds
-                r.seconds_all, r.images_all = secs, n_steps * self.cfg.batch_size
-                secs, n_steps = secs - r.timer.first_seconds, n_steps - 1
-            r.seconds += secs
-            r.images += n_steps * self.cfg.batch_size
+                r.first_window = (secs, n_steps * self.cfg.batch_size, n_steps)
+            else:
+                r.seconds += secs
+                r.images += n_steps * self.cfg.batch_size
             r.last_record = rec
             if r.logger is not None:
                 r.logger.write(rec)
@@ -646,11 +645,18 @@ def _sampler_ctx(scfg) -> dict[str, Any]:
 
 
 def throughput(r: ArmRun) -> float | None:
-    """Images per second of an arm's steps, leaving out the first step of each process (compiling, recording CUDA
-    graphs); a run of that one step only: its own figure."""
+    """Images per second of an arm's steps after this process's first log window, which holds compiling and CUDA
+    graphs' warm-up and recording (a DAR B/2 arm compiled with CUDA graphs: 54 s in its first step and about 7 s
+    more in the next ones, session 19). A run of one window: that window without its first step, or with it if
+    the window has no other."""
     if r.seconds > 0 and r.images > 0:
         return r.images / r.seconds
-    return r.images_all / r.seconds_all if r.seconds_all > 0 else None
+    if r.first_window is None:
+        return None
+    secs, images, steps = r.first_window
+    if steps > 1 and r.first_step_s is not None and secs > r.first_step_s:
+        return images * (steps - 1) / steps / (secs - r.first_step_s)
+    return images / secs if secs > 0 else None
 
 
 def device_name(device: torch.device) -> str:
@@ -687,8 +693,8 @@ def comparison_markdown(summary: dict[str, Any], cfg: TrainConfig) -> str:
                       "over the training data's (1 = the data's amount of fine detail)."]
     firsts = [f"{r['run']} {r['first_step_s']:.1f} s" for r in summary["runs"] if r.get("first_step_s") is not None]
     if firsts:
-        lines += ["", "img/s: the training steps without this process's first, which compiles (and records CUDA "
-                      f"graphs) where --compile is on: {', '.join(firsts)}."]
+        lines += ["", "img/s: the training steps after the first log window, which holds compiling and CUDA "
+                      f"graphs' recording where --compile is on (the first step: {', '.join(firsts)})."]
     stops = {r["stopped"] for r in summary["runs"]}
     if "time_budget" in stops:
         lines += ["", "Training ended at the time budget (every arm after the same number of steps)."]
