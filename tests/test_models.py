@@ -354,6 +354,46 @@ def test_shared_prefix_runs_one_pass_per_group(monkeypatch, group, passes):
         assert float(stream.prefix[i][0]) == float(i)
 
 
+def test_triton_flag_is_resolved_before_torch_compile_traces_a_router(monkeypatch):
+    """dispatch.triton_available() caches its answer in a module global; traced by Dynamo while still unset, the
+    global became a guard that failed at the second call and recompiled every DAR model once (session 19, seen
+    with TORCH_LOGS=recompiles on an H200). Building a DAR SiT, and compile_model, resolve it first."""
+    from dartool.kernels import dispatch
+    from dartool.models import compiling
+
+    monkeypatch.setattr(compiling.torch, "compile", lambda m, **kw: m)
+    monkeypatch.setattr(dispatch, "_triton_ok", None)
+    SiT(model_config("S", 2, input_size=8).replace(depth=1))                          # residual: left alone
+    assert dispatch._triton_ok is None
+    model = SiT(model_config("S", 2, input_size=8, routing="dar").replace(depth=1))
+    assert dispatch._triton_ok is not None
+    monkeypatch.setattr(dispatch, "_triton_ok", None)
+    compiling.compile_model(model)
+    assert dispatch._triton_ok is not None
+
+
+def test_each_compiled_model_raises_dynamos_recompile_limit(monkeypatch):
+    """Arms of other configurations are other versions of SiT.forward for Dynamo: compiling more SiTs than its
+    recompile limit (8) must not leave the rest running uncompiled."""
+    from dartool.models import compiling
+
+    dyn = torch._dynamo.config
+    name = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+    before = getattr(dyn, name)
+    monkeypatch.setattr(compiling, "_compiled_models", 0)
+    monkeypatch.setattr(compiling.torch, "compile", lambda m, **kw: m)
+    model = SiT(model_config("S", 2, input_size=8).replace(depth=1))
+    try:
+        setattr(dyn, name, 8)
+        for _ in range(12):
+            compiling.compile_model(model)
+        assert getattr(dyn, name) == 20
+        compiling.compile_model(torch.nn.Linear(2, 2))             # not a SiT: not counted
+        assert getattr(dyn, name) == 20
+    finally:
+        setattr(dyn, name, before)
+
+
 def test_compile_model_passes_the_models_inductor_options(monkeypatch):
     """compile_model: torch.compile with models.compiling's options for the model (none by default; OVERRIDE forces
     a set, as benchmarks/compile_options.py does between models)."""

@@ -75,6 +75,26 @@ def inductor_options(config: ModelConfig) -> dict[str, Any]:
     return {}
 
 
+_compiled_models = 0
+
+
+def _raise_recompile_limit(at_least: int) -> None:
+    """Let Dynamo keep at least this many compiled versions of one function (``recompile_limit``; past it, a
+    function silently runs uncompiled)."""
+    dyn = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"   # older torch
+    setattr(dyn, limit, max(getattr(dyn, limit), at_least))
+
+
+def _count_compiled_model() -> None:
+    """Every SiT compiled as one graph is one more version of ``SiT.forward`` (Dynamo keys its cache on the code,
+    and arms of other configurations fail each other's guards): ``dartool train --arms`` with more than 8 kinds of
+    arm would otherwise run the rest uncompiled."""
+    global _compiled_models
+    _compiled_models += 1
+    _raise_recompile_limit(8 + _compiled_models)
+
+
 def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
     """The compiled callable of ``model`` (``torch.compile`` keywords in ``kw``) with :func:`inductor_options` of its
     configuration. ``mode="regions"`` sets ``model.compile_regions`` (and raises Dynamo's recompile limit to one
@@ -84,8 +104,16 @@ def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
         raise ValueError(f"compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
     cfg = getattr(model, "config", None)
     opts = inductor_options(cfg) if isinstance(cfg, ModelConfig) else {}
+    from ..kernels import dispatch
+
+    # resolve the cached "does Triton import" flag before Dynamo first traces a router: traced while still unset,
+    # it became a guard that failed on the second call and recompiled every DAR model once (session 19: 6.9 s at
+    # SiT-B/2 under CUDA graphs, in its second training step)
+    dispatch.triton_available()
     if opts:
         kw = dict(kw, options=opts)
+    if isinstance(cfg, ModelConfig) and mode in ("full", "cudagraphs"):
+        _count_compiled_model()
     if mode == "full":
         return torch.compile(model, **kw)
     if mode == "cudagraphs":
@@ -99,9 +127,7 @@ def compile_model(model: torch.nn.Module, mode: str = "full", **kw: Any):
         model.compile_regions = True
         # every block's graph is the same code re-entered with other sources: allow one compile per block and more
         depth = len(getattr(model, "blocks", ()))
-        dyn = torch._dynamo.config
-        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"   # older torch
-        setattr(dyn, limit, max(getattr(dyn, limit), 2 * depth + 16))
+        _raise_recompile_limit(2 * depth + 16)
         return torch.compile(model, **kw)
     if not hasattr(model, "blocks"):
         raise ValueError("compile mode 'blocks' needs a SiT (a model with .blocks and .final_layer)")

@@ -370,6 +370,8 @@ class SiT(nn.Module):
         super().__init__()
         self.config = cfg = config
         D = cfg.hidden_size
+        if cfg.routing == "dar":      # resolved now, not in a torch.compile trace (models.compiling.compile_model)
+            _kernels.dispatch.triton_available()
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, D)
         self.t_embedder = TimestepEmbedder(D)
         self.y_embedder = LabelEmbedder(cfg.num_classes, D, cfg.class_dropout_prob)

@@ -2,6 +2,7 @@
 # Session 19: where a compiled DAR arm spends its warm-up. s19_c's summary showed DAR B/2 under CUDA graphs at
 # 864 img/s while its log windows after the first ran at 1,770: about 7 s beyond the 54 s first step. One GPU, SiT-B/2
 # pair, 12 steps logged one by one, Dynamo's recompiles logged. Carry the zarr wheels, the test npz and .commit.
+# First run: DAR recompiled at its second step (a guard on dispatch._triton_ok); run again after the fix.
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 R=/tmp/r; mkdir -p $R
