@@ -511,3 +511,8 @@ def test_throughput_leaves_out_the_first_log_window_of_the_process(tmp_path, mon
         later_s = sum(3 * cfg.batch_size / rec["img_per_s"] for rec in recs[1:])
         assert r["img_per_s"] == pytest.approx(6 * cfg.batch_size / later_s, rel=1e-9)
     assert "after the first log window" in (tmp_path / "run" / "summary.md").read_text()
+    assert summary["step_peak_gb"] is None and "peak GPU memory" not in (tmp_path / "run" / "summary.md").read_text()
+    from dartool.train.loop import comparison_markdown
+
+    assert "peak GPU memory in training steps 12.3 GB per process" in comparison_markdown(
+        dict(summary, step_peak_gb=12.345), cfg)                     # what a CUDA run's summary says

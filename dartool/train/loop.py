@@ -111,6 +111,7 @@ class Trainer:
         self.cfg = cfg = cfg.resolve_compile_mode(self.d.device.type)     # config.json records the mode used
         self.out = Path(cfg.out)
         self.results: list[dict[str, Any]] = []
+        self.step_peak = 0          # bytes: the most GPU memory allocated during any training step of this process
         self._ref_stats: dict[str, Any] = {}
         self._notes: set[str] = set()
         self.progress: Progress | None = None
@@ -337,12 +338,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, r: ArmRun, b: StepBatch) -> None:
+        cuda = self.d.device.type == "cuda"
+        if cuda:      # the allocator's own counters (host side, no sync): the steps' peak, not evaluation's
+            torch.cuda.reset_peak_memory_stats(self.d.device)
         r.timer.start()
         per, gnorm, aux = optimizer_step(r.module, r.model, r.params, r.opt, r.ema, b.x, b.y, b.eps, b.s, b.drop,
                                          b.step, device=self.d.device, precision=self.cfg.precision,
                                          grad_clip=self.cfg.grad_clip)
         r.meters.add(b.step, per, b.s, gnorm, aux)
         r.timer.stop()
+        if cuda:
+            self.step_peak = max(self.step_peak, torch.cuda.max_memory_allocated(self.d.device))
 
     def write_log(self, runs: list[ArmRun], step: int, epoch: int, wall: float) -> None:
         self.check_finite(runs, step)
@@ -607,7 +613,8 @@ class Trainer:
         cfg = self.cfg
         summary = dict(out=str(self.out), seconds=round(seconds, 2), device=device_name(self.d.device),
                        world_size=self.d.world_size, precision=precision_label(self.d.device, cfg.precision),
-                       global_batch=cfg.batch_size, runs=self.results)
+                       global_batch=cfg.batch_size, runs=self.results,
+                       step_peak_gb=round(self.step_peak / 1e9, 3) if self.step_peak else None)
         if not self.d.main:
             return summary
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -674,7 +681,10 @@ def comparison_markdown(summary: dict[str, Any], cfg: TrainConfig) -> str:
     head = ["run", "model", "steps", "loss"] + [b.replace("loss_", "") for b in bands] + metrics + ["img/s"]
     lines = [f"# dartool run {summary['out']}", "",
              f"{summary['device']} x {summary['world_size']}, {summary['precision']}, global batch "
-             f"{summary['global_batch']}, {summary['seconds']:.0f} s in all.", "",
+             f"{summary['global_batch']}, {summary['seconds']:.0f} s in all"
+             + (f"; peak GPU memory in training steps {summary['step_peak_gb']:.1f} GB per process (every arm's "
+                f"weights, optimizer state and compiled graphs' memory resident)" if summary.get("step_peak_gb")
+                else "") + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary["runs"]:
         lt = r["last_train"]
