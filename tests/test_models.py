@@ -372,26 +372,20 @@ def test_triton_flag_is_resolved_before_torch_compile_traces_a_router(monkeypatc
     assert dispatch._triton_ok is not None
 
 
-def test_each_compiled_model_raises_dynamos_recompile_limit(monkeypatch):
+def test_each_compiled_model_raises_dynamos_recompile_limit(monkeypatch, recompile_limit):
     """Arms of other configurations are other versions of SiT.forward for Dynamo: compiling more SiTs than its
     recompile limit (8) must not leave the rest running uncompiled."""
     from dartool.models import compiling
 
     dyn = torch._dynamo.config
-    name = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
-    before = getattr(dyn, name)
     monkeypatch.setattr(compiling, "_compiled_models", 0)
     monkeypatch.setattr(compiling.torch, "compile", lambda m, **kw: m)
     model = SiT(model_config("S", 2, input_size=8).replace(depth=1))
-    try:
-        setattr(dyn, name, 8)
-        for _ in range(12):
-            compiling.compile_model(model)
-        assert getattr(dyn, name) == 20
-        compiling.compile_model(torch.nn.Linear(2, 2))             # not a SiT: not counted
-        assert getattr(dyn, name) == 20
-    finally:
-        setattr(dyn, name, before)
+    for _ in range(12):
+        compiling.compile_model(model)
+    assert getattr(dyn, recompile_limit) == 20
+    compiling.compile_model(torch.nn.Linear(2, 2))                 # not a SiT: not counted
+    assert getattr(dyn, recompile_limit) == 20
 
 
 def test_compile_model_passes_the_models_inductor_options(monkeypatch):
@@ -485,7 +479,22 @@ def test_compile_modes_compute_the_eager_function(mode):
         assert torch.allclose(got[1][n], ref[1][n], rtol=1e-4, atol=1e-6), n
 
 
-def test_compile_mode_regions_breaks_the_graph_per_block(monkeypatch):
+@pytest.fixture
+def recompile_limit():
+    """Dynamo's recompile limit set to 8 for a test and put back after it by plain assignment (monkeypatch's undo
+    leaves the option hidden on torch 2.13's config module, and every later torch.compile then fails); yields its
+    name."""
+    dyn = torch._dynamo.config
+    name = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+    before = getattr(dyn, name)
+    setattr(dyn, name, 8)
+    try:
+        yield name
+    finally:
+        setattr(dyn, name, before)
+
+
+def test_compile_mode_regions_breaks_the_graph_per_block(monkeypatch, recompile_limit):
     """mode="regions": the model asks for a graph break after each block, Dynamo may compile once per block, and
     the whole model goes to torch.compile; uncompiled, the break is a no-op."""
     from dartool.models import compiling
@@ -494,9 +503,8 @@ def test_compile_mode_regions_breaks_the_graph_per_block(monkeypatch):
     assert model.compile_regions is False
     seen = []
     monkeypatch.setattr(compiling.torch, "compile", lambda m, **kw: seen.append(m) or m)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     assert compiling.compile_model(model, "regions") is model and seen == [model]
-    assert model.compile_regions is True and torch._dynamo.config.recompile_limit >= 2 * 3 + 16
+    assert model.compile_regions is True and getattr(torch._dynamo.config, recompile_limit) >= 2 * 3 + 16
     breaks = []
     monkeypatch.setattr(torch._dynamo, "graph_break", lambda: breaks.append(1))
     model(torch.randn(1, 4, 8, 8), torch.rand(1), torch.zeros(1, dtype=torch.long))
