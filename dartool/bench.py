@@ -1256,6 +1256,28 @@ def parse_sizes(spec: "str | Iterable[str] | None") -> tuple[str, ...]:
                          lambda n: n.upper().removeprefix("SIT-").removesuffix("/2"), " (SiT-B/2, SiT-XL/2)")
 
 
+# the DAR variants of the training-step parts (routing, query, chunk, fused), by their --variants names; the
+# residual is always timed (every ratio is against it)
+BENCH_VARIANTS = {"static-c4": ("dar", "static", 4, True), "static_t-c4": ("dar", "static_t", 4, True),
+                  "dynamic-c4": ("dar", "dynamic", 4, True), "static-c1": ("dar", "static", 1, True),
+                  "static-c8": ("dar", "static", 8, True)}
+
+
+def parse_variants(spec: "str | Iterable[str] | None") -> "tuple[str, ...] | None":
+    """The DAR variants a ``--variants`` value selects (comma-separated names of :data:`BENCH_VARIANTS`; ``DAR
+    static c8``, ``dar:static:c8`` and ``static c8`` read as ``static-c8``), in the bench's order; None: all.
+    Bad names are a one-line :class:`BenchError`."""
+    if spec is None or spec == "":
+        return None
+
+    def norm(n: str) -> str:
+        n = n.strip().lower().replace(":", "-").replace(" ", "-")
+        return n.removeprefix("dar-")
+
+    return _parse_subset(spec, tuple(BENCH_VARIANTS), "--variants", "variant", norm,
+                         " (the residual is always timed)")
+
+
 RECIPE_BATCH = 32      # images per GPU in the DiT / SiT recipe (256 over 8 GPUs): where DAR's host work shows
 
 
@@ -1498,7 +1520,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
               sweep: bool = False, check: bool = True, train: bool = True, sampling: bool = True,
               router: bool = True, xl_batch: "int | str | None" = None, time_budget_s: float = 2400.0,
               paired_rounds: int = 0, resume: "Path | None" = None,
-              parts: "str | Iterable[str] | None" = None, sizes: "str | Iterable[str] | None" = None) -> dict:
+              parts: "str | Iterable[str] | None" = None, sizes: "str | Iterable[str] | None" = None,
+              variants: "str | Iterable[str] | None" = None) -> dict:
     """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
     measured parts are kept and not run again (a run that outgrew one machine slot continues in the next).
     ``paired_rounds`` > 0: time the compiled residual, static c4 and dynamic c4 steps of each size in that many
@@ -1511,6 +1534,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     record those that ran in ``res["parts"]``. The copy bandwidth always runs (floors need it).
     ``sizes``: which of :data:`BENCH_SIZES` the training-step parts measure (None: both), so that one size's
     compiled rows can run on one GPU and the other's on another; the file name then names them too.
+    ``variants``: which DAR variants of :data:`BENCH_VARIANTS` the eager, compiled and graphs rows time (None:
+    all; the residual always runs); the file name then names them. The paired rounds and sampling keep theirs.
     Not ``quick``: the compiled rows cover the eager rows' variants (static, static_t, dynamic c4; static c1, c8),
     residual and static c4 first, then dynamic c4, then the rest while ``compile_budget_s`` lasts."""
     t_begin = time.time()
@@ -1518,6 +1543,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     chosen = parse_sizes(sizes)
     xl_batches = parse_xl_batches(xl_batch)     # bad batches fail here, before anything is measured
     xl_given = xl_batch not in (None, 0, "")
+    chosen_variants = parse_variants(variants)
     if parts is not None and "paired" in selected and paired_rounds <= 0:
         raise BenchError("--parts paired needs --paired-rounds N (N > 0; 6 is a good choice)")
     env = env_info()
@@ -1527,10 +1553,12 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log(f"resuming {resume}: keeping {', '.join(res['resumed'][-1]['parts']) or 'nothing'} "
             f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
         res["env"] = env
-    elif parts is not None or sizes is not None or xl_given:   # partial runs at once on one host's GPUs: own files
+    elif parts is not None or sizes is not None or xl_given or chosen_variants:   # partial runs: files of their own
         named = chosen if sizes is not None or xl_given else ()
         if xl_given:         # runs of one part and size apart by their batches (-graphs_XL64, -graphs_XL32)
             named = tuple(z + "-".join(map(str, xl_batches)) if z == "XL" else z for z in named)
+        if chosen_variants:  # and by their variants (-graphs_XL32_static-c8)
+            named += tuple(chosen_variants)
         res["_stem"] = results_stem(env.get("card"), "_".join((selected if parts is not None else ()) + named))
     ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
     res["parts"] = ran
@@ -1614,6 +1642,9 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         sizes_b = [(z, b) for z, bs in (("B", (256,)), ("XL", xlbs)) if z in chosen for b in bs]
         if quick:
             full = full[:2] + [full[3]]
+        if chosen_variants:
+            keep = {BENCH_VARIANTS[n] for n in chosen_variants}
+            full = [v for v in full if v[0] == "residual" or v in keep or (not v[3] and v[:3] + (True,) in keep)]
         res["train"] = [r for r in res.get("train", []) if not r.get("skipped") and not r.get("error")]
         if eager:
             _eager_rows(res, out, sizes_b, full, deadline, ran)
@@ -1622,12 +1653,13 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
 
             res["compiled_accum"] = dict(on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
                                          ops_version=compiled_slots.OPS_VERSION)
+        only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
-                           full if not quick and not reason else None)
+                           full if not quick and not reason else None, only=only)
         if graphs:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
-                           full if not quick and not reason else None, compile_mode="cudagraphs")
+                           full if not quick and not reason else None, compile_mode="cudagraphs", only=only)
         if paired:
             _paired_rounds(res, out, sizes_b, paired_rounds, deadline, ran)
         if sizes is not None:
@@ -1676,19 +1708,22 @@ def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: flo
 
 
 def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[str],
-                   full: "list | None" = None, compile_mode: str = "full") -> None:
+                   full: "list | None" = None, compile_mode: str = "full", only: "list | None" = None) -> None:
     """The separately timed compiled training-step rows, bounded by ``cdead``: residual + static c4 of every
     (size, batch) first, then dynamic c4, then (``full``: the variant list of a full run) the other variants of
     ``full``, while the budget lasts. ``compile_mode`` ``full``: the ``compiled`` part; ``cudagraphs``: the
-    ``graphs`` part (CUDA graphs; the offset tables' caching, off while it runs, is switched back on after it)."""
+    ``graphs`` part (CUDA graphs; the offset tables' caching, off while it runs, is switched back on after it).
+    ``only`` (``--variants``): time no variant outside it."""
     mode = MODE_OF.get(compile_mode, compile_mode)
     part = "graphs" if compile_mode == "cudagraphs" else "compiled"
     first = [("residual", "static", 4, True), ("dar", "static", 4, True)]
     dyn = [("dar", "dynamic", 4, True)]
     rest = [v for v in full or [] if v not in first + dyn]
+    if only is not None:
+        first, dyn, rest = ([v for v in vs if v in only] for vs in (first, dyn, rest))
     todo = [(size, batch) for size, batch in sizes if not _keep_group(res, size, batch, mode, first + dyn + rest)]
     plan = [(size, batch, first) for size, batch in todo]
-    plan += [(size, batch, dyn) for size, batch in todo]
+    plan += [(size, batch, dyn) for size, batch in todo if dyn]
     plan += [(size, batch, rest) for size, batch in todo if rest]
     try:
         for size, batch, cvars in plan:
@@ -1766,6 +1801,8 @@ XL_BATCH_HELP = ("SiT-XL/2 batches of the training-step parts, comma-separated (
                  "else 64, and 32, the DiT/SiT recipe's images per GPU, where DAR's host work shows).")
 SIZES_HELP = (f"Model sizes of the training-step parts, comma-separated: {','.join(BENCH_SIZES)} (default: both; "
               "SiT-B/2 at batch 256, SiT-XL/2 at --xl-batch). One size per GPU splits a full compiled run.")
+VARIANTS_HELP = (f"DAR variants of the eager, compiled and graphs rows, comma-separated: {','.join(BENCH_VARIANTS)} "
+                 "(default: all; the residual always runs, and the paired rounds and sampling keep theirs).")
 MERGE_HELP = ("Measure nothing: combine these results JSONs of runs on one card (give it once per file; the first "
               "is the base, later ones add the parts, training-step rows and paired models it lacks) into "
               "bench-<card>-<date>-merged.json / .md under --out.")
@@ -1793,13 +1830,15 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default=None, help=PARTS_HELP.replace("%", "%%"))
     ap.add_argument("--merge", action="append", default=None, metavar="JSON", help=MERGE_HELP.replace("%", "%%"))
     ap.add_argument("--sizes", default=None, help=SIZES_HELP)
+    ap.add_argument("--variants", default=None, help=VARIANTS_HELP)
     a = ap.parse_args(argv)
     try:
         res = bench_or_merge(Path(a.out), [Path(m) for m in a.merge or []], quick=a.quick, compile=not a.no_compile,
                              compile_budget_s=a.compile_budget, sweep=a.sweep, check=not a.no_check,
                              train=not a.no_train, sampling=not a.no_sampling, router=not a.no_router,
                              xl_batch=a.xl_batch, time_budget_s=a.time_budget, paired_rounds=a.paired_rounds,
-                             resume=Path(a.resume) if a.resume else None, parts=a.parts, sizes=a.sizes)
+                             resume=Path(a.resume) if a.resume else None, parts=a.parts, sizes=a.sizes,
+                             variants=a.variants)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -1832,6 +1871,7 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
         parts: Optional[str] = typer.Option(None, metavar="PART,...", help=PARTS_HELP),
         merge: Optional[List[Path]] = typer.Option(None, "--merge", metavar="JSON", help=MERGE_HELP),
         sizes: Optional[str] = typer.Option(None, metavar="SIZE,...", help=SIZES_HELP),
+        variants: Optional[str] = typer.Option(None, metavar="VARIANT,...", help=VARIANTS_HELP),
     ) -> None:
         """Benchmark the fused DAR router and what DAR costs against the residual baseline (JSON + Markdown).
 
@@ -1845,7 +1885,7 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
             res = bench_or_merge(out, merge, quick=quick, compile=compile, compile_budget_s=compile_budget,
                                  sweep=sweep, check=check, train=train, sampling=sampling, router=router,
                                  xl_batch=xl_batch or None, time_budget_s=time_budget, paired_rounds=paired_rounds,
-                                 resume=resume, parts=parts, sizes=sizes)
+                                 resume=resume, parts=parts, sizes=sizes, variants=variants)
         except BenchError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)

@@ -417,3 +417,36 @@ def test_xl_batches(tmp_path, fake_cuda):
     stems = sorted(p.stem.split("-", 5)[-1] for p in (tmp_path / "two").glob("*.json"))
     assert stems == ["B_XL64-32", "graphs_XL32", "graphs_XL64"], stems
     assert bench.main(["--xl-batch", "none", "--out", str(tmp_path / "cli")]) == 2
+
+
+def test_variants_time_only_the_named_dar_variants(tmp_path, fake_cuda, monkeypatch):
+    """--variants: the eager, compiled and graphs rows time the residual and the named DAR variants only (e.g. the
+    XL/2 c8 row under CUDA graphs, which a whole graphs part's compile budget did not reach); names read in the
+    bench's, the table's or --arms' spelling; the file names them; a bad one is a one-line error before measuring."""
+    assert bench.parse_variants(None) is None and bench.parse_variants("") is None
+    assert bench.parse_variants("DAR static c8, dar:dynamic:c4") == ("dynamic-c4", "static-c8")
+    for bad in ("static-c2", ",", "residual"):
+        with pytest.raises(bench.BenchError, match="--variants .*give a comma-separated subset of static-c4,"):
+            bench.parse_variants(bad)
+    with pytest.raises(bench.BenchError, match="--variants"):
+        bench.run_bench(tmp_path, parts="graphs", variants="static-c3")
+    assert fake_cuda == [] and not list(tmp_path.iterdir())
+    seen = []
+    fake = bench.train_step_bench
+
+    def spy(size, batch, variants, compiled, compile_mode="full", **k):
+        seen.append((size, batch, compile_mode if compiled else "eager", [bench._variant_name(v) for v in variants]))
+        return fake(size, batch, variants, compiled, compile_mode=compile_mode, **k)
+
+    monkeypatch.setattr(bench, "train_step_bench", spy)
+    res = bench.run_bench(tmp_path, parts="eager,graphs", sizes="XL", xl_batch="32", variants="static-c8")
+    from dartool.kernels import tables
+
+    tables.GRAPH_SAFE = False
+    assert seen == [("XL", 32, "eager", ["residual", "DAR static c8"]),
+                    ("XL", 32, "cudagraphs", ["residual"]),
+                    ("XL", 32, "cudagraphs", ["DAR static c8"])], seen
+    assert {r["variant"] for r in res["train"]} == {"residual", "DAR static c8"}
+    assert all(r["time_ratio"] > 0 for r in res["train"])
+    assert next(tmp_path.glob("*.json")).stem.endswith("eager_graphs_XL32_static-c8")
+    assert bench.main(["--variants", "c8", "--out", str(tmp_path / "cli")]) == 2
