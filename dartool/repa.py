@@ -437,7 +437,7 @@ class RepaAligner:
             raise RepaError(
                 f"no hidden state captured at {self.tap}: call aligner.loss inside `with aligner.capture(model):` "
                 f"after the model's forward (a compiled model that skips forward hooks cannot be aligned: "
-                f"use aligner.loss_of(z, images) with z from model(..., return_block=aligner.block))"
+                f"use aligner.loss_of(model, z, images) with z from model(..., return_block=aligner.block))"
             )
         self._z = None                                                       # consumed: one loss per forward
         return self._weighted(self._projector, z, images, target)

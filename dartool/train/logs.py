@@ -111,7 +111,6 @@ class StepTimer:
         self.pending: list[tuple[Any, Any]] = []
         self.cpu_seconds = 0.0
         self._t0: Any = None
-        self.stops = 0
         self.first_seconds: float | None = None
         self._first: Any = None             # the first step's (start, end) events / seconds until a take() reads it
 
@@ -123,17 +122,17 @@ class StepTimer:
             self._t0 = time.perf_counter()
 
     def stop(self) -> None:
-        self.stops += 1
+        first = self.first_seconds is None and self._first is None
         if self.cuda:
             end = torch.cuda.Event(enable_timing=True)
             end.record()
             self.pending.append((self._t0, end))
-            if self.stops == 1:
+            if first:
                 self._first = (self._t0, end)
         else:
             secs = time.perf_counter() - self._t0
             self.cpu_seconds += secs
-            if self.stops == 1:
+            if first:
                 self._first = secs
 
     def take(self) -> float:

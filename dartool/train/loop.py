@@ -111,7 +111,7 @@ class Trainer:
         self.cfg = cfg = cfg.resolve_compile_mode(self.d.device.type)     # config.json records the mode used
         self.out = Path(cfg.out)
         self.results: list[dict[str, Any]] = []
-        self.step_peak = 0          # bytes: the most GPU memory allocated during any training step of this process
+        self.step_peak = 0          # bytes: the most GPU memory allocated in training steps (reset_peak, write_log)
         self._ref_stats: dict[str, Any] = {}
         self._notes: set[str] = set()
         self.progress: Progress | None = None
@@ -338,20 +338,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, r: ArmRun, b: StepBatch) -> None:
-        cuda = self.d.device.type == "cuda"
-        if cuda:      # the allocator's own counters (host side, no sync): the steps' peak, not evaluation's
-            torch.cuda.reset_peak_memory_stats(self.d.device)
         r.timer.start()
         per, gnorm, aux = optimizer_step(r.module, r.model, r.params, r.opt, r.ema, b.x, b.y, b.eps, b.s, b.drop,
                                          b.step, device=self.d.device, precision=self.cfg.precision,
                                          grad_clip=self.cfg.grad_clip)
         r.meters.add(b.step, per, b.s, gnorm, aux)
         r.timer.stop()
-        if cuda:
-            self.step_peak = max(self.step_peak, torch.cuda.max_memory_allocated(self.d.device))
+
+    def reset_peak(self) -> None:
+        """Start a window of the allocator's peak (host-side counters, no sync) that holds training steps only:
+        before the first step and after checkpoints, evaluations and probes; :meth:`write_log` reads it."""
+        if self.d.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.d.device)
 
     def write_log(self, runs: list[ArmRun], step: int, epoch: int, wall: float) -> None:
         self.check_finite(runs, step)
+        if self.d.device.type == "cuda":      # the steps' peak since reset_peak
+            self.step_peak = max(self.step_peak, torch.cuda.max_memory_allocated(self.d.device))
         parts = [f"step {step}"]
         for r in runs:
             had_first = r.timer.first_seconds is not None
@@ -536,6 +539,7 @@ class Trainer:
         t0 = time.time()
         step, stopped, epoch = start, "steps", 0
         side = 0.0          # seconds in checkpoints / evaluations / probes (not in the per-step estimate)
+        self.reset_peak()
         try:
             while step < cfg.steps:
                 b = streams.batch(step)
@@ -551,13 +555,18 @@ class Trainer:
                 if step % cfg.log_every == 0 or last:
                     self.write_log(runs, step, epoch, wall)
                 t_side = time.time()
-                if step % cfg.ckpt_every == 0 and not last:
+                saving = step % cfg.ckpt_every == 0 and not last
+                evaluating = bool(cfg.eval_every and step % cfg.eval_every == 0 and not last and cfg.eval_samples)
+                probing = bool(cfg.probe_every and step % cfg.probe_every == 0 and not last)
+                if saving:
                     self.save(runs, step, data)
-                if cfg.eval_every and step % cfg.eval_every == 0 and not last and cfg.eval_samples:
+                if evaluating:
                     self.evaluate(runs, step, data, cfg.eval_samples, final=False)
-                if cfg.probe_every and step % cfg.probe_every == 0 and not last:
+                if probing:
                     self.probe(runs, step, data, final=False)
                     D.barrier(d)
+                if saving or evaluating or probing:
+                    self.reset_peak()
                 side += time.time() - t_side
                 if budget is not None and not last and self.out_of_time(t0, budget, step - start, side):
                     stopped = "time_budget"
