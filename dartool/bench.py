@@ -1635,8 +1635,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log("[4/5] training step: residual vs DAR")
         big = torch.cuda.get_device_properties(0).total_memory > 100e9
         xlbs = xl_batches if xl_given else parse_xl_batches(None, big)
-        full = [("residual", "static", 4, True), ("dar", "static", 4, True), ("dar", "static_t", 4, True),
-                ("dar", "dynamic", 4, True), ("dar", "static", 1, True), ("dar", "static", 8, True)]
+        full = [("residual", "static", 4, True)] + list(BENCH_VARIANTS.values())
         if reason:
             full = [v for v in full if v[0] == "residual"] + [("dar", "static", 4, False)]
         sizes_b = [(z, b) for z, bs in (("B", (256,)), ("XL", xlbs)) if z in chosen for b in bs]
