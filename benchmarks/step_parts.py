@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""The bench's training step against `dartool train`'s, part by part, for a residual and a DAR model.
+
+`dartool bench` times a plain step (PyTorch's default foreach AdamW, no gradient norm, no EMA); `dartool train`
+runs :func:`dartool.train.arms.optimizer_step` (fused AdamW on CUDA, the gradient norm, an EMA). Session 19 saw
+SiT-XL/2 b32 DAR static c4 at 1.076x the residual in the bench and 1.11-1.14x in `dartool train`. This script
+times, per arm and on one compiled model (one compile per arm), in interleaved rounds:
+
+* ``bench``        the bench's step (:func:`dartool.bench._train_step`'s sequence, foreach AdamW);
+* ``bench+fused``  the same with fused AdamW;
+* ``bench+all``    fused AdamW + the gradient norm + the EMA (``optimizer_step``'s work, the bench's loss call);
+* ``train``        ``optimizer_step`` itself (TrainModule, fused AdamW, gradient norm, EMA);
+
+and, for ``train``, the GPU time between CUDA events put between its parts: forward (+ loss), backward, gradient
+norm, AdamW, EMA. Steps are queued back to back as in training (no host sync inside a timed block).
+
+    PYTHONPATH=$PWD python3 benchmarks/step_parts.py --size XL --batch 32 --out benchmarks/results
+    PYTHONPATH=$PWD python3 benchmarks/step_parts.py --size S --depth 2 --batch 4 --rounds 1 --steps 2   # CPU
+
+Writes ``step_parts-<card>-<date>.json`` and ``.md`` (card, date, commit, every setting) under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+VARIANTS = ("bench", "bench+fused", "bench+all", "train")
+PARTS = ("forward", "backward", "grad norm", "adamw", "ema")
+
+
+def _events(cuda: bool):
+    if cuda:
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+    return time.perf_counter()
+
+
+def _elapsed_ms(a, b, cuda: bool) -> float:
+    return a.elapsed_time(b) if cuda else (b - a) * 1e3
+
+
+def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, compile_mode: str | None,
+             rounds: int, steps: int, channels: int, classes: int, depth: int | None,
+             learn_sigma: bool = False) -> dict:
+    """Every variant's median step (ms, median over rounds of the median of ``steps`` queued steps) and the
+    ``train`` step's parts, for one arm."""
+    from dartool.diffusion import diffusion_loss
+    from dartool.models import SiT
+    from dartool.train.arms import TrainModule, autocast_for, make_optimizer, optimizer_step
+    from dartool.train.config import ArmConfig, TrainConfig
+    from dartool.train.ema import EMA
+
+    cuda = device.type == "cuda"
+    arm = ArmConfig.parse(arm_spec)
+    cfg = TrainConfig(size=size, patch=2, depth=depth, arms=[arm], batch_size=batch, compile=compile_mode is not None,
+                      compile_mode=compile_mode or "full")
+    mc = cfg.model_config(arm, input_size=32, in_channels=channels, num_classes=classes).replace(
+        learn_sigma=learn_sigma)
+    torch.manual_seed(0)
+    model = SiT(mc).to(device).train()
+    module = TrainModule(model, compile=compile_mode is not None, compile_mode=compile_mode or "full")
+    fwd = module._net                     # the one compiled callable both steps call
+    graphs = module.cudagraphs
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_foreach = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)      # the bench's
+    opt_fused = make_optimizer(params, cfg, device)                          # dartool train's
+    ema = EMA(model, cfg.ema_decay)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, channels, 32, 32, generator=g, device=device)
+    eps = torch.randn(batch, channels, 32, 32, generator=g, device=device)
+    s = torch.rand(batch, generator=g, device=device)
+    y = torch.randint(0, classes, (batch,), generator=g, device=device)
+    drop = torch.rand(batch, generator=g, device=device) < 0.1
+    prec = "auto"
+
+    def bench_step(opt, extras: bool, i: int) -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast_for(device, prec):
+            loss = diffusion_loss(fwd, x, y, s, eps=eps, drop_labels=drop)
+        loss.backward()
+        if extras:
+            torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if extras:
+            ema.update(model, i)
+
+    def train_step(i: int) -> None:
+        optimizer_step(module, model, params, opt_fused, ema, x, y, eps, s, drop, i, device=device, precision=prec)
+
+    def parted_step(i: int, marks: list) -> None:
+        """optimizer_step's sequence with an event between its parts."""
+        marks.append(_events(cuda))
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast_for(device, prec):
+            per, aux = module(x, y, eps, s, drop)
+        loss = per.mean()
+        opt_fused.zero_grad(set_to_none=True)
+        marks.append(_events(cuda))
+        loss.backward()
+        marks.append(_events(cuda))
+        torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        marks.append(_events(cuda))
+        opt_fused.step()
+        if graphs:
+            opt_fused.zero_grad(set_to_none=True)
+        marks.append(_events(cuda))
+        ema.update(model, i)
+        marks.append(_events(cuda))
+
+    fns = {"bench": lambda i: bench_step(opt_foreach, False, i), "bench+fused": lambda i: bench_step(opt_fused, False, i),
+           "bench+all": lambda i: bench_step(opt_fused, True, i), "train": train_step}
+
+    def block(fn) -> float:
+        fn(0)                             # one untimed step after whatever ran before
+        ev = []
+        for i in range(steps):
+            a = _events(cuda)
+            fn(i + 1)
+            ev.append((a, _events(cuda)))
+        if cuda:
+            torch.cuda.synchronize(device)
+        ms = sorted(_elapsed_ms(a, b, cuda) for a, b in ev)
+        return ms[len(ms) // 2]
+
+    row: dict = dict(arm=arm.name, model=mc.label, batch=batch, params_m=round(model.num_params() / 1e6, 2),
+                     n_params=len(params))
+    t0 = time.perf_counter()
+    for k in range(3):                     # compile + record every path
+        for fn in fns.values():
+            fn(k)
+    parted_step(3, [])
+    if cuda:
+        torch.cuda.synchronize(device)
+    row["warmup_s"] = round(time.perf_counter() - t0, 1)
+    per_variant: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    per_part: dict[str, list[float]] = {p: [] for p in PARTS}
+    for _ in range(rounds):
+        for v in VARIANTS:
+            per_variant[v].append(block(fns[v]))
+        marks_all = []
+        for i in range(steps):
+            m: list = []
+            parted_step(i, m)
+            marks_all.append(m)
+        if cuda:
+            torch.cuda.synchronize(device)
+        for p, k in zip(PARTS, range(len(PARTS))):
+            xs = sorted(_elapsed_ms(m[k], m[k + 1], cuda) for m in marks_all)
+            per_part[p].append(xs[len(xs) // 2])
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    row["step_ms"] = {v: round(med(xs), 3) for v, xs in per_variant.items()}
+    row["step_ms_rounds"] = {v: [round(t, 3) for t in xs] for v, xs in per_variant.items()}
+    row["train_parts_ms"] = {p: round(med(xs), 3) for p, xs in per_part.items()}
+    if cuda:
+        row["peak_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+    del model, module, fwd, opt_foreach, opt_fused, ema, fns
+    if compile_mode is not None:
+        torch._dynamo.reset()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    return row
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    base = rows[0]
+    out = [f"# Training step, bench vs `dartool train`, part by part ({meta['card']}, {meta['date']})", "",
+           f"commit `{meta['commit']}`, torch {meta['torch']}, compile mode {meta['compile_mode']}, "
+           f"{meta['channels']}-channel 32x32 inputs, {meta['classes']} classes, "
+           f"{'with' if meta['learn_sigma'] else 'no'} variance output, {meta['rounds']} interleaved rounds "
+           f"of {meta['steps']} queued steps (median of medians)", "",
+           "| arm | " + " | ".join(VARIANTS) + " |", "|---|" + "---:|" * len(VARIANTS)]
+    for r in rows:
+        cells = [f"{r['step_ms'][v]:.2f}" + ("" if r is base else f" ({r['step_ms'][v] / base['step_ms'][v]:.3f}x)")
+                 for v in VARIANTS]
+        out.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
+    out += ["", "ms per step (ratio to the first arm). The `train` step's parts (GPU time between events, ms):", "",
+            "| arm | " + " | ".join(PARTS) + " | sum |", "|---|" + "---:|" * (len(PARTS) + 1)]
+    for r in rows:
+        p = r["train_parts_ms"]
+        out.append(f"| {r['arm']} | " + " | ".join(f"{p[k]:.2f}" for k in PARTS) + f" | {sum(p.values()):.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="XL")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--arms", default="residual,dar", help="Comma-separated arms (the first is the ratios' base).")
+    ap.add_argument("--compile-mode", default="auto", help="auto (cudagraphs on CUDA, none on CPU) | full | "
+                    "cudagraphs | none")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--channels", type=int, default=4, help="4: the bench's latents; 3: CIFAR pixels as in s19_g.")
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--learn-sigma", action="store_true", help="Output the variance half too (the bench's models "
+                    "do; dartool train's do not).")
+    ap.add_argument("--depth", type=int, default=None, help="Override the depth (tiny CPU smoke runs).")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    from dartool.bench import env_info
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
+    mode = a.compile_mode
+    if mode == "auto":
+        mode = "cudagraphs" if device.type == "cuda" else "none"
+    compile_mode = None if mode == "none" else mode
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    meta = dict(env_info(), size=a.size, batch=a.batch, compile_mode=mode, rounds=a.rounds, steps=a.steps,
+                channels=a.channels, classes=a.classes, learn_sigma=a.learn_sigma, depth=a.depth)
+    rows = []
+    for spec in [x.strip() for x in a.arms.split(",") if x.strip()]:
+        r = arm_case(a.size, spec, a.batch, device=device, compile_mode=compile_mode, rounds=a.rounds, steps=a.steps,
+                     channels=a.channels, classes=a.classes, depth=a.depth, learn_sigma=a.learn_sigma)
+        print(f"{r['arm']:12s} " + "  ".join(f"{v} {r['step_ms'][v]:.2f}" for v in VARIANTS)
+              + "  | parts " + " ".join(f"{p} {t:.2f}" for p, t in r["train_parts_ms"].items())
+              + f"  | {r.get('peak_gb', 0)} GB, warm-up {r['warmup_s']} s", flush=True)
+        rows.append(r)
+    md = markdown(meta, rows)
+    print(md)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        card = meta.get("card", "cpu").replace(" ", "-")
+        stem = f"step_parts-{card}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M}-{a.size}{a.batch}-c{a.channels}"
+        for ext, text in (("json", json.dumps(dict(meta=meta, rows=rows), indent=1)), ("md", md)):
+            tmp = out / f".{stem}.{ext}.tmp"
+            tmp.write_text(text)
+            tmp.replace(out / f"{stem}.{ext}")
+        print(f"wrote {out / stem}.json / .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
