@@ -10,8 +10,12 @@ times, per arm and on one compiled model (one compile per arm), in interleaved r
 * ``bench+fused``  the same with fused AdamW;
 * ``bench+all``    fused AdamW + the gradient norm + the EMA (``optimizer_step``'s work, the bench's loss call);
 * ``train``        ``optimizer_step`` itself (TrainModule, fused AdamW, gradient norm, EMA);
+* ``train+copy``   the same after copying the images from pageable host memory, as `dartool train` loaded its
+                   batches until session 20 (the copy waits for the GPU's queue to drain: one host sync per step);
+* ``train+pinned`` the same after copying them through pinned memory without a sync, as it does now;
 
-and, for ``train``, the GPU time between CUDA events put between its parts: forward (+ loss), backward, gradient
+each as the median of the GPU time between events around each step, and as wall time per step over a block
+(host included: what a training loop gets); and, for ``train``, the GPU time between CUDA events put between its parts: forward (+ loss), backward, gradient
 norm, AdamW, EMA. Steps are queued back to back as in training (no host sync inside a timed block).
 
     PYTHONPATH=$PWD python3 benchmarks/step_parts.py --size XL --batch 32 --out benchmarks/results
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-VARIANTS = ("bench", "bench+fused", "bench+all", "train")
+VARIANTS = ("bench", "bench+fused", "bench+all", "train", "train+copy", "train+pinned")
 PARTS = ("forward", "backward", "grad norm", "adamw", "ema")
 
 
@@ -51,7 +55,7 @@ def _elapsed_ms(a, b, cuda: bool) -> float:
 
 def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, compile_mode: str | None,
              rounds: int, steps: int, channels: int, classes: int, depth: int | None,
-             learn_sigma: bool = False) -> dict:
+             learn_sigma: bool = False, images: torch.Tensor | None = None) -> dict:
     """Every variant's median step (ms, median over rounds of the median of ``steps`` queued steps) and the
     ``train`` step's parts, for one arm."""
     from dartool.diffusion import diffusion_loss
@@ -77,6 +81,9 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     ema = EMA(model, cfg.ema_decay)
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, channels, 32, 32, generator=g, device=device)
+    if images is not None:                # real images in [-1, 1] instead of Gaussian noise
+        x = images[:batch].to(device)
+    host_x = x.cpu()                      # pageable
     eps = torch.randn(batch, channels, 32, 32, generator=g, device=device)
     s = torch.rand(batch, generator=g, device=device)
     y = torch.randint(0, classes, (batch,), generator=g, device=device)
@@ -96,8 +103,13 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         if extras:
             ema.update(model, i)
 
-    def train_step(i: int) -> None:
-        optimizer_step(module, model, params, opt_fused, ema, x, y, eps, s, drop, i, device=device, precision=prec)
+    def train_step(i: int, load: str | None = None) -> None:
+        xb = x
+        if load == "copy":
+            xb = host_x.to(device)
+        elif load == "pinned":
+            xb = host_x.pin_memory().to(device, non_blocking=True) if cuda else host_x.to(device)
+        optimizer_step(module, model, params, opt_fused, ema, xb, y, eps, s, drop, i, device=device, precision=prec)
 
     def parted_step(i: int, marks: list) -> None:
         """optimizer_step's sequence with an event between its parts."""
@@ -121,10 +133,15 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         marks.append(_events(cuda))
 
     fns = {"bench": lambda i: bench_step(opt_foreach, False, i), "bench+fused": lambda i: bench_step(opt_fused, False, i),
-           "bench+all": lambda i: bench_step(opt_fused, True, i), "train": train_step}
+           "bench+all": lambda i: bench_step(opt_fused, True, i), "train": train_step,
+           "train+copy": lambda i: train_step(i, "copy"), "train+pinned": lambda i: train_step(i, "pinned")}
 
-    def block(fn) -> float:
+    def block(fn) -> tuple[float, float]:
+        """(median ms between the events around each step, wall ms per step over the block)."""
         fn(0)                             # one untimed step after whatever ran before
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
         ev = []
         for i in range(steps):
             a = _events(cuda)
@@ -132,8 +149,9 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
             ev.append((a, _events(cuda)))
         if cuda:
             torch.cuda.synchronize(device)
+        wall = (time.perf_counter() - t0) * 1e3 / steps
         ms = sorted(_elapsed_ms(a, b, cuda) for a, b in ev)
-        return ms[len(ms) // 2]
+        return ms[len(ms) // 2], wall
 
     row: dict = dict(arm=arm.name, model=mc.label, batch=batch, params_m=round(model.num_params() / 1e6, 2),
                      n_params=len(params))
@@ -146,10 +164,13 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         torch.cuda.synchronize(device)
     row["warmup_s"] = round(time.perf_counter() - t0, 1)
     per_variant: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    wall_variant: dict[str, list[float]] = {v: [] for v in VARIANTS}
     per_part: dict[str, list[float]] = {p: [] for p in PARTS}
     for _ in range(rounds):
         for v in VARIANTS:
-            per_variant[v].append(block(fns[v]))
+            ev_ms, wall_ms = block(fns[v])
+            per_variant[v].append(ev_ms)
+            wall_variant[v].append(wall_ms)
         marks_all = []
         for i in range(steps):
             m: list = []
@@ -163,6 +184,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     row["step_ms"] = {v: round(med(xs), 3) for v, xs in per_variant.items()}
     row["step_ms_rounds"] = {v: [round(t, 3) for t in xs] for v, xs in per_variant.items()}
+    row["wall_ms"] = {v: round(med(xs), 3) for v, xs in wall_variant.items()}
     row["train_parts_ms"] = {p: round(med(xs), 3) for p, xs in per_part.items()}
     if cuda:
         row["peak_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
@@ -188,7 +210,13 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         cells = [f"{r['step_ms'][v]:.2f}" + ("" if r is base else f" ({r['step_ms'][v] / base['step_ms'][v]:.3f}x)")
                  for v in VARIANTS]
         out.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
-    out += ["", "ms per step (ratio to the first arm). The `train` step's parts (GPU time between events, ms):", "",
+    out += ["", "ms per step between events around each step (ratio to the first arm). Wall ms per step over a "
+            "block (host included):", "", "| arm | " + " | ".join(VARIANTS) + " |", "|---|" + "---:|" * len(VARIANTS)]
+    for r in rows:
+        cells = [f"{r['wall_ms'][v]:.2f}" + ("" if r is base else f" ({r['wall_ms'][v] / base['wall_ms'][v]:.3f}x)")
+                 for v in VARIANTS]
+        out.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
+    out += ["", "The `train` step's parts (GPU time between events, ms):", "",
             "| arm | " + " | ".join(PARTS) + " | sum |", "|---|" + "---:|" * (len(PARTS) + 1)]
     for r in rows:
         p = r["train_parts_ms"]
@@ -209,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--learn-sigma", action="store_true", help="Output the variance half too (the bench's models "
                     "do; dartool train's do not).")
+    ap.add_argument("--data", default=None, help="Real images (a dataset path as dartool train takes) instead of "
+                    "Gaussian noise as x; sets the channels and classes.")
     ap.add_argument("--depth", type=int, default=None, help="Override the depth (tiny CPU smoke runs).")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None)
@@ -220,15 +250,26 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "auto":
         mode = "cudagraphs" if device.type == "cuda" else "none"
     compile_mode = None if mode == "none" else mode
+    if a.data:
+        from dartool.data import load_dataset
+
+        ds = load_dataset(a.data)
+        a.channels, a.classes = ds.channels, ds.num_classes
+        if len(ds) < a.batch:
+            raise SystemExit(f"--data {a.data} has {len(ds)} images, fewer than --batch {a.batch}")
+        images = ds.batch(torch.arange(a.batch).numpy(), 32)[0]
+    else:
+        images = None
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     meta = dict(env_info(), size=a.size, batch=a.batch, compile_mode=mode, rounds=a.rounds, steps=a.steps,
-                channels=a.channels, classes=a.classes, learn_sigma=a.learn_sigma, depth=a.depth)
+                channels=a.channels, classes=a.classes, learn_sigma=a.learn_sigma, depth=a.depth,
+                data=a.data)
     rows = []
     for spec in [x.strip() for x in a.arms.split(",") if x.strip()]:
         r = arm_case(a.size, spec, a.batch, device=device, compile_mode=compile_mode, rounds=a.rounds, steps=a.steps,
-                     channels=a.channels, classes=a.classes, depth=a.depth, learn_sigma=a.learn_sigma)
+                     channels=a.channels, classes=a.classes, depth=a.depth, learn_sigma=a.learn_sigma, images=images)
         print(f"{r['arm']:12s} " + "  ".join(f"{v} {r['step_ms'][v]:.2f}" for v in VARIANTS)
               + "  | parts " + " ".join(f"{p} {t:.2f}" for p, t in r["train_parts_ms"].items())
               + f"  | {r.get('peak_gb', 0)} GB, warm-up {r['warmup_s']} s", flush=True)
@@ -239,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         card = meta.get("card", "cpu").replace(" ", "-")
-        stem = f"step_parts-{card}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M}-{a.size}{a.batch}-c{a.channels}"
+        stem = f"step_parts-{card}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M}-{a.size}{a.batch}-c{a.channels}" + ("-data" if a.data else "")
         for ext, text in (("json", json.dumps(dict(meta=meta, rows=rows), indent=1)), ("md", md)):
             tmp = out / f".{stem}.{ext}.tmp"
             tmp.write_text(text)

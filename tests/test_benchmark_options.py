@@ -25,3 +25,23 @@ def test_step_host_counts_compiled_kernel_variants():
     sh = load_benchmark("step_host")
     n = sh.jit_variants()
     assert isinstance(n, int) and n >= 0
+
+
+def test_step_parts_times_every_variant_and_part(tmp_path, capsys):
+    """benchmarks/step_parts.py on the CPU (tiny model): every step variant and every part of the training step is
+    timed for each arm, and the results name the card and the commit."""
+    import json
+
+    sp = load_benchmark("step_parts")
+    assert sp.main(["--size", "S", "--depth", "1", "--batch", "2", "--rounds", "1", "--steps", "1",
+                    "--device", "cpu", "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("step_parts-cpu-*-S2-c4.json")
+    res = json.loads(js.read_text())
+    assert res["meta"]["card"] == "cpu" and res["meta"]["commit"] and res["meta"]["compile_mode"] == "none"
+    assert [r["arm"] for r in res["rows"]] == ["residual", "dar-static-c4"]
+    for r in res["rows"]:
+        for key in ("step_ms", "wall_ms"):
+            assert set(r[key]) == set(sp.VARIANTS) and all(v > 0 for v in r[key].values())
+        assert set(r["train_parts_ms"]) == set(sp.PARTS) and all(v >= 0 for v in r["train_parts_ms"].values())
+    md = js.with_suffix(".md").read_text()
+    assert "(cpu," in md and "| dar-static-c4 |" in md and "train+pinned" in md

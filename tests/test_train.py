@@ -516,3 +516,20 @@ def test_throughput_leaves_out_the_first_log_window_of_the_process(tmp_path, mon
 
     assert "peak GPU memory in training steps 12.3 GB per process" in comparison_markdown(
         dict(summary, step_peak_gb=12.345), cfg)                     # what a CUDA run's summary says
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dataset_batch_on_the_gpu_equals_the_cpu_batch():
+    """Batches reach the GPU through pinned memory without a host sync; the values are the CPU path's."""
+    from dartool.data import Dataset
+
+    rng = np.random.default_rng(0)
+    pix = Dataset(rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 16), "t", "pixels", 10)
+    lat = Dataset(rng.standard_normal((16, 4, 8, 8)).astype(np.float32), rng.integers(0, 10, 16), "t", "latents", 10)
+    idx = np.array([3, 1, 4, 1, 5, 9])
+    for ds, size in ((pix, 8), (pix, 16), (lat, 8)):
+        xc, yc = ds.batch(idx, size)
+        xg, yg = ds.batch(idx, size, device="cuda")
+        assert xg.device.type == "cuda" and yg.device.type == "cuda"
+        torch.testing.assert_close(xg.cpu(), xc, rtol=1e-6, atol=1e-6)
+        assert torch.equal(yg.cpu(), yc)
