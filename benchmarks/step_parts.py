@@ -166,9 +166,12 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     per_variant: dict[str, list[float]] = {v: [] for v in VARIANTS}
     wall_variant: dict[str, list[float]] = {v: [] for v in VARIANTS}
     per_part: dict[str, list[float]] = {p: [] for p in PARTS}
+    row["blocks"] = []                     # (variant, unix start, unix end): to join with a clock / power log
     for _ in range(rounds):
         for v in VARIANTS:
+            t_block = time.time()
             ev_ms, wall_ms = block(fns[v])
+            row["blocks"].append((v, round(t_block, 3), round(time.time(), 3)))
             per_variant[v].append(ev_ms)
             wall_variant[v].append(wall_ms)
         marks_all = []
