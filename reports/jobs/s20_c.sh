@@ -10,9 +10,12 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
 R=/tmp/r; mkdir -p $R
 DATA=.carry/data/cifar10jpgbytes_test.npz
-nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
-  --format=csv,noheader,nounits -lms 100 > $R/smi.csv 2>&1 &
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \
+  -lms 100 > $R/smi.csv 2>&1 &
 SMI=$!
+( nvidia-smi --query-gpu=timestamp,clocks_event_reasons.active --format=csv,noheader -lms 200 > $R/reasons.csv 2>&1 ||
+  nvidia-smi --query-gpu=timestamp,clocks_throttle_reasons.active --format=csv,noheader -lms 200 > $R/reasons.csv 2>&1 ) &
+SMI2=$!
 timeout 220 python3 benchmarks/step_parts.py --size XL --batch 32 --channels 3 --classes 10 --rounds 3 --out $R > $R/step_parts_noise.log 2>&1
 echo "noise rc $? at $(( $(date +%s) - T0 )) s"
 timeout 150 python3 benchmarks/step_parts.py --size XL --batch 32 --data $DATA --rounds 3 --out $R > $R/step_parts_images.log 2>&1
@@ -24,7 +27,7 @@ for arm in residual dar; do
     > $R/$arm.log 2>&1
   echo "$arm alone rc $? at $(( $(date +%s) - T0 )) s"
 done
-kill $SMI
+kill $SMI; pkill -f clocks_ || true
 for f in $R/*/*/log.jsonl; do
   python3 -c "
 import json
@@ -33,5 +36,5 @@ print('$f'.split('/r/')[1], ' '.join(f\"{r['step']}:{32e3 / r['img_per_s']:.2f}\
 done
 grep -h "^| [rd]" $R/step_parts_*.log
 grep -h "Traceback\|Error\|error:" $R/*.log | head -10
-(cd $R && tar czf $OUT/results.tgz *.log *.json *.md smi.csv */config.json */summary.* */*/log.jsonl 2>/dev/null)
+(cd $R && tar czf $OUT/results.tgz *.log *.json *.md smi.csv reasons.csv */config.json */summary.* */*/log.jsonl 2>/dev/null)
 echo "done after $(( $(date +%s) - T0 )) s"
