@@ -55,9 +55,11 @@ def _elapsed_ms(a, b, cuda: bool) -> float:
 
 def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, compile_mode: str | None,
              rounds: int, steps: int, channels: int, classes: int, depth: int | None,
-             learn_sigma: bool = False, images: torch.Tensor | None = None) -> dict:
+             learn_sigma: bool = False, images: torch.Tensor | None = None, x_kinds: tuple = ("noise",),
+             variants: tuple = VARIANTS) -> dict:
     """Every variant's median step (ms, median over rounds of the median of ``steps`` queued steps) and the
-    ``train`` step's parts, for one arm."""
+    ``train`` step's parts, for one arm. ``x_kinds``: ``noise`` (Gaussian x) and / or ``images`` (``images`` as x),
+    timed in the same rounds on the same compiled model; with both, each variant is named ``VARIANT@KIND``."""
     from dartool.diffusion import diffusion_loss
     from dartool.models import SiT
     from dartool.train.arms import TrainModule, autocast_for, make_optimizer, optimizer_step
@@ -80,10 +82,11 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     opt_fused = make_optimizer(params, cfg, device)                          # dartool train's
     ema = EMA(model, cfg.ema_decay)
     g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(batch, channels, 32, 32, generator=g, device=device)
-    if images is not None:                # real images in [-1, 1] instead of Gaussian noise
-        x = images[:batch].to(device)
-    host_x = x.cpu()                      # pageable
+    xs = {"noise": torch.randn(batch, channels, 32, 32, generator=g, device=device)}
+    if images is not None:                # real images in [-1, 1]
+        xs["images"] = images[:batch].to(device)
+    cur = {"x": xs[x_kinds[0]]}           # the x the steps below read
+    host_xs = {k: v.cpu() for k, v in xs.items()}      # pageable
     eps = torch.randn(batch, channels, 32, 32, generator=g, device=device)
     s = torch.rand(batch, generator=g, device=device)
     y = torch.randint(0, classes, (batch,), generator=g, device=device)
@@ -94,7 +97,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with autocast_for(device, prec):
-            loss = diffusion_loss(fwd, x, y, s, eps=eps, drop_labels=drop)
+            loss = diffusion_loss(fwd, cur["x"], y, s, eps=eps, drop_labels=drop)
         loss.backward()
         if extras:
             torch.nn.utils.clip_grad_norm_(params, float("inf"))
@@ -104,11 +107,10 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
             ema.update(model, i)
 
     def train_step(i: int, load: str | None = None) -> None:
-        xb = x
-        if load == "copy":
-            xb = host_x.to(device)
-        elif load == "pinned":
-            xb = host_x.pin_memory().to(device, non_blocking=True) if cuda else host_x.to(device)
+        xb = cur["x"]
+        if load is not None:
+            host_x = next(host_xs[k] for k, v in xs.items() if v is xb)
+            xb = host_x.pin_memory().to(device, non_blocking=True) if load == "pinned" and cuda else host_x.to(device)
         optimizer_step(module, model, params, opt_fused, ema, xb, y, eps, s, drop, i, device=device, precision=prec)
 
     def parted_step(i: int, marks: list) -> None:
@@ -117,7 +119,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with autocast_for(device, prec):
-            per, aux = module(x, y, eps, s, drop)
+            per, aux = module(cur["x"], y, eps, s, drop)
         loss = per.mean()
         opt_fused.zero_grad(set_to_none=True)
         marks.append(_events(cuda))
@@ -163,17 +165,20 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     if cuda:
         torch.cuda.synchronize(device)
     row["warmup_s"] = round(time.perf_counter() - t0, 1)
-    per_variant: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    wall_variant: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    names = [(v, k, v if len(x_kinds) == 1 else f"{v}@{k}") for k in x_kinds for v in variants]
+    per_variant: dict[str, list[float]] = {n: [] for _, _, n in names}
+    wall_variant: dict[str, list[float]] = {n: [] for _, _, n in names}
     per_part: dict[str, list[float]] = {p: [] for p in PARTS}
     row["blocks"] = []                     # (variant, unix start, unix end): to join with a clock / power log
     for _ in range(rounds):
-        for v in VARIANTS:
+        for v, k, n in names:
+            cur["x"] = xs[k]
             t_block = time.time()
             ev_ms, wall_ms = block(fns[v])
-            row["blocks"].append((v, round(t_block, 3), round(time.time(), 3)))
-            per_variant[v].append(ev_ms)
-            wall_variant[v].append(wall_ms)
+            row["blocks"].append((n, round(t_block, 3), round(time.time(), 3)))
+            per_variant[n].append(ev_ms)
+            wall_variant[n].append(wall_ms)
+        cur["x"] = xs[x_kinds[0]]
         marks_all = []
         for i in range(steps):
             m: list = []
@@ -191,7 +196,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     row["train_parts_ms"] = {p: round(med(xs), 3) for p, xs in per_part.items()}
     if cuda:
         row["peak_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
-    del model, module, fwd, opt_foreach, opt_fused, ema, fns
+    del model, module, fwd, opt_foreach, opt_fused, ema, fns, xs, host_xs, cur
     if compile_mode is not None:
         torch._dynamo.reset()
     gc.collect()
@@ -203,23 +208,22 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     base = rows[0]
+    cols = list(base["step_ms"])
     out = [f"# Training step, bench vs `dartool train`, part by part ({meta['card']}, {meta['date']})", "",
-           f"commit `{meta['commit']}`, torch {meta['torch']}, compile mode {meta['compile_mode']}, "
-           f"{meta['channels']}-channel 32x32 inputs, {meta['classes']} classes, "
-           f"{'with' if meta['learn_sigma'] else 'no'} variance output, {meta['rounds']} interleaved rounds "
-           f"of {meta['steps']} queued steps (median of medians)", "",
-           "| arm | " + " | ".join(VARIANTS) + " |", "|---|" + "---:|" * len(VARIANTS)]
-    for r in rows:
-        cells = [f"{r['step_ms'][v]:.2f}" + ("" if r is base else f" ({r['step_ms'][v] / base['step_ms'][v]:.3f}x)")
-                 for v in VARIANTS]
-        out.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
-    out += ["", "ms per step between events around each step (ratio to the first arm). Wall ms per step over a "
-            "block (host included):", "", "| arm | " + " | ".join(VARIANTS) + " |", "|---|" + "---:|" * len(VARIANTS)]
-    for r in rows:
-        cells = [f"{r['wall_ms'][v]:.2f}" + ("" if r is base else f" ({r['wall_ms'][v] / base['wall_ms'][v]:.3f}x)")
-                 for v in VARIANTS]
-        out.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
-    out += ["", "The `train` step's parts (GPU time between events, ms):", "",
+           f"commit `{meta['commit']}`, torch {meta['torch']}, SiT-{meta['size']}/2 batch {meta['batch']}, compile "
+           f"mode {meta['compile_mode']}, {meta['channels']}-channel 32x32 inputs, {meta['classes']} classes, "
+           f"{'with' if meta['learn_sigma'] else 'no'} variance output, x: "
+           + " and ".join(f"images of {meta['data']}" if k == "images" else "Gaussian noise" for k in meta["x"])
+           + f" (`VARIANT@KIND` where both), {meta['rounds']} interleaved rounds of {meta['steps']} queued steps "
+           "(median of medians)", ""]
+    for key, what in (("step_ms", "ms per step between events around each step (ratio to the first arm):"),
+                      ("wall_ms", "wall ms per step over a block (host included):")):
+        out += [what, "", "| arm | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for r in rows:
+            cells = [f"{r[key][v]:.2f}" + ("" if r is base else f" ({r[key][v] / base[key][v]:.3f}x)") for v in cols]
+            out.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += [f"The `train` step's parts (GPU time between events, ms; x: {meta['x'][0]}):", "",
             "| arm | " + " | ".join(PARTS) + " | sum |", "|---|" + "---:|" * (len(PARTS) + 1)]
     for r in rows:
         p = r["train_parts_ms"]
@@ -227,11 +231,20 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _write(out: Path, stem: str, meta: dict, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for ext, text in (("json", json.dumps(dict(meta=meta, rows=rows), indent=1)), ("md", markdown(meta, rows))):
+        tmp = out / f".{stem}.{ext}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / f"{stem}.{ext}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="XL")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--arms", default="residual,dar", help="Comma-separated arms (the first is the ratios' base).")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"Comma-separated subset of {', '.join(VARIANTS)}.")
     ap.add_argument("--compile-mode", default="auto", help="auto (cudagraphs on CUDA, none on CPU) | full | "
                     "cudagraphs | none")
     ap.add_argument("--rounds", type=int, default=5)
@@ -240,19 +253,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--learn-sigma", action="store_true", help="Output the variance half too (the bench's models "
                     "do; dartool train's do not).")
-    ap.add_argument("--data", default=None, help="Real images (a dataset path as dartool train takes) instead of "
-                    "Gaussian noise as x; sets the channels and classes.")
+    ap.add_argument("--data", default=None, help="Real images (a dataset path as dartool train takes) as x; sets "
+                    "the channels and classes.")
+    ap.add_argument("--x", default=None, help="noise | images | noise,images (both in the same rounds on the same "
+                    "model). Default: images with --data, else noise.")
     ap.add_argument("--depth", type=int, default=None, help="Override the depth (tiny CPU smoke runs).")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     from dartool.bench import env_info
 
+    variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
+    if not variants or set(variants) - set(VARIANTS):
+        ap.error(f"--variants: use names of {', '.join(VARIANTS)}")
+    x_kinds = tuple(k.strip() for k in (a.x or ("images" if a.data else "noise")).split(",") if k.strip())
+    if not x_kinds or set(x_kinds) - {"noise", "images"} or ("images" in x_kinds and not a.data):
+        ap.error("--x: noise and / or images (images need --data)")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
     mode = a.compile_mode
     if mode == "auto":
         mode = "cudagraphs" if device.type == "cuda" else "none"
     compile_mode = None if mode == "none" else mode
+    images = None
     if a.data:
         from dartool.data import load_dataset
 
@@ -261,34 +283,29 @@ def main(argv: list[str] | None = None) -> int:
         if len(ds) < a.batch:
             raise SystemExit(f"--data {a.data} has {len(ds)} images, fewer than --batch {a.batch}")
         images = ds.batch(torch.arange(a.batch).numpy(), 32)[0]
-    else:
-        images = None
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     meta = dict(env_info(), size=a.size, batch=a.batch, compile_mode=mode, rounds=a.rounds, steps=a.steps,
                 channels=a.channels, classes=a.classes, learn_sigma=a.learn_sigma, depth=a.depth,
-                data=a.data)
+                data=a.data, x=list(x_kinds))
+    card = meta.get("card", "cpu").replace(" ", "-")
+    stem = (f"step_parts-{card}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M}-{a.size}{a.batch}-c{a.channels}"
+            + "".join(f"-{k}" for k in x_kinds if k != "noise"))
     rows = []
     for spec in [x.strip() for x in a.arms.split(",") if x.strip()]:
         r = arm_case(a.size, spec, a.batch, device=device, compile_mode=compile_mode, rounds=a.rounds, steps=a.steps,
-                     channels=a.channels, classes=a.classes, depth=a.depth, learn_sigma=a.learn_sigma, images=images)
-        print(f"{r['arm']:12s} " + "  ".join(f"{v} {r['step_ms'][v]:.2f}" for v in VARIANTS)
+                     channels=a.channels, classes=a.classes, depth=a.depth, learn_sigma=a.learn_sigma, images=images,
+                     x_kinds=x_kinds, variants=variants)
+        print(f"{r['arm']:12s} " + "  ".join(f"{v} {t:.2f}" for v, t in r["step_ms"].items())
               + "  | parts " + " ".join(f"{p} {t:.2f}" for p, t in r["train_parts_ms"].items())
               + f"  | {r.get('peak_gb', 0)} GB, warm-up {r['warmup_s']} s", flush=True)
         rows.append(r)
-    md = markdown(meta, rows)
-    print(md)
+        if a.out:                          # after every arm: a run cut short keeps what it measured
+            _write(Path(a.out), stem, meta, rows)
+    print(markdown(meta, rows))
     if a.out:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        card = meta.get("card", "cpu").replace(" ", "-")
-        stem = f"step_parts-{card}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M}-{a.size}{a.batch}-c{a.channels}" + ("-data" if a.data else "")
-        for ext, text in (("json", json.dumps(dict(meta=meta, rows=rows), indent=1)), ("md", md)):
-            tmp = out / f".{stem}.{ext}.tmp"
-            tmp.write_text(text)
-            tmp.replace(out / f"{stem}.{ext}")
-        print(f"wrote {out / stem}.json / .md")
+        print(f"wrote {Path(a.out) / stem}.json / .md")
     return 0
 
 

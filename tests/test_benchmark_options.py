@@ -45,3 +45,15 @@ def test_step_parts_times_every_variant_and_part(tmp_path, capsys):
         assert set(r["train_parts_ms"]) == set(sp.PARTS) and all(v >= 0 for v in r["train_parts_ms"].values())
     md = js.with_suffix(".md").read_text()
     assert "(cpu," in md and "| dar-static-c4 |" in md and "train+pinned" in md
+
+
+def test_step_parts_times_noise_and_images_in_the_same_rounds():
+    """With both kinds of x, every variant is timed on each (``VARIANT@KIND``), on one model."""
+    import torch
+
+    sp = load_benchmark("step_parts")
+    imgs = torch.rand(2, 3, 32, 32) * 2 - 1
+    r = sp.arm_case("S", "residual", 2, device=torch.device("cpu"), compile_mode=None, rounds=1, steps=1, channels=3,
+                    classes=10, depth=1, images=imgs, x_kinds=("noise", "images"), variants=("bench", "train+copy"))
+    assert list(r["step_ms"]) == ["bench@noise", "train+copy@noise", "bench@images", "train+copy@images"]
+    assert [b[0] for b in r["blocks"]] == list(r["step_ms"]) and all(t > 0 for t in r["wall_ms"].values())
