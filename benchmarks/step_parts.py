@@ -187,8 +187,8 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         if cuda:
             torch.cuda.synchronize(device)
         for p, k in zip(PARTS, range(len(PARTS))):
-            xs = sorted(_elapsed_ms(m[k], m[k + 1], cuda) for m in marks_all)
-            per_part[p].append(xs[len(xs) // 2])
+            ts = sorted(_elapsed_ms(m[k], m[k + 1], cuda) for m in marks_all)
+            per_part[p].append(ts[len(ts) // 2])
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     row["step_ms"] = {v: round(med(xs), 3) for v, xs in per_variant.items()}
     row["step_ms_rounds"] = {v: [round(t, 3) for t in xs] for v, xs in per_variant.items()}

@@ -53,7 +53,7 @@ def test_step_parts_times_noise_and_images_in_the_same_rounds():
 
     sp = load_benchmark("step_parts")
     imgs = torch.rand(2, 3, 32, 32) * 2 - 1
-    r = sp.arm_case("S", "residual", 2, device=torch.device("cpu"), compile_mode=None, rounds=1, steps=1, channels=3,
+    r = sp.arm_case("S", "residual", 2, device=torch.device("cpu"), compile_mode=None, rounds=2, steps=1, channels=3,
                     classes=10, depth=1, images=imgs, x_kinds=("noise", "images"), variants=("bench", "train+copy"))
     assert list(r["step_ms"]) == ["bench@noise", "train+copy@noise", "bench@images", "train+copy@images"]
-    assert [b[0] for b in r["blocks"]] == list(r["step_ms"]) and all(t > 0 for t in r["wall_ms"].values())
+    assert [b[0] for b in r["blocks"]] == 2 * list(r["step_ms"]) and all(t > 0 for t in r["wall_ms"].values())
