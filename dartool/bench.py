@@ -14,7 +14,7 @@ join the results with ``--merge``):
    vs DAR static / static_t / dynamic c4 and static c1 / c8, for SiT-B/2 (batch 256) and SiT-XL/2
    (batch 64, or 128 where the card has > 100 GB, and 32, the DiT / SiT recipe's images per GPU), eager,
    torch.compile and torch.compile under CUDA graphs (``--compile-mode cudagraphs``; both time-bounded), on
-   Gaussian-noise latents (on real images DAR's ratio can be higher: ``benchmarks/step_parts.py --data``);
+   Gaussian-noise latents, or a dataset's images with ``--data PATH`` (on real images DAR's ratio can be higher);
 5. sampling images/s (SiT-B/2, batch 256, 50 Euler steps), residual vs DAR (fused and reference).
 
 Results: ``bench-<card>-<date>.json`` and ``.md`` under ``--out``, with the card, date, commit and versions.
@@ -457,10 +457,55 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
 # --------------------------------------------------------------------------------------------------
 
 
-def _build(size: str, routing: str, query: str, chunk: int, device: str):
+NOISE_INPUTS = "Gaussian-noise latents (4 x 32 x 32, 1,000 classes)"
+
+
+class BenchInputs:
+    """The training-step rows' inputs when ``--data`` is given: a dataset's first images at 32 x 32 (256 tokens at
+    patch 2, as the bench's latents) with their labels, instead of Gaussian-noise latents. The models are then built
+    with the dataset's channels and classes. Session 20: SiT-XL/2 b32 DAR static c4 cost 1.12x the residual on
+    CIFAR-10 images against 1.08x on noise (H200), so what DAR costs depends on the inputs."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, classes: int, label: str) -> None:
+        self.x, self.y, self.classes, self.label = x, y, int(classes), label    # x: [N, C, 32, 32] in [-1, 1]
+
+    @property
+    def channels(self) -> int:
+        return int(self.x.shape[1])
+
+    def batch(self, k: int, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k-th fixed batch: images k*batch ... (k+1)*batch - 1, wrapping around the images held."""
+        idx = (torch.arange(batch) + k * batch) % len(self.x)
+        return self.x[idx].to(device), self.y[idx].to(device)
+
+    def model_overrides(self) -> dict:
+        return dict(in_channels=self.channels, num_classes=self.classes)
+
+
+def load_inputs(path: "str | Path", n: int = 512) -> BenchInputs:
+    """The first ``n`` images of the dataset at ``path`` (anything ``dartool train --data`` takes, pixels or
+    latents at 32 x 32) as :class:`BenchInputs`; a path that is not a dataset raises a one-line BenchError."""
+    import numpy as np
+
+    from .data import DataError, load_dataset
+
+    try:
+        ds = load_dataset(str(path))
+        if ds.kind == "latents" and ds.size != 32:
+            raise DataError(f"latents are {ds.size} px; the bench's models take 32 x 32 (256 tokens at patch 2)")
+        x, y = ds.batch(np.arange(min(n, len(ds))), 32)
+    except DataError as e:
+        raise BenchError(f"--data {path}: {e}") from None
+    kind = "latents" if ds.kind == "latents" else "images"
+    return BenchInputs(x.float(), y, ds.num_classes,
+                       f"{kind} of {Path(path).name} ({x.shape[1]} x 32 x 32, {ds.num_classes:,} classes)")
+
+
+def _build(size: str, routing: str, query: str, chunk: int, device: str, inputs: "BenchInputs | None" = None):
     from .models import SiT, model_config
 
-    cfg = model_config(size, 2, routing=routing, query=query, chunk_size=chunk)
+    cfg = model_config(size, 2, routing=routing, query=query, chunk_size=chunk,
+                       **(inputs.model_overrides() if inputs is not None else {}))
     with torch.device(device):
         model = SiT(cfg)
     return model, cfg
@@ -512,9 +557,11 @@ def _floors(rows: list[dict], bytes_per_s: float | None) -> None:
             r["floor_ratio"] = (base["step_ms"] + r["router_floor_ms"]) / base["step_ms"]
 
 
-def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda", compile_mode: str = "full"):
+def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda", compile_mode: str = "full",
+                inputs: "BenchInputs | None" = None):
     """One AdamW training step of ``model`` (bf16 autocast on CUDA, the SiT velocity loss) on two fixed random
-    batches, alternating: ``(step(i), opt)``. ``compile_mode``: :func:`dartool.models.compiling.compile_model`'s."""
+    batches, alternating: ``(step(i), opt)``. ``compile_mode``: :func:`dartool.models.compiling.compile_model`'s.
+    ``inputs``: the batches' x and labels are its images (:class:`BenchInputs`), not Gaussian noise."""
     from .diffusion import diffusion_loss
     from .models.compiling import compile_model
 
@@ -527,6 +574,8 @@ def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda", co
                 torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),
                 torch.rand(batch, device=device, generator=gen),
                 torch.rand(batch, device=device, generator=gen) < 0.1) for _ in range(2)]
+    if inputs is not None:
+        batches = [inputs.batch(k, batch, device) + b[2:] for k, b in enumerate(batches)]
 
     graphs = compiled and compile_mode == "cudagraphs"
 
@@ -556,11 +605,11 @@ def _queued_step_ms(step, steps: int) -> list[float]:
     return sorted(a.elapsed_time(b) for a, b in ev)
 
 
-def host_step_ms(model, cfg, steps: int = 6) -> float:
+def host_step_ms(model, cfg, steps: int = 6, inputs: "BenchInputs | None" = None) -> float:
     """The host's work per eager training step of ``model``: the median step at batch 1, where the GPU has little
     to do (SiT-XL/2 on an H100: about 50 ms of GPU time against 60-80 ms of host work for the residual, 150-220 ms
     for DAR c4; session 17). At any batch whose GPU time per step is below this, the step waits for the host."""
-    step, opt = _train_step(model, cfg, 1, False)
+    step, opt = _train_step(model, cfg, 1, False, inputs=inputs)
     for i in range(2):
         step(i)
     torch.cuda.synchronize()
@@ -571,7 +620,8 @@ def host_step_ms(model, cfg, steps: int = 6) -> float:
 
 def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                      steps: int = 10, warmup: int = 3, deadline: float | None = None,
-                     compile_est_s: float = 0.0, compile_mode: str = "full", host_probe: bool = True) -> list[dict]:
+                     compile_est_s: float = 0.0, compile_mode: str = "full", host_probe: bool = True,
+                     inputs: "BenchInputs | None" = None) -> list[dict]:
     """variants: (routing, query, chunk, fused). Returns one row per variant. ``compile_mode``: how a compiled model
     is compiled (:func:`dartool.models.compiling.compile_model`). ``host_probe``: eager rows also get ``host_ms``
     (:func:`host_step_ms`), measured after the row's time and memory."""
@@ -592,8 +642,8 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
         model = opt = None
         try:
             _cleanup()
-            model, cfg = _build(size, routing, query, chunk, "cuda")
-            step, opt = _train_step(model, cfg, batch, compiled, compile_mode=compile_mode)
+            model, cfg = _build(size, routing, query, chunk, "cuda", inputs)
+            step, opt = _train_step(model, cfg, batch, compiled, compile_mode=compile_mode, inputs=inputs)
 
             # CUDA graphs' replays allocate nothing (the graphs' pool was laid out while recording): their rows'
             # peak covers the warm-up and recording steps too, where the step's memory is allocated
@@ -623,7 +673,7 @@ def train_step_bench(size: str, batch: int, variants: list[tuple[str, str, int, 
                 opt = None
                 try:                            # the row's time and memory stand whatever happens here
                     with dispatch.fused(fused):
-                        row["host_ms"] = host_step_ms(model, cfg)
+                        row["host_ms"] = host_step_ms(model, cfg, inputs=inputs)
                 except Exception as e:
                     row["host_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                     log(f"  host work per step not measured: {row['host_error']}")
@@ -673,7 +723,8 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
 
 def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                        rounds: int = 6, steps: int = 5, warmup: int = 3, device: str = "cuda",
-                       overrides: dict | None = None, envs: dict[str, dict[str, str]] | None = None) -> list[dict]:
+                       overrides: dict | None = None, envs: dict[str, dict[str, str]] | None = None,
+                       inputs: "BenchInputs | None" = None) -> list[dict]:
     """DAR / residual step-time ratios measured in interleaved rounds, the residual and every DAR variant alive
     in one process.
 
@@ -686,20 +737,22 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     of each DAR model. ``overrides``: config fields (small test models). ``envs``: label -> environment
     variables; each DAR model is then timed once per label with those set around its steps (one compiled model,
     several kernel launch configurations: an A/B of kernel code paths in one process), as variant
-    "NAME [label]". Returns one result per variant (and label)."""
+    "NAME [label]". ``inputs``: the steps' images (:class:`BenchInputs`) instead of Gaussian noise. Returns one
+    result per variant (and label)."""
     from .kernels import dispatch
     from .models import SiT, model_config
 
     cuda = device == "cuda"
 
     def runner(rt_: str, query: str, chunk: int):
-        cfg = model_config(size, 2, routing=rt_, query=query, chunk_size=chunk)
+        cfg = model_config(size, 2, routing=rt_, query=query, chunk_size=chunk,
+                           **(inputs.model_overrides() if inputs is not None else {}))
         if overrides:
             cfg = cfg.replace(**overrides)
         torch.manual_seed(0)
         with torch.device(device):
             model = SiT(cfg)
-        return _train_step(model, cfg, batch, compiled, device)[0]
+        return _train_step(model, cfg, batch, compiled, device, inputs=inputs)[0]
 
     def block(step) -> float:
         """Median ms of ``steps`` steps, after one untimed step: the first step after another model ran was
@@ -775,11 +828,11 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     return results
 
 
-def paired_steps_bench_many(size: str, batch: int, rounds: int) -> list[dict]:
+def paired_steps_bench_many(size: str, batch: int, rounds: int, inputs: "BenchInputs | None" = None) -> list[dict]:
     """The compiled static c4 and dynamic c4 steps against the compiled residual, interleaved (``dartool bench
     --paired-rounds``)."""
     return paired_steps_bench(size, batch, [("dar", "static", 4, True), ("dar", "dynamic", 4, True)], compiled=True,
-                              rounds=rounds, steps=5)
+                              rounds=rounds, steps=5, inputs=inputs)
 
 
 def _residual_row(rows: list[dict], r: dict) -> dict | None:
@@ -1081,9 +1134,10 @@ def markdown(res: dict) -> str:
     tr = res.get("train")
     if tr:
         L += ["## Training step (AdamW, bf16 autocast, SiT velocity loss)", "",
-              "Inputs: two fixed batches of Gaussian-noise latents (4 x 32 x 32, 1,000 classes). On real images the "
-              "DAR / residual ratio can be higher: SiT-XL/2 b32 static c4 measured 1.12 on CIFAR-10 pixels against "
-              "1.08 on noise (H200, session 20); `benchmarks/step_parts.py --data PATH` times a step on your data.",
+              f"Inputs: two fixed batches of {res.get('inputs', NOISE_INPUTS)}."
+              + (" On real images the DAR / residual ratio can be higher: SiT-XL/2 b32 static c4 measured 1.12 on "
+                 "CIFAR-10 pixels against 1.08 on noise (H200, session 20); `dartool bench --data PATH` times the "
+                 "steps on a dataset." if res.get("inputs", NOISE_INPUTS) == NOISE_INPUTS else ""),
               "",
               "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual | "
               "DAR adds ms | router byte floor ms | residual + floor | host ms / step |",
@@ -1478,6 +1532,11 @@ def merge_bench(paths: "list[Path]", out: Path) -> dict:
         if d["env"].get("card") != card:
             raise MergeError(f"--merge {p}: measured on {d['env'].get('card')}, {paths[0]} on {card}; ratios compare "
                              f"only within one card, so merge runs of one card")
+    inputs = runs[0][1].get("inputs", NOISE_INPUTS)
+    for p, (_, d) in zip(paths[1:], runs[1:]):
+        if d.get("inputs", NOISE_INPUTS) != inputs:
+            raise MergeError(f"--merge {p}: its training steps ran on {d.get('inputs', NOISE_INPUTS)}, {paths[0]}'s "
+                             f"on {inputs}; merge runs of the same inputs")
     commits = sorted({str(d["env"].get("commit")) for _, d in runs})
     if len(commits) > 1:
         log(f"note: the merged runs are of different commits ({', '.join(commits)})")
@@ -1526,7 +1585,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
               router: bool = True, xl_batch: "int | str | None" = None, time_budget_s: float = 2400.0,
               paired_rounds: int = 0, resume: "Path | None" = None,
               parts: "str | Iterable[str] | None" = None, sizes: "str | Iterable[str] | None" = None,
-              variants: "str | Iterable[str] | None" = None) -> dict:
+              variants: "str | Iterable[str] | None" = None, data: "str | Path | None" = None) -> dict:
     """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
     measured parts are kept and not run again (a run that outgrew one machine slot continues in the next).
     ``paired_rounds`` > 0: time the compiled residual, static c4 and dynamic c4 steps of each size in that many
@@ -1542,7 +1601,11 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     ``variants``: which DAR variants of :data:`BENCH_VARIANTS` the eager, compiled and graphs rows time (None:
     all; the residual always runs); the file name then names them. The paired rounds and sampling keep theirs.
     Not ``quick``: the compiled rows cover the eager rows' variants (static, static_t, dynamic c4; static c1, c8),
-    residual and static c4 first, then dynamic c4, then the rest while ``compile_budget_s`` lasts."""
+    residual and static c4 first, then dynamic c4, then the rest while ``compile_budget_s`` lasts.
+    ``data``: a dataset (``dartool train --data``'s forms) whose first images the training-step rows (eager,
+    compiled, graphs, paired) train on, with models of its channels and classes (:class:`BenchInputs`), instead of
+    Gaussian-noise latents; recorded as ``res["inputs"]``, named in the file name (``-data``), and a resumed or
+    merged run must have the same inputs."""
     t_begin = time.time()
     selected = parse_parts(parts)
     chosen = parse_sizes(sizes)
@@ -1551,6 +1614,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     chosen_variants = parse_variants(variants)
     if parts is not None and "paired" in selected and paired_rounds <= 0:
         raise BenchError("--parts paired needs --paired-rounds N (N > 0; 6 is a good choice)")
+    inputs = load_inputs(data) if data is not None else None        # a bad path fails before anything runs
+    inputs_label = inputs.label if inputs is not None else NOISE_INPUTS
     env = env_info()
     res: dict[str, Any] = {"env": env, "skipped": []}
     if resume is not None:
@@ -1558,17 +1623,25 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         log(f"resuming {resume}: keeping {', '.join(res['resumed'][-1]['parts']) or 'nothing'} "
             f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
         res["env"] = env
-    elif parts is not None or sizes is not None or xl_given or chosen_variants:   # partial runs: files of their own
+        if res.get("inputs", NOISE_INPUTS) != inputs_label:
+            raise ResumeError(f"--resume {resume}: its training steps ran on {res.get('inputs', NOISE_INPUTS)}, this "
+                              f"run's on {inputs_label}; give the same --data (or none), or run without --resume")
+    elif (parts is not None or sizes is not None or xl_given or chosen_variants
+          or inputs is not None):                                    # partial runs: files of their own
         named = chosen if sizes is not None or xl_given else ()
         if xl_given:         # runs of one part and size apart by their batches (-graphs_XL64, -graphs_XL32)
             named = tuple(z + "-".join(map(str, xl_batches)) if z == "XL" else z for z in named)
         if chosen_variants:  # and by their variants (-graphs_XL32_static-c8)
             named += tuple(chosen_variants)
+        if inputs is not None:   # and by their inputs (-graphs_XL32_data)
+            named += ("data",)
         res["_stem"] = results_stem(env.get("card"), "_".join((selected if parts is not None else ()) + named))
     ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
     res["parts"] = ran
+    res["inputs"] = inputs_label
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
-        f"commit {res['env']['commit']})" + (f", parts {','.join(selected)}" if parts is not None else ""))
+        f"commit {res['env']['commit']})" + (f", parts {','.join(selected)}" if parts is not None else "")
+        + (f", training steps on {inputs_label}" if inputs is not None else ""))
     if not torch.cuda.is_available():
         from .kernels import why_not_fused
 
@@ -1651,7 +1724,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
             full = [v for v in full if v[0] == "residual" or v in keep or (not v[3] and v[:3] + (True,) in keep)]
         res["train"] = [r for r in res.get("train", []) if not r.get("skipped") and not r.get("error")]
         if eager:
-            _eager_rows(res, out, sizes_b, full, deadline, ran)
+            _eager_rows(res, out, sizes_b, full, deadline, ran, inputs)
         if compiled or graphs or paired:
             from .kernels import compiled_slots
 
@@ -1660,12 +1733,13 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
-                           full if not quick and not reason else None, only=only)
+                           full if not quick and not reason else None, only=only, inputs=inputs)
         if graphs:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,
-                           full if not quick and not reason else None, compile_mode="cudagraphs", only=only)
+                           full if not quick and not reason else None, compile_mode="cudagraphs", only=only,
+                           inputs=inputs)
         if paired:
-            _paired_rounds(res, out, sizes_b, paired_rounds, deadline, ran)
+            _paired_rounds(res, out, sizes_b, paired_rounds, deadline, ran, inputs)
         if sizes is not None:
             res["skipped"] += [f"SiT-{z}/2 training steps{NOT_IN_SIZES}" for z in BENCH_SIZES if z not in chosen]
     if train and not compile and {"compiled", "graphs", "paired"} & set(selected):
@@ -1698,13 +1772,14 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     return res
 
 
-def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: float, ran: list[str]) -> None:
+def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: float, ran: list[str],
+                inputs: "BenchInputs | None" = None) -> None:
     """The eager training-step rows of every (size, batch) (``--parts eager``); a group a resumed run holds whole
     is kept."""
     for size, batch in sizes:
         if _keep_group(res, size, batch, "eager", variants):
             continue
-        res["train"] += train_step_bench(size, batch, variants, compiled=False, deadline=deadline)
+        res["train"] += train_step_bench(size, batch, variants, compiled=False, deadline=deadline, inputs=inputs)
         _floors(res["train"], res["copy"]["bytes_per_s"])
         if "eager" not in ran:
             ran.append("eager")
@@ -1712,7 +1787,8 @@ def _eager_rows(res: dict, out: Path, sizes: list, variants: list, deadline: flo
 
 
 def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[str],
-                   full: "list | None" = None, compile_mode: str = "full", only: "list | None" = None) -> None:
+                   full: "list | None" = None, compile_mode: str = "full", only: "list | None" = None,
+                   inputs: "BenchInputs | None" = None) -> None:
     """The separately timed compiled training-step rows, bounded by ``cdead``: residual + static c4 of every
     (size, batch) first, then dynamic c4, then (``full``: the variant list of a full run) the other variants of
     ``full``, while the budget lasts. ``compile_mode`` ``full``: the ``compiled`` part; ``cudagraphs``: the
@@ -1733,7 +1809,7 @@ def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[st
         for size, batch, cvars in plan:
             est = (40.0 if size == "B" else 60.0) * (1.5 if compile_mode == "cudagraphs" else 1.0)
             rows_c = train_step_bench(size, batch, cvars, compiled=True, deadline=cdead, compile_est_s=est, steps=8,
-                                      compile_mode=compile_mode)
+                                      compile_mode=compile_mode, inputs=inputs)
             res["train"] += rows_c
             res["train"].sort(key=_mode_rank)
             _ratios(res["train"])
@@ -1748,7 +1824,8 @@ def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[st
             tables.set_graph_safe(False)
 
 
-def _paired_rounds(res: dict, out: Path, sizes: list, rounds: int, deadline: float, ran: list[str]) -> None:
+def _paired_rounds(res: dict, out: Path, sizes: list, rounds: int, deadline: float, ran: list[str],
+                   inputs: "BenchInputs | None" = None) -> None:
     """The interleaved paired compiled rounds of every size (``--parts paired``, ``--paired-rounds``) at its first
     batch; needs no eager or compiled rows of this run (the targets pair them with whichever compiled rows of that
     model and batch the results hold)."""
@@ -1764,7 +1841,7 @@ def _paired_rounds(res: dict, out: Path, sizes: list, rounds: int, deadline: flo
             res["skipped"].append(f"paired compiled SiT-{size}/2 (time budget)")
             continue
         try:
-            res["paired"] += paired_steps_bench_many(size, batch, rounds)
+            res["paired"] += paired_steps_bench_many(size, batch, rounds, inputs=inputs)
             if "paired" not in ran:
                 ran.append("paired")
         except Exception as e:  # keep going: report it
@@ -1807,6 +1884,9 @@ SIZES_HELP = (f"Model sizes of the training-step parts, comma-separated: {','.jo
               "SiT-B/2 at batch 256, SiT-XL/2 at --xl-batch). One size per GPU splits a full compiled run.")
 VARIANTS_HELP = (f"DAR variants of the eager, compiled and graphs rows, comma-separated: {','.join(BENCH_VARIANTS)} "
                  "(default: all; the residual always runs, and the paired rounds and sampling keep theirs).")
+DATA_HELP = ("Train the training-step rows on this dataset's first images (what dartool train --data takes: an npz, "
+             "an image folder, fashion-mnist) at 32 x 32, with models of its channels and classes, instead of "
+             "Gaussian-noise latents; DAR's cost can depend on the inputs.")
 MERGE_HELP = ("Measure nothing: combine these results JSONs of runs on one card (give it once per file; the first "
               "is the base, later ones add the parts, training-step rows and paired models it lacks) into "
               "bench-<card>-<date>-merged.json / .md under --out.")
@@ -1835,6 +1915,7 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", action="append", default=None, metavar="JSON", help=MERGE_HELP.replace("%", "%%"))
     ap.add_argument("--sizes", default=None, help=SIZES_HELP)
     ap.add_argument("--variants", default=None, help=VARIANTS_HELP)
+    ap.add_argument("--data", default=None, help=DATA_HELP)
     a = ap.parse_args(argv)
     try:
         res = bench_or_merge(Path(a.out), [Path(m) for m in a.merge or []], quick=a.quick, compile=not a.no_compile,
@@ -1842,7 +1923,7 @@ def main(argv=None) -> int:
                              train=not a.no_train, sampling=not a.no_sampling, router=not a.no_router,
                              xl_batch=a.xl_batch, time_budget_s=a.time_budget, paired_rounds=a.paired_rounds,
                              resume=Path(a.resume) if a.resume else None, parts=a.parts, sizes=a.sizes,
-                             variants=a.variants)
+                             variants=a.variants, data=a.data)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -1876,6 +1957,7 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
         merge: Optional[List[Path]] = typer.Option(None, "--merge", metavar="JSON", help=MERGE_HELP),
         sizes: Optional[str] = typer.Option(None, metavar="SIZE,...", help=SIZES_HELP),
         variants: Optional[str] = typer.Option(None, metavar="VARIANT,...", help=VARIANTS_HELP),
+        data: Optional[str] = typer.Option(None, metavar="PATH", help=DATA_HELP),
     ) -> None:
         """Benchmark the fused DAR router and what DAR costs against the residual baseline (JSON + Markdown).
 
@@ -1889,7 +1971,7 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
             res = bench_or_merge(out, merge, quick=quick, compile=compile, compile_budget_s=compile_budget,
                                  sweep=sweep, check=check, train=train, sampling=sampling, router=router,
                                  xl_batch=xl_batch or None, time_budget_s=time_budget, paired_rounds=paired_rounds,
-                                 resume=resume, parts=parts, sizes=sizes, variants=variants)
+                                 resume=resume, parts=parts, sizes=sizes, variants=variants, data=data)
         except BenchError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)

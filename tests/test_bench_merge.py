@@ -221,7 +221,7 @@ def fake_cuda(monkeypatch):
         return _fake_rows(size, batch, variants, compiled, compile_mode)
 
     monkeypatch.setattr(bench, "train_step_bench", fake_train)
-    monkeypatch.setattr(bench, "paired_steps_bench_many", lambda size, batch, rounds: calls.append(("paired", size))
+    monkeypatch.setattr(bench, "paired_steps_bench_many", lambda size, batch, rounds, **k: calls.append(("paired", size))
                         or [_paired(f"SiT-{size}/2", "DAR static c4", [1.05] * rounds)])
     monkeypatch.setattr(bench.torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 80e9}))
     return calls
@@ -450,3 +450,58 @@ def test_variants_time_only_the_named_dar_variants(tmp_path, fake_cuda, monkeypa
     assert all(r["time_ratio"] > 0 for r in res["train"])
     assert next(tmp_path.glob("*.json")).stem.endswith("eager_graphs_XL32_static-c8")
     assert bench.main(["--variants", "c8", "--out", str(tmp_path / "cli")]) == 2
+
+
+def _images_npz(path, n=6, classes=3):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), y=np.arange(n) % classes)
+    return path
+
+
+def test_data_trains_every_training_part_on_the_images(tmp_path, fake_cuda, monkeypatch):
+    """--data: the eager, compiled, graphs and paired parts all get the dataset's images; the results record the
+    inputs, name them in the file name and the Markdown, and a resumed or merged run must have the same."""
+    got = []
+    train, paired = bench.train_step_bench, bench.paired_steps_bench_many
+    monkeypatch.setattr(bench, "train_step_bench", lambda *a, **k: got.append(k.get("inputs")) or train(*a, **k))
+    monkeypatch.setattr(bench, "paired_steps_bench_many", lambda *a, **k: got.append(k.get("inputs")) or paired(*a, **k))
+    data = _images_npz(tmp_path / "d.npz")
+    res = bench.run_bench(tmp_path / "a", quick=True, paired_rounds=2, parts="eager,compiled,graphs,paired",
+                          data=data)
+    assert got and all(isinstance(i, bench.BenchInputs) for i in got)
+    assert got[0].channels == 1 and got[0].classes == 3 and got[0].x.shape == (6, 1, 32, 32)
+    assert res["inputs"] == "images of d.npz (1 x 32 x 32, 3 classes)"
+    (jp,) = (tmp_path / "a").glob("*.json")
+    assert jp.stem.endswith("-eager_compiled_graphs_paired_data")
+    assert "Inputs: two fixed batches of images of d.npz" in jp.with_suffix(".md").read_text()
+    noise = bench.run_bench(tmp_path / "b", quick=True, parts="eager")
+    assert noise["inputs"] == bench.NOISE_INPUTS
+    (nj,) = (tmp_path / "b").glob("*.json")
+    assert "Inputs: two fixed batches of Gaussian-noise latents" in nj.with_suffix(".md").read_text()
+    with pytest.raises(bench.ResumeError, match=r"--resume .*: its training steps ran on Gaussian-noise latents .*, "
+                                                r"this run's on images of d.npz"):
+        bench.run_bench(tmp_path / "b", quick=True, parts="eager,compiled", resume=nj, data=data)
+    with pytest.raises(bench.MergeError, match="merge runs of the same inputs"):
+        bench.merge_bench([jp, nj], tmp_path / "m")
+    with pytest.raises(bench.BenchError, match=r"^--data .*nope.npz: no data at"):
+        bench.run_bench(tmp_path / "c", quick=True, parts="eager", data=tmp_path / "nope.npz")
+    assert not (tmp_path / "c").exists()
+
+
+def test_bench_inputs_are_the_steps_images_and_labels(tmp_path):
+    """The training step takes the dataset's fixed batches in turn (wrapping around), with a model of its channels
+    and classes."""
+    import torch
+
+    inp = bench.load_inputs(_images_npz(tmp_path / "d.npz", n=5, classes=5), n=5)
+    assert inp.x.shape == (5, 1, 32, 32) and float(inp.x.min()) >= -1 and float(inp.x.max()) <= 1
+    model, cfg = bench._build("S", "dar", "static", 4, "cpu", inp)
+    assert (cfg.in_channels, cfg.num_classes) == (1, 5)
+    seen = []
+    model.y_embedder.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    step, _ = bench._train_step(model, cfg, 3, False, device="cpu", inputs=inp)
+    step(0)
+    step(1)
+    assert torch.equal(seen[0], inp.y[[0, 1, 2]]) and torch.equal(seen[1], inp.y[[3, 4, 0]])

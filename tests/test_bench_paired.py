@@ -86,7 +86,7 @@ def test_one_model_timed_under_several_environments(monkeypatch):
     seen = []
     monkeypatch.setenv("DARTOOL_TEST_KNOB", "caller")
 
-    def fake_train_step(model, cfg, batch, compiled, device="cuda"):
+    def fake_train_step(model, cfg, batch, compiled, device="cuda", **k):
         kind = cfg.routing
         return (lambda i: seen.append((kind, os.environ.get("DARTOOL_TEST_KNOB")))), None
 
@@ -257,7 +257,7 @@ def test_resume_keeps_measured_parts_and_retimes_incomplete_groups(tmp_path, mon
 
     monkeypatch.setattr(bench, "train_step_bench", fake_train)
     monkeypatch.setattr(bench, "paired_steps_bench_many",
-                        lambda size, batch, rounds: calls.append(("paired", size)) or
+                        lambda size, batch, rounds, **k: calls.append(("paired", size)) or
                         [_paired(f"SiT-{size}/2", "DAR static c4", [1.05] * rounds)])
     monkeypatch.setattr(bench.torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 141e9}))
     saved = _saved_run(tmp_path)
