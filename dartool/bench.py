@@ -1646,6 +1646,9 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         from .kernels import why_not_fused
 
         res["note"] = f"No CUDA device, so the fused kernels were not run ({why_not_fused()}). CPU reference only."
+        if inputs is not None:
+            res["note"] += " --data applies to the GPU's training-step parts; the CPU bench's step trains on noise."
+            res["inputs"] = NOISE_INPUTS
         log(res["note"])
         res["cpu"] = cpu_bench()
         jp, mp = write_results(res, out)
