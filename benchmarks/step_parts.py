@@ -15,13 +15,19 @@ times, per arm and on one compiled model (one compile per arm), in interleaved r
 * ``train+pinned`` the same after copying them through pinned memory without a sync, as it does now;
 
 each as the median of the GPU time between events around each step, and as wall time per step over a block
-(host included: what a training loop gets); and, for ``train``, the GPU time between CUDA events put between its parts: forward (+ loss), backward, gradient
-norm, AdamW, EMA. Steps are queued back to back as in training (no host sync inside a timed block).
+(host included: what a training loop gets); and, for ``train``, the GPU time between CUDA events put between its
+parts: forward (+ loss), backward, gradient norm, AdamW, EMA. Steps are queued back to back as in training (no
+host sync inside a timed block). x is Gaussian noise, or a dataset's first images (``--data``), or both in the
+same rounds on the same model (``--x noise,images``; session 20: DAR's ratio at SiT-XL/2 b32 was 1.08 on noise and
+1.12 on CIFAR-10 images).
 
     PYTHONPATH=$PWD python3 benchmarks/step_parts.py --size XL --batch 32 --out benchmarks/results
+    PYTHONPATH=$PWD python3 benchmarks/step_parts.py --size XL --batch 32 --data cifar.npz --x noise,images \
+        --variants bench,train --out benchmarks/results
     PYTHONPATH=$PWD python3 benchmarks/step_parts.py --size S --depth 2 --batch 4 --rounds 1 --steps 2   # CPU
 
-Writes ``step_parts-<card>-<date>.json`` and ``.md`` (card, date, commit, every setting) under ``--out``.
+Writes ``step_parts-<card>-<date>-<size><batch>-c<channels>[-images].json`` and ``.md`` (card, date, commit,
+every setting) under ``--out``, after every arm.
 """
 from __future__ import annotations
 
@@ -85,7 +91,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     xs = {"noise": torch.randn(batch, channels, 32, 32, generator=g, device=device)}
     if images is not None:                # real images in [-1, 1]
         xs["images"] = images[:batch].to(device)
-    cur = {"x": xs[x_kinds[0]]}           # the x the steps below read
+    cur = {"kind": x_kinds[0]}            # which x the steps below read
     host_xs = {k: v.cpu() for k, v in xs.items()}      # pageable
     eps = torch.randn(batch, channels, 32, 32, generator=g, device=device)
     s = torch.rand(batch, generator=g, device=device)
@@ -97,7 +103,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with autocast_for(device, prec):
-            loss = diffusion_loss(fwd, cur["x"], y, s, eps=eps, drop_labels=drop)
+            loss = diffusion_loss(fwd, xs[cur["kind"]], y, s, eps=eps, drop_labels=drop)
         loss.backward()
         if extras:
             torch.nn.utils.clip_grad_norm_(params, float("inf"))
@@ -107,10 +113,11 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
             ema.update(model, i)
 
     def train_step(i: int, load: str | None = None) -> None:
-        xb = cur["x"]
-        if load is not None:
-            host_x = next(host_xs[k] for k, v in xs.items() if v is xb)
-            xb = host_x.pin_memory().to(device, non_blocking=True) if load == "pinned" and cuda else host_x.to(device)
+        xb, host_x = xs[cur["kind"]], host_xs[cur["kind"]]
+        if load == "copy":
+            xb = host_x.to(device)
+        elif load == "pinned":
+            xb = host_x.pin_memory().to(device, non_blocking=True) if cuda else host_x.to(device)
         optimizer_step(module, model, params, opt_fused, ema, xb, y, eps, s, drop, i, device=device, precision=prec)
 
     def parted_step(i: int, marks: list) -> None:
@@ -119,7 +126,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with autocast_for(device, prec):
-            per, aux = module(cur["x"], y, eps, s, drop)
+            per, aux = module(xs[cur["kind"]], y, eps, s, drop)
         loss = per.mean()
         opt_fused.zero_grad(set_to_none=True)
         marks.append(_events(cuda))
@@ -172,13 +179,13 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     row["blocks"] = []                     # (variant, unix start, unix end): to join with a clock / power log
     for _ in range(rounds):
         for v, k, n in names:
-            cur["x"] = xs[k]
+            cur["kind"] = k
             t_block = time.time()
             ev_ms, wall_ms = block(fns[v])
             row["blocks"].append((n, round(t_block, 3), round(time.time(), 3)))
             per_variant[n].append(ev_ms)
             wall_variant[n].append(wall_ms)
-        cur["x"] = xs[x_kinds[0]]
+        cur["kind"] = x_kinds[0]
         marks_all = []
         for i in range(steps):
             m: list = []
