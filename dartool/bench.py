@@ -574,7 +574,7 @@ def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda", co
                 torch.randint(0, cfg.num_classes, (batch,), device=device, generator=gen),
                 torch.rand(batch, device=device, generator=gen),
                 torch.rand(batch, device=device, generator=gen) < 0.1) for _ in range(2)]
-    if inputs is not None:
+    if inputs is not None:     # the dataset's x and labels; the noise levels and label drops stay the same draws
         batches = [inputs.batch(k, batch, device) + b[2:] for k, b in enumerate(batches)]
 
     graphs = compiled and compile_mode == "cudagraphs"

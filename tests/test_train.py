@@ -496,7 +496,7 @@ def test_throughput_leaves_out_the_first_log_window_of_the_process(tmp_path, mon
     assert timer.take() == pytest.approx(0.5) and timer.first_seconds == pytest.approx(20.0)
     monkeypatch.setattr(logs_mod.time, "perf_counter", time.perf_counter)
     run = ArmRun.__new__(ArmRun)
-    run.seconds, run.images, run.first_step_s, run.first_window = 0.0, 0, 20.0, (21.0, 24, 3)
+    run.seconds, run.images, run.timer, run.first_window = 0.0, 0, timer, (21.0, 24, 3)   # first step: 20 s
     assert throughput(run) == pytest.approx(16.0 / 1.0)              # one window: its steps after the first
     run.first_window = (20.0, 8, 1)
     assert throughput(run) == pytest.approx(0.4)                      # one step only: its own figure

@@ -91,7 +91,6 @@ class ArmRun:
     evals: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0                  # time spent in this arm's steps after this process's first log window
     images: int = 0                       # images of those steps
-    first_step_s: float | None = None     # this process's first step: compiling (and its CUDA graphs' warm-up)
     first_window: tuple[float, int, int] | None = None   # (seconds, images, steps) of this process's first window
 
     @property
@@ -366,7 +365,6 @@ class Trainer:
                        img_per_s=(n_steps * self.cfg.batch_size / secs) if secs > 0 else float("nan"),
                        elapsed_s=round(wall, 3))
             if not had_first and r.timer.first_seconds is not None:     # this process's first window
-                r.first_step_s = r.timer.first_seconds
                 r.first_window = (secs, n_steps * self.cfg.batch_size, n_steps)
             else:
                 r.seconds += secs
@@ -591,7 +589,7 @@ class Trainer:
             self.results.append(dict(
                 run=r.name, arm=r.arm.to_dict(), seed=r.seed, steps=step, stopped=stopped,
                 train_seconds=round(train_seconds, 2), img_per_s=throughput(r),
-                first_step_s=r.first_step_s,
+                first_step_s=r.timer.first_seconds,
                 model=r.model.config.label, params=r.model.num_params(), trainable_params=sum(p.numel() for p in r.params),
                 last_train=r.last_record, final_eval=[e for e in r.evals if e.get("final")],
                 eval_steps=sorted({e["step"] for e in r.evals if not e.get("final")}),
@@ -670,8 +668,9 @@ def throughput(r: ArmRun) -> float | None:
     if r.first_window is None:
         return None
     secs, images, steps = r.first_window
-    if steps > 1 and r.first_step_s is not None and secs > r.first_step_s:
-        return images * (steps - 1) / steps / (secs - r.first_step_s)
+    first = r.timer.first_seconds          # this process's first step: compiling and recording
+    if steps > 1 and first is not None and secs > first:
+        return images * (steps - 1) / steps / (secs - first)
     return images / secs if secs > 0 else None
 
 
