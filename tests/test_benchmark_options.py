@@ -57,3 +57,75 @@ def test_step_parts_times_noise_and_images_in_the_same_rounds():
                     classes=10, depth=1, images=imgs, x_kinds=("noise", "images"), variants=("bench", "train+copy"))
     assert list(r["step_ms"]) == ["bench@noise", "train+copy@noise", "bench@images", "train+copy@images"]
     assert [b[0] for b in r["blocks"]] == 2 * list(r["step_ms"]) and all(t > 0 for t in r["wall_ms"].values())
+
+
+def test_step_parts_controls_keep_what_they_claim_to_keep():
+    """``shuffled`` holds each image's own values per channel (only their positions move); ``matched`` has each
+    image's per-channel mean and deviation but Gaussian values."""
+    import torch
+
+    sp = load_benchmark("step_parts")
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) ** 3 * 2 - 1
+    xs = sp.x_controls(imgs, g)
+    assert set(xs) == {"images", "shuffled", "matched"} and xs["images"] is imgs
+    flat = lambda t: t.reshape(3, 3, -1)  # noqa: E731
+    assert torch.equal(flat(xs["shuffled"]).sort(-1).values, flat(imgs).sort(-1).values)
+    assert not torch.equal(xs["shuffled"], imgs)
+    # one permutation per image, shared by its channels: a pixel's colour stays together
+    s0, i0 = flat(xs["shuffled"])[0], flat(imgs)[0]
+    j = int((i0[0] == s0[0, 5]).nonzero()[0])
+    assert torch.equal(i0[:, j], s0[:, 5])
+    m = flat(xs["matched"])
+    torch.testing.assert_close(m.mean(-1), flat(imgs).mean(-1), atol=0.1, rtol=0)   # 1,024 draws: ~6 sigma
+    torch.testing.assert_close(m.std(-1), flat(imgs).std(-1), atol=0, rtol=0.1)
+    assert not torch.equal(m.sort(-1).values, flat(imgs).sort(-1).values)
+
+
+def test_step_parts_every_kind_of_x_gets_parts_kernels_and_clock(tmp_path):
+    """Four kinds of x in one run: each variant and each part timed per kind, the profiler's kernels listed per kind,
+    and an nvidia-smi log joined to the blocks (clock, power, cycles per step)."""
+    import datetime as dt
+    import json
+
+    import numpy as np
+
+    sp = load_benchmark("step_parts")
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), y=np.arange(4) % 2)
+    smi = tmp_path / "smi.csv"
+    t0 = dt.datetime.now()
+    smi.write_text("".join(f"{(t0 + dt.timedelta(seconds=i / 10)):%Y/%m/%d %H:%M:%S.%f}"[:-3]
+                           + f", {1700 + i % 3}, 3201, 690.5, 60\n" for i in range(-50, 3000)) + "garbage line\n")
+    kinds = "noise,images,shuffled,matched"
+    assert sp.main(["--size", "S", "--depth", "1", "--batch", "2", "--rounds", "2", "--steps", "2", "--device", "cpu",
+                    "--data", str(data), "--x", kinds, "--variants", "train", "--profile", "1",
+                    "--smi-log", str(smi), "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("step_parts-cpu-*-images-shuffled-matched.json")
+    res = json.loads(js.read_text())
+    for r in res["rows"]:
+        names = [f"train@{k}" for k in kinds.split(",")]
+        assert list(r["step_ms"]) == names
+        assert list(r["train_parts_ms_by_x"]) == kinds.split(",")
+        assert r["train_parts_ms"] == r["train_parts_ms_by_x"]["noise"]
+        assert set(r["kernels_by_x"]) == set(kinds.split(",")) and all(r["kernels_by_x"].values())
+        assert set(r["clock_mhz"]) == set(names) and all(1700 <= c <= 1702 for c in r["clock_mhz"].values())
+        assert all(p == 690 or p == 691 for p in r["power_w"].values())
+        for n in names:
+            assert abs(r["mcycles"][n] - r["step_ms"][n] * r["clock_mhz"][n] / 1e3) < 0.01
+    md = js.with_suffix(".md").read_text()
+    assert "(shuffled)" in md and "| residual | matched |" in md and "cycles per step" in md
+    assert "differ most across x" in md
+
+
+def test_step_parts_refuses_controls_without_data_and_a_missing_log(capsys):
+    import pytest
+
+    sp = load_benchmark("step_parts")
+    with pytest.raises(SystemExit):
+        sp.main(["--size", "S", "--depth", "1", "--x", "noise,shuffled", "--device", "cpu"])
+    assert "need --data" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sp.main(["--size", "S", "--depth", "1", "--smi-log", "/nonexistent/smi.csv", "--device", "cpu"])
+    assert "no such file" in capsys.readouterr().err
