@@ -285,6 +285,26 @@ def test_residual_to_dar_conversion_preserves_the_function(depth):
     assert max_conversion_error(res, dar, x, t, y) > 1e-6
 
 
+@pytest.mark.parametrize("routing", ["residual", "dar"])
+def test_stream_is_contiguous_whatever_the_input_layout(routing):
+    """From NCHW noise and from channels-last images alike, the patch embedding and every state the blocks hand on
+    are contiguous [B, T, D] (a transposed stream cost the compiled residual step 5 %, session 21), and the
+    output does not depend on the input's layout."""
+    cfg = tiny(routing, "static", 2)
+    model = randomize(SiT(cfg)).double()  # float64: the two layouts' convolutions sum in different orders
+    x, t, y = batch(cfg, n=3, dtype=torch.float64)
+    outs = []
+    for xin in (x.contiguous(), x.contiguous(memory_format=torch.channels_last)):
+        seen = {}
+        with tapped(model, {"hook_embed": lambda n, z: seen.__setitem__(n, z),
+                            "blocks.*.hook_out": lambda n, z: seen.__setitem__(n, z)}):
+            outs.append(model(xin, t, y))
+        assert len(seen) == cfg.depth + 1
+        for name, z in seen.items():
+            assert z.shape == (3, (cfg.input_size // cfg.patch_size) ** 2, cfg.hidden_size) and z.is_contiguous(), name
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-10)
+
+
 def test_block_output_tap_is_the_state_handed_on():
     """z_k of a residual model is h after block k; of a DAR model it is the next sublayer's input."""
     for routing in ("residual", "dar"):

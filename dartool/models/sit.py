@@ -91,14 +91,20 @@ class LabelEmbedder(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """[B, C, H, W] -> [B, T, D] with a stride-p convolution (timm layout: ``proj``)."""
+    """[B, C, H, W] -> [B, T, D] with a stride-p convolution (timm layout: ``proj``).
+
+    The output is made contiguous. From a contiguous (NCHW) input the convolution's output is NCHW too, and its
+    [B, T, D] view is transposed (D is the slow axis); element-wise ops keep that layout, so a residual stream
+    built on it stayed transposed through every block, and torch.compile could not fuse the residual add with
+    the next LayerNorm: SiT-XL/2 b32's compiled residual step took 68 ms from NCHW inputs and 65 from
+    channels-last ones (what a dataset of HWC images yields), on one H200 (2026-11-27, session 21)."""
 
     def __init__(self, patch: int, in_channels: int, hidden: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, hidden, kernel_size=patch, stride=patch, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()          # [B, T, D], D the fast axis
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> np.ndarray:
