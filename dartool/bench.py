@@ -14,7 +14,7 @@ join the results with ``--merge``):
    vs DAR static / static_t / dynamic c4 and static c1 / c8, for SiT-B/2 (batch 256) and SiT-XL/2
    (batch 64, or 128 where the card has > 100 GB, and 32, the DiT / SiT recipe's images per GPU), eager,
    torch.compile and torch.compile under CUDA graphs (``--compile-mode cudagraphs``; both time-bounded), on
-   Gaussian-noise latents, or a dataset's images with ``--data PATH`` (on real images DAR's ratio can be higher);
+   Gaussian-noise latents, or a dataset's images with ``--data PATH`` (the same ratios within ~1 %, session 21);
 5. sampling images/s (SiT-B/2, batch 256, 50 Euler steps), residual vs DAR (fused and reference).
 
 Results: ``bench-<card>-<date>.json`` and ``.md`` under ``--out``, with the card, date, commit and versions.
@@ -458,13 +458,21 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
 
 
 NOISE_INPUTS = "Gaussian-noise latents (4 x 32 x 32, 1,000 classes)"
+# A run's ``res["stream"]``: its models' hidden state is contiguous [B, T, D] whatever the input's layout (commit
+# 54ac41b). Runs without it fed NCHW noise to a residual whose stream then stayed transposed: that compiled step was
+# ~5 % slow (SiT-XL/2 b32 68 against 65 ms, H200, session 21), so their DAR / residual ratios read ~0.04 low.
+STREAM_LAYOUT = "contiguous"
+OLD_STREAM_NOTE = ("These training steps ran before commit 54ac41b made the model's hidden state contiguous: from "
+                   "NCHW inputs (the bench's noise latents) the residual's stream stayed transposed and its compiled "
+                   "step was ~5 % slow (SiT-XL/2 b32, H200, session 21), so DAR's ratios here read ~0.04 low.")
 
 
 class BenchInputs:
     """The training-step rows' inputs when ``--data`` is given: a dataset's first images at 32 x 32 (256 tokens at
     patch 2, as the bench's latents) with their labels, instead of Gaussian-noise latents. The models are then built
-    with the dataset's channels and classes. Session 20: SiT-XL/2 b32 DAR static c4 cost 1.12x the residual on
-    CIFAR-10 images against 1.08x on noise (H200), so what DAR costs depends on the inputs."""
+    with the dataset's channels and classes. Session 20 saw SiT-XL/2 b32 DAR static c4 at 1.12x the residual on
+    CIFAR-10 images against 1.08x on noise; session 21 traced it to the input's memory layout (HWC images arrive
+    channels-last, noise NCHW), which no longer reaches the model's stream: now 1.123 on images, 1.114 on noise."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, classes: int, label: str) -> None:
         self.x, self.y, self.classes, self.label = x, y, int(classes), label    # x: [N, C, 32, 32] in [-1, 1]
@@ -1134,10 +1142,11 @@ def markdown(res: dict) -> str:
     tr = res.get("train")
     if tr:
         L += ["## Training step (AdamW, bf16 autocast, SiT velocity loss)", "",
-              f"Inputs: two fixed batches of {res.get('inputs', NOISE_INPUTS)}."
-              + (" On real images the DAR / residual ratio can be higher: SiT-XL/2 b32 static c4 measured 1.12 on "
-                 "CIFAR-10 pixels against 1.08 on noise (H200, session 20); `dartool bench --data PATH` times the "
-                 "steps on a dataset." if res.get("inputs", NOISE_INPUTS) == NOISE_INPUTS else ""),
+              f"Inputs: two fixed batches of {res.get('inputs', NOISE_INPUTS)}. "
+              + (OLD_STREAM_NOTE if res.get("stream") != STREAM_LAYOUT else
+                 "The models' hidden state is contiguous whatever the inputs' memory layout, so noise and a "
+                 "dataset's images (`--data PATH`) give the same ratios within ~1 % (SiT-XL/2 b32 DAR static c4: "
+                 "1.114 on noise, 1.123 on CIFAR-10 pixels; H200, session 21)."),
               "",
               "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual | "
               "DAR adds ms | router byte floor ms | residual + floor | host ms / step |",
@@ -1537,10 +1546,20 @@ def merge_bench(paths: "list[Path]", out: Path) -> dict:
         if d.get("inputs", NOISE_INPUTS) != inputs:
             raise MergeError(f"--merge {p}: its training steps ran on {d.get('inputs', NOISE_INPUTS)}, {paths[0]}'s "
                              f"on {inputs}; merge runs of the same inputs")
+    streams = {d.get("stream") for _, d in runs if d.get("train") or d.get("paired")}
+    if len(streams) > 1:
+        raise MergeError("--merge: some of these runs timed their training steps before commit 54ac41b made the "
+                         "model's stream contiguous (their residual steps were slow) and some after; merge runs of "
+                         "one side, or run the old parts again")
     commits = sorted({str(d["env"].get("commit")) for _, d in runs})
     if len(commits) > 1:
         log(f"note: the merged runs are of different commits ({', '.join(commits)})")
     res = combine_results(runs)
+    if streams:                            # the one layout the merged training steps ran with
+        (stream,) = streams
+        res.pop("stream", None)
+        if stream is not None:
+            res["stream"] = stream
     res["_stem"] = results_stem(card, "merged")
     res["targets"] = evaluate_targets(res)
     jp, mp = write_results(res, out)
@@ -1626,6 +1645,10 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         if res.get("inputs", NOISE_INPUTS) != inputs_label:
             raise ResumeError(f"--resume {resume}: its training steps ran on {res.get('inputs', NOISE_INPUTS)}, this "
                               f"run's on {inputs_label}; give the same --data (or none), or run without --resume")
+        if res.get("stream") != STREAM_LAYOUT and (res.get("train") or res.get("paired")):
+            log(f"--resume {resume}: its training steps ran before the model's stream was contiguous (commit "
+                "54ac41b; their residual steps were slow): they are timed again, its other parts are kept")
+            res["train"], res["paired"] = [], []
     elif (parts is not None or sizes is not None or xl_given or chosen_variants
           or inputs is not None):                                    # partial runs: files of their own
         named = chosen if sizes is not None or xl_given else ()
@@ -1639,6 +1662,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
     res["parts"] = ran
     res["inputs"] = inputs_label
+    res["stream"] = STREAM_LAYOUT
     log(f"dartool bench on {res['env'].get('card')} (torch {res['env']['torch']}, triton {res['env'].get('triton')}, "
         f"commit {res['env']['commit']})" + (f", parts {','.join(selected)}" if parts is not None else "")
         + (f", training steps on {inputs_label}" if inputs is not None else ""))
@@ -1889,7 +1913,7 @@ VARIANTS_HELP = (f"DAR variants of the eager, compiled and graphs rows, comma-se
                  "(default: all; the residual always runs, and the paired rounds and sampling keep theirs).")
 DATA_HELP = ("Train the training-step rows on this dataset's first images (what dartool train --data takes: an npz, "
              "an image folder, fashion-mnist) at 32 x 32, with models of its channels and classes, instead of "
-             "Gaussian-noise latents; DAR's cost can depend on the inputs.")
+             "Gaussian-noise latents (session 21: the same ratios within ~1 %).")
 MERGE_HELP = ("Measure nothing: combine these results JSONs of runs on one card (give it once per file; the first "
               "is the base, later ones add the parts, training-step rows and paired models it lacks) into "
               "bench-<card>-<date>-merged.json / .md under --out.")

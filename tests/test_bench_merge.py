@@ -505,3 +505,27 @@ def test_bench_inputs_are_the_steps_images_and_labels(tmp_path):
     step(0)
     step(1)
     assert torch.equal(seen[0], inp.y[[0, 1, 2]]) and torch.equal(seen[1], inp.y[[3, 4, 0]])
+
+
+def test_runs_before_the_contiguous_stream_are_named_and_never_mixed_with_newer_ones(tmp_path, fake_cuda):
+    """Training steps timed before commit 54ac41b (no ``stream`` in the results) had a slow residual on noise: their
+    Markdown says so, --merge will not mix them with newer steps, and --resume times them again."""
+    new = bench.run_bench(tmp_path / "new", quick=True, parts="eager")
+    assert new["stream"] == bench.STREAM_LAYOUT
+    (nj,) = (tmp_path / "new").glob("*.json")
+    md = nj.with_suffix(".md").read_text()
+    assert "hidden state is contiguous whatever the inputs' memory layout" in md and bench.OLD_STREAM_NOTE not in md
+    old = _write(tmp_path, "old.json", _gpu1())                             # timed before 54ac41b
+    with pytest.raises(bench.MergeError, match="before commit 54ac41b"):
+        bench.merge_bench([nj, old], tmp_path / "m1")
+    both_old = bench.merge_bench([old, _write(tmp_path, "old2.json", _gpu2())], tmp_path / "m2")
+    assert "stream" not in both_old
+    assert bench.OLD_STREAM_NOTE in next((tmp_path / "m2").glob("*.md")).read_text()
+    check_only = _write(tmp_path, "check.json", dict(env=_env("abc"), parts=["check"], check=_check(),
+                                                     copy=_copy(3.0), train=[], skipped=[]))
+    merged = bench.merge_bench([check_only, nj], tmp_path / "m3")          # no steps of its own: either side
+    assert merged["stream"] == bench.STREAM_LAYOUT and merged["train"]
+    resumed = bench.run_bench(tmp_path / "r", quick=True, parts="eager", resume=old)
+    assert resumed["stream"] == bench.STREAM_LAYOUT
+    assert {bench.row_mode(r) for r in resumed["train"]} == {"eager"}    # the old compiled rows are gone
+    assert resumed["router"] == _gpu1()["router"]                          # its other parts are kept

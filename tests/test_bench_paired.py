@@ -196,6 +196,7 @@ def _saved_run(tmp_path, card="H200 test"):
     import json
 
     res = dict(env=dict(card=card, date="2026-11-26 14:00 UTC", commit="old", torch="x", python="3"), skipped=[],
+               stream="contiguous",
                copy=dict(bytes_per_s=4.2e12, tb_per_s=4.2, bytes_moved=1e9, ms=0.2),
                router=[],
                train=[_row("SiT-B/2", "residual", "residual", "static", False, 1.0),
