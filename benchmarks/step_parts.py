@@ -178,11 +178,14 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
            "bench+all": lambda i: bench_step(opt_fused, True, i), "train": train_step,
            "train+copy": lambda i: train_step(i, "copy"), "train+pinned": lambda i: train_step(i, "pinned")}
 
-    def block(fn) -> tuple[float, float]:
-        """(median ms between the events around each step, wall ms per step over the block)."""
+    def block(fn) -> tuple[float, float, float]:
+        """(median ms between the events around each step, wall ms per step over the block, unix time at the start
+        of the timed steps: a clock log joins from there, not from the untimed step before, which may wait on the
+        host, e.g. when Dynamo switches to the graph of another input layout)."""
         fn(0)                             # one untimed step after whatever ran before
         if cuda:
             torch.cuda.synchronize(device)
+        t_timed = time.time()
         t0 = time.perf_counter()
         ev = []
         for i in range(steps):
@@ -193,7 +196,7 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
             torch.cuda.synchronize(device)
         wall = (time.perf_counter() - t0) * 1e3 / steps
         ms = sorted(_elapsed_ms(a, b, cuda) for a, b in ev)
-        return ms[len(ms) // 2], wall
+        return ms[len(ms) // 2], wall, t_timed
 
     row: dict = dict(arm=arm.name, model=mc.label, batch=batch, params_m=round(model.num_params() / 1e6, 2),
                      n_params=len(params))
@@ -213,9 +216,8 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     for _ in range(rounds):
         for v, k, n in names:
             cur["kind"] = k
-            t_block = time.time()
-            ev_ms, wall_ms = block(fns[v])
-            row["blocks"].append((n, round(t_block, 3), round(time.time(), 3)))
+            ev_ms, wall_ms, t_timed = block(fns[v])
+            row["blocks"].append((n, round(t_timed, 3), round(time.time(), 3)))
             per_variant[n].append(ev_ms)
             wall_variant[n].append(wall_ms)
         for kind in x_kinds:
