@@ -295,7 +295,8 @@ def kernel_differences(rows: list[dict], n: int = 12) -> list[str]:
         names = set().union(*tab.values())
         diff = lambda nm: max(abs(tab[k].get(nm, 0) - tab[kinds[0]].get(nm, 0)) for k in kinds[1:])  # noqa: E731
         out += [f"{r['arm']}: kernels whose GPU ms per step (CPU runs: operators' self ms) differ most across x "
-                "(profiler; the last row sums the longest kernels the run kept):", "", "| kernel | " + " | ".join(kinds) + " |",
+                "(profiler; the last row sums the longest kernels the run kept):", "",
+                "| kernel | " + " | ".join(kinds) + " |",
                 "|---|" + "---:|" * len(kinds)]
         for nm in sorted(names, key=diff, reverse=True)[:n]:
             out.append(f"| `{nm[:70]}` | " + " | ".join(f"{tab[k].get(nm, 0):.3f}" for k in kinds) + " |")

@@ -460,11 +460,13 @@ def config_sweep(N: int = 57, B: int = 32, T: int = 256, D: int = 1152, bw: floa
 NOISE_INPUTS = "Gaussian-noise latents (4 x 32 x 32, 1,000 classes)"
 # A run's ``res["stream"]``: its models' hidden state is contiguous [B, T, D] whatever the input's layout (commit
 # 54ac41b). Runs without it fed NCHW noise to a residual whose stream then stayed transposed: that compiled step was
-# ~5 % slow (SiT-XL/2 b32 68 against 65 ms, H200, session 21), so their DAR / residual ratios read ~0.04 low.
+# ~5 % slow (SiT-XL/2 b32 68 against 65 ms, H200, session 21), so their DAR / residual ratios read low: by
+# 0.03-0.05 compiled and ~0.10 eager (B/2 b256 eager residual 158 against 139 ms).
 STREAM_LAYOUT = "contiguous"
 OLD_STREAM_NOTE = ("These training steps ran before commit 54ac41b made the model's hidden state contiguous: from "
                    "NCHW inputs (the bench's noise latents) the residual's stream stayed transposed and its compiled "
-                   "step was ~5 % slow (SiT-XL/2 b32, H200, session 21), so DAR's ratios here read ~0.04 low.")
+                   "step was ~5 % slow (SiT-XL/2 b32, H200, session 21), so DAR's ratios here read low: by 0.03-0.05 "
+                   "compiled and ~0.10 eager.")
 
 
 class BenchInputs:

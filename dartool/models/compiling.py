@@ -57,11 +57,12 @@ COMPILE_MODES = ("full", "regions", "blocks", "cudagraphs")
 # an H200. Under ``cudagraphs`` (session 18, 2026-11-27; README "What DAR costs"): residual 78.8 / static c4 85.3
 # (1.08x) / dynamic c4 110.9 ms on the H100, 69.3 / 74.6 (1.076x) / 94.2 ms on the H200; B/2 b256 static c4 1.081,
 # XL/2 b64 1.071 (H200) -- against a residual whose stream was transposed (session 21); with it contiguous:
-# XL/2 b32 66.4-67.3 / 74.6-74.9 (1.114-1.123x) / 94.3-94.7 ms, B/2 b256 static c4 1.110-1.113 (H200s). The offset tables are not cached in this mode (``dartool.kernels.tables.GRAPH_SAFE``, set
-# here, process-wide); ``benchmarks/cudagraph_check.py`` checks that a DAR model computes and trains the same as
-# under ``full`` (PASS on H100 and H200, chunk sizes 1, 4 and 8). CUDA only. ``dartool train --compile`` uses it by
-# default on CUDA (its ``--compile-mode auto``, ``TrainConfig.resolve_compile_mode``), on one GPU and under torchrun
-# (session 19: two ranks stayed bit-identical through 100 DDP steps, as under ``full``).
+# XL/2 b32 66.4-67.3 / 74.6-74.9 (1.114-1.123x) / 94.3-94.7 ms, B/2 b256 static c4 1.110-1.113 (H200s). The
+# offset tables are not cached in this mode (``dartool.kernels.tables.GRAPH_SAFE``, set here, process-wide);
+# ``benchmarks/cudagraph_check.py`` checks that a DAR model computes and trains the same as under ``full`` (PASS
+# on H100 and H200, chunk sizes 1, 4 and 8). CUDA only. ``dartool train --compile`` uses it by default on CUDA (its
+# ``--compile-mode auto``, ``TrainConfig.resolve_compile_mode``), on one GPU and under torchrun (session 19: two
+# ranks stayed bit-identical through 100 DDP steps, as under ``full``).
 
 # Inductor options forced for every model compiled here, instead of :func:`inductor_options`'s choice (None: its
 # choice). Experiments set it between models (``benchmarks/compile_options.py``).
