@@ -4,25 +4,31 @@ measured compiled residual step.
 
 Under torch.compile DAR's non-router kernels cost what the residual step's kernels cost (step_profile.py
 --compiled, session 3), so a compiled step is at best ``residual + router bytes / copy rate``. This prints that
-bound for the router as built and for three changes to it, from a traffic model (no GPU needed):
+bound for the plain router and for three changes to it (two of which the kernels now make), from a traffic model
+(``dartool.kernels.traffic``; no GPU needed), and for the routers as this process's switches run them:
 
-* ``as built``: v_0 and each h in float32 (bf16 autocast with an fp32 position embedding), the other sources
-  bf16. Forward reads a router's N sources and writes h; backward reads the sources, dh and h and writes N
-  source gradients (``dartool.bench.router_traffic_bytes``).
+* ``own reads``: every router reads its own sources, the LayerNorm after it runs apart; v_0 and each h in
+  float32 (bf16 autocast with an fp32 position embedding), the other sources bf16. Forward reads a router's N
+  sources and writes h; backward reads the sources, dh and h and writes N source gradients
+  (``dartool.bench.router_traffic_bytes``).
 * ``bf16 v_0 and h``: the same with v_0 and h in bf16 (a numerics change: h no longer carries fp32 precision).
 * ``shared prefixes``: with static / static_t queries every query of a chunk is known before the chunk runs, so
   one pass over the chunk's summaries can compute every router's partial softmax state over them (an fp32
   partial sum and its log-sum-exp); each router then reads that partial plus its raw sources. The backward
   mirrors it: each router hands a gradient for its partial back, and one pass over the summaries turns all
-  of them into the summaries' gradients. Used per chunk only where it moves fewer bytes. No kernel is built;
-  ``shared_prefix_route`` below is its PyTorch form, equal to the routers it replaces (tested in float64).
+  of them into the summaries' gradients. Used per chunk only where it moves fewer bytes (the kernels built since session 9,
+  ``prefix_triton``, use their own rule: see ``as built now``); ``shared_prefix_route`` below is its PyTorch
+  form, equal to the routers it replaces (tested in float64).
 * ``LN fused``: the LayerNorm + adaLN modulate that follows every router (and the head's) computed inside the
   router kernel, as the issue allows. The forward writes y = modulate(LN(h)) in bf16 (what the next GEMM reads
   under autocast) beside h; the backward takes dy and forms dh itself (``ln_modulate_backward`` below, tested
   against autograd in float64). DAR's separate LayerNorm kernels go: forward read h, write y; backward read dy
   and h, write dh. The router writes y and reads dy instead of dh. Net: 4 bytes of h's width saved per element
   and router (16 with h in fp32: 4 forward, 12 backward). The figures are router bytes net of that saving.
-* combinations.
+* combinations;
+* ``as built now (static)``: the fused LayerNorm and shared prefixes as ``dartool.kernels.dispatch`` runs them
+  (chunks of at least ``SHARED_PREFIX_MIN`` summaries, groups of ``SHARED_PREFIX_GROUP`` routers, bf16 partials):
+  the floor ``dartool bench`` reports as "as built" (``dartool.kernels.traffic.as_built``).
 
     python3 benchmarks/floor_options.py benchmarks/results/compiled-NVIDIA-H200-20261126-0903.json
 
@@ -37,66 +43,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def chunk_routers(num_sublayers: int, chunk: int) -> list[tuple[int, int]]:
-    """(summaries, raw) read by every sublayer router, chunk by chunk (``dar_source_plan``'s counts split)."""
-    from dartool.models.sit import dar_source_plan
-
-    counts, _ = dar_source_plan(num_sublayers, chunk)
-    out = []
-    for i, n in enumerate(counts):
-        raw = i % chunk
-        out.append((n - raw, raw))
-    return out
-
-
 def traffic(size: str, batch: int, chunk: int = 4, tokens: int = 256, bf16_stream: bool = False,
             shared: bool = False, ln_fused: bool = False) -> dict:
-    """Bytes every router of one training step moves (forward, backward) under the chosen layout; with
-    ``ln_fused``, net of the LayerNorm kernels the fusion removes (see the module docstring)."""
-    from dartool.models import SIZES
-    from dartool.models.sit import dar_source_plan
+    """Bytes every router of one training step moves (forward, backward) under the chosen layout
+    (:func:`dartool.kernels.traffic.router_bytes`; shared prefixes where they move fewer bytes, fp32 partials)."""
+    from dartool.kernels.traffic import router_bytes
 
-    depth, D, _ = SIZES[size]
-    L = 2 * depth
-    u = batch * tokens * D                       # elements of one [B, T, D] tensor
-    v0 = 2 * u if bf16_stream else 4 * u         # bytes of v_0
-    hb = 2 * u if bf16_stream else 4 * u         # bytes of h (and dh)
-    part = 4 * u                                 # an fp32 partial sum
-
-    def src(n: int) -> int:                      # bytes of n sources, v_0 among them
-        return v0 + 2 * u * (n - 1)
-
-    def single(n: int) -> tuple[int, int]:
-        return src(n) + hb, 2 * src(n) + 2 * hb
-
-    plan = chunk_routers(L, chunk)
-    fwd = bwd = 0
-    for c0 in range(0, L, chunk):
-        group = plan[c0:c0 + chunk]
-        f_ind = sum(single(p + r)[0] for p, r in group)
-        b_ind = sum(single(p + r)[1] for p, r in group)
-        if shared and len(group) > 1:
-            P = group[0][0]
-            k = len(group) - 1                   # routers that read a partial instead of the summaries
-            raw = sum(r for _, r in group)
-            f_sh = src(P) + hb + k * part + k * (part + hb) + 2 * u * raw
-            # routers: read partial, raw, dh, h; write d(partial), raw gradients. One pass over the summaries:
-            # read them, dh_0, h_0 and the k partial gradients; write the summaries' gradients.
-            b_sh = (k * (part + 2 * hb + part) + 2 * (2 * u * raw)
-                    + 2 * src(P) + 2 * hb + k * part)
-            if f_sh + b_sh < f_ind + b_ind:
-                f_ind, b_ind = f_sh, b_sh
-        fwd += f_ind
-        bwd += b_ind
-    _, head = dar_source_plan(L, chunk)
-    f, b = single(head)
-    fwd, bwd = fwd + f, bwd + b
-    if ln_fused:
-        # forward: the LN kernel's read of h and write of y go, the router writes y: -hb. Backward: the LN
-        # kernel's reads of dy and h and its write of dh go, the router reads dy (2 B) instead of dh: -3 hb.
-        fwd -= (L + 1) * hb
-        bwd -= (L + 1) * 3 * hb
-    return dict(fwd=fwd, bwd=bwd, total=fwd + bwd)
+    return router_bytes(size, batch, chunk, tokens, bf16_stream=bf16_stream, shared=shared, ln_fused=ln_fused)
 
 
 def ln_modulate_backward(dy, h, shift, scale, eps: float):
@@ -149,7 +102,7 @@ def shared_prefix_route(summaries, raws, q, gain, eps: float = 1e-6):
     return outs
 
 
-OPTIONS = (("as built", False, False, False), ("bf16 v_0 and h", True, False, False),
+OPTIONS = (("own reads", False, False, False), ("bf16 v_0 and h", True, False, False),
            ("shared prefixes", False, True, False), ("LN fused", False, False, True),
            ("shared prefixes + LN fused", False, True, True), ("all three", True, True, True))
 
@@ -160,6 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=4)
     a = ap.parse_args(argv)
     from dartool.bench import router_traffic_bytes
+    from dartool.kernels.traffic import as_built
 
     rows, bw = [], None
     if a.result:
@@ -180,12 +134,16 @@ def main(argv=None) -> int:
         ref = router_traffic_bytes(size, batch, a.chunk)["total"]
         for name, bf16, shared, ln in OPTIONS:
             t = traffic(size, batch, a.chunk, bf16_stream=bf16, shared=shared, ln_fused=ln)["total"]
-            if name == "as built":
+            if name == "own reads":
                 assert abs(t - ref) < 1, (t, ref)  # the model agrees with the bench's own count
             ms = t / bw * 1e3 if bw else None
             ratio = 1 + ms / r["step_ms"] if r else None
             print(f"| SiT-{size}/2 | {batch} | {name} | {t / 1e9:.1f} | " + (f"{ms:.1f}" if ms else "-") + " | "
                   + (f"{ratio:.3f}" if ratio else "-") + " |")
+        t = as_built(size, batch, a.chunk, "static")["total"]   # this process's switches: bf16 partials, groups
+        ms = t / bw * 1e3 if bw else None
+        print(f"| SiT-{size}/2 | {batch} | as built now (static) | {t / 1e9:.1f} | " + (f"{ms:.1f}" if ms else "-")
+              + " | " + (f"{1 + ms / r['step_ms']:.3f}" if r and ms else "-") + " |")
         for m in (measured.get((r["model"], batch), []) if r else []):
             print(f"| | | *measured: {m['variant']}* | | | {m['time_ratio']:.3f} |")
     return 0

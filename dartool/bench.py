@@ -533,27 +533,25 @@ def dar_flops_ratio(size: str, chunk: int = 4, query: str = "dynamic", tokens: i
 
 
 def router_traffic_bytes(size: str, batch: int, chunk: int, tokens: int = 256) -> dict[str, float]:
-    """Bytes every DAR router of one training step must move (bf16 autocast: v_0 and each h are float32, the
-    other sources bf16), summed over the routers. Forward: read the N sources, write h. Backward: read the N
-    sources, dh and h, write N source gradients (the query, gain and log-sum-exp terms are negligible). This is
-    the floor of the router as built, each router reading its own sources; layouts that share reads between
-    routers or store v_0 and h in bf16 move less (``benchmarks/floor_options.py``)."""
+    """Bytes every DAR router of one training step must move if each reads its own sources and the LayerNorm after
+    it runs apart (:func:`dartool.kernels.traffic.router_bytes`' plain layout: v_0 and each h float32, the other
+    sources bf16), summed over the routers, with the number of source reads. The routers as built move less
+    (shared prefixes, the fused LayerNorm: :func:`dartool.kernels.traffic.as_built`)."""
+    from .kernels.traffic import router_bytes
     from .models import SIZES
     from .models.sit import dar_source_plan
 
-    depth, D, _ = SIZES[size]
-    counts, head = dar_source_plan(2 * depth, chunk)
-    unit = batch * tokens * D                                   # elements of one [B, T, D] tensor
-    fwd = bwd = 0.0
-    for n in list(counts) + [head]:
-        src = unit * (4 + 2 * (n - 1))                          # v_0 in float32, the rest bf16
-        fwd += src + 4 * unit
-        bwd += 2 * src + 2 * 4 * unit
-    return dict(fwd=fwd, bwd=bwd, total=fwd + bwd, sources_read=float(sum(counts) + head))
+    counts, head = dar_source_plan(2 * SIZES[size][0], chunk)
+    return dict(router_bytes(size, batch, chunk, tokens), sources_read=float(sum(counts) + head))
 
 
 def _floors(rows: list[dict], bytes_per_s: float | None) -> None:
-    """Per DAR row: the routers' byte floor per step (ms, at the measured copy rate) next to what DAR adds."""
+    """Per DAR row: the routers' byte floor per step (ms, at the measured copy rate) next to what DAR adds, twice:
+    ``router_floor_ms`` for routers that each read their own sources with the LayerNorm apart, and
+    ``router_floor_built_ms`` for the routers as this process runs them (:func:`dartool.kernels.traffic.as_built`);
+    ``floor_ratio`` / ``floor_built_ratio``: the residual's step plus that floor, over the residual's step."""
+    from .kernels.traffic import as_built
+
     if not bytes_per_s:
         return
     for r in rows:
@@ -561,10 +559,13 @@ def _floors(rows: list[dict], bytes_per_s: float | None) -> None:
             continue
         size = r["model"].split("-")[1].split("/")[0]
         r["router_floor_ms"] = router_traffic_bytes(size, r["batch"], r["chunk"])["total"] / bytes_per_s * 1e3
+        r["router_floor_built_ms"] = (as_built(size, r["batch"], r["chunk"], r.get("query", "static"))["total"]
+                                      / bytes_per_s * 1e3)
         base = _residual_row(rows, r)
         if base:
             r["extra_ms"] = r["step_ms"] - base["step_ms"]
             r["floor_ratio"] = (base["step_ms"] + r["router_floor_ms"]) / base["step_ms"]
+            r["floor_built_ratio"] = (base["step_ms"] + r["router_floor_built_ms"]) / base["step_ms"]
 
 
 def _train_step(model, cfg, batch: int, compiled: bool, device: str = "cuda", compile_mode: str = "full",
@@ -1055,6 +1056,13 @@ def evaluate_targets(res: dict) -> list[dict]:
     return out
 
 
+def _floor_cell(r: dict, own: str, built: str, fmt: str) -> str:
+    """'own / as built' where the row has both floors (results before session 21 have the first only)."""
+    if r.get(built) is None:
+        return _f(r.get(own), fmt)
+    return f"{_f(r.get(own), fmt)} / **{_f(r.get(built), fmt)}**"
+
+
 def markdown(res: dict) -> str:
     e = res["env"]
     L = [f"# dartool bench — {e.get('card')} — {e['date']}", "",
@@ -1151,7 +1159,7 @@ def markdown(res: dict) -> str:
                  "1.114 on noise, 1.123 on CIFAR-10 pixels; H200, session 21)."),
               "",
               "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual | "
-              "DAR adds ms | router byte floor ms | residual + floor | host ms / step |",
+              "DAR adds ms | router byte floor ms, own reads / as built | residual + floor | host ms / step |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr:
             mode = row_mode(r)
@@ -1159,7 +1167,8 @@ def markdown(res: dict) -> str:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | {r['step_ms']:.1f} | "
                          f"{r['img_per_s']:.0f} | {r['peak_gb']:.1f} | {_f(r.get('time_ratio'), '{:.3f}')} | "
                          f"{_f(r.get('mem_ratio'), '{:.3f}')} | {_f(r.get('extra_ms'), '{:.1f}')} | "
-                         f"{_f(r.get('router_floor_ms'), '{:.1f}')} | {_f(r.get('floor_ratio'), '{:.3f}')} | "
+                         f"{_floor_cell(r, 'router_floor_ms', 'router_floor_built_ms', '{:.1f}')} | "
+                         f"{_floor_cell(r, 'floor_ratio', 'floor_built_ratio', '{:.3f}')} | "
                          f"{_f(r.get('host_ms'), '{:.1f}')} |")
             else:
                 L.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {mode} | "
@@ -1174,14 +1183,16 @@ def markdown(res: dict) -> str:
                   "is below it the step waits for the host: DAR's routers are many small launches (session 17: SiT-XL/2 "
                   "DAR c4 is host-bound at 32 images per GPU on an H100, eager and compiled; "
                   "`benchmarks/step_host.py` measures a compiled step against its GPU time).",
-              "", "Router byte floor: the bytes DAR's routers must move per step (forward: read the sources, write h; "
-                  "backward: read the sources, dh and h, write the source gradients) at the copy rate above. "
-                  "'residual + floor' is the best ratio the router as built allows where DAR's other kernels cost what the "
-                  "residual step costs (measured under torch.compile, `benchmarks/step_profile.py --compiled`: "
-                  "equal within 0.5 %); in eager mode DAR also saves the residual stream's unfused adds. "
-                  "Routers that compute the following LayerNorm + adaLN modulate in their kernels (every router, the head's "
-                  "too, unless DARTOOL_FUSE_LN=0; `dartool.kernels.dispatch.FUSE_LN`) remove DAR's separate "
-                  "LayerNorm kernels, so such a step can beat this floor (`benchmarks/floor_options.py`, 'LN fused').", ""]
+              "", "Router byte floor: the bytes DAR's routers must move per step at the copy rate above, from a traffic "
+                  "model (`dartool.kernels.traffic`). Own reads: every router reads its own sources and writes h, and "
+                  "its backward reads the sources, dh and h and writes the source gradients, with the LayerNorm after "
+                  "it a kernel of its own. As built: the LayerNorm + adaLN modulate computed in the router "
+                  "(DARTOOL_FUSE_LN) and, for static / static_t queries, the routers of a chunk reading its summaries "
+                  "once between them (shared prefixes, partials in bf16), as this run's switches had them. "
+                  "'residual + floor' is the best ratio those bytes allow where DAR's other kernels cost what the "
+                  "residual's do (session 3, `benchmarks/step_profile.py --compiled`; measured before session 21 "
+                  "made the residual's stream contiguous); in eager mode DAR also saves the residual stream's unfused "
+                  "adds. Other layouts: `benchmarks/floor_options.py`.", ""]
     pr = res.get("paired")
     if pr:
         L += ["## Compiled steps, paired (interleaved rounds, one process)", "",

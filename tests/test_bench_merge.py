@@ -515,6 +515,9 @@ def test_runs_before_the_contiguous_stream_are_named_and_never_mixed_with_newer_
     (nj,) = (tmp_path / "new").glob("*.json")
     md = nj.with_suffix(".md").read_text()
     assert "hidden state is contiguous whatever the inputs' memory layout" in md and bench.OLD_STREAM_NOTE not in md
+    assert "router byte floor ms, own reads / as built" in md
+    dar = next(r for r in new["train"] if r.get("routing") == "dar" and "router_floor_built_ms" in r)
+    assert f"{dar['router_floor_ms']:.1f} / **{dar['router_floor_built_ms']:.1f}**" in md
     old = _write(tmp_path, "old.json", _gpu1())                             # timed before 54ac41b
     with pytest.raises(bench.MergeError, match="before commit 54ac41b"):
         bench.merge_bench([nj, old], tmp_path / "m1")

@@ -171,6 +171,41 @@ def test_model_outputs_unchanged_on_cpu():
     assert torch.equal(a, b)
 
 
+def test_as_built_floor_follows_the_kernels_switches(monkeypatch):
+    """traffic.as_built: the fused LayerNorm off is the own-reads floor (the bench's router_traffic_bytes); dynamic
+    queries never share prefixes; shared prefixes only on chunks of SHARED_PREFIX_MIN summaries or more; partials
+    in fp32 cost 2 bytes per element more for each of the 5 partial reads / writes (forward: write, read;
+    backward: write, read, read) of every router that reads one."""
+    from dartool.bench import router_traffic_bytes
+    from dartool.kernels import dispatch, traffic
+
+    monkeypatch.setattr(dispatch, "FUSE_LN", True)
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX", True)
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX_MIN", 3)
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX_GROUP", 4)
+    monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "auto")
+    u = 32 * 256 * 1152
+    static, dyn = traffic.as_built("XL", 32, 4, "static"), traffic.as_built("XL", 32, 4, "dynamic")
+    assert dyn == traffic.router_bytes("XL", 32, 4, ln_fused=True)
+    assert static["total"] < 0.6 * dyn["total"]
+    readers = sum(len(grp) - 1 for c0 in range(0, 56, 4)
+                  for grp in [traffic.chunk_routers(56, 4)[c0:c0 + 4]] if grp[0][0] >= 3)
+    assert readers == 3 * 12                    # 12 of the 14 chunks have >= 3 summaries; 3 routers each read a partial
+    monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "fp32")
+    assert traffic.as_built("XL", 32, 4, "static")["total"] - static["total"] == 5 * 2 * u * readers
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX_MIN", 100)          # no chunk has that many summaries
+    assert traffic.as_built("XL", 32, 4, "static") == dyn
+    monkeypatch.setattr(dispatch, "FUSE_LN", False)                  # shared prefixes need the fused LayerNorm
+    plain = traffic.as_built("XL", 32, 4, "static")
+    assert plain["total"] == router_traffic_bytes("XL", 32, 4)["total"] and plain == traffic.router_bytes("XL", 32, 4)
+    # groups: c8 chunks run in two passes of 4 routers, each pass reading the summaries
+    monkeypatch.setattr(dispatch, "FUSE_LN", True)
+    monkeypatch.setattr(dispatch, "SHARED_PREFIX_MIN", 3)
+    monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "auto")
+    one = traffic.router_bytes("XL", 32, 8, shared=True, ln_fused=True, partial_bytes=2, min_summaries=3, group=0)
+    assert traffic.as_built("XL", 32, 8, "static") != one
+
+
 def test_floor_options_model():
     """benchmarks/floor_options.py: its 'as built' count is the bench's; bf16 v_0 and h save 2 + 2 bytes per
     element in every router's forward and 4 + 4 in its backward; shared prefixes never add bytes and save
@@ -182,7 +217,9 @@ def test_floor_options_model():
     spec = importlib.util.spec_from_file_location("floor_options", ROOT / "benchmarks" / "floor_options.py")
     fo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fo)
-    assert fo.chunk_routers(4, 2) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    from dartool.kernels.traffic import chunk_routers
+
+    assert chunk_routers(4, 2) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     unit, routers = 64 * 256 * 1152, 57
     built = fo.traffic("XL", 64)
     assert built["total"] == router_traffic_bytes("XL", 64, 4)["total"]
@@ -272,6 +309,11 @@ def test_router_traffic_floor_by_hand():
     floor = router_traffic_bytes("XL", 128, 4)["total"] / 3e12 * 1e3
     assert rows[1]["extra_ms"] == 60.0 and abs(rows[1]["router_floor_ms"] - floor) < 1e-9
     assert abs(rows[1]["floor_ratio"] - (200 + floor) / 200) < 1e-12 and "router_floor_ms" not in rows[0]
+    from dartool.kernels.traffic import as_built       # the routers as this process runs them: fewer bytes
+
+    built = as_built("XL", 128, 4, "static")["total"] / 3e12 * 1e3
+    assert abs(rows[1]["router_floor_built_ms"] - built) < 1e-9 and built < rows[1]["router_floor_ms"]
+    assert abs(rows[1]["floor_built_ratio"] - (200 + built) / 200) < 1e-12
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
