@@ -18,15 +18,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 
-KINDS = (("router fwd", ("_router_fwd",)), ("router bwd", ("_router_bwd",)),
+KINDS = (("router fwd", ("_router_fwd",)), ("router bwd", ("_router_bwd", "_qg_finish")),
+         ("prefix fwd", ("_prefix_fwd",)), ("prefix bwd", ("_prefix_bwd", "_prefix_coef", "_prefix_grad")),
          ("attention", ("flash", "fmha", "attention", "sdpa")),
          ("gemm", ("gemm", "xmma", "nvjet", "cutlass", "sm90_", "cublas", "splitk")),
          ("inductor", ("triton_",)))
 
 
+ROUTER_KINDS = ("router fwd", "router bwd", "prefix fwd", "prefix bwd")
+
+
 def kernel_groups(events) -> dict:
-    """GPU time (ms) per kind of kernel: the routers' forward / backward, attention, GEMMs (cuBLAS / CUTLASS),
-    Inductor's generated kernels, everything else."""
+    """GPU time (ms) per kind of kernel: the routers' forward / backward, the shared prefix passes' forward /
+    backward, attention, GEMMs (cuBLAS / CUTLASS), Inductor's generated kernels, everything else."""
     out: dict = {}
     for e in events:
         name = e.key.lower()
@@ -116,11 +120,22 @@ def main() -> int:
         print("by kind: " + ", ".join(f"{k} {v:.1f} ms" for k, v in groups.items()))
         del model, opt, fwd
         torch.cuda.empty_cache()
+    from dartool.bench import copy_bandwidth
+    from dartool.kernels.traffic import as_built
+
+    rate = copy_bandwidth()["bytes_per_s"]
     for label in [k for k in totals if k != "residual"]:
         print(f"\nkernel time by kind, ms per step ({label} - residual):")
         for k in sorted(totals[label].keys() | totals["residual"].keys()):
             r, d = totals["residual"].get(k, 0.0), totals[label].get(k, 0.0)
             print(f"  {k:16s} residual {r:7.1f}  {label} {d:7.1f}  extra {d - r:+7.1f}")
+        routers = sum(totals[label].get(k, 0.0) for k in ROUTER_KINDS)
+        rest = sum(v for k, v in totals[label].items() if k not in ROUTER_KINDS)
+        floor = as_built(a.size, a.batch, int(label.split("c")[-1]), a.query)["total"] / rate * 1e3
+        pct = 100 * floor / max(routers, 1e-9)
+        print(f"  routers + prefix passes {routers:.1f} ms against their as-built byte floor {floor:.1f} ms "
+              f"(dartool.kernels.traffic at the copy rate {rate / 1e12:.2f} TB/s: {pct:.0f} %); "
+              f"DAR's other kernels {rest:.1f} ms against the residual's {sum(totals['residual'].values()):.1f}")
     return 0
 
 

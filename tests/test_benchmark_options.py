@@ -129,3 +129,17 @@ def test_step_parts_refuses_controls_without_data_and_a_missing_log(capsys):
     with pytest.raises(SystemExit):
         sp.main(["--size", "S", "--depth", "1", "--smi-log", "/nonexistent/smi.csv", "--device", "cpu"])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_step_profile_sorts_kernels_into_kinds():
+    """benchmarks/step_profile.py: the router kernels, the shared-prefix passes (forward; backward with its
+    coefficient and gradient kernels), attention, GEMMs and Inductor's kernels each land in their own kind."""
+    sp = load_benchmark("step_profile")
+    ev = [type("E", (), dict(key=k, self_device_time_total=us))() for k, us in (
+        ("_router_fwd_kernel", 1000), ("_router_bwd_kernel", 2000), ("_qg_finish_kernel", 100),
+        ("_prefix_fwd_kernel", 300), ("_prefix_bwd_kernel", 400), ("_prefix_coef_kernel", 50),
+        ("_prefix_grad_kernel", 50), ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop", 700),
+        ("nvjet_sm90_tst_256x128", 5000), ("triton_red_fused_native_layer_norm_3", 800), ("memcpy", 10))]
+    assert sp.kernel_groups(ev) == {"attention": 0.7, "gemm": 5.0, "inductor": 0.8, "other": 0.01,
+                                    "prefix bwd": 0.5, "prefix fwd": 0.3, "router bwd": 2.1, "router fwd": 1.0}
+    assert set(sp.ROUTER_KINDS) == {"router fwd", "router bwd", "prefix fwd", "prefix bwd"}
