@@ -74,8 +74,10 @@ def main() -> int:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     totals: dict = {}
+    chunk_of: dict = {}
     for routing, chunk in [("residual", 4)] + [("dar", c) for c in chunks]:
         label = routing if routing == "residual" else f"DAR c{chunk}"
+        chunk_of[label] = chunk
         cfg = model_config(a.size, 2, routing=routing, query=a.query, chunk_size=chunk)
         with torch.device("cuda"):
             model = SiT(cfg)
@@ -131,7 +133,7 @@ def main() -> int:
             print(f"  {k:16s} residual {r:7.1f}  {label} {d:7.1f}  extra {d - r:+7.1f}")
         routers = sum(totals[label].get(k, 0.0) for k in ROUTER_KINDS)
         rest = sum(v for k, v in totals[label].items() if k not in ROUTER_KINDS)
-        floor = as_built(a.size, a.batch, int(label.split("c")[-1]), a.query)["total"] / rate * 1e3
+        floor = as_built(a.size, a.batch, chunk_of[label], a.query)["total"] / rate * 1e3
         pct = 100 * floor / max(routers, 1e-9)
         print(f"  routers + prefix passes {routers:.1f} ms against their as-built byte floor {floor:.1f} ms "
               f"(dartool.kernels.traffic at the copy rate {rate / 1e12:.2f} TB/s: {pct:.0f} %); "

@@ -1449,6 +1449,10 @@ def load_resume(path: Path, card: "str | None") -> dict:
     if not prev.get("check", {"ok": True}).get("ok", False):  # a failed correctness check is run again, not kept
         prev.pop("check")
         again.append("check (it had failed)")
+    if prev.get("stream") != STREAM_LAYOUT and (prev.get("train") or prev.get("paired")):
+        prev.pop("train", None)               # timed against a residual whose stream was transposed: slow
+        prev.pop("paired", None)
+        again.append("training steps (timed before commit 54ac41b made the stream contiguous)")
     prev["resumed"] = prev.get("resumed", []) + [dict(env=prev["env"], seconds=prev.get("seconds"),
                                                       parts=sorted(k for k in prev if k in _PARTS), run_again=again)]
     prev["_stem"] = path.stem
@@ -1653,15 +1657,12 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     if resume is not None:
         res = load_resume(resume, env.get("card") if torch.cuda.is_available() else None)
         log(f"resuming {resume}: keeping {', '.join(res['resumed'][-1]['parts']) or 'nothing'} "
-            f"(commit {res['env'].get('commit')}, {res['env'].get('date')})")
+            f"(commit {res['env'].get('commit')}, {res['env'].get('date')})"
+            + "".join(f"; running again: {x}" for x in res["resumed"][-1]["run_again"]))
         res["env"] = env
         if res.get("inputs", NOISE_INPUTS) != inputs_label:
             raise ResumeError(f"--resume {resume}: its training steps ran on {res.get('inputs', NOISE_INPUTS)}, this "
                               f"run's on {inputs_label}; give the same --data (or none), or run without --resume")
-        if res.get("stream") != STREAM_LAYOUT and (res.get("train") or res.get("paired")):
-            log(f"--resume {resume}: its training steps ran before the model's stream was contiguous (commit "
-                "54ac41b; their residual steps were slow): they are timed again, its other parts are kept")
-            res["train"], res["paired"] = [], []
     elif (parts is not None or sizes is not None or xl_given or chosen_variants
           or inputs is not None):                                    # partial runs: files of their own
         named = chosen if sizes is not None or xl_given else ()

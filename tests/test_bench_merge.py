@@ -532,3 +532,6 @@ def test_runs_before_the_contiguous_stream_are_named_and_never_mixed_with_newer_
     assert resumed["stream"] == bench.STREAM_LAYOUT
     assert {bench.row_mode(r) for r in resumed["train"]} == {"eager"}    # the old compiled rows are gone
     assert resumed["router"] == _gpu1()["router"]                          # its other parts are kept
+    (rec,) = resumed["resumed"]
+    assert "train" not in rec["parts"] and "router" in rec["parts"]
+    assert rec["run_again"] == ["training steps (timed before commit 54ac41b made the stream contiguous)"]
