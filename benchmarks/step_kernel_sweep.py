@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""The router and shared-prefix kernels' launch configurations, timed inside a training step: GPU time per kernel
+kind over one eager bf16 SiT step with DAR, one row per configuration, all in one process on one card.
+
+    PYTHONPATH=$PWD python3 benchmarks/step_kernel_sweep.py --size XL --batch 32 --json /tmp/sweep.json
+    PYTHONPATH=$PWD python3 benchmarks/step_kernel_sweep.py --size B --batch 256 --variant "bwd.rows=4" \\
+        --variant "bwd.pipe=1 bwd.unroll=2 bwd.prefetch=1"
+
+Why in a step: the per-shape configurations (``router_triton.fwd_config`` / ``bwd_config``,
+``prefix_triton.prefix_config`` / ``grad_config``) were chosen on the kernels alone at source counts of an
+unshared model (N = 6 / 9 / 17 / 57) and at SiT-XL/2 b64 / b128, while a c4 model with shared prefixes runs
+routers of 1-4 sources (a partial plus up to three raw outputs) and, at 32 images per GPU, half the rows. The
+compiled step's profile (``step_profile.py --compiled``, session 22) has the routers + prefix passes at 30-34 % of
+their as-built byte floor. Kernel time does not depend on how the step is driven, so the step here is eager
+(source taps off, as under torch.compile, so every backward launch is the one the compiled step makes) and host
+time is ignored: each row is the summed device time of the kernels of one kind, median over ``--steps`` profiled
+steps.
+
+A variant is a space-separated list of ``KERNEL.KEY=INT`` settings over the per-shape default of the model's width:
+``fwd.`` / ``bwd.`` (the router kernels: ``router_triton``'s configuration keys; ``pipe`` > 1 also sets unroll 1,
+prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forward / backward pass 1 or one-pass),
+``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2). Without ``--variant`` a built-in grid for the
+model's width runs. Needs CUDA.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+KINDS = (("router fwd", "_router_fwd_kernel"), ("router bwd", "_router_bwd_kernel"), ("qg finish", "_qg_finish"),
+         ("prefix fwd", "_prefix_fwd_kernel"), ("prefix coef", "_prefix_coef_kernel"),
+         ("prefix grad", "_prefix_grad_kernel"), ("prefix bwd", "_prefix_bwd_kernel"))
+
+GRID_WIDE = [  # D >= 1024 (SiT-XL/2): per-shape default rows=8, one warp, pipe 4, part_slot 1
+    "", "bwd.pipe=1", "bwd.pipe=2", "bwd.pipe=3", "bwd.pipe=1 bwd.unroll=2 bwd.prefetch=1",
+    "bwd.rows=2", "bwd.rows=4", "bwd.rows=16", "bwd.part_slot=0", "bwd.num_warps=2",
+    "fwd.pipe=1", "fwd.pipe=2", "fwd.pipe=3", "fwd.num_warps=2",
+    "pfwd.rows=4", "pfwd.rows=16", "pfwd.group=4", "pfwd.group=4 pfwd.num_warps=2", "pfwd.pipe=2",
+    "pbwd.rows=2", "pbwd.rows=8", "pbwd.pipe=2", "pgrad.rows=8", "pgrad.rows=32", "pgrad.num_warps=2",
+    "pgrad.pipe=2",
+]
+GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unroll 2 + prefetch, part_slot 0
+    "", "bwd.pipe=3", "bwd.pipe=4", "bwd.unroll=1 bwd.prefetch=0", "bwd.rows=2", "bwd.rows=4", "bwd.rows=16",
+    "bwd.part_slot=1", "bwd.num_warps=2",
+    "fwd.pipe=1", "fwd.pipe=2", "fwd.pipe=3", "fwd.num_warps=2",
+    "pfwd.rows=4", "pfwd.rows=16", "pfwd.num_warps=2", "pfwd.pipe=1",
+    "pbwd.rows=4", "pbwd.rows=16", "pbwd.num_warps=1", "pbwd.num_warps=4", "pbwd.passes=2",
+]
+
+
+def parse_variant(text: str) -> dict:
+    """'bwd.rows=4 pfwd.group=2' -> {'bwd': {'rows': 4}, 'pfwd': {'group': 2}} (clear errors for typos)."""
+    out: dict = {}
+    for item in text.split():
+        key, sep, val = item.partition("=")
+        kern, dot, k = key.partition(".")
+        if not (sep and dot) or kern not in ("fwd", "bwd", "pfwd", "pbwd", "pgrad"):
+            raise SystemExit(f"variant setting {item!r}: write KERNEL.KEY=INT with KERNEL one of fwd, bwd, pfwd, "
+                             "pbwd, pgrad")
+        out.setdefault(kern, {})[k] = int(val)
+    return out
+
+
+def kernel_kinds(events) -> dict:
+    """Device ms per kind of DAR kernel (KINDS) and the step's total over all kernels."""
+    out = {k: 0.0 for k, _ in KINDS}
+    total = 0.0
+    for e in events:
+        ms = e.self_device_time_total / 1e3
+        total += ms
+        kind = next((k for k, name in KINDS if name in e.key), None)
+        if kind:
+            out[kind] += ms
+    out["routers + prefix"] = sum(out[k] for k, _ in KINDS)
+    out["all kernels"] = total
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="XL")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--query", default="static", choices=["static", "static_t", "dynamic"])
+    ap.add_argument("--variant", action="append", default=None,
+                    help="settings over the per-shape default, e.g. 'bwd.rows=4 bwd.pipe=1' (repeatable; "
+                         "'' is the default itself; without any, the built-in grid for the width)")
+    ap.add_argument("--steps", type=int, default=3, help="profiled steps per variant (median)")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if not torch.cuda.is_available():
+        raise SystemExit("step_kernel_sweep needs a CUDA device (it times Triton kernels)")
+    from dartool.diffusion import diffusion_loss
+    from dartool.kernels import dispatch
+    from dartool.kernels import prefix_triton as pt
+    from dartool.kernels import router_triton as rt
+    from dartool.models import SIZES, SiT, model_config
+
+    D = SIZES[a.size][1]
+    variants = a.variant if a.variant is not None else (GRID_WIDE if D >= 1024 else GRID_NARROW)
+    dispatch.TAP_SOURCES = False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    cfg = model_config(a.size, 2, routing="dar", query=a.query, chunk_size=a.chunk)
+    with torch.device("cuda"):
+        model = SiT(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(a.batch, 4, 32, 32, device="cuda")
+    y = torch.randint(0, 1000, (a.batch,), device="cuda")
+    s = torch.rand(a.batch, device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = diffusion_loss(model, x, y, s)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    dyn = a.query == "dynamic"
+    base_fwd, base_bwd = rt.fwd_config(4, D), rt.bwd_config(4, D, dyn)
+    rows = []
+    print(f"SiT-{a.size}/2 b{a.batch} DAR {a.query} c{a.chunk}, {torch.cuda.get_device_name()}: device ms per step")
+    head = f"{'variant':42s}" + "".join(f"{k:>12s}" for k, _ in KINDS) + f"{'routers+pfx':>12s}{'all':>9s}"
+    print(head)
+    for text in variants:
+        v = parse_variant(text)
+        f, b = dict(base_fwd), dict(base_bwd)
+        for conf, key in ((f, "fwd"), (b, "bwd")):
+            conf.update(v.get(key, {}))
+            if v.get(key, {}).get("pipe", 1) > 1:
+                conf.update({k: val for k, val in (("unroll", 1), ("prefetch", 0)) if k not in v[key]})
+        pf = {**pt.prefix_config(D, False), **v.get("pfwd", {})}
+        pb = {**pt.prefix_config(D, True), **v.get("pbwd", {})}
+        env = ";".join(",".join(str(c[k]) for k in pt._KEYS) for c in (pf, pb))
+        old_env = os.environ.get("DARTOOL_PREFIX_CONFIG")
+        os.environ["DARTOOL_PREFIX_CONFIG"] = env
+        t0 = time.time()
+        try:
+            with rt.configs(fwd=f if "fwd" in v else None, bwd=b if "bwd" in v else None), \
+                    pt.configured(grad={**pt.grad_config(D), **v.get("pgrad", {})}):
+                for _ in range(2):
+                    step()
+                torch.cuda.synchronize()
+                per = []
+                for _ in range(a.steps):
+                    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                        step()
+                        torch.cuda.synchronize()
+                    per.append(kernel_kinds(prof.key_averages()))
+            row = {k: statistics.median(p[k] for p in per) for k in per[0]}
+            err = ""
+        except Exception as e:  # a configuration the kernels cannot compile (resources): recorded, sweep goes on
+            row, err = {}, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            torch.cuda.synchronize()
+        finally:
+            if old_env is None:
+                os.environ.pop("DARTOOL_PREFIX_CONFIG", None)
+            else:
+                os.environ["DARTOOL_PREFIX_CONFIG"] = old_env
+        row.update(variant=text or "default", error=err, wall_s=round(time.time() - t0, 1))
+        rows.append(row)
+        if err:
+            print(f"{row['variant']:42s} {err}")
+        else:
+            print(f"{row['variant']:42s}" + "".join(f"{row[k]:12.3f}" for k, _ in KINDS)
+                  + f"{row['routers + prefix']:12.3f}{row['all kernels']:9.1f}", flush=True)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(size=a.size, batch=a.batch, chunk=a.chunk, query=a.query, card=torch.cuda.get_device_name(),
+                    date=time.strftime("%Y-%m-%d %H:%M"), commit=os.environ.get("DARTOOL_COMMIT", "unknown"),
+                    base_fwd=base_fwd, base_bwd=base_bwd, prefix_fwd=pt.prefix_config(D, False),
+                    prefix_bwd=pt.prefix_config(D, True), prefix_grad=pt.grad_config(D))
+        tmp = a.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        tmp.replace(a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
