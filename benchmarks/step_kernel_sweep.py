@@ -16,11 +16,13 @@ their as-built byte floor. Kernel time does not depend on how the step is driven
 time is ignored: each row is the summed device time of the kernels of one kind, median over ``--steps`` profiled
 steps.
 
-A variant is a space-separated list of ``KERNEL.KEY=INT`` settings over the per-shape default of the model's width:
+A variant is a space-separated list of ``KERNEL.KEY=INT`` settings over the per-shape default at N = 9 of the
+model's width (applied to every router of the step):
 ``fwd.`` / ``bwd.`` (the router kernels: ``router_triton``'s configuration keys; ``pipe`` > 1 also sets unroll 1,
 prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forward / backward pass 1 or one-pass),
-``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2). Without ``--variant`` a built-in grid for the
-model's width runs. Needs CUDA.
+``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` (``router_triton.FEW_SOURCES``,
+the per-shape rule's source count; with ``fwd.`` / ``bwd.`` settings the per-shape choice is off). Without
+``--variant`` a built-in grid for the model's width runs. Needs CUDA.
 """
 import argparse
 import json
@@ -36,7 +38,7 @@ KINDS = (("router fwd", "_router_fwd_kernel"), ("router bwd", "_router_bwd_kerne
          ("prefix fwd", "_prefix_fwd_kernel"), ("prefix coef", "_prefix_coef_kernel"),
          ("prefix grad", "_prefix_grad_kernel"), ("prefix bwd", "_prefix_bwd_kernel"))
 
-GRID_WIDE = [  # D >= 1024 (SiT-XL/2): per-shape default rows=8, one warp, pipe 4, part_slot 1
+GRID_WIDE = [  # D >= 1024 (SiT-XL/2): the choice at N = 9 rows=8, one warp, pipe 4, part_slot 1
     "", "bwd.pipe=1", "bwd.pipe=2", "bwd.pipe=3", "bwd.pipe=1 bwd.unroll=2 bwd.prefetch=1",
     "bwd.rows=2", "bwd.rows=4", "bwd.rows=16", "bwd.part_slot=0", "bwd.num_warps=2",
     "fwd.pipe=1", "fwd.pipe=2", "fwd.pipe=3", "fwd.num_warps=2",
@@ -59,9 +61,11 @@ def parse_variant(text: str) -> dict:
     for item in text.split():
         key, sep, val = item.partition("=")
         kern, dot, k = key.partition(".")
-        if not (sep and dot) or kern not in ("fwd", "bwd", "pfwd", "pbwd", "pgrad"):
+        if not (sep and dot) or kern not in ("fwd", "bwd", "pfwd", "pbwd", "pgrad", "rt"):
             raise SystemExit(f"variant setting {item!r}: write KERNEL.KEY=INT with KERNEL one of fwd, bwd, pfwd, "
-                             "pbwd, pgrad")
+                             "pbwd, pgrad, rt")
+        if kern == "rt" and k != "few":
+            raise SystemExit(f"variant setting {item!r}: the only rt. setting is rt.few (router_triton.FEW_SOURCES)")
         out.setdefault(kern, {})[k] = int(val)
     return out
 
@@ -126,7 +130,7 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
 
     dyn = a.query == "dynamic"
-    base_fwd, base_bwd = rt.fwd_config(4, D), rt.bwd_config(4, D, dyn)
+    base_fwd, base_bwd = rt.fwd_config(9, D), rt.bwd_config(9, D, dyn)   # the choice at unshared source counts
     rows = []
     print(f"SiT-{a.size}/2 b{a.batch} DAR {a.query} c{a.chunk}, {torch.cuda.get_device_name()}: device ms per step")
     head = f"{'variant':42s}" + "".join(f"{k:>12s}" for k, _ in KINDS) + f"{'routers+pfx':>12s}{'all':>9s}"
@@ -143,6 +147,8 @@ def main(argv=None) -> int:
         env = ";".join(",".join(str(c[k]) for k in pt._KEYS) for c in (pf, pb))
         old_env = os.environ.get("DARTOOL_PREFIX_CONFIG")
         os.environ["DARTOOL_PREFIX_CONFIG"] = env
+        old_few = rt.FEW_SOURCES
+        rt.FEW_SOURCES = v.get("rt", {}).get("few", old_few)
         t0 = time.time()
         try:
             with rt.configs(fwd=f if "fwd" in v else None, bwd=b if "bwd" in v else None), \
@@ -162,6 +168,7 @@ def main(argv=None) -> int:
             row, err = {}, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
             torch.cuda.synchronize()
         finally:
+            rt.FEW_SOURCES = old_few
             if old_env is None:
                 os.environ.pop("DARTOOL_PREFIX_CONFIG", None)
             else:

@@ -143,3 +143,25 @@ def test_step_profile_sorts_kernels_into_kinds():
     assert sp.kernel_groups(ev) == {"attention": 0.7, "gemm": 5.0, "inductor": 0.8, "other": 0.01,
                                     "prefix bwd": 0.5, "prefix fwd": 0.3, "router bwd": 2.1, "router fwd": 1.0}
     assert set(sp.ROUTER_KINDS) == {"router fwd", "router bwd", "prefix fwd", "prefix bwd"}
+
+
+def test_step_kernel_sweep_parses_variants_and_sorts_kernels_into_kinds():
+    """step_kernel_sweep.py: every built-in grid entry parses, typos are refused with what to write, and kernel
+    times land in their kind (prefix passes apart from the routers; everything else only in the total)."""
+    from types import SimpleNamespace
+
+    sw = load_benchmark("step_kernel_sweep")
+    assert sw.parse_variant("bwd.rows=4 pfwd.group=2 rt.few=0") == {"bwd": {"rows": 4}, "pfwd": {"group": 2},
+                                                                   "rt": {"few": 0}}
+    assert sw.parse_variant("") == {}
+    for text in sw.GRID_WIDE + sw.GRID_NARROW:
+        sw.parse_variant(text)
+    for bad in ("bwd.rows", "rows=4", "ln.rows=4", "rt.pipe=1"):
+        with pytest.raises(SystemExit, match="KERNEL.KEY=INT|rt.few"):
+            sw.parse_variant(bad)
+    ev = [SimpleNamespace(key=k, self_device_time_total=us) for k, us in (
+        ("_router_bwd_kernel", 3000.0), ("_router_bwd_kernel", 1000.0), ("_router_fwd_kernel", 2000.0),
+        ("_prefix_coef_kernel", 500.0), ("_qg_finish_kernel", 100.0), ("nvjet_sm90_gemm", 7000.0))]
+    k = sw.kernel_kinds(ev)
+    assert (k["router bwd"], k["router fwd"], k["prefix coef"], k["qg finish"]) == (4.0, 2.0, 0.5, 0.1)
+    assert k["routers + prefix"] == pytest.approx(6.6) and k["all kernels"] == pytest.approx(13.6)

@@ -63,6 +63,9 @@ def test_backward_launch_configuration_per_shape():
     assert (narrow["pipe"], rt.bwd_config(6, 768, dynamic=True)["pipe"]) == (1, 1)
     assert (wide["pipe"], rt.bwd_config(9, 1152, dynamic=True)["pipe"]) == (4, 3)
     assert rt.bwd_config(17, 1152) == wide
+    # few sources (a c4 model's routers with shared prefixes) at D >= 1024: the static backward unpipelined
+    assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1)) == (rt.FEW_SOURCES > 0)
+    assert rt.bwd_config(1, 1152, dynamic=True)["pipe"] == 3 and rt.bwd_config(2, 768) == narrow
     fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
     with rt.configs(bwd=fixed):
         assert rt.bwd_config(6, 768) == fixed == rt.bwd_config(17, 1152)
@@ -103,6 +106,11 @@ def test_forward_launch_configuration_per_shape():
     # chunked source counts at D >= 768: one source per iteration, pipelined 4 deep, 4-wide accesses
     assert {k: rt.fwd_config(6, 768)[k] for k in ("unroll", "pipe", "vec4")} == dict(unroll=1, pipe=4, vec4=1)
     assert rt.fwd_config(6, 384)["pipe"] == 1
+    # few sources at D >= 1024: unpipelined (the pipeline's prologue costs more than it hides)
+    few = rt.FEW_SOURCES
+    if few:
+        assert rt.fwd_config(few, 1152) == dict(rt.fwd_config(few + 1, 1152), pipe=1)
+        assert rt.fwd_config(few, 768)["pipe"] == 4
     with rt.configs(fwd=dict(prefetch=1)):
         assert rt.fwd_config(9, 1152)["prefetch"] == 1
     assert rt.fwd_config(6, 768)["prefetch"] == 0 and rt._AUTO["fwd"]

@@ -808,6 +808,17 @@ BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
 _AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD"), "fwd": not os.environ.get("DARTOOL_ROUTER_FWD")}
 
 
+# Routers of at most FEW_SOURCES sources at D >= 1024 run their source loops without the pipeline: the forward
+# whatever the query, the backward with static / static_t queries (DARTOOL_ROUTER_FEW=k at import; 0 restores the
+# session-8 choice everywhere).
+# Inside a SiT-XL/2 b32 static c4 training step, whose routers with shared prefixes read 1-4 sources (the partial
+# and up to three raw outputs), the pipelined loops (chosen at N = 9 / 17 / 57) cost more than they save: router
+# backward 4.90 -> 4.46 ms, forward 1.92 -> 1.79 ms of device time per step (H200, 2026-11-27,
+# benchmarks/step_kernel_sweep.py, benchmarks/results/s22_b-step-sweep). Below D = 1024 the sweep found nothing
+# above its noise, so those shapes keep their choice.
+FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
+
+
 def fwd_config(N: int, D: int) -> dict:
     """The forward's launch configuration for N sources of width D. The default (prefetching the next pair
     of sources) was tuned at N = 57; at the source counts a chunked model runs, not prefetching is 2-4 %
@@ -818,6 +829,8 @@ def fwd_config(N: int, D: int) -> dict:
         cfg.update(prefetch=0)
         if D >= 768:
             cfg.update(_pipe_cfg(4), vec4=1)
+        if D >= 1024 and N <= FEW_SOURCES:
+            cfg.update(pipe=1)
     elif _AUTO["fwd"] and D >= 768:  # N = 57, SiT-XL/2 b32: 0.357 -> 0.274 ms, 77 -> 100 % of the floor
         cfg.update(_pipe_cfg(3))
     if _AUTO["fwd"] and VEC4 is not None:
@@ -871,6 +884,8 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
             cfg.update(num_warps=1, split=1, part_slot=0, vec4=1)
         else:
             cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1, vec4=1, pipe=3 if dynamic else 4)
+            if N <= FEW_SOURCES and not dynamic:
+                cfg.update(pipe=1)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
         if PIPE is not None:
