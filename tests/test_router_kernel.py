@@ -64,7 +64,7 @@ def test_backward_launch_configuration_per_shape():
     assert (wide["pipe"], rt.bwd_config(9, 1152, dynamic=True)["pipe"]) == (4, 3)
     assert rt.bwd_config(17, 1152) == wide
     # few sources (a c4 model's routers with shared prefixes) at D >= 1024: the static backward unpipelined
-    assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1)) == (rt.FEW_SOURCES > 0)
+    assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1, part_slot=0)) == (rt.FEW_SOURCES > 0)
     assert rt.bwd_config(1, 1152, dynamic=True)["pipe"] == 3 and rt.bwd_config(2, 768) == narrow
     fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
     with rt.configs(bwd=fixed):

@@ -809,13 +809,14 @@ _AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD"), "fwd": not os.environ.
 
 
 # Routers of at most FEW_SOURCES sources at D >= 1024 run their source loops without the pipeline: the forward
-# whatever the query, the backward with static / static_t queries (DARTOOL_ROUTER_FEW=k at import; 0 restores the
-# session-8 choice everywhere).
+# whatever the query, the backward with static / static_t queries, and that backward keeps its query-gradient
+# partial in registers (part_slot 0) (DARTOOL_ROUTER_FEW=k at import; 0 restores the session-8 choice everywhere).
 # Inside a SiT-XL/2 b32 static c4 training step, whose routers with shared prefixes read 1-4 sources (the partial
-# and up to three raw outputs), the pipelined loops (chosen at N = 9 / 17 / 57) cost more than they save: router
-# backward 4.90 -> 4.46 ms, forward 1.92 -> 1.79 ms of device time per step (H200, 2026-11-27,
-# benchmarks/step_kernel_sweep.py, benchmarks/results/s22_b-step-sweep). Below D = 1024 the sweep found nothing
-# above its noise, so those shapes keep their choice.
+# and up to three raw outputs), the pipelined loops (chosen at N = 9 / 17 / 57) cost more than they save. Device
+# time per step (H200, 2026-11-27, benchmarks/step_kernel_sweep.py, benchmarks/results/s22_*-step-sweep):
+# router backward 4.90 -> 4.43 ms unpipelined, 4.18 ms with part_slot 0 too; forward 1.92 -> 1.78 ms; FEW_SOURCES
+# 2 / 3 / 4 / 5 / 8 gave 4.63 / 4.52 / 4.43 / 4.44 / 4.44 ms (both unpipelined only). SiT-XL/2
+# b64: 9.66 -> 8.67 ms. Below D = 1024 the sweep found nothing above its noise, so those shapes keep their choice.
 FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 
 
@@ -885,7 +886,7 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
         else:
             cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1, vec4=1, pipe=3 if dynamic else 4)
             if N <= FEW_SOURCES and not dynamic:
-                cfg.update(pipe=1)
+                cfg.update(pipe=1, part_slot=0)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
         if PIPE is not None:
