@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SUPERSEDED: its two profiles ran inside reports/jobs/s22_a.sh (session 22, results/s22_a-profile).
 # Written in session 21, NOT yet run. Where are DAR static c4's 3.4-4.7 ms above its routers' as-built byte floor
 # (README "Targets", KERNEL_NOTES session 21)? benchmarks/step_profile.py --compiled on the fixed residual
 # (commit 54ac41b or later): GPU time per kernel kind for the residual and DAR c4, "DAR - residual" per kind, and
