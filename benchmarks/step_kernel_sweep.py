@@ -103,7 +103,7 @@ def main(argv=None) -> int:
 
     if not torch.cuda.is_available():
         raise SystemExit("step_kernel_sweep needs a CUDA device (it times Triton kernels)")
-    from dartool.diffusion import diffusion_loss
+    from dartool.bench import _train_step
     from dartool.kernels import dispatch
     from dartool.kernels import prefix_triton as pt
     from dartool.kernels import router_triton as rt
@@ -117,17 +117,12 @@ def main(argv=None) -> int:
     cfg = model_config(a.size, 2, routing="dar", query=a.query, chunk_size=a.chunk)
     with torch.device("cuda"):
         model = SiT(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(a.batch, 4, 32, 32, device="cuda")
-    y = torch.randint(0, 1000, (a.batch,), device="cuda")
-    s = torch.rand(a.batch, device="cuda")
+    train_step, _opt = _train_step(model, cfg, a.batch, compiled=False)   # the bench's step, eager
+    n_steps = [0]
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = diffusion_loss(model, x, y, s)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(n_steps[0])
+        n_steps[0] += 1
 
     dyn = a.query == "dynamic"
     base_fwd, base_bwd = rt.fwd_config(9, D), rt.bwd_config(9, D, dyn)   # the choice at unshared source counts
