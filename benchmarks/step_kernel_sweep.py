@@ -20,8 +20,9 @@ A variant is a space-separated list of ``KERNEL.KEY=INT`` settings over the per-
 model's width (applied to every router of the step):
 ``fwd.`` / ``bwd.`` (the router kernels: ``router_triton``'s configuration keys; ``pipe`` > 1 also sets unroll 1,
 prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forward / backward pass 1 or one-pass),
-``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` (``router_triton.FEW_SOURCES``,
-the per-shape rule's source count; with ``fwd.`` / ``bwd.`` settings the per-shape choice is off). Without
+``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` / ``rt.rpipe``
+(``router_triton.FEW_SOURCES``, the per-shape rule's source count / ``ROW_PIPE``, the experimental row-pipelined
+few-source backward; with ``fwd.`` / ``bwd.`` settings the per-shape choice is off). Without
 ``--variant`` a built-in grid for the model's width runs. Needs CUDA.
 """
 import argparse
@@ -55,6 +56,9 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 ]
 
 
+RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE"}   # rt.KEY: router_triton's module setting it sets
+
+
 def parse_variant(text: str) -> dict:
     """'bwd.rows=4 pfwd.group=2' -> {'bwd': {'rows': 4}, 'pfwd': {'group': 2}} (clear errors for typos)."""
     out: dict = {}
@@ -64,8 +68,8 @@ def parse_variant(text: str) -> dict:
         if not (sep and dot) or kern not in ("fwd", "bwd", "pfwd", "pbwd", "pgrad", "rt"):
             raise SystemExit(f"variant setting {item!r}: write KERNEL.KEY=INT with KERNEL one of fwd, bwd, pfwd, "
                              "pbwd, pgrad, rt")
-        if kern == "rt" and k != "few":
-            raise SystemExit(f"variant setting {item!r}: the only rt. setting is rt.few (router_triton.FEW_SOURCES)")
+        if kern == "rt" and k not in RT_KEYS:
+            raise SystemExit(f"variant setting {item!r}: the rt. settings are {', '.join('rt.' + x for x in RT_KEYS)}")
         out.setdefault(kern, {})[k] = int(val)
     return out
 
@@ -142,8 +146,9 @@ def main(argv=None) -> int:
         env = ";".join(",".join(str(c[k]) for k in pt._KEYS) for c in (pf, pb))
         old_env = os.environ.get("DARTOOL_PREFIX_CONFIG")
         os.environ["DARTOOL_PREFIX_CONFIG"] = env
-        old_few = rt.FEW_SOURCES
-        rt.FEW_SOURCES = v.get("rt", {}).get("few", old_few)
+        old_rt = {name: getattr(rt, name) for name in RT_KEYS.values()}
+        for k, val in v.get("rt", {}).items():
+            setattr(rt, RT_KEYS[k], val)
         t0 = time.time()
         try:
             with rt.configs(fwd=f if "fwd" in v else None, bwd=b if "bwd" in v else None), \
@@ -163,7 +168,8 @@ def main(argv=None) -> int:
             row, err = {}, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
             torch.cuda.synchronize()
         finally:
-            rt.FEW_SOURCES = old_few
+            for name, val in old_rt.items():
+                setattr(rt, name, val)
             if old_env is None:
                 os.environ.pop("DARTOOL_PREFIX_CONFIG", None)
             else:

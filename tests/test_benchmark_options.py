@@ -156,8 +156,9 @@ def test_step_kernel_sweep_parses_variants_and_sorts_kernels_into_kinds():
     assert sw.parse_variant("") == {}
     for text in sw.GRID_WIDE + sw.GRID_NARROW:
         sw.parse_variant(text)
+    assert sw.parse_variant("rt.rpipe=2") == {"rt": {"rpipe": 2}}
     for bad in ("bwd.rows", "rows=4", "ln.rows=4", "rt.pipe=1"):
-        with pytest.raises(SystemExit, match="KERNEL.KEY=INT|rt.few"):
+        with pytest.raises(SystemExit, match="KERNEL.KEY=INT|rt.few, rt.rpipe"):
             sw.parse_variant(bad)
     ev = [SimpleNamespace(key=k, self_device_time_total=us) for k, us in (
         ("_router_bwd_kernel", 3000.0), ("_router_bwd_kernel", 1000.0), ("_router_fwd_kernel", 2000.0),

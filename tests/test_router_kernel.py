@@ -544,6 +544,34 @@ def test_kernel_resources_report_compiles_without_a_gpu(capsys):
         assert 0 < regs <= 255 and stack >= 0
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_interpreter_check_row_pipelined_backward():
+    """The experimental row-pipelined backward (DARTOOL_ROUTER_RPIPE=2: N a compile-time constant, the source
+    loops unrolled, the partials in registers) against float64 in the interpreter: the plain routers (N = 1 and
+    small N), the LayerNorm-fused ones and the shared prefix's routers. The interpreter ignores the pipeline
+    itself; the AOT test below checks that Triton builds one."""
+    env = dict(os.environ, TRITON_INTERPRET="1", DARTOOL_ROUTER_RPIPE="2",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick", "--no-model",
+                        "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=1200)
+    assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")
+def test_rpipe_makes_the_backward_row_loop_a_software_pipeline():
+    """rpipe > 1 (with N a constant, NC) turns the row loop into a software pipeline (asynchronous copies into
+    shared memory); without it, a few-source backward has none."""
+    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
+    kr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kr)
+    from dartool.kernels import router_triton as rt
+
+    cfg = dict(rt.bwd_config(4, 768), unroll=1, prefetch=0, pipe=1, ln_slot=0, part_slot=0, prefix=1)
+    n = [kr.bwd_usage(768, True, dict(cfg, nc=nc, rpipe=r), count_async=True) for nc, r in ((0, 1), (2, 2), (2, 3))]
+    assert n[0] == 0 < n[1] < n[2], n
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")
 def test_pipe_makes_the_backward_source_loop_a_software_pipeline():
     """pipe > 1 is only worth its config key if Triton really pipelines the pointer-table loads of the source loop

@@ -172,23 +172,36 @@ def _ln_center(h_a, h_b, m_a, m_b, D, ln_eps, DB: tl.constexpr):
 
 
 @triton.jit
+def _h_add(rest_ptr, tab_ptr, i, o_a, o_b, m_a, m_b, w_a, w_b, lse, h_a, h_b, D, eps, DB: tl.constexpr,
+           ALIGN: tl.constexpr):
+    """h += exp(logit_i - lse) v_i for source i >= 1 (one step of :func:`_recompute_h`)."""
+    ptr = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
+    v_a, v_b = _load_row(ptr, o_a, o_b, m_a, m_b, DB)
+    p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
+    h_a += p[:, None] * v_a
+    if DB > 0:
+        h_b += p[:, None] * v_b
+    return h_a, h_b
+
+
+@triton.jit
 def _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps, DB: tl.constexpr,
-                 ALIGN: tl.constexpr, PIPE: tl.constexpr):
+                 ALIGN: tl.constexpr, PIPE: tl.constexpr, NC: tl.constexpr = 0):
     """h = sum_i exp(logit_i - lse) v_i for a block of rows, from the sources and the forward's lse: the backward
-    of a router whose forward kept no h (``keep_h=False``) reads its sources twice instead of h once."""
+    of a router whose forward kept no h (``keep_h=False``) reads its sources twice instead of h once. ``NC`` > 0:
+    N is that constant and the loop is unrolled (no loop nested in the caller's row loop)."""
     v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
     p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
     h_a = p[:, None] * v_a
     h_b = h_a
     if DB > 0:
         h_b = p[:, None] * v_b
-    for i in tl.range(1, N, num_stages=PIPE):
-        ptr = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
-        v_a, v_b = _load_row(ptr, o_a, o_b, m_a, m_b, DB)
-        p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
-        h_a += p[:, None] * v_a
-        if DB > 0:
-            h_b += p[:, None] * v_b
+    if NC > 0:
+        for i in tl.static_range(1, NC):
+            h_a, h_b = _h_add(rest_ptr, tab_ptr, i, o_a, o_b, m_a, m_b, w_a, w_b, lse, h_a, h_b, D, eps, DB, ALIGN)
+    else:
+        for i in tl.range(1, N, num_stages=PIPE):
+            h_a, h_b = _h_add(rest_ptr, tab_ptr, i, o_a, o_b, m_a, m_b, w_a, w_b, lse, h_a, h_b, D, eps, DB, ALIGN)
     return h_a, h_b
 
 
@@ -441,6 +454,22 @@ def _store_dv_acc(po, g_a, g_b, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w
         tl.store(po + o_b, dv_b.to(po.dtype.element_ty), mask=m_b)
 
 
+@triton.jit
+def _bwd_source(rest_ptr, tab_ptr, dvrest_ptr, otab_ptr, i, N, o_a, o_b, m_a, m_b, w_a, w_b, dh_a, dh_b, lse, delta,
+                D, eps, scale, u_a, u_b, DB: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr,
+                ACCUM: tl.constexpr):
+    """Source i >= 1 of the backward's one-source loop: its gradient stored, u += cw * scale * v returned."""
+    p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
+    po, fl = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
+    v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
+    alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
+    _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
+    u_a += (cw * scale)[:, None] * v_a
+    if DB > 0:
+        u_b += (cw * scale)[:, None] * v_b
+    return u_a, u_b
+
+
 @triton.jit(do_not_specialize=["N"])
 def _router_bwd_kernel(
     src0_ptr, rest_ptr, tab_ptr, dv0_ptr, dvrest_ptr, otab_ptr, N,
@@ -453,8 +482,12 @@ def _router_bwd_kernel(
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
     PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1, PREFIX: tl.constexpr = 0,
-    ATOMIC: tl.constexpr = 0,
+    ATOMIC: tl.constexpr = 0, NC: tl.constexpr = 0, RPIPE: tl.constexpr = 1,
 ):
+    # NC > 0 (experimental, bwd_config's "rpipe"): N is that constant, the source loops are unrolled, and the row
+    # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
+    # memory while this row computes). Needs UNROLL 1 and no slots (LN_SLOT, PART_SLOT): a slot's load + store at
+    # one address in a pipelined loop would read the value from before the previous row's store.
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c_a = tl.arange(0, DA)
@@ -477,7 +510,7 @@ def _router_bwd_kernel(
             psh_b = tl.zeros([BLOCK_R, DB], tl.float32)
             psc_b = tl.zeros([BLOCK_R, DB], tl.float32)
 
-    for r0 in range(0, ROWS, BLOCK_R):
+    for r0 in tl.range(0, ROWS, BLOCK_R, num_stages=RPIPE):
         t = pid_t * ROWS + r0 + tl.arange(0, BLOCK_R)
         rmask = t < T
         row = b * T + t
@@ -501,7 +534,7 @@ def _router_bwd_kernel(
         lse = tl.load(lse_ptr + row, mask=rmask, other=0.0)
         if RECOMPUTE_H:  # a first pass over the sources instead of reading h
             hv_a, hv_b = _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps,
-                                      DB, ALIGN, PIPE)
+                                      DB, ALIGN, PIPE, NC)
         else:
             hv_a = tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
             hv_b = hv_a
@@ -648,15 +681,14 @@ def _router_bwd_kernel(
         else:
             start = 1
 
-        for i in tl.range(start, N, num_stages=PIPE):  # PIPE > 1: as in the forward
-            p = rest_ptr + (tl.load(tab_ptr + i) // ALIGN) * ALIGN
-            po, fl = _out_ptr(dvrest_ptr, otab_ptr, i, i < N, OALIGN)
-            v_a, v_b = _load_row(p, o_a, o_b, m_a, m_b, DB)
-            alpha, cw, cv = _bwd_step(v_a, v_b, w_a, w_b, dh_a, dh_b, lse, delta, D, eps, DB)
-            _store_dv(po, fl, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
-            u_a += (cw * scale)[:, None] * v_a
-            if DB > 0:
-                u_b += (cw * scale)[:, None] * v_b
+        if NC > 0:
+            for i in tl.static_range(1, NC):
+                u_a, u_b = _bwd_source(rest_ptr, tab_ptr, dvrest_ptr, otab_ptr, i, N, o_a, o_b, m_a, m_b, w_a, w_b,
+                                       dh_a, dh_b, lse, delta, D, eps, scale, u_a, u_b, DB, ALIGN, OALIGN, ACCUM)
+        else:
+            for i in tl.range(start, N, num_stages=PIPE):  # PIPE > 1: as in the forward
+                u_a, u_b = _bwd_source(rest_ptr, tab_ptr, dvrest_ptr, otab_ptr, i, N, o_a, o_b, m_a, m_b, w_a, w_b,
+                                       dh_a, dh_b, lse, delta, D, eps, scale, u_a, u_b, DB, ALIGN, OALIGN, ACCUM)
 
         if DYNAMIC:
             # dq per row = g * u; dg partial = sum_rows q * u. q is read before dq is stored: dq may be
@@ -819,6 +851,17 @@ _AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD"), "fwd": not os.environ.
 # b64: 9.66 -> 8.67 ms. Below D = 1024 the sweep found nothing above its noise, so those shapes keep their choice.
 FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 
+# Experimental, off by default, not yet timed on a GPU (session 22): ROW_PIPE = k > 1 (DARTOOL_ROUTER_RPIPE=k at
+# import) runs the static / static_t backward of routers of at most FEW_SOURCES sources (and never more than
+# ROW_PIPE_MAX_N) with N a compile-time constant, the source loops unrolled and the row loop a software pipeline k
+# deep ("rpipe"): Triton then fetches the next rows' h, dy and sources into shared memory (cp.async) while a row
+# computes. The backward is latency-bound at 8 warps per SM (255 registers); this doubles the bytes in flight
+# without registers. It needs the partials in registers (ln_slot 0, part_slot 0: see the kernel). sm_90 ptxas on
+# the CPU (benchmarks/kernel_resources.py): 32-66 async copies; stack 0-24 bytes at D = 768 but 464-584 at
+# D = 1152 (the dshift / dscale partials in registers spill there), so D = 768 (SiT-B/2) is where it may pay.
+ROW_PIPE = int(os.environ.get("DARTOOL_ROUTER_RPIPE", "1"))
+ROW_PIPE_MAX_N = 8
+
 
 def fwd_config(N: int, D: int) -> dict:
     """The forward's launch configuration for N sources of width D. The default (prefetching the next pair
@@ -887,6 +930,8 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
             cfg.update(num_warps=1, split=1, unroll=1, prefetch=0, part_slot=1, vec4=1, pipe=3 if dynamic else 4)
             if N <= FEW_SOURCES and not dynamic:
                 cfg.update(pipe=1, part_slot=0)
+        if ROW_PIPE > 1 and N <= FEW_SOURCES and not dynamic:
+            cfg.update(rpipe=ROW_PIPE)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
         if PIPE is not None:
@@ -1203,6 +1248,11 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                          dev, flags)   # entry 0 is never read (source 0 has its own pointer; with a prefix, dpre)
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
     cfg = bwd_config(N, D, dynamic=mode == 2)
+    if cfg.get("rpipe", 1) > 1:
+        if N <= ROW_PIPE_MAX_N and mode != 2:   # the row-pipelined backward: partials in registers, one source a step
+            cfg = dict(cfg, unroll=1, prefetch=0, pipe=1, ln_slot=0, part_slot=0)
+        else:
+            cfg = dict(cfg, rpipe=1)
     rows = max(cfg["rows"], cfg["block_r"])
     n_tprog = triton.cdiv(T, rows)
     atomic = atomic_reduce()
@@ -1250,7 +1300,8 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
                 VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=plam is not None,
-                ATOMIC=atomic, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                ATOMIC=atomic, NC=N if cfg.get("rpipe", 1) > 1 else 0, RPIPE=int(cfg.get("rpipe", 1)),
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, post=post, pmod=pmod if ln is not None else None,
                 dpre=dpre if plam is not None else None, glam=glam if plam is not None else None,
