@@ -3,7 +3,8 @@
 # DARTOOL_ROUTER_RPIPE=k; KERNEL_NOTES session 22): built and checked on the CPU only (interpreter against float64,
 # sm_90 AOT: the row loop gets 32-66 async copies; 0-24 stack bytes at D = 768, 464-584 at D = 1152).
 # One nvidia-h100-x2 call, ~7 min:
-#   GPU 0: step_kernel_sweep.py SiT-B/2 b256 and SiT-XL/2 b32: default / rt.rpipe=2 / rt.rpipe=3; then the float64
+#   GPU 0: step_kernel_sweep.py SiT-B/2 b256 and SiT-XL/2 b32: default / rt.rpipe=2 / rt.rpipe=3 / rpipe 2 with two
+#          warps a row (every router of <= 8 sources; AOT: no spills at D = 1152); then the float64
 #          check's router, LayerNorm-fused and shared-prefix parts with DARTOOL_ROUTER_RPIPE=2 on the GPU
 #   GPU 1: dartool bench --parts graphs SiT-B/2 b256, residual + static c4: DARTOOL_ROUTER_RPIPE=2, then 1 (A/B on
 #          one card; B/2 b256 static c4 was 1.113 in session 22)
@@ -16,7 +17,8 @@ left() { echo $(( 540 - ($(date +%s) - T0) )); }
 ( export CUDA_VISIBLE_DEVICES=0
   for sb in B:256 XL:32; do
     timeout 150 python3 benchmarks/step_kernel_sweep.py --size ${sb%:*} --batch ${sb#*:} --json $R/sweep_${sb/:/}.json \
-      --variant "" --variant "rt.rpipe=2" --variant "rt.rpipe=3" > $R/sweep_${sb/:/}.log 2>&1
+      --variant "" --variant "rt.rpipe=2" --variant "rt.rpipe=3" --variant "bwd.rpipe=2 bwd.num_warps=2" \
+      > $R/sweep_${sb/:/}.log 2>&1
     echo "sweep $sb rc $? at $(( $(date +%s) - T0 )) s" >> $R/status
   done
   DARTOOL_ROUTER_RPIPE=2 timeout $(left) python3 -m dartool.kernels.check --only router,ln-fused,shared-prefix,shared-prefix-model \
