@@ -486,8 +486,8 @@ def _router_bwd_kernel(
 ):
     # NC > 0 (experimental, bwd_config's "rpipe"): N is that constant, the source loops are unrolled, and the row
     # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
-    # memory while this row computes). Needs UNROLL 1 and no slots (LN_SLOT, PART_SLOT): a slot's load + store at
-    # one address in a pipelined loop would read the value from before the previous row's store.
+    # memory while this row computes). Needs UNROLL 1, no slots (LN_SLOT, PART_SLOT: a slot's load + store at one
+    # address in a pipelined loop would read the value from before the previous row's store) and no ACCUM.
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c_a = tl.arange(0, DA)
@@ -1249,7 +1249,10 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
     cfg = bwd_config(N, D, dynamic=mode == 2)
     if cfg.get("rpipe", 1) > 1:
-        if N <= ROW_PIPE_MAX_N and mode != 2:   # the row-pipelined backward: partials in registers, one source a step
+        # the row-pipelined backward: partials in registers, one source a step. Not with in-kernel accumulation
+        # (tapped sources): a source listed twice would have its accumulated gradient for the next row loaded
+        # ahead of this router's own store to it
+        if N <= ROW_PIPE_MAX_N and mode != 2 and not any(flags):
             cfg = dict(cfg, unroll=1, prefetch=0, pipe=1, ln_slot=0, part_slot=0)
         else:
             cfg = dict(cfg, rpipe=1)
