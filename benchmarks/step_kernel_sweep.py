@@ -26,6 +26,7 @@ few-source backward; with ``fwd.`` / ``bwd.`` settings the per-shape choice is o
 ``--variant`` a built-in grid for the model's width runs. Needs CUDA.
 """
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -121,12 +122,11 @@ def main(argv=None) -> int:
     cfg = model_config(a.size, 2, routing="dar", query=a.query, chunk_size=a.chunk)
     with torch.device("cuda"):
         model = SiT(cfg)
-    train_step, _opt = _train_step(model, cfg, a.batch, compiled=False)   # the bench's step, eager
-    n_steps = [0]
+    train_step, _ = _train_step(model, cfg, a.batch, compiled=False)   # the bench's step, eager
+    count = itertools.count()
 
     def step():
-        train_step(n_steps[0])
-        n_steps[0] += 1
+        train_step(next(count))
 
     dyn = a.query == "dynamic"
     base_fwd, base_bwd = rt.fwd_config(9, D), rt.bwd_config(9, D, dyn)   # the choice at unshared source counts
@@ -141,18 +141,13 @@ def main(argv=None) -> int:
             conf.update(v.get(key, {}))
             if v.get(key, {}).get("pipe", 1) > 1:
                 conf.update({k: val for k, val in (("unroll", 1), ("prefetch", 0)) if k not in v[key]})
-        pf = {**pt.prefix_config(D, False), **v.get("pfwd", {})}
-        pb = {**pt.prefix_config(D, True), **v.get("pbwd", {})}
-        env = ";".join(",".join(str(c[k]) for k in pt._KEYS) for c in (pf, pb))
-        old_env = os.environ.get("DARTOOL_PREFIX_CONFIG")
-        os.environ["DARTOOL_PREFIX_CONFIG"] = env
         old_rt = {name: getattr(rt, name) for name in RT_KEYS.values()}
         for k, val in v.get("rt", {}).items():
             setattr(rt, RT_KEYS[k], val)
         t0 = time.time()
         try:
             with rt.configs(fwd=f if "fwd" in v else None, bwd=b if "bwd" in v else None), \
-                    pt.configured(grad={**pt.grad_config(D), **v.get("pgrad", {})}):
+                    pt.configured(fwd=v.get("pfwd", {}), bwd=v.get("pbwd", {}), grad=v.get("pgrad", {})):
                 for _ in range(2):
                     step()
                 torch.cuda.synchronize()
@@ -170,10 +165,6 @@ def main(argv=None) -> int:
         finally:
             for name, val in old_rt.items():
                 setattr(rt, name, val)
-            if old_env is None:
-                os.environ.pop("DARTOOL_PREFIX_CONFIG", None)
-            else:
-                os.environ["DARTOOL_PREFIX_CONFIG"] = old_env
         row.update(variant=text or "default", error=err, wall_s=round(time.time() - t0, 1))
         rows.append(row)
         if err:

@@ -676,3 +676,19 @@ def test_atomic_reductions_switch(monkeypatch):
             assert not rt.atomic_reduce()
     finally:
         torch.use_deterministic_algorithms(old)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_prefix_configured_per_pass():
+    """prefix_triton.configured: plain keys hold for both passes, fwd= / bwd= for one pass only, grad= for the
+    two-pass backward's second pass; all restored after the block."""
+    from dartool.kernels import prefix_triton as pt
+
+    f0, b0, g0 = pt.prefix_config(1152, False), pt.prefix_config(1152, True), pt.grad_config(1152)
+    with pt.configured(fwd=dict(rows=2), bwd=dict(pipe=1), grad=dict(ct=64)):
+        assert pt.prefix_config(1152, False) == dict(f0, rows=2)
+        assert pt.prefix_config(1152, True) == dict(b0, pipe=1)
+        assert pt.grad_config(1152) == dict(g0, ct=64)
+    with pt.configured(rows=16):
+        assert pt.prefix_config(1152, False)["rows"] == pt.prefix_config(1152, True)["rows"] == 16
+    assert (pt.prefix_config(1152, False), pt.prefix_config(1152, True), pt.grad_config(1152)) == (f0, b0, g0)

@@ -506,6 +506,7 @@ def prefix_config(D: int = 768, backward: bool = False) -> dict:
         raw = parts[min(len(parts) - 1, int(backward))]
         cfg.update(zip(_KEYS, (int(x) for x in raw.split(","))))
     cfg.update({k: v for k, v in OVERRIDES.items() if k in _KEYS})
+    cfg.update(OVERRIDES.get("bwd" if backward else "fwd", {}))
     return cfg
 
 
@@ -537,7 +538,8 @@ OVERRIDES: dict = {}
 def configured(**keys):
     """Run the prefix kernels with these prefix_config keys forced inside the block (checks, benches), e.g.
     ``configured(group=2)`` (queries per program), ``configured(passes=2)`` (the two-pass backward),
-    ``configured(grad=dict(ct=16))`` (its second pass, grad_config's keys)."""
+    ``configured(grad=dict(ct=16))`` (its second pass, grad_config's keys); ``configured(fwd=dict(rows=4))`` /
+    ``configured(bwd=dict(...))``: prefix_config's keys for the forward / the backward's (first) pass only."""
     global OVERRIDES
     old, OVERRIDES = OVERRIDES, {**OVERRIDES, **keys}
     try:
