@@ -545,12 +545,12 @@ def test_kernel_resources_report_compiles_without_a_gpu(capsys):
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
-def test_interpreter_check_row_pipelined_backward():
-    """The experimental row-pipelined backward (DARTOOL_ROUTER_RPIPE=2: N a compile-time constant, the source
-    loops unrolled, the partials in registers) against float64 in the interpreter: the plain routers (N = 1 and
-    small N), the LayerNorm-fused ones and the shared prefix's routers. The interpreter ignores the pipeline
-    itself; the AOT test below checks that Triton builds one."""
-    env = dict(os.environ, TRITON_INTERPRET="1", DARTOOL_ROUTER_RPIPE="2",
+def test_interpreter_check_without_the_row_pipelined_backward():
+    """The few-source backward with the row pipeline switched off (DARTOOL_ROUTER_RPIPE=1: the source loops run
+    over a runtime N, the partials in slots where the per-shape rule puts them), which the default (rpipe 2, in the
+    other interpreter checks) no longer reaches, against float64 in the interpreter: the plain routers (N = 1 and
+    small N), the LayerNorm-fused ones and the shared prefix's routers."""
+    env = dict(os.environ, TRITON_INTERPRET="1", DARTOOL_ROUTER_RPIPE="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick", "--no-model",
                         "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,

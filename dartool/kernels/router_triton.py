@@ -851,15 +851,18 @@ _AUTO = {"bwd": not os.environ.get("DARTOOL_ROUTER_BWD"), "fwd": not os.environ.
 # b64: 9.66 -> 8.67 ms. Below D = 1024 the sweep found nothing above its noise, so those shapes keep their choice.
 FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 
-# Experimental, off by default, not yet timed on a GPU (session 22): ROW_PIPE = k > 1 (DARTOOL_ROUTER_RPIPE=k at
-# import) runs the static / static_t backward of routers of at most FEW_SOURCES sources (and never more than
-# ROW_PIPE_MAX_N) with N a compile-time constant, the source loops unrolled and the row loop a software pipeline k
-# deep ("rpipe"): Triton then fetches the next rows' h, dy and sources into shared memory (cp.async) while a row
-# computes. The backward is latency-bound at 8 warps per SM (255 registers); this doubles the bytes in flight
-# without registers. It needs the partials in registers (ln_slot 0, part_slot 0: see the kernel). sm_90 ptxas on
-# the CPU (benchmarks/kernel_resources.py): 32-66 async copies; stack 0-24 bytes at D = 768 but 464-584 at
-# D = 1152 (the dshift / dscale partials in registers spill there), so D = 768 (SiT-B/2) is where it may pay.
-ROW_PIPE = int(os.environ.get("DARTOOL_ROUTER_RPIPE", "1"))
+# Row-pipelined few-source backward (built session 22, default since session 23): ROW_PIPE = k > 1
+# (DARTOOL_ROUTER_RPIPE=k at import; 1 turns it off) runs the static / static_t backward of routers of at most
+# FEW_SOURCES sources (and never more than ROW_PIPE_MAX_N) with N a compile-time constant, the source loops unrolled
+# and the row loop a software pipeline k deep ("rpipe"): Triton then fetches the next rows' h, dy and sources into
+# shared memory (cp.async) while a row computes. The backward is latency-bound at 8 warps per SM (255 registers);
+# this doubles the bytes in flight without registers. It needs the partials in registers (ln_slot 0, part_slot 0:
+# see the kernel), and is off for dynamic queries and under in-kernel accumulation (_bwd_prepare). sm_90 ptxas on
+# the CPU (benchmarks/kernel_resources.py): 32-66 async copies; stack 0-24 bytes at D = 768, 464-584 at D = 1152.
+# Device time per step inside a DAR static c4 step (H200, 2026-11-27, benchmarks/step_kernel_sweep.py,
+# benchmarks/results/s23_a-rowpipe): router backward SiT-B/2 b256 9.31 -> 6.94 ms (rpipe 2), 7.11 (rpipe 3);
+# SiT-XL/2 b32 4.21 -> 3.96 ms (rpipe 2), 6.31 (rpipe 3: the spills), 5.23 (rpipe 2 with two warps a row).
+# Under CUDA graphs, SiT-B/2 b256 static c4 / residual 1.111 -> 1.089 on one card (dartool bench --parts graphs).
 ROW_PIPE_MAX_N = 8
 
 
