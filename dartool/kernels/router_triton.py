@@ -863,6 +863,7 @@ FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 # benchmarks/results/s23_a-rowpipe): router backward SiT-B/2 b256 9.31 -> 6.94 ms (rpipe 2), 7.11 (rpipe 3);
 # SiT-XL/2 b32 4.21 -> 3.96 ms (rpipe 2), 6.31 (rpipe 3: the spills), 5.23 (rpipe 2 with two warps a row).
 # Under CUDA graphs, SiT-B/2 b256 static c4 / residual 1.111 -> 1.089 on one card (dartool bench --parts graphs).
+ROW_PIPE = int(os.environ.get("DARTOOL_ROUTER_RPIPE", "2"))
 ROW_PIPE_MAX_N = 8
 
 
