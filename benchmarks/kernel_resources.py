@@ -68,7 +68,8 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
               PREFETCH=bool(cfg["prefetch"]), ALIGN=8, OALIGN=8, DYNAMIC=dynamic, ACCUM=False, LN_MOD=ln,
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
               VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=int(cfg.get("prefix", 0)),
-              ATOMIC=int(cfg.get("atomic", 1)), NC=int(cfg.get("nc", 0)), RPIPE=int(cfg.get("rpipe", 1)))
+              ATOMIC=int(cfg.get("atomic", 1)), NC=int(cfg.get("nc", 0)), RPIPE=int(cfg.get("rpipe", 1)),
+              SLOT_ASM=int(cfg.get("slot_asm", 0)))
     # (in the kernel's argument order: constexprs bind by position)
     if count_async:   # asynchronous copies into shared memory in the Triton GPU IR: the pipelined source loop
         return _compile(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"]).asm["ttgir"].count(

@@ -57,7 +57,7 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 ]
 
 
-RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE"}   # rt.KEY: router_triton's module setting it sets
+RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS"}   # rt.KEY: router_triton's module setting it sets
 
 
 def parse_variant(text: str) -> dict:

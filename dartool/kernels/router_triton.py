@@ -415,9 +415,18 @@ def _out_ptr(base, otab_ptr, i, mask, OALIGN: tl.constexpr):
 
 
 @triton.jit
-def _slot_add(p, c, D, r0, val):
-    """p[c] += val over c < D, starting from zero on a program's first row (r0 == 0): a private partial slot."""
-    tl.store(p + c, tl.load(p + c, mask=(c < D) & (r0 > 0), other=0.0) + val, mask=c < D)
+def _slot_add(p, c, D, r0, val, ASM: tl.constexpr = False):
+    """p[c] += val over c < D, starting from zero on a program's first row (r0 == 0): a private fp32 partial slot.
+    ``ASM``: the slot is read by an inline-asm load, which Triton's software pipeliner leaves in the row's own
+    stage (a tl.load, volatile or not, it turns into an asynchronous copy issued a row ahead, before this row's
+    store). Not in the interpreter (no inline asm there)."""
+    if ASM:
+        old = tl.inline_asm_elementwise("ld.global.f32 $0, [$1];", "=r,l", [p + tl.minimum(c, D - 1)],
+                                        dtype=tl.float32, is_pure=False, pack=1)
+        old = tl.where((c < D) & (r0 > 0), old, 0.0)
+    else:
+        old = tl.load(p + c, mask=(c < D) & (r0 > 0), other=0.0)
+    tl.store(p + c, old + val, mask=c < D)
 
 
 @triton.jit
@@ -482,7 +491,7 @@ def _router_bwd_kernel(
     PREFETCH: tl.constexpr, ALIGN: tl.constexpr, OALIGN: tl.constexpr, DYNAMIC: tl.constexpr,
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
     PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1, PREFIX: tl.constexpr = 0,
-    ATOMIC: tl.constexpr = 0, NC: tl.constexpr = 0, RPIPE: tl.constexpr = 1,
+    ATOMIC: tl.constexpr = 0, NC: tl.constexpr = 0, RPIPE: tl.constexpr = 1, SLOT_ASM: tl.constexpr = 0,
 ):
     # NC > 0 (experimental, bwd_config's "rpipe"): N is that constant, the source loops are unrolled, and the row
     # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
@@ -552,8 +561,8 @@ def _router_bwd_kernel(
             c1 = tl.sum(dx_a, 1)
             c2 = tl.sum(dx_a * xh_a, 1)
             if LN_SLOT:  # this program's own [D] slots in pmod, updated once per row: nothing held over the loop
-                _slot_add(pmod_ptr + prow, c_a, D, r0, tl.sum(dy_a, 0))
-                _slot_add(pmod_ptr + mrow + prow, c_a, D, r0, tl.sum(dy_a * xh_a, 0))
+                _slot_add(pmod_ptr + prow, c_a, D, r0, tl.sum(dy_a, 0), SLOT_ASM)
+                _slot_add(pmod_ptr + mrow + prow, c_a, D, r0, tl.sum(dy_a * xh_a, 0), SLOT_ASM)
             else:
                 psh_a += dy_a
                 psc_a += dy_a * xh_a
@@ -563,8 +572,8 @@ def _router_bwd_kernel(
                 c1 += tl.sum(dx_b, 1)
                 c2 += tl.sum(dx_b * xh_b, 1)
                 if LN_SLOT:
-                    _slot_add(pmod_ptr + prow, c_b, D, r0, tl.sum(dy_b, 0))
-                    _slot_add(pmod_ptr + mrow + prow, c_b, D, r0, tl.sum(dy_b * xh_b, 0))
+                    _slot_add(pmod_ptr + prow, c_b, D, r0, tl.sum(dy_b, 0), SLOT_ASM)
+                    _slot_add(pmod_ptr + mrow + prow, c_b, D, r0, tl.sum(dy_b * xh_b, 0), SLOT_ASM)
                 else:
                     psh_b += dy_b
                     psc_b += dy_b * xh_b
@@ -706,9 +715,9 @@ def _router_bwd_kernel(
             if DB > 0:
                 pq_b = u_b
         if PART_SLOT:
-            _slot_add(part_ptr + prow, c_a, D, r0, tl.sum(pq_a, 0))
+            _slot_add(part_ptr + prow, c_a, D, r0, tl.sum(pq_a, 0), SLOT_ASM)
             if DB > 0:
-                _slot_add(part_ptr + prow, c_b, D, r0, tl.sum(pq_b, 0))
+                _slot_add(part_ptr + prow, c_b, D, r0, tl.sum(pq_b, 0), SLOT_ASM)
         else:
             part_a += pq_a
             if DB > 0:
@@ -866,6 +875,14 @@ FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 ROW_PIPE = int(os.environ.get("DARTOOL_ROUTER_RPIPE", "2"))
 ROW_PIPE_MAX_N = 8
 
+# Experimental, off by default, untimed (session 23): ROW_SLOTS (DARTOOL_ROUTER_RSLOT=k at import; a bit mask,
+# 1: the dshift / dscale partials, 2: the query-gradient partial) keeps those partials of the row-pipelined backward
+# in the program's memory slots (ln_slot, part_slot) instead of registers, their loads made by inline asm so the
+# pipeline cannot fetch a row's slot ahead of the previous row's store (_slot_add). At D = 1152 the partials in
+# registers are what spills (sm_90 ptxas, LayerNorm fused, prefix router, N = 4, rpipe 2: stack 464 bytes with
+# none in slots, 48 with the LayerNorm's, 0 with both; at D = 768 24 / 0 / 0).
+ROW_SLOTS = int(os.environ.get("DARTOOL_ROUTER_RSLOT", "0"))
+
 
 def fwd_config(N: int, D: int) -> dict:
     """The forward's launch configuration for N sources of width D. The default (prefetching the next pair
@@ -935,7 +952,7 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
             if N <= FEW_SOURCES and not dynamic:
                 cfg.update(pipe=1, part_slot=0)
         if ROW_PIPE > 1 and N <= FEW_SOURCES and not dynamic:
-            cfg.update(rpipe=ROW_PIPE)
+            cfg.update(rpipe=ROW_PIPE, rslot=ROW_SLOTS)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
         if PIPE is not None:
@@ -1253,11 +1270,13 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     qc, q_sb, q_st, mode = _query_view(q, B, T, D)
     cfg = bwd_config(N, D, dynamic=mode == 2)
     if cfg.get("rpipe", 1) > 1:
-        # the row-pipelined backward: partials in registers, one source a step. Not with in-kernel accumulation
-        # (tapped sources): a source listed twice would have its accumulated gradient for the next row loaded
-        # ahead of this router's own store to it
+        # the row-pipelined backward: one source a step, the partials in registers unless "rslot" (a bit mask,
+        # ROW_SLOTS) puts them in slots read by inline asm. Not with in-kernel accumulation (tapped sources): a
+        # source listed twice would have its accumulated gradient for the next row loaded ahead of this router's
+        # own store to it
         if N <= ROW_PIPE_MAX_N and mode != 2 and not any(flags):
-            cfg = dict(cfg, unroll=1, prefetch=0, pipe=1, ln_slot=0, part_slot=0)
+            rslot = int(cfg.get("rslot", 0))
+            cfg = dict(cfg, unroll=1, prefetch=0, pipe=1, ln_slot=rslot & 1, part_slot=(rslot >> 1) & 1)
         else:
             cfg = dict(cfg, rpipe=1)
     rows = max(cfg["rows"], cfg["block_r"])
@@ -1308,6 +1327,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
                 VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=plam is not None,
                 ATOMIC=atomic, NC=N if cfg.get("rpipe", 1) > 1 else 0, RPIPE=int(cfg.get("rpipe", 1)),
+                SLOT_ASM=int(cfg.get("rpipe", 1) > 1 and (ln_slot or part_slot) and dev.type == "cuda"),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, post=post, pmod=pmod if ln is not None else None,
