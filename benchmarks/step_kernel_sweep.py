@@ -20,9 +20,10 @@ A variant is a space-separated list of ``KERNEL.KEY=INT`` settings over the per-
 model's width (applied to every router of the step):
 ``fwd.`` / ``bwd.`` (the router kernels: ``router_triton``'s configuration keys; ``pipe`` > 1 also sets unroll 1,
 prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forward / backward pass 1 or one-pass),
-``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` / ``rt.rpipe``
-(``router_triton.FEW_SOURCES``, the per-shape rule's source count / ``ROW_PIPE``, the experimental row-pipelined
-few-source backward; with ``fwd.`` / ``bwd.`` settings the per-shape choice is off). Without
+``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` / ``rt.rpipe`` / ``rt.rslot``
+(``router_triton.FEW_SOURCES``, the per-shape rule's source count / ``ROW_PIPE``, the row-pipelined few-source
+backward's depth / ``ROW_SLOTS``, its partials in slots; with ``fwd.`` / ``bwd.`` settings the per-shape choice is
+off). Without
 ``--variant`` a built-in grid for the model's width runs. Needs CUDA.
 """
 import argparse

@@ -692,3 +692,20 @@ def test_prefix_configured_per_pass():
     with pt.configured(rows=16):
         assert pt.prefix_config(1152, False)["rows"] == pt.prefix_config(1152, True)["rows"] == 16
     assert (pt.prefix_config(1152, False), pt.prefix_config(1152, True), pt.grad_config(1152)) == (f0, b0, g0)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")
+def test_row_slots_are_read_outside_the_row_pipeline():
+    """With the row-pipelined backward's partials in slots (router_triton.ROW_SLOTS), a slot is read back by the
+    row after the one that stored it; a tl.load there becomes an asynchronous copy issued a row early (stale), so
+    the kernel reads slots by inline asm (SLOT_ASM), which the pipeliner leaves in place: the slots then add no
+    asynchronous copies, where plain loads add some."""
+    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
+    kr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kr)
+    from dartool.kernels import router_triton as rt
+
+    cfg = dict(rt.bwd_config(4, 768), unroll=1, prefetch=0, pipe=1, prefix=1, rpipe=2, nc=4, part_slot=0)
+    none, plain, asm = (kr.bwd_usage(768, True, dict(cfg, ln_slot=ls, slot_asm=sa), count_async=True)
+                        for ls, sa in ((0, 0), (1, 0), (1, 1)))
+    assert 0 < none == asm < plain, (none, plain, asm)

@@ -875,12 +875,16 @@ FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 ROW_PIPE = int(os.environ.get("DARTOOL_ROUTER_RPIPE", "2"))
 ROW_PIPE_MAX_N = 8
 
-# Experimental, off by default, untimed (session 23): ROW_SLOTS (DARTOOL_ROUTER_RSLOT=k at import; a bit mask,
-# 1: the dshift / dscale partials, 2: the query-gradient partial) keeps those partials of the row-pipelined backward
-# in the program's memory slots (ln_slot, part_slot) instead of registers, their loads made by inline asm so the
-# pipeline cannot fetch a row's slot ahead of the previous row's store (_slot_add). At D = 1152 the partials in
-# registers are what spills (sm_90 ptxas, LayerNorm fused, prefix router, N = 4, rpipe 2: stack 464 bytes with
-# none in slots, 48 with the LayerNorm's, 0 with both; at D = 768 24 / 0 / 0).
+# Experimental, off by default because it is slower (session 23): ROW_SLOTS (DARTOOL_ROUTER_RSLOT=k at import; a
+# bit mask, 1: the dshift / dscale partials, 2: the query-gradient partial) keeps those partials of the
+# row-pipelined backward in the program's memory slots (ln_slot, part_slot) instead of registers, their loads made
+# by inline asm so the pipeline cannot fetch a row's slot ahead of the previous row's store (_slot_add). At D = 1152
+# the partials in registers are what spills (sm_90 ptxas, LayerNorm fused, prefix router, N = 4, rpipe 2: stack 464
+# bytes with none in slots, 48 with the LayerNorm's, 0 with both; at D = 768 24 / 0 / 0). Removing the spills did
+# not pay: inside a static c4 step (H100, 2026-11-27, benchmarks/results/s23_d-rslot-h100) the router backward
+# took 4.93 / 5.19 / 5.73 ms (rslot 0 / 1 / 3) at SiT-XL/2 b32 and 8.26 / 12.12 ms (rslot 0 / 3) at SiT-B/2 b256:
+# a slot's per-row load + store costs more than the spill traffic it removes. The float64 check's router,
+# LayerNorm-fused and shared-prefix parts pass with rslot 3 on that GPU.
 ROW_SLOTS = int(os.environ.get("DARTOOL_ROUTER_RSLOT", "0"))
 
 
