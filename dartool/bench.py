@@ -735,7 +735,7 @@ def paired_step_bench(size: str, batch: int, variant: tuple[str, str, int, bool]
 def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int, bool]], compiled: bool,
                        rounds: int = 6, steps: int = 5, warmup: int = 3, device: str = "cuda",
                        overrides: dict | None = None, envs: dict[str, dict[str, str]] | None = None,
-                       inputs: "BenchInputs | None" = None) -> list[dict]:
+                       inputs: "BenchInputs | None" = None, compile_mode: str = "full") -> list[dict]:
     """DAR / residual step-time ratios measured in interleaved rounds, the residual and every DAR variant alive
     in one process.
 
@@ -748,7 +748,9 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     of each DAR model. ``overrides``: config fields (small test models). ``envs``: label -> environment
     variables; each DAR model is then timed once per label with those set around its steps (one compiled model,
     several kernel launch configurations: an A/B of kernel code paths in one process), as variant
-    "NAME [label]". ``inputs``: the steps' images (:class:`BenchInputs`) instead of Gaussian noise. Returns one
+    "NAME [label]". ``inputs``: the steps' images (:class:`BenchInputs`) instead of Gaussian noise.
+    ``compile_mode``: how a compiled model is compiled (``full``, or ``cudagraphs``: every model's step replayed as
+    CUDA graphs, each step opened by ``cudagraph_mark_step_begin``); the result's ``mode`` names it. Returns one
     result per variant (and label)."""
     from .kernels import dispatch
     from .models import SiT, model_config
@@ -763,7 +765,7 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
         torch.manual_seed(0)
         with torch.device(device):
             model = SiT(cfg)
-        return _train_step(model, cfg, batch, compiled, device, inputs=inputs)[0]
+        return _train_step(model, cfg, batch, compiled, device, compile_mode=compile_mode, inputs=inputs)[0]
 
     def block(step) -> float:
         """Median ms of ``steps`` steps, after one untimed step: the first step after another model ran was
@@ -798,6 +800,7 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
         for label, env in (envs or {"": {}}).items():
             models[f"{n} [{label}]" if envs else n] = (step, fused, env)
     names = [k for k in models if k != "residual"]
+    mode = MODE_OF.get(compile_mode, compile_mode) if compiled else "eager"
     order0 = list(models)
     for k in order0:                  # compile and warm every model (and configuration) before any timing
         step, fused, env = models[k]
@@ -820,7 +823,8 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     for n in names:
         rr = [dict(residual_ms=t["residual"], dar_ms=t[n], ratio=t[n] / t["residual"]) for t in per_round]
         ratios = [x["ratio"] for x in rr]
-        out: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=n, compiled=compiled, rounds=rr,
+        out: dict[str, Any] = dict(model=f"SiT-{size}/2", batch=batch, variant=n, compiled=compiled, mode=mode,
+                                   rounds=rr,
                                    steps_per_round=steps, models_in_process=len(models),
                                    ratio_median=median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
                                    residual_ms=median([x["residual_ms"] for x in rr]),
@@ -829,7 +833,7 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
             out["env"] = models[n][2]
         if graphs is not None:   # one graph per model (a recompile for each further model's guards), no more
             out["dynamo_graphs"] = graphs
-        log(f"  paired {out['model']} b{batch} {n} {'compiled' if compiled else 'eager'}: ratio "
+        log(f"  paired {out['model']} b{batch} {n} {mode}: ratio "
             f"{out['ratio_median']:.3f} (min {out['ratio_min']:.3f}, max {out['ratio_max']:.3f}, {rounds} rounds)")
         results.append(out)
     del models
@@ -839,11 +843,17 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     return results
 
 
-def paired_steps_bench_many(size: str, batch: int, rounds: int, inputs: "BenchInputs | None" = None) -> list[dict]:
+def paired_steps_bench_many(size: str, batch: int, rounds: int, inputs: "BenchInputs | None" = None,
+                            compile_mode: str = "full") -> list[dict]:
     """The compiled static c4 and dynamic c4 steps against the compiled residual, interleaved (``dartool bench
-    --paired-rounds``)."""
+    --paired-rounds``; ``compile_mode`` ``cudagraphs``: all three under CUDA graphs, ``--paired-mode cudagraphs``)."""
     return paired_steps_bench(size, batch, [("dar", "static", 4, True), ("dar", "dynamic", 4, True)], compiled=True,
-                              rounds=rounds, steps=5, inputs=inputs)
+                              rounds=rounds, steps=5, inputs=inputs, compile_mode=compile_mode)
+
+
+def paired_mode(p: dict) -> str:
+    """The mode of a paired entry's steps: ``compiled`` or ``cudagraphs`` (results before session 23: compiled)."""
+    return p.get("mode", "compiled")
 
 
 def _residual_row(rows: list[dict], r: dict) -> dict | None:
@@ -1018,7 +1028,8 @@ def evaluate_targets(res: dict) -> list[dict]:
         for k, lab in (("speedup_fwd", "fwd"), ("speedup_fwdbwd", "fwd+bwd"), ("speedup_bwd", "bwd")):
             out.append(dict(target=f"router {lab} >= 12x over unfused (N=57, {how})", value=r57.get(k),
                             ok=(r57.get(k) or 0) >= TARGETS["router_speedup_n57"]))
-    paired = {(p["model"], p["batch"], p["variant"]): p for p in res.get("paired", []) if "ratio_median" in p}
+    paired = {(p["model"], p["batch"], p["variant"], paired_mode(p)): p for p in res.get("paired", [])
+              if "ratio_median" in p}
 
     def time_target(tag: str, model: str, query: str, ratio: float, how: str) -> None:
         if query == "static":
@@ -1035,20 +1046,21 @@ def evaluate_targets(res: dict) -> list[dict]:
             continue
         tag = _row_tag(r)
         ratio, how = r["time_ratio"], ""
-        p = paired.get((r["model"], r["batch"], r["variant"])) if row_mode(r) == "compiled" else None
+        key = (r["model"], r["batch"], r["variant"], row_mode(r))
+        p = paired.get(key)
         if p is not None:   # compiled time: the median of interleaved rounds rather than one run against one
             ratio, how = p["ratio_median"], f" (paired, median of {len(p['rounds'])} rounds)"
-            judged.add((r["model"], r["batch"], r["variant"]))
+            judged.add(key)
         if r["chunk"] == 4:
             time_target(tag, r["model"], r["query"], ratio, how)
             out.append(dict(target=f"{tag}: peak memory / residual <= 1.15", value=r["mem_ratio"],
                             ok=r["mem_ratio"] <= TARGETS["mem_ratio"]))
-    for (model, batch, variant), p in paired.items():   # paired rounds without compiled rows: time only
-        if (model, batch, variant) in judged or not variant.endswith(" c4"):
+    for (model, batch, variant, mode), p in paired.items():   # paired rounds without rows of their mode: time only
+        if (model, batch, variant, mode) in judged or not variant.endswith(" c4"):
             continue
         query = variant.split()[1]                    # "DAR static c4" -> static
-        time_target(f"{model} b{batch} {variant} compiled", model, query, p["ratio_median"],
-                    f" (paired, median of {len(p['rounds'])} rounds; no compiled row for memory)")
+        time_target(f"{model} b{batch} {variant} {mode}", model, query, p["ratio_median"],
+                    f" (paired, median of {len(p['rounds'])} rounds; no {mode} row for memory)")
     chk = res.get("check")
     if chk:
         out.append(dict(target="fused router matches float64 reference (every shape class)", value=None,
@@ -1196,15 +1208,16 @@ def markdown(res: dict) -> str:
     pr = res.get("paired")
     if pr:
         L += ["## Compiled steps, paired (interleaved rounds, one process)", "",
-              "| model | batch | variant | rounds | median DAR / residual | min | max | residual ms | DAR ms |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| model | batch | variant | mode | rounds | median DAR / residual | min | max | residual ms | DAR ms |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for p in pr:
-            L.append(f"| {p['model']} | {p['batch']} | {p['variant']} | {len(p['rounds'])} | "
+            L.append(f"| {p['model']} | {p['batch']} | {p['variant']} | {paired_mode(p)} | {len(p['rounds'])} | "
                      f"**{p['ratio_median']:.3f}** | {p['ratio_min']:.3f} | {p['ratio_max']:.3f} | "
                      f"{p['residual_ms']:.1f} | {p['dar_ms']:.1f} |")
         L += ["", "Each round times 5 steps of every model in turn (one untimed step first; the order rotates), and "
-                  "each ratio is against the residual of the same round. The compiled time targets below use these "
-                  "medians; memory comes from the separate rows above (all models are resident here).", ""]
+                  "each ratio is against the residual of the same round. The time targets of the rows of the same mode "
+                  "(compiled, or cudagraphs with --paired-mode cudagraphs) use these medians; memory comes from the "
+                  "separate rows above (all models are resident here).", ""]
     sp = res.get("sampling")
     if sp:
         L += ["## Sampling (50 Euler steps, bf16 autocast, no guidance)", "",
@@ -1255,7 +1268,7 @@ def summary_lines(res: dict) -> list[str]:
         else:
             out.append(f"{r['model']} b{r['batch']} {r['variant']:22s} {mode:10s} {r.get('error') or r.get('skipped')}")
     for p in res.get("paired", []):
-        out.append(f"{p['model']} b{p['batch']} {p['variant']:22s} compile paired x{p['ratio_median']:.3f} "
+        out.append(f"{p['model']} b{p['batch']} {p['variant']:22s} {paired_mode(p)} paired x{p['ratio_median']:.3f} "
                    f"({p['ratio_min']:.3f}-{p['ratio_max']:.3f}, {len(p['rounds'])} rounds)")
     for r in res.get("sampling", []):
         if "img_per_s" in r:
@@ -1308,6 +1321,8 @@ _PARTS = ("check", "copy", "sweep", "router", "router_dynamic", "train", "paired
 BENCH_PARTS = ("check", "router", "eager", "compiled", "graphs", "paired", "sampling")
 # a training-step row's mode (``row["mode"]``) for each compile mode of :func:`dartool.models.compiling.compile_model`
 MODE_OF = {"full": "compiled"}
+COMPILE_MODE_OF = {"compiled": "full", "cudagraphs": "cudagraphs"}   # --paired-mode -> compile_model's mode
+PAIRED_MODES = tuple(COMPILE_MODE_OF)
 MODES = ("eager", "compiled", "cudagraphs")          # the modes the bench's parts time, in run order
 NOT_IN_PARTS = " (not in --parts)"      # the skipped entry of a part --parts left out: "sampling (not in --parts)"
 # the model sizes of the training-step parts (eager, compiled, paired), as ``--sizes`` names them
@@ -1487,8 +1502,8 @@ def _prune_skipped(entries: list[str], res: dict) -> list[str]:
     of a 'time budget: ...' list (the list keeps the rows still unmeasured)."""
     parts = set(measured_parts(res))
     rows = {_row_tag(r) for r in res.get("train", []) if "step_ms" in r}
-    paired = {p["model"] for p in res.get("paired", []) if "ratio_median" in p}
-    models = paired | {r["model"] for r in res.get("train", []) if "step_ms" in r}
+    paired = {(p["model"], paired_mode(p)) for p in res.get("paired", []) if "ratio_median" in p}
+    models = {m for m, _ in paired} | {r["model"] for r in res.get("train", []) if "step_ms" in r}
     out: list[str] = []
     for e in entries:
         if e.startswith("time budget: "):
@@ -1500,7 +1515,8 @@ def _prune_skipped(entries: list[str], res: dict) -> list[str]:
             e = ""
         elif e.startswith("torch.compile") and parts & {"compiled", "graphs", "paired"}:
             e = ""
-        elif e.startswith("paired compiled ") and e.split()[2].rstrip(":") in paired:
+        elif (e.startswith(("paired compiled ", "paired cudagraphs "))
+              and (e.split()[2].rstrip(":"), e.split()[1]) in paired):
             e = ""
         elif e.endswith(NOT_IN_SIZES) and e.split()[0] in models:
             e = ""
@@ -1530,8 +1546,8 @@ def combine_results(runs: list[tuple[str, dict]]) -> dict:
                 res[k] = d[k]
         if d.get("train"):
             res["train"] = _union_train(res.get("train", []), d["train"], name)
-        have = {p["model"] for p in res.get("paired", []) if "ratio_median" in p}
-        more = [p for p in d.get("paired", []) if p["model"] not in have]
+        have = {(p["model"], paired_mode(p)) for p in res.get("paired", []) if "ratio_median" in p}
+        more = [p for p in d.get("paired", []) if (p["model"], paired_mode(p)) not in have]
         if more:
             res["paired"] = res.get("paired", []) + more
         for r in d.get("resumed", []):
@@ -1621,12 +1637,14 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
               router: bool = True, xl_batch: "int | str | None" = None, time_budget_s: float = 2400.0,
               paired_rounds: int = 0, resume: "Path | None" = None,
               parts: "str | Iterable[str] | None" = None, sizes: "str | Iterable[str] | None" = None,
-              variants: "str | Iterable[str] | None" = None, data: "str | Path | None" = None) -> dict:
+              variants: "str | Iterable[str] | None" = None, data: "str | Path | None" = None,
+              paired_mode: str = "compiled") -> dict:
     """Everything ``dartool bench`` measures. ``resume``: a results JSON of an earlier run on the same card, whose
     measured parts are kept and not run again (a run that outgrew one machine slot continues in the next).
     ``paired_rounds`` > 0: time the compiled residual, static c4 and dynamic c4 steps of each size in that many
     interleaved rounds in one process (:func:`paired_steps_bench`); the compiled time targets then use those medians
     (single compiled runs minutes apart moved by a few per cent on one card), memory targets the separate rows.
+    ``paired_mode`` ``cudagraphs``: those rounds under CUDA graphs instead, judging the graphs rows' time targets.
     ``parts``: which of :data:`BENCH_PARTS` to run (comma-separated or a list; None: all). A part runs only where
     its switch allows it too (``eager`` / ``compiled`` / ``paired`` need ``train``; ``compiled`` / ``paired``
     ``compile``). Independent parts can then run at once on several GPUs and be joined by :func:`merge_bench`;
@@ -1650,6 +1668,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
     chosen_variants = parse_variants(variants)
     if parts is not None and "paired" in selected and paired_rounds <= 0:
         raise BenchError("--parts paired needs --paired-rounds N (N > 0; 6 is a good choice)")
+    if paired_mode not in PAIRED_MODES:
+        raise BenchError(f"--paired-mode {paired_mode!r}: use one of {', '.join(PAIRED_MODES)}")
     inputs = load_inputs(data) if data is not None else None        # a bad path fails before anything runs
     inputs_label = inputs.label if inputs is not None else NOISE_INPUTS
     env = env_info()
@@ -1664,7 +1684,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
             raise ResumeError(f"--resume {resume}: its training steps ran on {res.get('inputs', NOISE_INPUTS)}, this "
                               f"run's on {inputs_label}; give the same --data (or none), or run without --resume")
     elif (parts is not None or sizes is not None or xl_given or chosen_variants
-          or inputs is not None):                                    # partial runs: files of their own
+          or inputs is not None or paired_mode != "compiled"):       # partial runs: files of their own
         named = chosen if sizes is not None or xl_given else ()
         if xl_given:         # runs of one part and size apart by their batches (-graphs_XL64, -graphs_XL32)
             named = tuple(z + "-".join(map(str, xl_batches)) if z == "XL" else z for z in named)
@@ -1672,7 +1692,11 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
             named += tuple(chosen_variants)
         if inputs is not None:   # and by their inputs (-graphs_XL32_data)
             named += ("data",)
-        res["_stem"] = results_stem(env.get("card"), "_".join((selected if parts is not None else ()) + named))
+        shown = selected if parts is not None else ()
+        if paired_mode == "cudagraphs" and paired_rounds > 0:   # and by their paired rounds' mode (-paired-graphs)
+            shown = tuple("paired-graphs" if x == "paired" else x for x in shown) if "paired" in shown \
+                else shown + ("paired-graphs",)
+        res["_stem"] = results_stem(env.get("card"), "_".join(shown + named))
     ran: list[str] = []        # the parts this run measured (not those kept from --resume), in run order
     res["parts"] = ran
     res["inputs"] = inputs_label
@@ -1780,7 +1804,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                            full if not quick and not reason else None, compile_mode="cudagraphs", only=only,
                            inputs=inputs)
         if paired:
-            _paired_rounds(res, out, sizes_b, paired_rounds, deadline, ran, inputs)
+            _paired_rounds(res, out, sizes_b, paired_rounds, deadline, ran, inputs, mode=paired_mode)
         if sizes is not None:
             res["skipped"] += [f"SiT-{z}/2 training steps{NOT_IN_SIZES}" for z in BENCH_SIZES if z not in chosen]
     if train and not compile and {"compiled", "graphs", "paired"} & set(selected):
@@ -1866,27 +1890,30 @@ def _compiled_rows(res: dict, out: Path, sizes: list, cdead: float, ran: list[st
 
 
 def _paired_rounds(res: dict, out: Path, sizes: list, rounds: int, deadline: float, ran: list[str],
-                   inputs: "BenchInputs | None" = None) -> None:
-    """The interleaved paired compiled rounds of every size (``--parts paired``, ``--paired-rounds``) at its first
-    batch; needs no eager or compiled rows of this run (the targets pair them with whichever compiled rows of that
-    model and batch the results hold)."""
+                   inputs: "BenchInputs | None" = None, mode: str = "compiled") -> None:
+    """The interleaved paired rounds of every size (``--parts paired``, ``--paired-rounds``) at its first batch,
+    compiled or (``mode`` ``cudagraphs``, ``--paired-mode``) under CUDA graphs; needs no eager or compiled rows of
+    this run (the targets pair them with whichever rows of that model, batch and mode the results hold)."""
     res.setdefault("paired", [])
     firsts = {}
     for size, batch in sizes:
         firsts.setdefault(size, batch)
     for size, batch in firsts.items():
-        if any(p["model"] == f"SiT-{size}/2" and "ratio_median" in p for p in res["paired"]):
+        if any(p["model"] == f"SiT-{size}/2" and paired_mode(p) == mode and "ratio_median" in p
+               for p in res["paired"]):
             continue
-        est = 3 * (40.0 if size == "B" else 60.0) + rounds * 3 * 6 * 0.2
+        est = (3 * (40.0 if size == "B" else 60.0) * (1.5 if mode == "cudagraphs" else 1.0)
+               + rounds * 3 * 6 * 0.2)
         if time.time() + est > deadline:
-            res["skipped"].append(f"paired compiled SiT-{size}/2 (time budget)")
+            res["skipped"].append(f"paired {mode} SiT-{size}/2 (time budget)")
             continue
         try:
-            res["paired"] += paired_steps_bench_many(size, batch, rounds, inputs=inputs)
+            res["paired"] += paired_steps_bench_many(size, batch, rounds, inputs=inputs,
+                                                     compile_mode=COMPILE_MODE_OF[mode])
             if "paired" not in ran:
                 ran.append("paired")
         except Exception as e:  # keep going: report it
-            res["skipped"].append(f"paired compiled SiT-{size}/2: {type(e).__name__}: {str(e)[:120]}")
+            res["skipped"].append(f"paired {mode} SiT-{size}/2: {type(e).__name__}: {str(e)[:120]}")
         write_results(res, out)
 
 
@@ -1928,6 +1955,9 @@ VARIANTS_HELP = (f"DAR variants of the eager, compiled and graphs rows, comma-se
 DATA_HELP = ("Train the training-step rows on this dataset's first images (what dartool train --data takes: an npz, "
              "an image folder, fashion-mnist) at 32 x 32, with models of its channels and classes, instead of "
              "Gaussian-noise latents (session 21: the same ratios within ~1 %).")
+PAIRED_MODE_HELP = ("How the paired rounds compile their models: compiled (torch.compile) or cudagraphs (the same, "
+                    "replayed as CUDA graphs, the mode dartool train --compile uses on CUDA); their medians judge "
+                    "the time targets of that mode's rows.")
 MERGE_HELP = ("Measure nothing: combine these results JSONs of runs on one card (give it once per file; the first "
               "is the base, later ones add the parts, training-step rows and paired models it lacks) into "
               "bench-<card>-<date>-merged.json / .md under --out.")
@@ -1951,6 +1981,7 @@ def main(argv=None) -> int:
     ap.add_argument("--xl-batch", default=None, help=XL_BATCH_HELP)
     ap.add_argument("--paired-rounds", type=int, default=0,
                     help="also time the compiled steps in interleaved rounds (see dartool bench --help)")
+    ap.add_argument("--paired-mode", default="compiled", choices=PAIRED_MODES, help=PAIRED_MODE_HELP)
     ap.add_argument("--resume", default=None, help="continue an earlier run's results JSON (see dartool bench --help)")
     ap.add_argument("--parts", default=None, help=PARTS_HELP.replace("%", "%%"))
     ap.add_argument("--merge", action="append", default=None, metavar="JSON", help=MERGE_HELP.replace("%", "%%"))
@@ -1964,7 +1995,7 @@ def main(argv=None) -> int:
                              train=not a.no_train, sampling=not a.no_sampling, router=not a.no_router,
                              xl_batch=a.xl_batch, time_budget_s=a.time_budget, paired_rounds=a.paired_rounds,
                              resume=Path(a.resume) if a.resume else None, parts=a.parts, sizes=a.sizes,
-                             variants=a.variants, data=a.data)
+                             variants=a.variants, data=a.data, paired_mode=a.paired_mode)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -1990,6 +2021,7 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
         paired_rounds: int = typer.Option(0, help="Also time the compiled steps in this many interleaved rounds "
                                                   "(residual, static c4, dynamic c4 in one process; 6 is a good "
                                                   "choice) and judge compiled time targets on their medians."),
+        paired_mode: str = typer.Option("compiled", metavar="MODE", help=PAIRED_MODE_HELP),
         resume: Optional[Path] = typer.Option(None, help="Continue an earlier run on the same card: its results JSON "
                                                          "(rewritten in place, under --out); the parts it measured "
                                                          "are kept, the rest run (a training-step group with a row "
@@ -2012,7 +2044,8 @@ try:  # the typer verb (``dartool bench``); absent typer leaves run_bench / main
             res = bench_or_merge(out, merge, quick=quick, compile=compile, compile_budget_s=compile_budget,
                                  sweep=sweep, check=check, train=train, sampling=sampling, router=router,
                                  xl_batch=xl_batch or None, time_budget_s=time_budget, paired_rounds=paired_rounds,
-                                 resume=resume, parts=parts, sizes=sizes, variants=variants, data=data)
+                                 resume=resume, parts=parts, sizes=sizes, variants=variants, data=data,
+                                 paired_mode=paired_mode)
         except BenchError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)

@@ -221,8 +221,12 @@ def fake_cuda(monkeypatch):
         return _fake_rows(size, batch, variants, compiled, compile_mode)
 
     monkeypatch.setattr(bench, "train_step_bench", fake_train)
-    monkeypatch.setattr(bench, "paired_steps_bench_many", lambda size, batch, rounds, **k: calls.append(("paired", size))
-                        or [_paired(f"SiT-{size}/2", "DAR static c4", [1.05] * rounds)])
+    def fake_paired(size, batch, rounds, compile_mode="full", **k):
+        mode = bench.MODE_OF.get(compile_mode, compile_mode)
+        calls.append(("paired", size) if mode == "compiled" else ("paired", size, mode))
+        return [_paired(f"SiT-{size}/2", "DAR static c4", [1.05] * rounds, mode=mode)]
+
+    monkeypatch.setattr(bench, "paired_steps_bench_many", fake_paired)
     monkeypatch.setattr(bench.torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 80e9}))
     return calls
 
@@ -236,6 +240,21 @@ def test_parts_run_only_what_they_name(tmp_path, fake_cuda):
     assert res["skipped"] == [f"{p} (not in --parts)" for p in ("router", "eager", "compiled", "graphs", "sampling")]
     (jp,) = tmp_path.glob("*.json")
     assert jp.stem.endswith("-check_paired") and json.loads(jp.read_text())["parts"] == ["check", "paired"]
+
+
+def test_paired_rounds_under_cuda_graphs(tmp_path, fake_cuda):
+    """--paired-mode cudagraphs: the rounds compile for CUDA graphs, their entries say so, the file is named
+    -paired-graphs, and a bad mode is refused before anything runs."""
+    res = bench.run_bench(tmp_path, quick=True, paired_rounds=3, parts="paired", paired_mode="cudagraphs")
+    assert fake_cuda == ["copy", ("paired", "B", "cudagraphs"), ("paired", "XL", "cudagraphs")]
+    assert {bench.paired_mode(p) for p in res["paired"]} == {"cudagraphs"}
+    (jp,) = tmp_path.glob("*.json")
+    assert jp.stem.endswith("-paired-graphs")
+    t = [x["target"] for x in res["targets"]]
+    assert "SiT-B/2 b256 DAR static c4 cudagraphs: step / residual <= 1.10 (paired, median of 3 rounds; no " \
+           "cudagraphs row for memory)" in t
+    with pytest.raises(bench.BenchError, match="--paired-mode 'graphs': use one of compiled, cudagraphs"):
+        bench.run_bench(tmp_path, quick=True, paired_rounds=3, parts="paired", paired_mode="graphs")
 
 
 def test_parts_and_switches_both_decide(tmp_path, fake_cuda):

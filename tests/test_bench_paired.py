@@ -145,11 +145,15 @@ def _fake_rows(size, batch, variants, compiled, compile_mode="full"):
                  batch=batch, mode=mode) for v in variants]
 
 
-def _paired(model, variant, ratios):
+def _paired(model, variant, ratios, mode=None):
+    """A paired entry; ``mode`` None: as results written before paired entries named their mode (compiled)."""
     rounds = [dict(residual_ms=100.0, dar_ms=100.0 * r, ratio=r) for r in ratios]
     s = sorted(ratios)
-    return dict(model=model, batch=256, variant=variant, compiled=True, rounds=rounds, ratio_median=s[len(s) // 2],
-                ratio_min=s[0], ratio_max=s[-1], residual_ms=100.0, dar_ms=100.0 * s[len(s) // 2])
+    p = dict(model=model, batch=256, variant=variant, compiled=True, rounds=rounds, ratio_median=s[len(s) // 2],
+             ratio_min=s[0], ratio_max=s[-1], residual_ms=100.0, dar_ms=100.0 * s[len(s) // 2])
+    if mode is not None:
+        p["mode"] = mode
+    return p
 
 
 def test_compiled_time_targets_use_paired_medians(tmp_path):
@@ -178,9 +182,45 @@ def test_compiled_time_targets_use_paired_medians(tmp_path):
     res["targets"] = evaluate_targets(res)
     md = markdown(res)
     assert "## Compiled steps, paired" in md and "**1.120**" in md
-    assert any("compile paired x1.120" in line for line in summary_lines(res))
+    assert any("compiled paired x1.120" in line for line in summary_lines(res))
     jp, _ = write_results(res, tmp_path)
     assert len(json.loads(jp.read_text())["paired"][0]["rounds"]) == 3
+
+
+def test_graphs_time_targets_use_paired_rounds_of_their_mode():
+    """Paired rounds under CUDA graphs (``--paired-mode cudagraphs``) judge the cudagraphs rows' time targets and
+    leave the compiled rows' to theirs; compiled rounds the other way round; each mode's table row says which."""
+    from dartool.bench import evaluate_targets, markdown, summary_lines
+
+    res = dict(env=dict(card="test card", date="2026-11-27 12:00 UTC", commit="abc", torch="x", python="3"),
+               skipped=[],
+               train=[_row("SiT-XL/2", "residual", "residual", "static", True, 1.0, batch=32),
+                      _row("SiT-XL/2", "DAR static c4", "dar", "static", True, 1.08, batch=32),
+                      _row("SiT-XL/2", "residual", "residual", "static", True, 1.0, batch=32, mode="cudagraphs"),
+                      _row("SiT-XL/2", "DAR static c4", "dar", "static", True, 1.11, batch=32, mode="cudagraphs")],
+               paired=[dict(_paired("SiT-XL/2", "DAR static c4", [1.09, 1.095, 1.10], mode="cudagraphs"),
+                            batch=32)])
+    t = {x["target"]: x for x in evaluate_targets(res)}
+    g = t["SiT-XL/2 b32 DAR static c4 cudagraphs: step / residual <= 1.10 (paired, median of 3 rounds)"]
+    assert g["value"] == 1.095 and g["ok"]
+    assert t["SiT-XL/2 b32 DAR static c4 compiled: step / residual <= 1.10"]["value"] == 1.08   # its own row
+    res["targets"] = evaluate_targets(res)
+    assert "| SiT-XL/2 | 32 | DAR static c4 | cudagraphs | 3 | **1.095** |" in markdown(res)
+    assert any("cudagraphs paired x1.095" in line for line in summary_lines(res))
+    # without rows of their mode the rounds still judge time, and say that memory has no row
+    res["train"] = res["train"][:2]
+    t = {x["target"]: x for x in evaluate_targets(res)}
+    assert t["SiT-XL/2 b32 DAR static c4 cudagraphs: step / residual <= 1.10 (paired, median of 3 rounds; no "
+             "cudagraphs row for memory)"]["ok"]
+
+
+def test_paired_entries_name_their_mode_on_cpu():
+    from dartool.bench import paired_mode
+
+    r = paired_step_bench("S", 2, ("dar", "static", 2, True), compiled=False, rounds=1, steps=1, warmup=1,
+                          device="cpu", overrides=TINY)
+    assert r["mode"] == "eager" and paired_mode(r) == "eager"
+    assert paired_mode(_paired("SiT-B/2", "DAR static c4", [1.0])) == "compiled"     # results before the key
 
 
 def test_bench_cli_has_paired_rounds():
@@ -189,7 +229,7 @@ def test_bench_cli_has_paired_rounds():
     from dartool.cli import app
 
     out = CliRunner().invoke(app, ["bench", "--help"], terminal_width=200)
-    assert out.exit_code == 0 and "--paired-rounds" in out.output
+    assert out.exit_code == 0 and "--paired-rounds" in out.output and "--paired-mode" in out.output
 
 
 def _saved_run(tmp_path, card="H200 test"):
