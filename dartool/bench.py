@@ -790,6 +790,9 @@ def paired_steps_bench(size: str, batch: int, variants: list[tuple[str, str, int
     names = [_variant_name(v) for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"paired_steps_bench: variants repeat: {names}")
+    if envs and compiled and compile_mode == "cudagraphs":
+        raise ValueError("paired_steps_bench: envs under CUDA graphs would replay the launches recorded under the "
+                         "first label; A/B kernel settings with compile_mode='full' (or one process per setting)")
     # what is timed: name -> (step, fused, environment); a DAR model appears once per envs label
     models: dict[str, tuple[Any, bool, dict[str, str]]] = {}
     with dispatch.fused(variants[0][3]):

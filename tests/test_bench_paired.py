@@ -223,6 +223,16 @@ def test_paired_entries_name_their_mode_on_cpu():
     assert paired_mode(_paired("SiT-B/2", "DAR static c4", [1.0])) == "compiled"     # results before the key
 
 
+def test_paired_envs_are_refused_under_cuda_graphs():
+    import pytest
+
+    from dartool.bench import paired_steps_bench
+
+    with pytest.raises(ValueError, match="envs under CUDA graphs"):
+        paired_steps_bench("S", 2, [("dar", "static", 2, True)], compiled=True, rounds=1, steps=1, device="cpu",
+                           overrides=TINY, envs={"a": {}, "b": {}}, compile_mode="cudagraphs")
+
+
 def test_bench_cli_has_paired_rounds():
     from typer.testing import CliRunner
 
