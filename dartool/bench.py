@@ -1687,7 +1687,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
             raise ResumeError(f"--resume {resume}: its training steps ran on {res.get('inputs', NOISE_INPUTS)}, this "
                               f"run's on {inputs_label}; give the same --data (or none), or run without --resume")
     elif (parts is not None or sizes is not None or xl_given or chosen_variants
-          or inputs is not None or paired_mode != "compiled"):       # partial runs: files of their own
+          or inputs is not None or (paired_mode != "compiled" and paired_rounds > 0)):   # partial runs: own files
         named = chosen if sizes is not None or xl_given else ()
         if xl_given:         # runs of one part and size apart by their batches (-graphs_XL64, -graphs_XL32)
             named = tuple(z + "-".join(map(str, xl_batches)) if z == "XL" else z for z in named)

@@ -63,9 +63,12 @@ def test_backward_launch_configuration_per_shape():
     assert (narrow["pipe"], rt.bwd_config(6, 768, dynamic=True)["pipe"]) == (1, 1)
     assert (wide["pipe"], rt.bwd_config(9, 1152, dynamic=True)["pipe"]) == (4, 3)
     assert rt.bwd_config(17, 1152) == wide
-    # few sources (a c4 model's routers with shared prefixes) at D >= 1024: the static backward unpipelined
-    assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1, part_slot=0)) == (rt.FEW_SOURCES > 0)
-    assert rt.bwd_config(1, 1152, dynamic=True)["pipe"] == 3 and rt.bwd_config(2, 768) == narrow
+    # few sources (a c4 model's routers with shared prefixes): at D >= 1024 the static backward's source loop
+    # unpipelined; at every width its row loop pipelined (ROW_PIPE, session 23), never with a dynamic query
+    rows = dict(rpipe=rt.ROW_PIPE, rslot=rt.ROW_SLOTS) if rt.ROW_PIPE > 1 else {}
+    assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1, part_slot=0, **rows)) == (rt.FEW_SOURCES > 0)
+    assert rt.bwd_config(1, 1152, dynamic=True)["pipe"] == 3 and rt.bwd_config(2, 768) == dict(narrow, **rows)
+    assert "rpipe" not in rt.bwd_config(2, 768, dynamic=True) and "rpipe" not in rt.bwd_config(5, 768)
     fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
     with rt.configs(bwd=fixed):
         assert rt.bwd_config(6, 768) == fixed == rt.bwd_config(17, 1152)

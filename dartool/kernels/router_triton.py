@@ -493,10 +493,11 @@ def _router_bwd_kernel(
     PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1, PREFIX: tl.constexpr = 0,
     ATOMIC: tl.constexpr = 0, NC: tl.constexpr = 0, RPIPE: tl.constexpr = 1, SLOT_ASM: tl.constexpr = 0,
 ):
-    # NC > 0 (experimental, bwd_config's "rpipe"): N is that constant, the source loops are unrolled, and the row
+    # NC > 0 (bwd_config's "rpipe", ROW_PIPE): N is that constant, the source loops are unrolled, and the row
     # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
-    # memory while this row computes). Needs UNROLL 1, no slots (LN_SLOT, PART_SLOT: a slot's load + store at one
-    # address in a pipelined loop would read the value from before the previous row's store) and no ACCUM.
+    # memory while this row computes). Needs UNROLL 1, no ACCUM, and slots (LN_SLOT, PART_SLOT) only with SLOT_ASM
+    # (a slot's tl.load + store at one address in a pipelined loop would read the value from before the previous
+    # row's store; an inline-asm load stays in its row's stage).
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c_a = tl.arange(0, DA)
