@@ -6,6 +6,9 @@
 # then judged on the rounds' medians. One nvidia-h100-x2 call, ~6 min:
 #   GPU 0: SiT-XL/2 b32: --parts graphs,paired (the graphs rows give memory; the rounds give time)
 #   GPU 1: SiT-B/2 b256: the same
+# Risk: three models' CUDA-graph pools in one process (29 GB each alone at B/2 b256) may not fit an 80 GB H100 if
+# the trees do not share memory across roots; x2 requests have come as H200s (141 GB) so far. An OOM shows in the
+# log and the bench's skipped list, not as a crash.
 # Carry the zarr wheels and .commit.
 source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
