@@ -23,8 +23,7 @@ prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forwa
 ``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` / ``rt.rpipe`` / ``rt.rslot``
 (``router_triton.FEW_SOURCES``, the per-shape rule's source count / ``ROW_PIPE``, the row-pipelined few-source
 backward's depth / ``ROW_SLOTS``, its partials in slots; with ``fwd.`` / ``bwd.`` settings the per-shape choice is
-off). Without
-``--variant`` a built-in grid for the model's width runs. Needs CUDA.
+off). Without ``--variant`` a built-in grid for the model's width runs. Needs CUDA.
 """
 import argparse
 import itertools
@@ -58,7 +57,8 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 ]
 
 
-RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS"}   # rt.KEY: router_triton's module setting it sets
+# rt.KEY: the router_triton module setting it sets
+RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS"}
 
 
 def parse_variant(text: str) -> dict:

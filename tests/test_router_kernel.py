@@ -22,6 +22,7 @@ import torch
 from dartool.kernels import dispatch
 from dartool.models import SiT, model_config, tapped
 from dartool.models.sit import Router
+from tests.benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -225,9 +226,7 @@ def test_floor_options_model():
 
     from dartool.bench import router_traffic_bytes
 
-    spec = importlib.util.spec_from_file_location("floor_options", ROOT / "benchmarks" / "floor_options.py")
-    fo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fo)
+    fo = load_benchmark("floor_options")
     from dartool.kernels.traffic import chunk_routers
 
     assert chunk_routers(4, 2) == [(1, 0), (1, 1), (2, 0), (2, 1)]
@@ -253,9 +252,7 @@ def test_ln_modulate_backward_formula():
 
     import torch.nn.functional as F
 
-    spec = importlib.util.spec_from_file_location("floor_options", ROOT / "benchmarks" / "floor_options.py")
-    fo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fo)
+    fo = load_benchmark("floor_options")
     torch.manual_seed(0)
     B, T, D, eps = 3, 7, 24, 1e-6
     h = (torch.randn(B, T, D, dtype=torch.float64) * 3 + 1).requires_grad_()
@@ -275,9 +272,7 @@ def test_shared_prefix_layout_computes_the_same_function(query):
     its partial state with its raw sources) equals the reference routers over summaries + raw sources, in float64."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("floor_options", ROOT / "benchmarks" / "floor_options.py")
-    fo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fo)
+    fo = load_benchmark("floor_options")
     torch.manual_seed(0)
     B, T, D, P, S = 2, 5, 16, 3, 4
     summaries = [torch.randn(B, T, D, dtype=torch.float64) * (1 + i) for i in range(P)]
@@ -535,9 +530,7 @@ def test_hooks_idle_sees_every_kind_of_listener():
 def test_kernel_resources_report_compiles_without_a_gpu(capsys):
     """benchmarks/kernel_resources.py compiles both kernels for sm_90 ahead of time and reports registers and
     stack bytes for each variant."""
-    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
-    kr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kr)
+    kr = load_benchmark("kernel_resources")
     assert kr.main(["--D", "384"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 |")]
     assert len(rows) == 10     # forward x 3 (plain, LN, LN + vec4), backward x 7 (plain, LN, LN + ln_slot,
@@ -565,9 +558,7 @@ def test_interpreter_check_without_the_row_pipelined_backward():
 def test_rpipe_makes_the_backward_row_loop_a_software_pipeline():
     """rpipe > 1 (with N a constant, NC) turns the row loop into a software pipeline (asynchronous copies into
     shared memory); without it, a few-source backward has none."""
-    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
-    kr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kr)
+    kr = load_benchmark("kernel_resources")
     from dartool.kernels import router_triton as rt
 
     cfg = dict(rt.bwd_config(4, 768), unroll=1, prefetch=0, pipe=1, ln_slot=0, part_slot=0, prefix=1)
@@ -580,9 +571,7 @@ def test_pipe_makes_the_backward_source_loop_a_software_pipeline():
     """pipe > 1 is only worth its config key if Triton really pipelines the pointer-table loads of the source loop
     (cp.async into shared memory): a Triton upgrade that stopped doing so would silently undo the measured gain.
     pipe = 1 has no asynchronous copies; deeper pipes have more."""
-    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
-    kr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kr)
+    kr = load_benchmark("kernel_resources")
     from dartool.kernels import router_triton as rt
 
     cfg = dict(rt.bwd_config(9, 1024), ln_slot=1)
@@ -593,9 +582,7 @@ def test_pipe_makes_the_backward_source_loop_a_software_pipeline():
 def test_router_kernels_bench_variants_sweep_and_set():
     """router_kernels_bench --sweep: every combination, keys routed to the kernel that has them (fwd. / bwd. for
     one); pipe > 1 means the one-source loop; --set is applied after the sweep, so it can override that."""
-    spec = importlib.util.spec_from_file_location("rkb", ROOT / "benchmarks" / "router_kernels_bench.py")
-    rkb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rkb)
+    rkb = load_benchmark("router_kernels_bench")
     fwd = dict(unroll=2, prefetch=1, pipe=1, vec4=0, num_warps=1)
     bwd = dict(unroll=2, prefetch=1, pipe=1, vec4=0, rows=8)
     v = rkb._variants(fwd, bwd, ["pipe=1,3", "bwd.rows=4,8"], [])
@@ -703,9 +690,7 @@ def test_row_slots_are_read_outside_the_row_pipeline():
     row after the one that stored it; a tl.load there becomes an asynchronous copy issued a row early (stale), so
     the kernel reads slots by inline asm (SLOT_ASM), which the pipeliner leaves in place: the slots then add no
     asynchronous copies, where plain loads add some."""
-    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
-    kr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kr)
+    kr = load_benchmark("kernel_resources")
     from dartool.kernels import router_triton as rt
 
     cfg = dict(rt.bwd_config(4, 768), unroll=1, prefetch=0, pipe=1, prefix=1, rpipe=2, nc=4, part_slot=0)

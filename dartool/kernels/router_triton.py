@@ -866,9 +866,10 @@ FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 # FEW_SOURCES sources (and never more than ROW_PIPE_MAX_N) with N a compile-time constant, the source loops unrolled
 # and the row loop a software pipeline k deep ("rpipe"): Triton then fetches the next rows' h, dy and sources into
 # shared memory (cp.async) while a row computes. The backward is latency-bound at 8 warps per SM (255 registers);
-# this doubles the bytes in flight without registers. It needs the partials in registers (ln_slot 0, part_slot 0:
-# see the kernel), and is off for dynamic queries and under in-kernel accumulation (_bwd_prepare). sm_90 ptxas on
-# the CPU (benchmarks/kernel_resources.py): 32-66 async copies; stack 0-24 bytes at D = 768, 464-584 at D = 1152.
+# this doubles the bytes in flight without registers. It keeps the partials in registers (ln_slot 0, part_slot 0;
+# slots only as ROW_SLOTS below), and is off for dynamic queries and under in-kernel accumulation (_bwd_prepare).
+# sm_90 ptxas on the CPU (benchmarks/kernel_resources.py): 32-66 async copies; stack 0-24 bytes at D = 768,
+# 464-584 at D = 1152.
 # Device time per step inside a DAR static c4 step (H200, 2026-11-27, benchmarks/step_kernel_sweep.py,
 # benchmarks/results/s23_a-rowpipe): router backward SiT-B/2 b256 9.31 -> 6.94 ms (rpipe 2), 7.11 (rpipe 3);
 # SiT-XL/2 b32 4.21 -> 3.96 ms (rpipe 2), 6.31 (rpipe 3: the spills), 5.23 (rpipe 2 with two warps a row).
@@ -1328,8 +1329,8 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     meta = dict(D=D, BLOCK_R=cfg["block_r"], ROWS=rows, DA=DA, DB=DB, UNROLL=cfg["unroll"],
                 PREFETCH=bool(cfg.get("prefetch", 0)),
                 ALIGN=max(1, 16 // base.element_size()), OALIGN=max(1, 16 // obase.element_size()),
-                DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=bool(cfg.get("ln_slot", 0)),
-                RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
+                DYNAMIC=mode == 2, ACCUM=any(flags), LN_MOD=ln is not None, LN_SLOT=ln_slot,
+                RECOMPUTE_H=recompute_h, PART_SLOT=part_slot,
                 VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=plam is not None,
                 ATOMIC=atomic, NC=N if cfg.get("rpipe", 1) > 1 else 0, RPIPE=int(cfg.get("rpipe", 1)),
                 SLOT_ASM=int(cfg.get("rpipe", 1) > 1 and (ln_slot or part_slot) and dev.type == "cuda"),
