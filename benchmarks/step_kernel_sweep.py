@@ -23,7 +23,9 @@ prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forwa
 ``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` / ``rt.rpipe`` / ``rt.rslot``
 (``router_triton.FEW_SOURCES``, the per-shape rule's source count / ``ROW_PIPE``, the row-pipelined few-source
 backward's depth / ``ROW_SLOTS``, its partials in slots; with ``fwd.`` / ``bwd.`` settings the per-shape choice is
-off). Without ``--variant`` a built-in grid for the model's width runs. Needs CUDA.
+off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``: LN-fused routers of at most this many sources recompute h in
+the backward / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do so too, 0 or 1). Each row also gives the
+step's peak memory (GB). Without ``--variant`` a built-in grid for the model's width runs. Needs CUDA.
 """
 import argparse
 import itertools
@@ -58,7 +60,8 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 
 
 # rt.KEY: the router_triton module setting it sets
-RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS"}
+RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS", "hmax": "RECOMPUTE_H_MAX_N",
+           "prh": "RECOMPUTE_H_PREFIX"}
 
 
 def parse_variant(text: str) -> dict:
@@ -133,7 +136,8 @@ def main(argv=None) -> int:
     base_fwd, base_bwd = rt.fwd_config(9, D), rt.bwd_config(9, D, dyn)   # the choice at unshared source counts
     rows = []
     print(f"SiT-{a.size}/2 b{a.batch} DAR {a.query} c{a.chunk}, {torch.cuda.get_device_name()}: device ms per step")
-    head = f"{'variant':42s}" + "".join(f"{k:>12s}" for k, _ in KINDS) + f"{'routers+pfx':>12s}{'all':>9s}"
+    head = (f"{'variant':42s}" + "".join(f"{k:>12s}" for k, _ in KINDS) + f"{'routers+pfx':>12s}{'all':>9s}"
+            + f"{'peak GB':>9s}")
     print(head)
     for text in variants:
         v = parse_variant(text)
@@ -152,6 +156,7 @@ def main(argv=None) -> int:
                 for _ in range(2):
                     step()
                 torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
                 per = []
                 for _ in range(a.steps):
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -159,6 +164,7 @@ def main(argv=None) -> int:
                         torch.cuda.synchronize()
                     per.append(kernel_kinds(prof.key_averages()))
             row = {k: statistics.median(p[k] for p in per) for k in per[0]}
+            row["peak GB"] = torch.cuda.max_memory_allocated() / 1e9
             err = ""
         except Exception as e:  # a configuration the kernels cannot compile (resources): recorded, sweep goes on
             row, err = {}, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
@@ -172,7 +178,7 @@ def main(argv=None) -> int:
             print(f"{row['variant']:42s} {err}")
         else:
             print(f"{row['variant']:42s}" + "".join(f"{row[k]:12.3f}" for k, _ in KINDS)
-                  + f"{row['routers + prefix']:12.3f}{row['all kernels']:9.1f}", flush=True)
+                  + f"{row['routers + prefix']:12.3f}{row['all kernels']:9.1f}{row['peak GB']:9.2f}", flush=True)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(size=a.size, batch=a.batch, chunk=a.chunk, query=a.query, card=torch.cuda.get_device_name(),

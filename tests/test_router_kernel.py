@@ -78,14 +78,21 @@ def test_backward_launch_configuration_per_shape():
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_recompute_h_policy():
-    """LN-fused routers keep h for the backward unless recomputing it costs no more traffic (auto: N <= 3); all /
-    none override; anything else is refused with the values that work."""
+    """LN-fused routers keep h for the backward unless recomputing it costs no more traffic (auto: N <= 3), routers
+    over a shared prefix too; all / none override; anything else is refused with the values that work."""
     from dartool.kernels import router_triton as rt
 
     old = rt.RECOMPUTE_H
     try:
         rt.RECOMPUTE_H = "auto"
         assert [rt.keep_h_for(n) for n in (1, 3, 4, 57)] == [False, False, True, True]
+        # routers over a shared prefix: the same rule (their partial counted), unless RECOMPUTE_H_PREFIX is off
+        assert [rt.keep_h_for(n, prefix=True) for n in (1, 3, 4)] == [False, False, True]
+        old_prefix, rt.RECOMPUTE_H_PREFIX = rt.RECOMPUTE_H_PREFIX, False
+        try:
+            assert rt.keep_h_for(1, prefix=True) and not rt.keep_h_for(1)
+        finally:
+            rt.RECOMPUTE_H_PREFIX = old_prefix
         rt.RECOMPUTE_H = "all"
         assert not rt.keep_h_for(57)
         rt.RECOMPUTE_H = "none"

@@ -447,7 +447,9 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
     sources after them (a chunk), each followed by its fused LayerNorm + modulate, against float64 autograd of the
     K routers run separately on the same rounded inputs: every y and the gradients of every source, query, gain,
     shift and scale. The prefix op and the routers' op are a pair (their lam gradient is a private protocol), so
-    only the composition is checked, as the model runs it."""
+    only the composition is checked, as the model runs it. Routers of <= 3 sources (the partial among them)
+    recompute h in the backward from their partial and raw sources; the ``recompute_h`` cases force every router's h
+    kept or recomputed."""
     import torch.nn.functional as F
 
     from . import prefix_triton as pt
@@ -473,7 +475,9 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                                                                        grad=dict(rows=2, rb=1, ct=8, num_warps=1))),
                   ("prefix-1pass-acc1", 2, 5, 40, 3, 3, "static", f32, dict(passes=1, rows=1, acc_rows=1)),
                   ("prefix-t-2pass-sums", 2, 5, 48, 4, 4, "static_t", bf, dict(passes=2, atomic=0)),
-                  ("prefix-t-1pass-sums", 2, 5, 40, 3, 3, "static_t", f32, dict(passes=1, group=2, atomic=0))]
+                  ("prefix-t-1pass-sums", 2, 5, 40, 3, 3, "static_t", f32, dict(passes=1, group=2, atomic=0)),
+                  ("prefix-keeph", 2, 5, 40, 3, 4, "static", f32, dict(recompute_h="none")),
+                  ("prefix-noh-t", 2, 5, 48, 4, 4, "static_t", bf, dict(recompute_h="all"))]
     else:
         shapes = [("prefix-xl", 2, 100, 1152, 14, 4, "static", bf, {}),
                   ("prefix-xl-t", 2, 64, 1152, 9, 4, "static_t", bf, {}),
@@ -497,7 +501,10 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
                   ("prefix-odd-2pass", 2, 17, 40, 3, 4, "static_t", bf, two),
                   ("prefix-xl-sums", 2, 100, 1152, 14, 4, "static", bf, dict(atomic=0)),
                   ("prefix-xl-t-2pass-sums", 2, 64, 1152, 9, 4, "static_t", bf, dict(passes=2, atomic=0)),
-                  ("prefix-b-1pass-sums", 3, 255, 768, 6, 4, "static", bf, dict(passes=1, atomic=0))]
+                  ("prefix-b-1pass-sums", 3, 255, 768, 6, 4, "static", bf, dict(passes=1, atomic=0)),
+                  ("prefix-xl-keeph", 2, 100, 1152, 14, 4, "static", bf, dict(recompute_h="none")),
+                  ("prefix-xl-t-noh", 2, 64, 1152, 9, 4, "static_t", bf, dict(recompute_h="all")),
+                  ("prefix-b-noh", 3, 255, 768, 6, 4, "static", bf, dict(recompute_h="all"))]
     out = []
     for name, B, T, D, P, K, kind, dt, forced in shapes:
         def rnd(*shape, s=1.0, dtype=torch.float32):
@@ -517,20 +524,32 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
             ys_ref.append(F.layer_norm(h, (D,), eps=1e-6) * (1 + lsc[k][:, None]) + lsh[k][:, None])
         want = torch.autograd.grad(ys_ref, leaves, [d.double() for d in dys])
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
+        # "recompute_h": the routers' h kept ("none") or recomputed from their partial ("all") whatever their
+        # source count (rt.RECOMPUTE_H; by default routers of <= 3 sources, the partial among them, recompute)
         poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
+        old_h, rt.RECOMPUTE_H = rt.RECOMPUTE_H, forced.get("recompute_h", rt.RECOMPUTE_H)
+        bwd_prepare, recomputed = rt._bwd_prepare, []
+
+        def counting_prepare(dh, sources, q, g, h, *a, **k):   # the routers' backwards that recompute h
+            recomputed.append(k.get("plam") is not None and h.numel() == 0)
+            return bwd_prepare(dh, sources, q, g, h, *a, **k)
+
+        rt._bwd_prepare = counting_prepare
         try:
+            expect = sum(not rt.keep_h_for(1 + k, prefix=True) for k in range(K))
             with _reductions(forced), pt.configured(**{k: v for k, v in forced.items()
-                                                       if k not in ("partial", "atomic", "acc_rows")}):
+                                                       if k not in ("partial", "atomic", "acc_rows", "recompute_h")}):
                 errs = _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind,
                                    forced.get("partial"))
-            ok = all(math.isfinite(v) and v < tol for v in errs.values())
+            ok = all(math.isfinite(v) and v < tol for v in errs.values()) and sum(recomputed) == expect
         except Exception as e:
             errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
         finally:
-            rt.POISON = poison
+            rt.POISON, rt.RECOMPUTE_H, rt._bwd_prepare = poison, old_h, bwd_prepare
         worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
         shown = {k: str(v) if k == "partial" else v for k, v in forced.items() if k != "grad"}
-        out.append(dict(name=name, P=P, K=K, D=D, **shown, worst_rel=worst[0], worst=worst[1], tol=tol,
+        out.append(dict(name=name, P=P, K=K, D=D, **shown, h_recomputed=f"{sum(recomputed)}/{K}",
+                        worst_rel=worst[0], worst=worst[1], tol=tol,
                         **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
     return out
 

@@ -693,10 +693,11 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
 
 
 def _router_ln_prefix_fwd_impl(part: Tensor, lam: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, eps: float,
-                               shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype
+                               shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype, keep_h: bool = True
                                ) -> tuple[Tensor, Tensor, Tensor]:
-    """A router with a shared prefix (part, lam) as source 0, LayerNorm + modulate fused: (y, h fp32, lse)."""
-    P = rt._fwd_prepare(sources, q, g, eps, False, False, ln=(shift, scale, ln_eps, y_dtype), keep_h=True,
+    """A router with a shared prefix (part, lam) as source 0, LayerNorm + modulate fused: (y, h fp32, lse); h is
+    empty ([0]) without ``keep_h``: the backward recomputes it from the partial, lam and the raw sources."""
+    P = rt._fwd_prepare(sources, q, g, eps, False, False, ln=(shift, scale, ln_eps, y_dtype), keep_h=keep_h,
                         prefix=(part, lam))
     rt._fwd_launch(P)
     h, lse, _, _ = P["out"]
@@ -704,10 +705,12 @@ def _router_ln_prefix_fwd_impl(part: Tensor, lam: Tensor, sources: list[Tensor],
 
 
 def _router_ln_prefix_bwd_impl(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor,
-                               lam: Tensor, eps: float, scale: Tensor, ln_eps: float, part_dtype: torch.dtype):
-    """(dpart, glam, dv per raw source, dq, dg, dshift, dscale) of :func:`_router_ln_prefix_fwd_impl`."""
+                               lam: Tensor, eps: float, scale: Tensor, ln_eps: float, part_dtype: torch.dtype,
+                               part: "Tensor | None" = None):
+    """(dpart, glam, dv per raw source, dq, dg, dshift, dscale) of :func:`_router_ln_prefix_fwd_impl`; ``h``
+    empty ([0]): recomputed from the partial ``part`` (the forward ran without ``keep_h``)."""
     P = rt._bwd_prepare(dy, sources, q, g, h, lse, eps, ln=(scale, ln_eps), plam=lam, pdtype=part_dtype,
-                        mod_dtype=scale.dtype)
+                        mod_dtype=scale.dtype, ppart=part if h.numel() == 0 else None)
     rt._bwd_launch(P)
     dvs, dq, dg = rt._bwd_finish(P)
     return (P["dpre"], P["glam"], dvs, dq, dg) + P["dmod"]
@@ -770,51 +773,57 @@ prefix_fwd.register_autograd(_backward_prefix, setup_context=_setup_prefix)
 @torch.library.custom_op("dartool::router_ln_prefix_fwd", mutates_args=())
 def router_ln_prefix_fwd(part: Tensor, lam: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, eps: float,
                          shift: Tensor, scale: Tensor, ln_eps: float,
-                         y_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                         y_dtype: torch.dtype, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Router + LayerNorm + modulate with a shared prefix (part, lam) as source 0 ahead of the raw ``sources``:
-    y [B, T, D] in y_dtype, h [B, T, D] fp32, lse [B, T] fp32."""
-    return _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+    y [B, T, D] in y_dtype, h [B, T, D] fp32 (or [0] without ``keep_h``: the backward recomputes it from the
+    partial), lse [B, T] fp32."""
+    return _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 
 @router_ln_prefix_fwd.register_fake
-def _router_ln_prefix_fwd_fake(part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype):
+def _router_ln_prefix_fwd_fake(part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h):
     B, T, D = part.shape
-    return (part.new_empty((B, T, D), dtype=y_dtype), part.new_empty((B, T, D), dtype=torch.float32),
+    return (part.new_empty((B, T, D), dtype=y_dtype),
+            part.new_empty((B, T, D) if keep_h else (0,), dtype=torch.float32),
             part.new_empty((B, T), dtype=torch.float32))
 
 
 @torch.library.custom_op("dartool::router_ln_prefix_bwd", mutates_args=())
 def router_ln_prefix_bwd(dy: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor,
-                         lam: Tensor, eps: float, scale: Tensor, ln_eps: float, part_dtype: torch.dtype
-                         ) -> tuple[Tensor, Tensor, list[Tensor], Tensor, Tensor, Tensor, Tensor]:
+                         lam: Tensor, eps: float, scale: Tensor, ln_eps: float, part_dtype: torch.dtype,
+                         part: Tensor) -> tuple[Tensor, Tensor, list[Tensor], Tensor, Tensor, Tensor, Tensor]:
     """(dpart in part_dtype, glam, dv per raw source, dq, dg, dshift, dscale) of ``router_ln_prefix_fwd``; glam is
-    the prefix protocol's value for lam (module docstring), not dloss/dlam."""
-    return _router_ln_prefix_bwd_impl(dy, list(sources), q, g, h, lse, lam, eps, scale, ln_eps, part_dtype)
+    the prefix protocol's value for lam (module docstring), not dloss/dlam. h kept, or [0] and ``part`` the
+    partial to recompute it from (else ``part`` is [0])."""
+    return _router_ln_prefix_bwd_impl(dy, list(sources), q, g, h, lse, lam, eps, scale, ln_eps, part_dtype, part)
 
 
 @router_ln_prefix_bwd.register_fake
-def _router_ln_prefix_bwd_fake(dy, sources, q, g, h, lse, lam, eps, scale, ln_eps, part_dtype):
-    return (h.new_empty(h.shape, dtype=part_dtype), lse.new_empty(lse.shape, dtype=torch.float32),
+def _router_ln_prefix_bwd_fake(dy, sources, q, g, h, lse, lam, eps, scale, ln_eps, part_dtype, part):
+    return (dy.new_empty(dy.shape, dtype=part_dtype), lse.new_empty(lse.shape, dtype=torch.float32),
             [s.new_empty(s.shape) for s in sources], q.new_empty(q.shape), g.new_empty(g.shape),
             scale.new_empty(scale.shape), scale.new_empty(scale.shape))
 
 
 def _setup_router(ctx, inputs, output):
-    part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype = inputs
+    part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h = inputs
     y, h, lse = output
     ctx.eps, ctx.ln_eps, ctx.n, ctx.part_dtype = eps, ln_eps, len(sources), part.dtype
     ctx.mark_non_differentiable(h, lse)
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(q, g, scale, h, lse, lam, *sources)    # not the partial: its gradient needs none of it
+    # h kept: not the partial (its gradient needs none of it); else the partial, to recompute h from
+    ctx.keep_h = keep_h
+    ctx.save_for_backward(q, g, scale, h if keep_h else part, lse, lam, *sources)
 
 
 def _backward_router(ctx, dy, dh, dlse):
-    q, g, scale, h, lse, lam, *sources = ctx.saved_tensors
+    q, g, scale, hp, lse, lam, *sources = ctx.saved_tensors
     if dy is None:
-        return None, None, [None] * ctx.n, None, None, None, None, None, None, None
+        return None, None, [None] * ctx.n, None, None, None, None, None, None, None, None
+    h, part = (hp, hp.new_empty(0)) if ctx.keep_h else (hp.new_empty(0), hp)
     dpart, glam, dvs, dq, dg, dshift, dscale = router_ln_prefix_bwd(dy, sources, q, g, h, lse, lam, ctx.eps, scale,
-                                                                    ctx.ln_eps, ctx.part_dtype)
-    return dpart, glam, list(dvs), dq, dg, None, dshift, dscale, None, None
+                                                                    ctx.ln_eps, ctx.part_dtype, part)
+    return dpart, glam, list(dvs), dq, dg, None, dshift, dscale, None, None, None
 
 
 router_ln_prefix_fwd.register_autograd(_backward_router, setup_context=_setup_router)
@@ -847,21 +856,25 @@ class _RouterLNPrefixFn(torch.autograd.Function):
     """Eager path of ``router_ln_prefix_fwd``: returns y."""
 
     @staticmethod
-    def forward(ctx, part, lam, q, g, eps, shift, scale, ln_eps, y_dtype, *sources):
-        y, h, lse = _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype)
+    def forward(ctx, part, lam, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h, *sources):
+        y, h, lse = _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype,
+                                               keep_h)
         ctx.eps, ctx.ln_eps, ctx.part_dtype = eps, ln_eps, part.dtype
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(q, g, scale, h, lse, lam, *sources)   # not the partial: its gradient needs none of it
+        # h kept: not the partial (its gradient needs none of it); else the partial, to recompute h from
+        ctx.save_for_backward(q, g, scale, h if keep_h else part, lse, lam, *sources)
+        ctx.keep_h = keep_h
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        q, g, scale, h, lse, lam, *sources = ctx.saved_tensors
+        q, g, scale, hp, lse, lam, *sources = ctx.saved_tensors
         if dy is None:
-            return (None,) * (9 + len(sources))
+            return (None,) * (10 + len(sources))
+        h, part = (hp, hp.new_empty(0)) if ctx.keep_h else (hp.new_empty(0), hp)
         dpart, glam, dvs, dq, dg, dshift, dscale = _router_ln_prefix_bwd_impl(
-            dy, sources, q, g, h, lse, lam, ctx.eps, scale, ctx.ln_eps, ctx.part_dtype)
-        return (dpart, glam, dq, dg, None, dshift, dscale, None, None, *dvs)
+            dy, sources, q, g, h, lse, lam, ctx.eps, scale, ctx.ln_eps, ctx.part_dtype, part)
+        return (dpart, glam, dq, dg, None, dshift, dscale, None, None, None, *dvs)
 
 
 def _eager() -> bool:
@@ -897,11 +910,17 @@ def fused_router_ln_prefix(part: Tensor, lam: Tensor, sources: Sequence[Tensor],
                            shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype) -> Tensor:
     """modulate(LayerNorm(router(prefix + sources, q)), shift, scale) with the prefix given as its state
     (part, lam) from :func:`shared_prefix`: y [B, T, D] in ``y_dtype`` (what the unshared router would give:
-    ``router_triton._y_dtype`` of prefix + raw sources). ``sources``: the raw ones (may be none)."""
+    ``router_triton._y_dtype`` of prefix + raw sources). ``sources``: the raw ones (may be none). h (fp32) is
+    kept for the backward, or recomputed there from the partial and the raw sources, as for an unshared router of
+    1 + len(sources) sources (:func:`router_triton.keep_h_for`); never written without gradients."""
     sources = rt._as_kernel_sources(sources) if sources else []
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (part, lam, q, g, shift, scale, *sources))
+    keep_h = needs_grad and rt.keep_h_for(1 + len(sources), prefix=True)
     if _eager():
-        if not (torch.is_grad_enabled() and any(x.requires_grad for x in (part, lam, q, g, shift, scale, *sources))):
+        if not needs_grad:
             return _router_ln_prefix_fwd_impl(part, lam, sources, q, g, float(eps), shift, scale, float(ln_eps),
-                                              y_dtype)[0]
-        return _RouterLNPrefixFn.apply(part, lam, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, *sources)
-    return router_ln_prefix_fwd(part, lam, sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype)[0]
+                                              y_dtype, keep_h=False)[0]
+        return _RouterLNPrefixFn.apply(part, lam, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, keep_h,
+                                       *sources)
+    return router_ln_prefix_fwd(part, lam, sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype,
+                                keep_h)[0]

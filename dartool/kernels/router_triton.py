@@ -186,12 +186,17 @@ def _h_add(rest_ptr, tab_ptr, i, o_a, o_b, m_a, m_b, w_a, w_b, lse, h_a, h_b, D,
 
 @triton.jit
 def _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps, DB: tl.constexpr,
-                 ALIGN: tl.constexpr, PIPE: tl.constexpr, NC: tl.constexpr = 0):
+                 ALIGN: tl.constexpr, PIPE: tl.constexpr, NC: tl.constexpr = 0, PREFIX: tl.constexpr = 0,
+                 plam=0.0):
     """h = sum_i exp(logit_i - lse) v_i for a block of rows, from the sources and the forward's lse: the backward
     of a router whose forward kept no h (``keep_h=False``) reads its sources twice instead of h once. ``NC`` > 0:
-    N is that constant and the loop is unrolled (no loop nested in the caller's row loop)."""
+    N is that constant and the loop is unrolled (no loop nested in the caller's row loop). ``PREFIX``: source 0
+    is a shared prefix's partial (src0_ptr) whose logit is its log-sum-exp ``plam`` [rows]."""
     v_a, v_b = _load_row(src0_ptr, o_a, o_b, m_a, m_b, DB)
-    p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
+    if PREFIX:
+        p = tl.exp(plam - lse)
+    else:
+        p = tl.exp(_fwd_step(v_a, v_b, w_a, w_b, D, eps, DB) - lse)
     h_a = p[:, None] * v_a
     h_b = h_a
     if DB > 0:
@@ -542,9 +547,13 @@ def _router_bwd_kernel(
             o_b = o_a
             w_b = w_a
         lse = tl.load(lse_ptr + row, mask=rmask, other=0.0)
-        if RECOMPUTE_H:  # a first pass over the sources instead of reading h
+        if PREFIX:
+            plam = tl.load(plam_ptr + row, mask=rmask, other=0.0)
+        else:
+            plam = lse
+        if RECOMPUTE_H:  # a first pass over the sources instead of reading h (with a prefix: src0_ptr its partial)
             hv_a, hv_b = _recompute_h(src0_ptr, rest_ptr, tab_ptr, N, o_a, o_b, m_a, m_b, w_a, w_b, lse, D, eps,
-                                      DB, ALIGN, PIPE, NC)
+                                      DB, ALIGN, PIPE, NC, PREFIX, plam)
         else:
             hv_a = tl.load(h_ptr + o_a, mask=m_a, other=0.0).to(tl.float32)
             hv_b = hv_a
@@ -600,7 +609,7 @@ def _router_bwd_kernel(
             # the shared prefix as source 0 (prefix_triton): hand back d(partial) = alpha_0 dh and, for its
             # log-sum-exp, -alpha_0 delta (= dlse - d(partial) . partial, since the logits' gradients sum to zero),
             # which is all the prefix's backward needs; the partial itself is neither kept nor read
-            a0 = tl.exp(tl.load(plam_ptr + row, mask=rmask, other=0.0) - lse)
+            a0 = tl.exp(plam - lse)
             tl.store(dpre_ptr + o_a, (a0[:, None] * dh_a).to(dpre_ptr.dtype.element_ty), mask=m_a)
             u_a = tl.zeros([BLOCK_R, DA], tl.float32)
             if DB > 0:
@@ -1141,10 +1150,11 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
     y_dtype (``P["y"]``); h is then written in float32 (the backward needs it at full precision), or, with
     ``keep_h=False``, not at all (h comes back empty, [0]; the backward recomputes it from the sources).
     ``prefix`` = (partial, lse) of a shared prefix (:mod:`prefix_triton`), read as source 0 ahead of
-    ``sources`` (the raw ones); needs ``ln``, ``keep_h`` and no logits."""
+    ``sources`` (the raw ones); needs ``ln`` and no logits (without ``keep_h`` the backward recomputes h from
+    the partial, its lse and the raw sources)."""
     if prefix is not None:
-        if ln is None or not keep_h or want_logits or want_h32:
-            raise ValueError("a shared prefix needs the LayerNorm fused in, h kept and no logits")
+        if ln is None or want_logits or want_h32:
+            raise ValueError("a shared prefix needs the LayerNorm fused in and no logits")
         B, T, D, N, src0, rest, base, tab = _prefix_sources(prefix, sources)
     else:
         B, T, D = _check(sources, q)
@@ -1196,7 +1206,8 @@ def _fwd_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_logi
 def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
                  slots: "Sequence | None" = None, dq_into_q: bool = False, ln: "tuple | None" = None,
                  plam: "Tensor | None" = None, pdtype: torch.dtype = torch.float32,
-                 mod_dtype: "torch.dtype | None" = None, into: "tuple | None" = None) -> dict:
+                 mod_dtype: "torch.dtype | None" = None, into: "tuple | None" = None,
+                 ppart: "Tensor | None" = None) -> dict:
     """Allocate outputs, build the pointer tables; :func:`_bwd_launch` runs the kernel.
 
     ``slots`` (one per source, or None): gradient accumulators of tapped sources
@@ -1209,17 +1220,20 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
     ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
     kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D] in ``pdtype``, the partial's; ``P["glam"]``
-    [B, T], float32). ``mod_dtype``: dshift and dscale's dtype (default float32). ``into`` = (buffers, flags), one
+    [B, T], float32); with an empty ``h`` the kernel recomputes h from the prefix's partial ``ppart`` (and lse
+    ``plam``) and the raw sources. ``mod_dtype``: dshift and dscale's dtype (default float32). ``into`` = (buffers, flags), one
     each per source (the compiled ``*_into`` ops, :mod:`dartool.kernels.compiled_slots`): the kernel writes source
     i's gradient into buffers[i] (flag 0) or adds it there (flag 1), and none is returned; a buffer the kernel
     cannot address directly (layout, alignment) takes the gradient through a temporary and one copy or add."""
     if plam is not None:
-        if slots is not None or into is not None or h.numel() == 0:
-            raise ValueError("a shared prefix's router takes no gradient slots and needs h kept")
-        B, T, D = h.shape
-        dpre, glam = _empty((B, T, D), pdtype, h.device), _empty((B, T), torch.float32, h.device)
-        # dpre stands for the prefix in the source table (entry 0, never read)
-        _, _, _, N, src0, rest, base, tab = _prefix_sources((dpre, plam), sources)
+        if slots is not None or into is not None or (h.numel() == 0 and ppart is None):
+            raise ValueError("a shared prefix's router takes no gradient slots, and needs h kept or its partial")
+        B, T, D = dh.shape
+        dpre, glam = _empty((B, T, D), pdtype, dh.device), _empty((B, T), torch.float32, dh.device)
+        # source 0 of the table: the partial where the kernel recomputes h from it, else dpre standing in for it
+        # (never read)
+        pre = ppart if h.numel() == 0 else dpre
+        _, _, _, N, src0, rest, base, tab = _prefix_sources((pre, plam), sources)
     else:
         B, T, D = _check(sources, q)
         N = len(sources)
@@ -2007,17 +2021,23 @@ FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
 # LN-fused routers: keep h (fp32) for the backward, or recompute it there from the sources (keep_h_for)
 RECOMPUTE_H = os.environ.get("DARTOOL_RECOMPUTE_H", "auto")
 RECOMPUTE_H_MAX_N = 3
+# ... and routers over a shared prefix (prefix_triton) by the same rule, their partial counted as a source
+# (DARTOOL_RECOMPUTE_H_PREFIX=0: they always keep h, as before session 24)
+RECOMPUTE_H_PREFIX = env_flag("DARTOOL_RECOMPUTE_H_PREFIX", True)
 
 
-def keep_h_for(N: int) -> bool:
+def keep_h_for(N: int, prefix: bool = False) -> bool:
     """Whether a router with the LayerNorm fused in keeps its output h (float32) for the backward, or lets the
     backward recompute it from its N sources and lse (one more pass over the sources; no [B, T, D] fp32 kept).
     Per row, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the backward;
     recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto``
     recomputes where that is no more traffic (N <= 3); ``all`` everywhere (least memory); ``none`` never.
-    Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``."""
+    Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``. ``prefix``: a router over a shared prefix
+    (its N counts the partial; bf16, so its recompute reads 2N bytes a row), unless ``RECOMPUTE_H_PREFIX`` is off."""
     if RECOMPUTE_H not in ("auto", "all", "none"):
         raise ValueError(f"DARTOOL_RECOMPUTE_H={RECOMPUTE_H!r}: use auto, all or none")
+    if prefix and not RECOMPUTE_H_PREFIX:
+        return True
     if RECOMPUTE_H == "all":
         return False
     if RECOMPUTE_H == "none":
