@@ -78,30 +78,34 @@ def test_backward_launch_configuration_per_shape():
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_recompute_h_policy():
-    """LN-fused routers keep h for the backward unless recomputing it costs no more traffic (auto: N <= 3), routers
-    over a shared prefix too; all / none override; anything else is refused with the values that work."""
+    """LN-fused routers keep h for the backward unless they have few sources (auto: N <= 3; N <= 2 for static /
+    static_t queries at D >= 1024, where the row-pipelined backward's extra pass costs more), routers over a shared
+    prefix too (their partial counted); RECOMPUTE_H_MAX_N forces the count; all / none override; anything else is
+    refused with the values that work."""
     from dartool.kernels import router_triton as rt
 
-    old = rt.RECOMPUTE_H
+    old = rt.RECOMPUTE_H, rt.RECOMPUTE_H_MAX_N, rt.RECOMPUTE_H_PREFIX
     try:
-        rt.RECOMPUTE_H = "auto"
-        assert [rt.keep_h_for(n) for n in (1, 3, 4, 57)] == [False, False, True, True]
-        # routers over a shared prefix: the same rule (their partial counted), unless RECOMPUTE_H_PREFIX is off
-        assert [rt.keep_h_for(n, prefix=True) for n in (1, 3, 4)] == [False, False, True]
-        old_prefix, rt.RECOMPUTE_H_PREFIX = rt.RECOMPUTE_H_PREFIX, False
-        try:
-            assert rt.keep_h_for(1, prefix=True) and not rt.keep_h_for(1)
-        finally:
-            rt.RECOMPUTE_H_PREFIX = old_prefix
+        rt.RECOMPUTE_H, rt.RECOMPUTE_H_MAX_N = "auto", None
+        assert [rt.keep_h_for(n, 768) for n in (1, 3, 4, 57)] == [False, False, True, True]
+        assert [rt.keep_h_for(n, 1152) for n in (1, 2, 3, 57)] == [False, False, True, True]
+        assert not rt.keep_h_for(3, 1152, dynamic=True) and rt.keep_h_for(4, 1152, dynamic=True)
+        assert [rt.keep_h_for(n, 768, prefix=True) for n in (1, 3, 4)] == [False, False, True]
+        assert [rt.keep_h_for(n, 1152, prefix=True) for n in (2, 3)] == [False, True]
+        rt.RECOMPUTE_H_MAX_N = 0
+        assert rt.keep_h_for(1, 768) and rt.keep_h_for(1, 1152, prefix=True)
+        rt.RECOMPUTE_H_MAX_N, rt.RECOMPUTE_H_PREFIX = None, False
+        assert rt.keep_h_for(1, 768, prefix=True) and not rt.keep_h_for(1, 768)
+        rt.RECOMPUTE_H_PREFIX = True
         rt.RECOMPUTE_H = "all"
-        assert not rt.keep_h_for(57)
+        assert not rt.keep_h_for(57, 768)
         rt.RECOMPUTE_H = "none"
-        assert rt.keep_h_for(1)
+        assert rt.keep_h_for(1, 768)
         rt.RECOMPUTE_H = "sometimes"
         with pytest.raises(ValueError, match="auto, all or none"):
-            rt.keep_h_for(4)
+            rt.keep_h_for(4, 768)
     finally:
-        rt.RECOMPUTE_H = old
+        rt.RECOMPUTE_H, rt.RECOMPUTE_H_MAX_N, rt.RECOMPUTE_H_PREFIX = old
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")

@@ -447,9 +447,9 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
     sources after them (a chunk), each followed by its fused LayerNorm + modulate, against float64 autograd of the
     K routers run separately on the same rounded inputs: every y and the gradients of every source, query, gain,
     shift and scale. The prefix op and the routers' op are a pair (their lam gradient is a private protocol), so
-    only the composition is checked, as the model runs it. Routers of <= 3 sources (the partial among them)
-    recompute h in the backward from their partial and raw sources; the ``recompute_h`` cases force every router's h
-    kept or recomputed."""
+    only the composition is checked, as the model runs it. Routers of few sources (the partial among them;
+    ``router_triton.recompute_h_max``) recompute h in the backward from their partial and raw sources, and the
+    check counts those launches; the ``recompute_h`` cases force every router's h kept or recomputed."""
     import torch.nn.functional as F
 
     from . import prefix_triton as pt
@@ -536,7 +536,7 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
 
         rt._bwd_prepare = counting_prepare
         try:
-            expect = sum(not rt.keep_h_for(1 + k, prefix=True) for k in range(K))
+            expect = sum(not rt.keep_h_for(1 + k, D, prefix=True) for k in range(K))
             with _reductions(forced), pt.configured(**{k: v for k, v in forced.items()
                                                        if k not in ("partial", "atomic", "acc_rows", "recompute_h")}):
                 errs = _prefix_run(pt, rt, srcs, qs, gs, shifts, scales, dys, ys_ref, want, P, K, kind,

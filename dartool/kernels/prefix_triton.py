@@ -915,7 +915,7 @@ def fused_router_ln_prefix(part: Tensor, lam: Tensor, sources: Sequence[Tensor],
     1 + len(sources) sources (:func:`router_triton.keep_h_for`); never written without gradients."""
     sources = rt._as_kernel_sources(sources) if sources else []
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (part, lam, q, g, shift, scale, *sources))
-    keep_h = needs_grad and rt.keep_h_for(1 + len(sources), prefix=True)
+    keep_h = needs_grad and rt.keep_h_for(1 + len(sources), part.shape[-1], prefix=True)
     if _eager():
         if not needs_grad:
             return _router_ln_prefix_fwd_impl(part, lam, sources, q, g, float(eps), shift, scale, float(ln_eps),

@@ -1756,7 +1756,7 @@ def fused_router_ln(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float,
     y_dtype = _y_dtype(sources)
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or g.requires_grad or shift.requires_grad or
                                               scale.requires_grad or any(s.requires_grad for s in sources))
-    keep_h = needs_grad and keep_h_for(len(sources))
+    keep_h = needs_grad and keep_h_for(len(sources), sources[0].shape[-1], dynamic=q.dim() == 3 and q.shape[1] > 1)
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
         return router_ln_fwd(sources, q, g, float(eps), shift, scale, float(ln_eps), y_dtype, keep_h)[0]
     if not needs_grad:
@@ -1983,7 +1983,7 @@ def fused_dynamic_router_ln(sources: Sequence[Tensor], v_prev: Tensor, W: Tensor
     y_dtype = _y_dtype(sources)
     q_dtype = _query_dtype(v_prev, W)
     prev = _prev_index(sources, v_prev, q_dtype) if FOLD_PREV_GRAD else -1
-    keep_h = keep_h_for(len(sources))
+    keep_h = keep_h_for(len(sources), sources[0].shape[-1], dynamic=True)
     if torch.compiler.is_compiling() or not EAGER_AUTOGRAD_FN:
         return router_ln_fwd_dynamic(sources, v_prev, W, g, float(eps), shift, scale, float(ln_eps), y_dtype,
                                      q_dtype, prev, keep_h)[0]
@@ -2018,22 +2018,35 @@ RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
 # (save_q: a single router saves it; the model asks dispatch.saves_query, DARTOOL_SAVE_QUERY_LAST)
 # ... and add the projection's gradient dq W into v_prev's source gradient in place (=0: a separate dv_prev)
 FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
-# LN-fused routers: keep h (fp32) for the backward, or recompute it there from the sources (keep_h_for)
+# LN-fused routers: keep h (fp32) for the backward, or recompute it there from the sources (keep_h_for), where
+# they have at most RECOMPUTE_H_MAX_N sources (None: per width and query, recompute_h_max)
 RECOMPUTE_H = os.environ.get("DARTOOL_RECOMPUTE_H", "auto")
-RECOMPUTE_H_MAX_N = 3
+RECOMPUTE_H_MAX_N: "int | None" = None
 # ... and routers over a shared prefix (prefix_triton) by the same rule, their partial counted as a source
 # (DARTOOL_RECOMPUTE_H_PREFIX=0: they always keep h, as before session 24)
 RECOMPUTE_H_PREFIX = env_flag("DARTOOL_RECOMPUTE_H_PREFIX", True)
 
 
-def keep_h_for(N: int, prefix: bool = False) -> bool:
+def recompute_h_max(D: int, dynamic: bool = False) -> int:
+    """The most sources a router may have and still recompute h (``RECOMPUTE_H`` auto). 3 (session 6: no more
+    traffic than keeping h, 8 bytes a row against 2N + 2); 2 for static / static_t routers at D >= 1024, whose
+    row-pipelined backward pays more for the extra pass over 3 sources than the bytes it saves: routers + prefix
+    passes per SiT-XL/2 static c4 step 10.46 -> 10.29 ms (b32, H200), 12.34 -> 12.24 (b32, H100), 23.36 -> 23.20
+    (b64, H100), while SiT-B/2 b256 keeps 3 (16.50 against 16.67 ms with 2; benchmarks/results/s24_b-*, s24_c-*)."""
+    if RECOMPUTE_H_MAX_N is not None:
+        return int(RECOMPUTE_H_MAX_N)
+    return 2 if D >= 1024 and not dynamic else 3
+
+
+def keep_h_for(N: int, D: int, prefix: bool = False, dynamic: bool = False) -> bool:
     """Whether a router with the LayerNorm fused in keeps its output h (float32) for the backward, or lets the
     backward recompute it from its N sources and lse (one more pass over the sources; no [B, T, D] fp32 kept).
     Per row, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the backward;
     recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto``
-    recomputes where that is no more traffic (N <= 3); ``all`` everywhere (least memory); ``none`` never.
-    Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``. ``prefix``: a router over a shared prefix
-    (its N counts the partial; bf16, so its recompute reads 2N bytes a row), unless ``RECOMPUTE_H_PREFIX`` is off."""
+    recomputes up to :func:`recompute_h_max` sources (width D; ``dynamic`` queries); ``all`` everywhere (least
+    memory); ``none`` never. Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``. ``prefix``: a router
+    over a shared prefix (its N counts the partial; bf16, so its recompute reads 2N bytes a row), unless
+    ``RECOMPUTE_H_PREFIX`` is off."""
     if RECOMPUTE_H not in ("auto", "all", "none"):
         raise ValueError(f"DARTOOL_RECOMPUTE_H={RECOMPUTE_H!r}: use auto, all or none")
     if prefix and not RECOMPUTE_H_PREFIX:
@@ -2042,7 +2055,7 @@ def keep_h_for(N: int, prefix: bool = False) -> bool:
         return False
     if RECOMPUTE_H == "none":
         return True
-    return N > RECOMPUTE_H_MAX_N
+    return N > recompute_h_max(D, dynamic)
 
 
 def kernel_resources() -> dict:
