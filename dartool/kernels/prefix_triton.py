@@ -24,6 +24,10 @@ part_k. One pass over the prefix then gives every prefix source's gradient from 
     dv_i    = sum_k beta_ki dpart_k + ds_ki rinv_i w_k - ds_ki s_ki rinv_i^2 v_i / D,   w_k = q_k g_k / sqrt(D)
     u_k    += ds_ki rinv_i v_i / sqrt(D)                 dq_k = g_k sum_rows u_k,  dg_k = sum_rows q_k u_k
 
+Router k's backward needs its h (fp32) for the LayerNorm and delta: kept by its forward, or, for routers of few
+sources (``router_triton.keep_h_for``, the partial counted; since session 24), recomputed in the backward from
+part_k, lam_k and its raw sources, the partial (bf16) saved instead of h.
+
 (dpart_k, glam_k) is a private protocol between the two custom ops (``dartool::prefix_fwd`` and
 ``dartool::router_ln_prefix_fwd``): the router op's gradient for lam_k is *not* d(loss)/d(lam_k) on its own; the
 pair is exact only composed, which is how :meth:`dartool.models.sit.SiT.route` uses it (tested against the

@@ -17,6 +17,10 @@ sources bf16 (``bf16_stream``: all in bf16). Two layouts the kernels use change 
 * ``ln_fused``: the LayerNorm + adaLN modulate after every router computed in the router's kernel. DAR's separate
   LayerNorm kernels go (forward: read h, write y; backward: read dy and h, write dh); the router writes y and
   reads dy instead of dh. Net: one h's bytes saved in the forward and three in the backward, per router.
+
+Not modelled: routers of few sources that recompute h in the backward instead of keeping it
+(``router_triton.keep_h_for``): each is counted as keeping h, so the floor counts up to 8 bytes a row more for them
+than they move when the second read of their sources hits the cache.
 """
 from __future__ import annotations
 
