@@ -19,8 +19,8 @@ sources bf16 (``bf16_stream``: all in bf16). Two layouts the kernels use change 
   reads dy instead of dh. Net: one h's bytes saved in the forward and three in the backward, per router.
 
 Not modelled: routers of few sources that recompute h in the backward instead of keeping it
-(``router_triton.keep_h_for``): each is counted as keeping h, so the floor counts up to 8 bytes a row more for them
-than they move when the second read of their sources hits the cache.
+(``router_triton.keep_h_for``): each is counted as keeping h (8 bytes per element of h, written and read back in
+fp32), not as reading its sources a second time (a cache hit where the row-pipelined backward holds them).
 """
 from __future__ import annotations
 
