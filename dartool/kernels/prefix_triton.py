@@ -16,8 +16,9 @@ one partial instead of P sources.
 
 Backward. Router k's backward kernel hands back, for its prefix, ``dpart_k = alpha_0 dh_k`` (alpha_0 = exp(lam_k -
 lse_k), the prefix's total weight) and, in the slot of lam_k's gradient, ``glam_k = -alpha_0 delta_k`` (delta =
-dh . h). That is dlam_k - dpart_k . part_k (the logits' gradients sum to zero), so neither kernel keeps or reads
-part_k. One pass over the prefix then gives every prefix source's gradient from all K routers at once::
+dh . h). That is dlam_k - dpart_k . part_k (the logits' gradients sum to zero), so neither kernel needs part_k
+for the gradients (router k reads it only where it recomputes h, below). One pass over the prefix then gives every
+prefix source's gradient from all K routers at once::
 
     beta_ki = exp(s_ki - lam_k)                          (alpha_ki = alpha_0 beta_ki, router k's weight)
     ds_ki   = beta_ki (dpart_k . v_i + glam_k)           (= alpha_ki (dh_k . v_i - delta_k))

@@ -608,7 +608,7 @@ def _router_bwd_kernel(
         if PREFIX:
             # the shared prefix as source 0 (prefix_triton): hand back d(partial) = alpha_0 dh and, for its
             # log-sum-exp, -alpha_0 delta (= dlse - d(partial) . partial, since the logits' gradients sum to zero),
-            # which is all the prefix's backward needs; the partial itself is neither kept nor read
+            # which is all the prefix's backward needs (the partial is read only to recompute h, RECOMPUTE_H)
             a0 = tl.exp(plam - lse)
             tl.store(dpre_ptr + o_a, (a0[:, None] * dh_a).to(dpre_ptr.dtype.element_ty), mask=m_a)
             u_a = tl.zeros([BLOCK_R, DA], tl.float32)
@@ -1221,10 +1221,11 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
     kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D] in ``pdtype``, the partial's; ``P["glam"]``
     [B, T], float32); with an empty ``h`` the kernel recomputes h from the prefix's partial ``ppart`` (and lse
-    ``plam``) and the raw sources. ``mod_dtype``: dshift and dscale's dtype (default float32). ``into`` = (buffers, flags), one
-    each per source (the compiled ``*_into`` ops, :mod:`dartool.kernels.compiled_slots`): the kernel writes source
-    i's gradient into buffers[i] (flag 0) or adds it there (flag 1), and none is returned; a buffer the kernel
-    cannot address directly (layout, alignment) takes the gradient through a temporary and one copy or add."""
+    ``plam``) and the raw sources. ``mod_dtype``: dshift and dscale's dtype (default float32). ``into`` =
+    (buffers, flags), one each per source (the compiled ``*_into`` ops, :mod:`dartool.kernels.compiled_slots`): the
+    kernel writes source i's gradient into buffers[i] (flag 0) or adds it there (flag 1), and none is returned; a
+    buffer the kernel cannot address directly (layout, alignment) takes the gradient through a temporary and one
+    copy or add."""
     if plam is not None:
         if slots is not None or into is not None or (h.numel() == 0 and ppart is None):
             raise ValueError("a shared prefix's router takes no gradient slots, and needs h kept or its partial")
