@@ -1907,8 +1907,12 @@ def _paired_rounds(res: dict, out: Path, sizes: list, rounds: int, deadline: flo
             continue
         est = (3 * (40.0 if size == "B" else 60.0) * (1.5 if mode == "cudagraphs" else 1.0)
                + rounds * 3 * 6 * 0.2)
-        if time.time() + est > deadline:
-            res["skipped"].append(f"paired {mode} SiT-{size}/2 (time budget)")
+        left = deadline - time.time()
+        if est > left:   # say what it needed: a budget set too low for the rounds should not pass unnoticed
+            msg = (f"paired {mode} SiT-{size}/2 (time budget: ~{est:.0f} s needed, {max(left, 0):.0f} s left; "
+                   "raise --time-budget)")
+            log(f"  skip {msg}")
+            res["skipped"].append(msg)
             continue
         try:
             res["paired"] += paired_steps_bench_many(size, batch, rounds, inputs=inputs,

@@ -391,3 +391,22 @@ def test_paired_rounds_alone_are_judged_on_time():
     t = [x for x in evaluate_targets(res) if "compiled: step" in x["target"]]
     assert len(t) == 2                       # static once (paired, with its row), dynamic from the rounds alone
     assert sum("no compiled row" in x["target"] for x in t) == 1
+
+
+def test_paired_rounds_skipped_by_the_budget_say_what_they_needed(tmp_path, monkeypatch):
+    """Paired rounds that do not fit the time left are skipped with the estimate, the time left and the flag to
+    raise (two session 24 jobs lost their rounds to a --time-budget set below it), and nothing is timed; the
+    skip still merges away where another run measured that model's rounds."""
+    import time
+
+    from dartool import bench
+
+    monkeypatch.setattr(bench, "paired_steps_bench_many",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not run")))
+    res = dict(skipped=[], paired=[])
+    bench._paired_rounds(res, tmp_path / "r", [("XL", 32)], 6, time.time() + 100.0, [], mode="cudagraphs")
+    (entry,) = res["skipped"]
+    assert entry.startswith("paired cudagraphs SiT-XL/2 (time budget: ~292 s needed, ")
+    assert entry.endswith("s left; raise --time-budget)") and res["paired"] == []
+    merged = dict(train=[], paired=[dict(model="SiT-XL/2", mode="cudagraphs", ratio_median=1.1)])
+    assert bench._prune_skipped([entry], merged) == []
