@@ -25,8 +25,8 @@ prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forwa
 backward's depth / ``ROW_SLOTS``, its partials in slots; with ``fwd.`` / ``bwd.`` settings the per-shape choice is
 off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``: LN-fused routers of at most this many sources recompute h in
 the backward, over the per-width rule ``recompute_h_max`` / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do
-so too, 0 or 1). Each row also gives the
-step's peak memory (GB). Without ``--variant`` a built-in grid for the model's width runs. Needs CUDA.
+so too, 0 or 1). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for the
+model's width runs. Needs CUDA.
 """
 import argparse
 import itertools

@@ -525,7 +525,8 @@ def prefix_check(device: str, interpret: bool) -> list[dict]:
         want = torch.autograd.grad(ys_ref, leaves, [d.double() for d in dys])
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
         # "recompute_h": the routers' h kept ("none") or recomputed from their partial ("all") whatever their
-        # source count (rt.RECOMPUTE_H; by default routers of <= 3 sources, the partial among them, recompute)
+        # source count (rt.RECOMPUTE_H; by default routers of few sources, the partial among them, recompute:
+        # rt.recompute_h_max)
         poison, rt.POISON = rt.POISON, True   # unwritten outputs are NaN
         old_h, rt.RECOMPUTE_H = rt.RECOMPUTE_H, forced.get("recompute_h", rt.RECOMPUTE_H)
         bwd_prepare, recomputed = rt._bwd_prepare, []
