@@ -233,7 +233,6 @@ def test_floor_options_model():
     """benchmarks/floor_options.py: its 'as built' count is the bench's; bf16 v_0 and h save 2 + 2 bytes per
     element in every router's forward and 4 + 4 in its backward; shared prefixes never add bytes and save
     some where chunks have many summaries (SiT-XL/2 c4); the fused LayerNorm saves 4 + 12 (fp32 h)."""
-    import importlib.util
 
     from dartool.bench import router_traffic_bytes
 
@@ -259,7 +258,6 @@ def test_floor_options_model():
 def test_ln_modulate_backward_formula():
     """floor_options.ln_modulate_backward (what a router with the LayerNorm + modulate fused in would compute in
     its backward) equals autograd through F.layer_norm and modulate, in float64."""
-    import importlib.util
 
     import torch.nn.functional as F
 
@@ -281,7 +279,6 @@ def test_ln_modulate_backward_formula():
 def test_shared_prefix_layout_computes_the_same_function(query):
     """The shared-prefix layout that floor_options.py models (summaries read once per chunk, each router merging
     its partial state with its raw sources) equals the reference routers over summaries + raw sources, in float64."""
-    import importlib.util
 
     fo = load_benchmark("floor_options")
     torch.manual_seed(0)

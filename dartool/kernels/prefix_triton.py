@@ -810,6 +810,13 @@ def _router_ln_prefix_bwd_fake(dy, sources, q, g, h, lse, lam, eps, scale, ln_ep
             scale.new_empty(scale.shape), scale.new_empty(scale.shape))
 
 
+def _h_or_partial(hp: Tensor, keep_h: bool) -> tuple[Tensor, Tensor]:
+    """(h, partial) for the router backward from what its forward saved (h kept, or the partial to recompute h
+    from); the one not saved is empty ([0])."""
+    empty = hp.new_empty(0)
+    return (hp, empty) if keep_h else (empty, hp)
+
+
 def _setup_router(ctx, inputs, output):
     part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h = inputs
     y, h, lse = output
@@ -825,7 +832,7 @@ def _backward_router(ctx, dy, dh, dlse):
     q, g, scale, hp, lse, lam, *sources = ctx.saved_tensors
     if dy is None:
         return None, None, [None] * ctx.n, None, None, None, None, None, None, None, None
-    h, part = (hp, hp.new_empty(0)) if ctx.keep_h else (hp.new_empty(0), hp)
+    h, part = _h_or_partial(hp, ctx.keep_h)
     dpart, glam, dvs, dq, dg, dshift, dscale = router_ln_prefix_bwd(dy, sources, q, g, h, lse, lam, ctx.eps, scale,
                                                                     ctx.ln_eps, ctx.part_dtype, part)
     return dpart, glam, list(dvs), dq, dg, None, dshift, dscale, None, None, None
@@ -876,7 +883,7 @@ class _RouterLNPrefixFn(torch.autograd.Function):
         q, g, scale, hp, lse, lam, *sources = ctx.saved_tensors
         if dy is None:
             return (None,) * (10 + len(sources))
-        h, part = (hp, hp.new_empty(0)) if ctx.keep_h else (hp.new_empty(0), hp)
+        h, part = _h_or_partial(hp, ctx.keep_h)
         dpart, glam, dvs, dq, dg, dshift, dscale = _router_ln_prefix_bwd_impl(
             dy, sources, q, g, h, lse, lam, ctx.eps, scale, ctx.ln_eps, ctx.part_dtype, part)
         return (dpart, glam, dq, dg, None, dshift, dscale, None, None, None, *dvs)
