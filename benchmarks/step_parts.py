@@ -201,10 +201,13 @@ def arm_case(size: str, arm_spec: str, batch: int, *, device: torch.device, comp
     row: dict = dict(arm=arm.name, model=mc.label, batch=batch, params_m=round(model.num_params() / 1e6, 2),
                      n_params=len(params))
     t0 = time.perf_counter()
-    for k in range(3):                     # compile + record every path
-        for fn in fns.values():
-            fn(k)
-    parted_step(3, [])
+    for kind in x_kinds:                   # compile + record every path, for every kind of x: an x of another
+        cur["kind"] = kind                 # memory layout (images) is another graph, and compiling it inside the
+        for k in range(3):                 # first timed block left that block ~30 s of idle card (session 25)
+            for fn in fns.values():
+                fn(k)
+        parted_step(3, [])
+    cur["kind"] = x_kinds[0]
     if cuda:
         torch.cuda.synchronize(device)
     row["warmup_s"] = round(time.perf_counter() - t0, 1)

@@ -59,6 +59,27 @@ def test_step_parts_times_noise_and_images_in_the_same_rounds():
     assert [b[0] for b in r["blocks"]] == 2 * list(r["step_ms"]) and all(t > 0 for t in r["wall_ms"].values())
 
 
+def test_step_parts_warms_every_kind_of_x_before_the_first_timed_block(monkeypatch):
+    """Each kind of x is its own graph when its memory layout differs (images): all are compiled and recorded in
+    the warm-up, not inside the first timed block of each (session 21's clock join read ~30 s of idle card there)."""
+    import torch
+
+    import dartool.train.arms as arms
+
+    sp = load_benchmark("step_parts")
+    seen = []
+    real = arms.optimizer_step
+    monkeypatch.setattr(arms, "optimizer_step", lambda module, model, params, opt, ema, x, *a, **k: (
+        seen.append(x.clone()), real(module, model, params, opt, ema, x, *a, **k))[1])
+    imgs = torch.rand(2, 3, 32, 32) * 2 - 1
+    sp.arm_case("S", "residual", 2, device=torch.device("cpu"), compile_mode=None, rounds=1, steps=1, channels=3,
+                classes=10, depth=1, images=imgs, x_kinds=("noise", "images"), variants=("train",))
+    is_img = [torch.equal(x, imgs) for x in seen]
+    # warm-up: 3 calls of each of the 3 train_step variants per kind; then the noise block (2 calls), images (2)
+    assert len(seen) == 2 * 9 + 2 + 2
+    assert is_img[:18] == [False] * 9 + [True] * 9 and is_img[18:] == [False, False, True, True]
+
+
 def test_step_parts_controls_keep_what_they_claim_to_keep():
     """``shuffled`` holds each image's own values per channel (only their positions move); ``matched`` has each
     image's per-channel mean and deviation but Gaussian values."""
