@@ -11,7 +11,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
 R=/tmp/r; mkdir -p $R
 DATA=.carry/data/cifar10jpgbytes_train.npz
-nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu \
   --format=csv,noheader,nounits -lms 50 > $R/smi.csv 2>&1 &
 SMI=$!; sleep 1
 timeout 520 python3 benchmarks/step_parts.py --size B --batch 256 --data $DATA --x noise,images,shuffled \
