@@ -202,6 +202,7 @@ def test_as_built_floor_follows_the_kernels_switches(monkeypatch):
     from dartool.bench import router_traffic_bytes
     from dartool.kernels import dispatch, traffic
 
+    monkeypatch.setattr(traffic, "_keep_h_rule", lambda size, dynamic: None)   # every h kept (recompute: below)
     monkeypatch.setattr(dispatch, "FUSE_LN", True)
     monkeypatch.setattr(dispatch, "SHARED_PREFIX", True)
     monkeypatch.setattr(dispatch, "SHARED_PREFIX_MIN", 3)
@@ -227,6 +228,46 @@ def test_as_built_floor_follows_the_kernels_switches(monkeypatch):
     monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "auto")
     one = traffic.router_bytes("XL", 32, 8, shared=True, ln_fused=True, partial_bytes=2, min_summaries=3, group=0)
     assert traffic.as_built("XL", 32, 8, "static") != one
+
+
+def test_traffic_counts_routers_that_recompute_h():
+    """A router that recomputes h (keep_h False) writes no h forward and reads none backward: one h (fp32, 4 bytes
+    an element) fewer each way per router, shared prefix or not; counted only with the fused LayerNorm; the rule
+    sees a prefix router's partial as one of its sources."""
+    from dartool.kernels import traffic
+
+    u, L = 32 * 256 * 1152, 56
+    kw = dict(shared=True, ln_fused=True, partial_bytes=2, min_summaries=3, group=4)
+    kept = traffic.router_bytes("XL", 32, 4, **kw)
+    none = traffic.router_bytes("XL", 32, 4, keep_h=lambda n, prefix: False, **kw)
+    assert kept["fwd"] - none["fwd"] == kept["bwd"] - none["bwd"] == 4 * u * (L + 1)     # 56 sublayers + the head
+    unshared = traffic.router_bytes("XL", 32, 4, ln_fused=True)
+    assert unshared["total"] - traffic.router_bytes("XL", 32, 4, ln_fused=True, keep_h=lambda n, p: False)[
+        "total"] == 2 * 4 * u * (L + 1)
+    assert traffic.router_bytes("XL", 32, 4, keep_h=lambda n, p: False) == traffic.router_bytes("XL", 32, 4)
+    seen = set()
+    traffic.router_bytes("XL", 32, 4, keep_h=lambda n, p: seen.add((n, p)) or True, **kw)
+    assert {(n, True) for n in (1, 2, 3, 4)} <= seen            # partial + 0..3 raw sources
+    assert all(n >= 1 for n, _ in seen) and any(not p for _, p in seen)   # chunks 0-2 and the head read their own
+    # only prefix routers of <= 2 sources recompute (the D >= 1024 rule): 2 of each shared group of 4
+    two = traffic.router_bytes("XL", 32, 4, keep_h=lambda n, p: not (p and n <= 2), **kw)
+    assert kept["fwd"] - two["fwd"] == 4 * u * 2 * 12           # 12 chunks share their prefix
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs Triton (router_triton.keep_h_for)")
+def test_as_built_floor_follows_keep_h_for(monkeypatch):
+    """as_built asks router_triton.keep_h_for, at its current settings, which routers recompute h."""
+    from dartool.kernels import dispatch, router_triton as rt, traffic
+
+    monkeypatch.setattr(dispatch, "FUSE_LN", True)
+    monkeypatch.setattr(rt, "RECOMPUTE_H", "none")
+    kept = traffic.as_built("XL", 32, 4, "static")
+    monkeypatch.setattr(rt, "RECOMPUTE_H", "all")
+    assert kept["total"] - traffic.as_built("XL", 32, 4, "static")["total"] == 2 * 4 * 32 * 256 * 1152 * 57
+    monkeypatch.setattr(rt, "RECOMPUTE_H", "auto")
+    auto = traffic.as_built("XL", 32, 4, "static")["total"]
+    assert traffic.as_built("XL", 32, 4, "static")["total"] == auto
+    assert kept["total"] - 2 * 4 * 32 * 256 * 1152 * 57 < auto < kept["total"]
 
 
 def test_floor_options_model():

@@ -18,11 +18,20 @@ sources bf16 (``bf16_stream``: all in bf16). Two layouts the kernels use change 
   LayerNorm kernels go (forward: read h, write y; backward: read dy and h, write dh); the router writes y and
   reads dy instead of dh. Net: one h's bytes saved in the forward and three in the backward, per router.
 
-Not modelled: routers of few sources that recompute h in the backward instead of keeping it
-(``router_triton.keep_h_for``): each is counted as keeping h (8 bytes per element of h, written and read back in
-fp32), not as reading its sources a second time (a cache hit where the row-pipelined backward holds them).
+* ``keep_h`` (with ``ln_fused``): which routers keep their h for the backward. A router of few sources recomputes
+  it there instead (``router_triton.keep_h_for``; a router over a shared prefix counts its partial as a source):
+  its forward writes no h and its backward reads none, one h's bytes fewer each way. Its second read of the
+  sources is not counted: the row-pipelined backward reads them for the recompute and for the gradients in one
+  row's work, so the second read is a cache hit, not DRAM traffic (a floor counts what must cross DRAM).
+  :func:`as_built` follows ``keep_h_for`` where Triton is importable (the kernels' own rule, overrides included)
+  and counts every h kept where it is not (no fused kernels run there).
 """
 from __future__ import annotations
+
+from typing import Callable, Optional
+
+# keep_h(n, prefix): whether a router of n sources (prefix: a partial among them) keeps its h for the backward
+KeepH = Callable[[int, bool], bool]
 
 
 def chunk_routers(num_sublayers: int, chunk: int) -> list[tuple[int, int]]:
@@ -35,14 +44,16 @@ def chunk_routers(num_sublayers: int, chunk: int) -> list[tuple[int, int]]:
 
 def router_bytes(size: str, batch: int, chunk: int = 4, tokens: int = 256, *, bf16_stream: bool = False,
                  shared: bool = False, ln_fused: bool = False, partial_bytes: int = 4,
-                 min_summaries: "int | None" = None, group: int = 0) -> dict[str, float]:
+                 min_summaries: "int | None" = None, group: int = 0,
+                 keep_h: Optional[KeepH] = None) -> dict[str, float]:
     """Bytes all routers of one training step move: ``dict(fwd, bwd, total)``.
 
     ``shared``: chunks share their prefix. With ``min_summaries`` None a chunk shares wherever that moves fewer
     bytes (the model's own choice); otherwise where it has at least that many summaries (the kernels' rule,
     ``dispatch.SHARED_PREFIX_MIN``). ``group``: at most this many routers per prefix pass (0: the whole chunk;
     groups of one router read their own sources), ``partial_bytes``: bytes per element of a partial (2 where the
-    kernels keep them in bf16)."""
+    kernels keep them in bf16). ``keep_h`` (counted only with ``ln_fused``; None: every router keeps its h): a
+    router for which it says False writes no h in the forward and reads none in the backward."""
     from ..models import SIZES
     from ..models.sit import dar_source_plan
 
@@ -56,17 +67,21 @@ def router_bytes(size: str, batch: int, chunk: int = 4, tokens: int = 256, *, bf
     def src(n: int) -> int:                      # bytes of n sources, v_0 among them
         return v0 + 2 * u * (n - 1)
 
+    def h_once(n: int, prefix: bool) -> int:     # a router's h bytes in each direction: 0 where it recomputes h
+        return 0 if ln_fused and keep_h is not None and not keep_h(n, prefix) else hb
+
     def single(n: int) -> tuple[int, int]:       # (forward, backward) of a router reading its own n sources
-        return src(n) + hb, 2 * src(n) + 2 * hb
+        return src(n) + h_once(n, False), 2 * src(n) + hb + h_once(n, False)
 
     def pass_of(P: int, raws: list[int]) -> tuple[int, int]:
         """One prefix pass over P summaries for a group whose routers have these raw sources."""
         k = len(raws) - 1                        # routers that read a partial instead of the summaries
         raw = sum(raws)
-        f = src(P) + hb + k * part + k * (part + hb) + 2 * u * raw
+        hs = sum(h_once(1 + r, True) for r in raws)     # the group's h bytes (h_0 the pass's), each direction
+        f = src(P) + k * part + k * part + hs + 2 * u * raw
         # routers: read partial, raw, dh, h; write d(partial), raw gradients. The pass: read the summaries, dh_0,
         # h_0 and the k partial gradients; write the summaries' gradients.
-        b = k * (part + 2 * hb + part) + 2 * (2 * u * raw) + 2 * src(P) + 2 * hb + k * part
+        b = k * (part + hb + part) + 2 * (2 * u * raw) + 2 * src(P) + hb + hs + k * part
         return f, b
 
     plan = chunk_routers(L, chunk)
@@ -100,11 +115,27 @@ def as_built(size: str, batch: int, chunk: int, query: str, tokens: int = 256) -
     """The bytes of the routers as this process would run them (``dartool.kernels.dispatch``'s switches): the
     LayerNorm fused in (``FUSE_LN``), and with it, for static / static_t queries, shared prefixes on chunks of at
     least ``SHARED_PREFIX_MIN`` summaries in groups of ``SHARED_PREFIX_GROUP`` routers, partials in bf16 unless
-    ``DARTOOL_PREFIX_PARTIAL=fp32``."""
+    ``DARTOOL_PREFIX_PARTIAL=fp32``; routers of few sources recomputing h in the backward
+    (``router_triton.keep_h_for``, where Triton is importable)."""
     from . import dispatch
 
     ln = bool(dispatch.FUSE_LN)
     shared = ln and bool(dispatch.SHARED_PREFIX) and query != "dynamic"
     return router_bytes(size, batch, chunk, tokens, shared=shared, ln_fused=ln,
                         partial_bytes=4 if dispatch.PREFIX_PARTIAL == "fp32" else 2,
-                        min_summaries=dispatch.SHARED_PREFIX_MIN, group=dispatch.SHARED_PREFIX_GROUP)
+                        min_summaries=dispatch.SHARED_PREFIX_MIN, group=dispatch.SHARED_PREFIX_GROUP,
+                        keep_h=_keep_h_rule(size, query == "dynamic"))
+
+
+def _keep_h_rule(size: str, dynamic: bool) -> Optional[KeepH]:
+    """``router_triton.keep_h_for`` at this model's width, read at each call (so its module settings apply);
+    None where Triton is not importable (no fused kernel runs, nothing recomputes)."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return None
+    from ..models import SIZES
+    from . import router_triton as rt
+
+    D = SIZES[size][1]
+    return lambda n, prefix: rt.keep_h_for(n, D, prefix=prefix, dynamic=dynamic)
