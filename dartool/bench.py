@@ -1171,7 +1171,10 @@ def markdown(res: dict) -> str:
               + (OLD_STREAM_NOTE if res.get("stream") != STREAM_LAYOUT else
                  "The models' hidden state is contiguous whatever the inputs' memory layout, so noise and a "
                  "dataset's images (`--data PATH`) give the same ratios within ~1 % (SiT-XL/2 b32 DAR static c4: "
-                 "1.114 on noise, 1.123 on CIFAR-10 pixels; H200, session 21)."),
+                 "1.114 on noise, 1.123 on CIFAR-10 pixels; H200, session 21). What remains is power, not "
+                 "work: a card at its power cap clocks ~1 % higher on images, whose GEMMs draw less power, and the "
+                 "GEMM-heavier residual gains more from it (SiT-B/2 b256, H100: the residual's cycles per step equal "
+                 "on noise and images to 0.1 %, DAR / residual 1.074 on noise, 1.084 on images; session 25)."),
               "",
               "| model | batch | variant | mode | ms / step | img / s | peak GB | time / residual | memory / residual | "
               "DAR adds ms | router byte floor ms, own reads / as built | residual + floor | host ms / step |",
