@@ -327,6 +327,12 @@ def join_clock(rows: list[dict], smi_log: Path) -> None:
                     acc.setdefault(name, []).append((mhz, w))
         r["clock_mhz"] = {n: round(sum(m for m, _ in v) / len(v)) for n, v in acc.items()}
         r["power_w"] = {n: round(sum(w for _, w in v) / len(v)) for n, v in acc.items()}
+        # samples drawing under half the arm's busy power (the 90th percentile of its samples: idle ones may be
+        # most of them) are an idle card, not the timed steps (session 21's images blocks, which compiled their
+        # graph inside the block: 90 % of their samples); their share per variant, to flag
+        ws = sorted(w for v in acc.values() for _, w in v)
+        half = ws[int(0.9 * (len(ws) - 1))] / 2 if ws else 0.0
+        r["idle_share"] = {n: round(sum(w < half for _, w in v) / len(v), 3) for n, v in acc.items()}
         r["mcycles"] = {n: round(r["step_ms"][n] * r["clock_mhz"][n] / 1e3, 2) for n in acc if n in r["step_ms"]}
 
 
@@ -355,6 +361,12 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                      for v in cols]
             out.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
         out.append("")
+        idle = [f"{r['arm']} {v} ({share:.0%})" for r in rows for v, share in r.get("idle_share", {}).items()
+                if share > 0.1]
+        if idle:
+            out += ["**Idle card inside timed blocks** (samples under half the arm's busy power): "
+                    + ", ".join(idle) + ". Their clock and power are not the steps'; read their cycles with care.",
+                    ""]
     out += ["The `train` step's parts (GPU time between events, ms):", "",
             "| arm | x | " + " | ".join(PARTS) + " | sum |", "|---|---|" + "---:|" * (len(PARTS) + 1)]
     for r in rows:

@@ -140,6 +140,43 @@ def test_step_parts_every_kind_of_x_gets_parts_kernels_and_clock(tmp_path):
     assert "differ most across x" in md
 
 
+def test_step_parts_clock_join_flags_idle_samples(tmp_path):
+    """Samples under half the arm's busy power (its 90th percentile) inside a block are an idle card: their share
+    is recorded per variant and the Markdown names the variants where it passes 10 %, also where idle samples are
+    most of the log (session 21's images blocks: ~90 %)."""
+    import datetime as dt
+
+    sp = load_benchmark("step_parts")
+    t0 = dt.datetime(2026, 11, 27, 12, 0, 0)
+    lines = []
+    for i in range(40):                    # 4 s at 10 Hz: noise block busy, images block half idle
+        w = 120.0 if 25 <= i < 35 else 690.0
+        if i >= 20 and not 25 <= i < 35:   # ... and the rest of the images block at busy power
+            w = 690.0
+        lines.append(f"{(t0 + dt.timedelta(seconds=i / 10)):%Y/%m/%d %H:%M:%S.%f}"[:-3] + f", 1700, 3201, {w}, 60")
+    smi = tmp_path / "smi.csv"
+    smi.write_text("\n".join(lines) + "\n")
+    ts = t0.timestamp()
+    row = dict(arm="residual", step_ms={"train@noise": 90.0, "train@images": 89.0},
+               blocks=[("train@noise", ts, ts + 1.95), ("train@images", ts + 2.0, ts + 3.95)])
+    sp.join_clock([row], smi)
+    assert row["idle_share"]["train@noise"] == 0 and row["idle_share"]["train@images"] == 0.5
+    assert row["power_w"]["train@noise"] == 690
+    meta = dict(card="H100", date="2026-11-27", commit="x", torch="2", size="B", batch=256, compile_mode="cudagraphs",
+                channels=3, classes=10, learn_sigma=False, x=["noise", "images"], data="cifar.npz", rounds=1,
+                steps=10)
+    row.update(wall_ms=row["step_ms"], train_parts_ms={p: 1.0 for p in sp.PARTS})
+    md = sp.markdown(meta, [row])
+    assert "Idle card inside timed blocks" in md and "residual train@images (50%)" in md
+    assert "train@noise (" not in md.split("Idle card")[1].split("\n")[0]
+    # mostly idle: one busy block of 10 samples against 30 idle ones still flags the idle block
+    smi.write_text("\n".join(f"{(t0 + dt.timedelta(seconds=i / 10)):%Y/%m/%d %H:%M:%S.%f}"[:-3]
+                             + f", 1700, 3201, {690.0 if i < 10 else 126.0}, 60" for i in range(40)) + "\n")
+    row["blocks"] = [("train@noise", ts, ts + 0.95), ("train@images", ts + 1.0, ts + 3.95)]
+    sp.join_clock([row], smi)
+    assert row["idle_share"] == {"train@noise": 0, "train@images": 1.0}
+
+
 def test_step_parts_refuses_controls_without_data_and_a_missing_log(capsys):
     import pytest
 
