@@ -26,7 +26,12 @@ backward's depth / ``ROW_SLOTS``, its partials in slots; with ``fwd.`` / ``bwd.`
 off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``: LN-fused routers of at most this many sources recompute h in
 the backward, over the per-width rule ``recompute_h_max`` / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do
 so too, 0 or 1). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for the
-model's width runs. Needs CUDA.
+model's width runs. ``--by-launch`` also splits the router kernels' time by what each launch reads: every
+``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a profiler range named for its source count
+and layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its
+partial; ``noh``: the backward recomputes h), printed per variant and kept in the JSON (``by_launch``: device ms
+per step and launches per step), with the ranges' sum against the router kinds' time as a check that the
+profiler put every kernel in its range (written in session 25 without a GPU to try it on). Needs CUDA.
 """
 import argparse
 import itertools
@@ -80,6 +85,54 @@ def parse_variant(text: str) -> dict:
     return out
 
 
+def launch_label(kind: str, P: dict, n_index: int) -> str:
+    """A router kernel launch's profiler range: kind (fwd / bwd), its source count N (a shared prefix's partial
+    counted as one), ``prefix`` where source 0 is a partial, ``noh`` where the backward recomputes h."""
+    meta = P["meta"]
+    return (f"{kind} N{int(P['args'][n_index])}" + (" prefix" if meta.get("PREFIX") else "")
+            + (" noh" if meta.get("RECOMPUTE_H") else ""))
+
+
+def wrap_launches(rt, ranges: dict) -> dict:
+    """Run every router kernel launch of ``rt`` (router_triton) inside ``torch.profiler.record_function`` named by
+    :func:`launch_label` ('dar ' + label) and count launches per label into ``ranges``; returns the originals (put
+    them back with ``restore_launches``)."""
+    from torch.profiler import record_function
+
+    old = {"_fwd_launch": rt._fwd_launch, "_bwd_launch": rt._bwd_launch}
+
+    def wrapped(name, kind, n_index):
+        def launch(P):
+            label = launch_label(kind, P, n_index)
+            ranges[label] = ranges.get(label, 0) + 1
+            with record_function("dar " + label):
+                return old[name](P)
+        return launch
+
+    rt._fwd_launch = wrapped("_fwd_launch", "fwd", 3)
+    rt._bwd_launch = wrapped("_bwd_launch", "bwd", 6)
+    return old
+
+
+def restore_launches(rt, old: dict) -> None:
+    for name, fn in old.items():
+        setattr(rt, name, fn)
+
+
+def launch_times(events) -> dict:
+    """Device ms of the kernels inside each 'dar ...' range (label -> ms), from the profiler's key averages. A range
+    may come twice: the host-side range (its device time is its kernels') and, in newer PyTorch, a device-side
+    annotation spanning them; the host side counts where it has device time, else the annotation (never both)."""
+    host: dict = {}
+    dev: dict = {}
+    for e in events:
+        if e.key.startswith("dar "):
+            on_device = getattr(getattr(e, "device_type", None), "name", "CPU") != "CPU"
+            into = dev if on_device else host
+            into[e.key[4:]] = into.get(e.key[4:], 0.0) + e.device_time_total / 1e3
+    return {k: host.get(k) or dev.get(k, 0.0) for k in set(host) | set(dev)}
+
+
 def kernel_kinds(events) -> dict:
     """Device ms per kind of DAR kernel (KINDS) and the step's total over all kernels."""
     out = {k: 0.0 for k, _ in KINDS}
@@ -106,6 +159,8 @@ def main(argv=None) -> int:
                          "'' is the default itself; without any, the built-in grid for the width)")
     ap.add_argument("--steps", type=int, default=3, help="profiled steps per variant (median)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--by-launch", action="store_true",
+                    help="also split the router kernels' time by source count and layout (launch_label)")
     a = ap.parse_args(argv)
 
     import torch
@@ -158,14 +213,28 @@ def main(argv=None) -> int:
                     step()
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-                per = []
+                per, split, counts = [], [], {}
                 for _ in range(a.steps):
-                    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                        step()
-                        torch.cuda.synchronize()
+                    if a.by_launch:
+                        counts.clear()
+                        old_launch = wrap_launches(rt, counts)
+                    try:
+                        acts = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if a.by_launch else [])
+                        with profile(activities=acts) as prof:
+                            step()
+                            torch.cuda.synchronize()
+                    finally:
+                        if a.by_launch:
+                            restore_launches(rt, old_launch)
                     per.append(kernel_kinds(prof.key_averages()))
+                    if a.by_launch:
+                        split.append(launch_times(prof.key_averages()))
             row = {k: statistics.median(p[k] for p in per) for k in per[0]}
             row["peak GB"] = torch.cuda.max_memory_allocated() / 1e9
+            if a.by_launch:
+                labels = sorted(set().union(*split), key=lambda x: (x.split()[0], int(x.split()[1][1:]), x))
+                row["by_launch"] = {lb: dict(ms=statistics.median(sp.get(lb, 0.0) for sp in split),
+                                             launches=counts.get(lb, 0)) for lb in labels}
             err = ""
         except Exception as e:  # a configuration the kernels cannot compile (resources): recorded, sweep goes on
             row, err = {}, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
@@ -180,6 +249,12 @@ def main(argv=None) -> int:
         else:
             print(f"{row['variant']:42s}" + "".join(f"{row[k]:12.3f}" for k, _ in KINDS)
                   + f"{row['routers + prefix']:12.3f}{row['all kernels']:9.1f}{row['peak GB']:9.2f}", flush=True)
+            for lb, v in row.get("by_launch", {}).items():
+                print(f"    {lb:24s} {v['ms']:8.3f} ms / step  {v['launches']:3d} launches  "
+                      f"{1e3 * v['ms'] / max(v['launches'], 1):7.1f} us each", flush=True)
+            if "by_launch" in row:   # the ranges must account for the router kinds' time (else: attribution failed)
+                print(f"    {'sum of the ranges':24s} {sum(v['ms'] for v in row['by_launch'].values()):8.3f} ms / "
+                      f"step against router fwd + bwd {row['router fwd'] + row['router bwd']:.3f}", flush=True)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(size=a.size, batch=a.batch, chunk=a.chunk, query=a.query, card=torch.cuda.get_device_name(),

@@ -224,3 +224,33 @@ def test_step_kernel_sweep_parses_variants_and_sorts_kernels_into_kinds():
     k = sw.kernel_kinds(ev)
     assert (k["router bwd"], k["router fwd"], k["prefix coef"], k["qg finish"]) == (4.0, 2.0, 0.5, 0.1)
     assert k["routers + prefix"] == pytest.approx(6.6) and k["all kernels"] == pytest.approx(13.6)
+
+
+def test_step_kernel_sweep_by_launch_labels_and_restores_the_launchers():
+    """--by-launch: each router launch runs in a range named for its source count and layout, counted per label;
+    the launchers are put back afterwards; range times sum per label."""
+    from types import ModuleType, SimpleNamespace
+
+    sw = load_benchmark("step_kernel_sweep")
+    fwd = dict(args=(0, 0, 0, 1), meta=dict(PREFIX=True))
+    bwd = dict(args=(0,) * 6 + (3,), meta=dict(PREFIX=False, RECOMPUTE_H=True))
+    assert sw.launch_label("fwd", fwd, 3) == "fwd N1 prefix"
+    assert sw.launch_label("bwd", bwd, 6) == "bwd N3 noh"
+    rt = ModuleType("rt")
+    calls = []
+    rt._fwd_launch, rt._bwd_launch = (lambda P: calls.append(("f", P))), (lambda P: calls.append(("b", P)))
+    originals = (rt._fwd_launch, rt._bwd_launch)
+    counts = {}
+    old = sw.wrap_launches(rt, counts)
+    rt._fwd_launch(fwd), rt._fwd_launch(fwd), rt._bwd_launch(bwd)
+    sw.restore_launches(rt, old)
+    assert counts == {"fwd N1 prefix": 2, "bwd N3 noh": 1} and [c for c, _ in calls] == ["f", "f", "b"]
+    assert (rt._fwd_launch, rt._bwd_launch) == originals
+    import torch
+
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+    ev = [SimpleNamespace(key=k, device_time_total=us, device_type=d) for k, us, d in (
+        ("dar fwd N1 prefix", 300.0, cpu), ("dar fwd N1 prefix", 200.0, cpu), ("aten::mm", 900.0, cpu),
+        ("dar bwd N3 noh", 50.0, cpu), ("dar fwd N1 prefix", 520.0, cuda),      # a device annotation: not added
+        ("dar bwd N2", 0.0, cpu), ("dar bwd N2", 70.0, cuda))]                 # host range without device time
+    assert sw.launch_times(ev) == {"fwd N1 prefix": 0.5, "bwd N3 noh": 0.05, "bwd N2": 0.07}
