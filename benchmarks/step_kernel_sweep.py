@@ -34,6 +34,7 @@ per step and launches per step), with the ranges' sum against the router kinds' 
 profiler put every kernel in its range (written in session 25 without a GPU to try it on). Needs CUDA.
 """
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -93,30 +94,31 @@ def launch_label(kind: str, P: dict, n_index: int) -> str:
             + (" noh" if meta.get("RECOMPUTE_H") else ""))
 
 
-def wrap_launches(rt, ranges: dict) -> dict:
-    """Run every router kernel launch of ``rt`` (router_triton) inside ``torch.profiler.record_function`` named by
-    :func:`launch_label` ('dar ' + label) and count launches per label into ``ranges``; returns the originals (put
-    them back with ``restore_launches``)."""
+@contextlib.contextmanager
+def launch_ranges(rt):
+    """Inside the block every router kernel launch of ``rt`` (router_triton) runs in a
+    ``torch.profiler.record_function`` range named 'dar ' + :func:`launch_label`; yields the launches per label
+    (counted as they happen). The launchers are put back on leaving, whatever happened."""
     from torch.profiler import record_function
 
-    old = {"_fwd_launch": rt._fwd_launch, "_bwd_launch": rt._bwd_launch}
+    old = {"_fwd_launch": (rt._fwd_launch, "fwd", 3), "_bwd_launch": (rt._bwd_launch, "bwd", 6)}
+    counts: dict = {}
 
-    def wrapped(name, kind, n_index):
+    def ranged(fn, kind, n_index):
         def launch(P):
             label = launch_label(kind, P, n_index)
-            ranges[label] = ranges.get(label, 0) + 1
+            counts[label] = counts.get(label, 0) + 1
             with record_function("dar " + label):
-                return old[name](P)
+                return fn(P)
         return launch
 
-    rt._fwd_launch = wrapped("_fwd_launch", "fwd", 3)
-    rt._bwd_launch = wrapped("_bwd_launch", "bwd", 6)
-    return old
-
-
-def restore_launches(rt, old: dict) -> None:
-    for name, fn in old.items():
-        setattr(rt, name, fn)
+    try:
+        for name, (fn, kind, n_index) in old.items():
+            setattr(rt, name, ranged(fn, kind, n_index))
+        yield counts
+    finally:
+        for name, (fn, _, _) in old.items():
+            setattr(rt, name, fn)
 
 
 def launch_times(events) -> dict:
@@ -214,18 +216,12 @@ def main(argv=None) -> int:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 per, split, counts = [], [], {}
+                acts = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if a.by_launch else [])
                 for _ in range(a.steps):
-                    if a.by_launch:
-                        counts.clear()
-                        old_launch = wrap_launches(rt, counts)
-                    try:
-                        acts = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if a.by_launch else [])
-                        with profile(activities=acts) as prof:
-                            step()
-                            torch.cuda.synchronize()
-                    finally:
-                        if a.by_launch:
-                            restore_launches(rt, old_launch)
+                    with (launch_ranges(rt) if a.by_launch else contextlib.nullcontext({})) as counts, \
+                            profile(activities=acts) as prof:
+                        step()
+                        torch.cuda.synchronize()
                     per.append(kernel_kinds(prof.key_averages()))
                     if a.by_launch:
                         split.append(launch_times(prof.key_averages()))

@@ -240,11 +240,13 @@ def test_step_kernel_sweep_by_launch_labels_and_restores_the_launchers():
     calls = []
     rt._fwd_launch, rt._bwd_launch = (lambda P: calls.append(("f", P))), (lambda P: calls.append(("b", P)))
     originals = (rt._fwd_launch, rt._bwd_launch)
-    counts = {}
-    old = sw.wrap_launches(rt, counts)
-    rt._fwd_launch(fwd), rt._fwd_launch(fwd), rt._bwd_launch(bwd)
-    sw.restore_launches(rt, old)
+    with sw.launch_ranges(rt) as counts:
+        rt._fwd_launch(fwd), rt._fwd_launch(fwd), rt._bwd_launch(bwd)
     assert counts == {"fwd N1 prefix": 2, "bwd N3 noh": 1} and [c for c, _ in calls] == ["f", "f", "b"]
+    assert (rt._fwd_launch, rt._bwd_launch) == originals
+    with pytest.raises(RuntimeError):      # put back also when the block fails
+        with sw.launch_ranges(rt):
+            raise RuntimeError("a launch failed")
     assert (rt._fwd_launch, rt._bwd_launch) == originals
     import torch
 

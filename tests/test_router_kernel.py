@@ -265,9 +265,14 @@ def test_as_built_floor_follows_keep_h_for(monkeypatch):
     monkeypatch.setattr(rt, "RECOMPUTE_H", "all")
     assert kept["total"] - traffic.as_built("XL", 32, 4, "static")["total"] == 2 * 4 * 32 * 256 * 1152 * 57
     monkeypatch.setattr(rt, "RECOMPUTE_H", "auto")
+    monkeypatch.setattr(rt, "RECOMPUTE_H_MAX_N", None)
     auto = traffic.as_built("XL", 32, 4, "static")["total"]
-    assert traffic.as_built("XL", 32, 4, "static")["total"] == auto
     assert kept["total"] - 2 * 4 * 32 * 256 * 1152 * 57 < auto < kept["total"]
+    # auto at D = 1152, static queries: routers of <= 2 sources (a partial counted) recompute
+    rule = traffic.router_bytes("XL", 32, 4, shared=True, ln_fused=True, partial_bytes=2,
+                                min_summaries=dispatch.SHARED_PREFIX_MIN, group=dispatch.SHARED_PREFIX_GROUP,
+                                keep_h=lambda n, prefix: n > 2)
+    assert auto == rule["total"]
 
 
 def test_floor_options_model():
