@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int) -> tuple[int, int]:
+def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int, maxnreg: int = 0) -> tuple[int, int]:
     import triton
 
-    k = _compile(kernel, sig, cx, arch, num_warps)
+    k = _compile(kernel, sig, cx, arch, num_warps, maxnreg)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
     try:
@@ -35,7 +35,7 @@ def _usage(kernel, sig: dict, cx: dict, arch: int, num_warps: int) -> tuple[int,
     return int(re.search(r"REG:(\d+)", out).group(1)), int(re.search(r"STACK:(\d+)", out).group(1))
 
 
-def _compile(kernel, sig: dict, cx: dict, arch: int, num_warps: int):
+def _compile(kernel, sig: dict, cx: dict, arch: int, num_warps: int, maxnreg: int = 0):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -47,7 +47,8 @@ def _compile(kernel, sig: dict, cx: dict, arch: int, num_warps: int):
     attrs = {(names.index(k),): [["tt.divisibility", 16]] for k, v in sig.items()
              if str(v).startswith("*") or k == "T"}
     src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in cx.items()}, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps, num_stages=1))
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options=dict(num_warps=num_warps, num_stages=1, **({"maxnreg": maxnreg} if maxnreg else {})))
 
 
 def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90,
@@ -69,12 +70,12 @@ def bwd_usage(D: int, ln: bool, cfg: dict, dynamic: bool = False, arch: int = 90
               LN_SLOT=bool(cfg.get("ln_slot", 0)), RECOMPUTE_H=recompute_h, PART_SLOT=bool(cfg.get("part_slot", 0)),
               VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=int(cfg.get("prefix", 0)),
               ATOMIC=int(cfg.get("atomic", 1)), NC=int(cfg.get("nc", 0)), RPIPE=int(cfg.get("rpipe", 1)),
-              SLOT_ASM=int(cfg.get("slot_asm", 0)))
+              SLOT_ASM=int(cfg.get("slot_asm", 0)), LEAN=int(cfg.get("lean", 0)))
     # (in the kernel's argument order: constexprs bind by position)
     if count_async:   # asynchronous copies into shared memory in the Triton GPU IR: the pipelined source loop
         return _compile(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"]).asm["ttgir"].count(
             "async_copy_global_to_local")
-    return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"])
+    return _usage(rt._router_bwd_kernel, sig, cx, arch, cfg["num_warps"], int(cfg.get("maxnreg", 0)))
 
 
 def fwd_usage(D: int, ln: bool, cfg: dict, arch: int = 90) -> tuple[int, int]:

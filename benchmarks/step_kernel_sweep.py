@@ -25,7 +25,8 @@ prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forwa
 backward's depth / ``ROW_SLOTS``, its partials in slots; with ``fwd.`` / ``bwd.`` settings the per-shape choice is
 off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``: LN-fused routers of at most this many sources recompute h in
 the backward, over the per-width rule ``recompute_h_max`` / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do
-so too, 0 or 1). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for the
+so too, 0 or 1), ``rt.lean`` (``LEAN``, the backward's registers held across its row loop, a bit mask), ``rt.maxnreg``
+(``MAXNREG``, the backward's register cap). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for the
 model's width runs. ``--by-launch`` also splits the router kernels' time by what each launch reads: every
 ``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a profiler range named for its source count
 and layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its
@@ -68,7 +69,8 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 
 # rt.KEY: the router_triton module setting it sets
 RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS", "hmax": "RECOMPUTE_H_MAX_N",
-           "prh": "RECOMPUTE_H_PREFIX"}
+           "prh": "RECOMPUTE_H_PREFIX", "lean": "LEAN",
+           "maxnreg": "MAXNREG"}
 
 
 def parse_variant(text: str) -> dict:
@@ -163,6 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--by-launch", action="store_true",
                     help="also split the router kernels' time by source count and layout (launch_label)")
+    ap.add_argument("--ncu", type=int, default=0, metavar="STEPS",
+                    help="only run this many steps at the default configuration, no profiler, no timing: for Nsight "
+                         "Compute to pick launches from (ncu -k regex:_router_bwd_kernel --launch-skip ...)")
     a = ap.parse_args(argv)
 
     import torch
@@ -190,6 +195,12 @@ def main(argv=None) -> int:
     def step():
         train_step(next(count))
 
+    if a.ncu:
+        for _ in range(a.ncu):
+            step()
+        torch.cuda.synchronize()
+        print(f"ran {a.ncu} steps (SiT-{a.size}/2 b{a.batch} DAR {a.query} c{a.chunk}) for ncu", flush=True)
+        return 0
     dyn = a.query == "dynamic"
     base_fwd, base_bwd = rt.fwd_config(9, D), rt.bwd_config(9, D, dyn)   # the choice at unshared source counts
     rows = []

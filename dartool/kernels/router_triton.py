@@ -497,7 +497,14 @@ def _router_bwd_kernel(
     ACCUM: tl.constexpr, LN_MOD: tl.constexpr, LN_SLOT: tl.constexpr, RECOMPUTE_H: tl.constexpr,
     PART_SLOT: tl.constexpr, VEC4: tl.constexpr = 0, PIPE: tl.constexpr = 1, PREFIX: tl.constexpr = 0,
     ATOMIC: tl.constexpr = 0, NC: tl.constexpr = 0, RPIPE: tl.constexpr = 1, SLOT_ASM: tl.constexpr = 0,
+    LEAN: tl.constexpr = 0,
 ):
+    # LEAN (bwd_config's "lean", a bit mask; registers held across the row loop, session 26): 1, g re-read per row
+    # (as with PART_SLOT) rather than held for the program; 2, with a static / static_t query and the partial in
+    # registers, each source's u term added straight into the query-gradient partial (part) instead of a per-row
+    # u summed into it at the row's end (one [D] row of registers fewer in the source loop; the fp32 sums' order
+    # changes). At D = 1152 the row-pipelined backward spills ~100 registers a row otherwise (Nsight Compute,
+    # benchmarks/results/s26_b-ncu-xl32: 1.4 M local loads + stores a launch, L2 at 79 %).
     # NC > 0 (bwd_config's "rpipe", ROW_PIPE): N is that constant, the source loops are unrolled, and the row
     # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
     # memory while this row computes). Needs UNROLL 1, no ACCUM, and slots (LN_SLOT, PART_SLOT) only with SLOT_ASM
@@ -510,11 +517,15 @@ def _router_bwd_kernel(
         c_b = DA + tl.arange(0, DB)
     # PART_SLOT: the query / gain gradient partial lives in the program's slot of part_ptr (updated once per row)
     # and g is re-read per row, instead of both held in registers for the whole program
-    if not PART_SLOT:
+    G_ROW: tl.constexpr = PART_SLOT or (LEAN % 2 == 1)
+    U_PART: tl.constexpr = (LEAN // 2) % 2 == 1 and not PART_SLOT and not DYNAMIC
+    if not G_ROW:
         g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
-        part_a = tl.zeros([BLOCK_R, DA], tl.float32)
         if DB > 0:
             g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
+    if not PART_SLOT:
+        part_a = tl.zeros([BLOCK_R, DA], tl.float32)
+        if DB > 0:
             part_b = tl.zeros([BLOCK_R, DB], tl.float32)
     prow = (b * n_tprog + pid_t) * D
     mrow = tl.num_programs(1).to(tl.int64) * n_tprog * D
@@ -532,7 +543,7 @@ def _router_bwd_kernel(
         m_a = rmask[:, None] & (c_a < D)[None, :]
         o_a = row[:, None] * D + _cols(c_a, VEC4)[None, :]
         qo_a = b * q_sb + t[:, None] * q_st + c_a[None, :]
-        if PART_SLOT:
+        if G_ROW:
             g_a = tl.load(g_ptr + c_a, mask=c_a < D, other=0.0).to(tl.float32)
             if DB > 0:
                 g_b = tl.load(g_ptr + c_b, mask=c_b < D, other=0.0).to(tl.float32)
@@ -611,10 +622,16 @@ def _router_bwd_kernel(
             # which is all the prefix's backward needs (the partial is read only to recompute h, RECOMPUTE_H)
             a0 = tl.exp(plam - lse)
             tl.store(dpre_ptr + o_a, (a0[:, None] * dh_a).to(dpre_ptr.dtype.element_ty), mask=m_a)
-            u_a = tl.zeros([BLOCK_R, DA], tl.float32)
+            if U_PART:  # u is the partial itself (see LEAN)
+                u_a = part_a
+            else:
+                u_a = tl.zeros([BLOCK_R, DA], tl.float32)
             if DB > 0:
                 tl.store(dpre_ptr + o_b, (a0[:, None] * dh_b).to(dpre_ptr.dtype.element_ty), mask=m_b)
-                u_b = tl.zeros([BLOCK_R, DB], tl.float32)
+                if U_PART:
+                    u_b = part_b
+                else:
+                    u_b = tl.zeros([BLOCK_R, DB], tl.float32)
             else:
                 u_b = u_a
             tl.store(glam_ptr + row, -a0 * delta, mask=rmask)
@@ -627,8 +644,12 @@ def _router_bwd_kernel(
             cv = tl.where(N > 1, cv, 0.0)
             _store_dv(dv0_ptr, fl0, o_a, o_b, m_a, m_b, alpha, cw, cv, dh_a, dh_b, w_a, w_b, v_a, v_b, DB, ACCUM)
             u_a = (cw * scale)[:, None] * v_a
+            if U_PART:
+                u_a += part_a
             if DB > 0:
                 u_b = (cw * scale)[:, None] * v_b
+                if U_PART:
+                    u_b += part_b
             else:
                 u_b = u_a
 
@@ -728,6 +749,10 @@ def _router_bwd_kernel(
             _slot_add(part_ptr + prow, c_a, D, r0, tl.sum(pq_a, 0), SLOT_ASM)
             if DB > 0:
                 _slot_add(part_ptr + prow, c_b, D, r0, tl.sum(pq_b, 0), SLOT_ASM)
+        elif U_PART:
+            part_a = pq_a
+            if DB > 0:
+                part_b = pq_b
         else:
             part_a += pq_a
             if DB > 0:
@@ -898,6 +923,17 @@ ROW_PIPE_MAX_N = 8
 # LayerNorm-fused and shared-prefix parts pass with rslot 3 on that GPU.
 ROW_SLOTS = int(os.environ.get("DARTOOL_ROUTER_RSLOT", "0"))
 
+# LEAN (DARTOOL_ROUTER_LEAN=k at import; a bit mask, the kernel's LEAN, 0: off): fewer registers held across the
+# backward's row loop: 1, g re-read per row; 2, the query-gradient partial takes each source's term directly (static /
+# static_t queries). For every backward shape when set. Nsight Compute on an H100 (session 26,
+# benchmarks/results/s26_b-ncu-xl32): the SiT-XL/2 b32 few-source backwards at 255 registers spill ~100 registers a
+# row (1.4 M local loads and stores a launch, L2 79 % busy, the long-scoreboard wait 45 % of the stalls); sm_90
+# ptxas on the CPU, D = 1152, LayerNorm fused, prefix, rpipe 2: stack 464 -> 312 (1) / 384 (2) / 232 (3) bytes.
+LEAN = int(os.environ.get("DARTOOL_ROUTER_LEAN", "0"))
+# MAXNREG (DARTOOL_ROUTER_MAXNREG=k at import; 0: off): caps the backward kernel's registers per thread (Triton's
+# maxnreg), so more warps fit an SM (255 -> 8 warps, 168 -> 12, 128 -> 16) at the cost of spills. Experimental.
+MAXNREG = int(os.environ.get("DARTOOL_ROUTER_MAXNREG", "0"))
+
 
 def fwd_config(N: int, D: int) -> dict:
     """The forward's launch configuration for N sources of width D. The default (prefetching the next pair
@@ -968,6 +1004,10 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
                 cfg.update(pipe=1, part_slot=0)
         if ROW_PIPE > 1 and N <= FEW_SOURCES and not dynamic:
             cfg.update(rpipe=ROW_PIPE, rslot=ROW_SLOTS)
+        if LEAN:
+            cfg.update(lean=LEAN)
+        if MAXNREG:
+            cfg.update(maxnreg=MAXNREG)
         if VEC4 is not None:
             cfg.update(vec4=VEC4)
         if PIPE is not None:
@@ -1349,7 +1389,9 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
                 VEC4=int(cfg.get("vec4", 0)), PIPE=int(cfg.get("pipe", 1)), PREFIX=plam is not None,
                 ATOMIC=atomic, NC=N if cfg.get("rpipe", 1) > 1 else 0, RPIPE=int(cfg.get("rpipe", 1)),
                 SLOT_ASM=int(cfg.get("rpipe", 1) > 1 and (ln_slot or part_slot) and dev.type == "cuda"),
-                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                LEAN=int(cfg.get("lean", 0)),
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                **({"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and dev.type == "cuda" else {}))
     return dict(args=args, meta=meta, grid=(n_tprog, B), mode=mode, part=part, dq_rows=dq_rows, q=q, g=g,
                 B=B, D=D, returned=returned, post=post, pmod=pmod if ln is not None else None,
                 dpre=dpre if plam is not None else None, glam=glam if plam is not None else None,
