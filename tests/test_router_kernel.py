@@ -70,6 +70,9 @@ def test_backward_launch_configuration_per_shape():
     assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1, part_slot=0, **rows)) == (rt.FEW_SOURCES > 0)
     assert rt.bwd_config(1, 1152, dynamic=True)["pipe"] == 3 and rt.bwd_config(2, 768) == dict(narrow, **rows)
     assert "rpipe" not in rt.bwd_config(2, 768, dynamic=True) and "rpipe" not in rt.bwd_config(5, 768)
+    # fewer registers held across the backward's row loop (LEAN, session 26) at D >= 1024 only
+    if rt.LEAN is None:
+        assert wide["lean"] == 3 and "lean" not in narrow
     fixed = dict(rt.BWD_CONFIG, num_warps=4, split=0)
     with rt.configs(bwd=fixed):
         assert rt.bwd_config(6, 768) == fixed == rt.bwd_config(17, 1152)
@@ -606,6 +609,33 @@ def test_interpreter_check_without_the_row_pipelined_backward():
                         "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=1200)
     assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_interpreter_check_lean_backward():
+    """The backward with fewer registers held across its row loop (LEAN 3: g re-read per row, each source's query-
+    gradient term added straight into the partial), the default at D >= 1024 only, so the interpreter's small widths
+    reach it only when forced (DARTOOL_ROUTER_LEAN=3): the plain routers (the row-pipelined few-source path and the
+    two-source loop), the LayerNorm-fused ones and the shared prefix's routers against float64."""
+    env = dict(os.environ, TRITON_INTERPRET="1", DARTOOL_ROUTER_LEAN="3",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick", "--no-model",
+                        "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=1200)
+    assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")
+def test_lean_backward_spills_less_at_d1152():
+    """LEAN is worth its switch only while it removes spills: at D = 1152 the row-pipelined few-source backward
+    (LayerNorm fused, over a shared prefix, h kept, N = 4) spills (255 registers, a stack frame); LEAN 3 leaves it a
+    smaller stack than LEAN 0 (sm_90 ptxas on the CPU: 464 -> 232 bytes with Triton 3.6)."""
+    kr = load_benchmark("kernel_resources")
+    from dartool.kernels import router_triton as rt
+
+    cfg = dict(rt.bwd_config(4, 1152), unroll=1, prefetch=0, pipe=1, ln_slot=0, part_slot=0, prefix=1, rpipe=2, nc=4)
+    (r0, s0), (r3, s3) = (kr.bwd_usage(1152, True, dict(cfg, lean=k)) for k in (0, 3))
+    assert r0 == 255 and s0 > 0 and s3 < s0, (r0, s0, r3, s3)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")

@@ -923,13 +923,17 @@ ROW_PIPE_MAX_N = 8
 # LayerNorm-fused and shared-prefix parts pass with rslot 3 on that GPU.
 ROW_SLOTS = int(os.environ.get("DARTOOL_ROUTER_RSLOT", "0"))
 
-# LEAN (DARTOOL_ROUTER_LEAN=k at import; a bit mask, the kernel's LEAN, 0: off): fewer registers held across the
-# backward's row loop: 1, g re-read per row; 2, the query-gradient partial takes each source's term directly (static /
-# static_t queries). For every backward shape when set. Nsight Compute on an H100 (session 26,
-# benchmarks/results/s26_b-ncu-xl32): the SiT-XL/2 b32 few-source backwards at 255 registers spill ~100 registers a
-# row (1.4 M local loads and stores a launch, L2 79 % busy, the long-scoreboard wait 45 % of the stalls); sm_90
-# ptxas on the CPU, D = 1152, LayerNorm fused, prefix, rpipe 2: stack 464 -> 312 (1) / 384 (2) / 232 (3) bytes.
-LEAN = int(os.environ.get("DARTOOL_ROUTER_LEAN", "0"))
+# LEAN: fewer registers held across the backward's row loop (the kernel's LEAN, a bit mask): 1, g re-read per row;
+# 2, the query-gradient partial takes each source's term directly (static / static_t queries, partial in registers).
+# Only the row-pipelined few-source backward holds both (elsewhere part_slot already re-reads g), so that is where it
+# acts. Per shape: 3 at D >= 1024, 0 below; DARTOOL_ROUTER_LEAN=k at import sets k for every shape. Nsight Compute on
+# an H100 (session 26, benchmarks/results/s26_b-ncu-xl32): at SiT-XL/2 b32 the few-source backwards (255
+# registers) spilled ~100 registers a row, 1.4 M local loads + stores a launch against ~1.2 M global ones, L2 79 %
+# busy, long-scoreboard waits 45 % of the stalls; sm_90 ptxas (D = 1152, LayerNorm fused, prefix, rpipe 2): stack
+# 464 -> 312 (1) / 384 (2) / 232 (3) bytes. Inside the static c4 step (H100, benchmarks/results/s26_c-lean): router
+# backward SiT-XL/2 b32 4.87 -> 4.59 (1) -> 4.41 ms (3); SiT-B/2 b256 (D = 768, no spills to remove) 8.21 -> 8.56 ms
+# with 3, hence off there. MAXNREG 168 on top (12 warps an SM, more spills): 7.68 ms (XL/2), 11.78 (B/2).
+LEAN: "int | None" = int(os.environ["DARTOOL_ROUTER_LEAN"]) if os.environ.get("DARTOOL_ROUTER_LEAN") else None
 # MAXNREG (DARTOOL_ROUTER_MAXNREG=k at import; 0: off): caps the backward kernel's registers per thread (Triton's
 # maxnreg), so more warps fit an SM (255 -> 8 warps, 168 -> 12, 128 -> 16) at the cost of spills. Experimental.
 MAXNREG = int(os.environ.get("DARTOOL_ROUTER_MAXNREG", "0"))
@@ -1004,8 +1008,9 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
                 cfg.update(pipe=1, part_slot=0)
         if ROW_PIPE > 1 and N <= FEW_SOURCES and not dynamic:
             cfg.update(rpipe=ROW_PIPE, rslot=ROW_SLOTS)
-        if LEAN:
-            cfg.update(lean=LEAN)
+        lean = LEAN if LEAN is not None else (3 if D >= 1024 else 0)
+        if lean:
+            cfg.update(lean=lean)
         if MAXNREG:
             cfg.update(maxnreg=MAXNREG)
         if VEC4 is not None:
