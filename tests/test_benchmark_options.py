@@ -215,6 +215,8 @@ def test_step_kernel_sweep_parses_variants_and_sorts_kernels_into_kinds():
     for text in sw.GRID_WIDE + sw.GRID_NARROW:
         sw.parse_variant(text)
     assert sw.parse_variant("rt.rpipe=2") == {"rt": {"rpipe": 2}}
+    assert sw.parse_variant("rt.lean=3 rt.maxnreg=168") == {"rt": {"lean": 3, "maxnreg": 168}}
+    assert sw.RT_KEYS["lean"] == "LEAN" and sw.RT_KEYS["maxnreg"] == "MAXNREG"
     for bad in ("bwd.rows", "rows=4", "ln.rows=4", "rt.pipe=1"):
         with pytest.raises(SystemExit, match="KERNEL.KEY=INT|rt.few, rt.rpipe"):
             sw.parse_variant(bad)

@@ -597,18 +597,24 @@ def test_kernel_resources_report_compiles_without_a_gpu(capsys):
         assert 0 < regs <= 255 and stack >= 0
 
 
+def _interpreter_check_router_ln_prefix(**env_vars: str) -> None:
+    """The float64 check's router, LayerNorm-fused and shared-prefix parts (quick) in the Triton interpreter, in a
+    subprocess with these environment variables set (the kernels' module settings are read at import)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **env_vars)
+    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick", "--no-model",
+                        "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=1200)
+    assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_interpreter_check_without_the_row_pipelined_backward():
     """The few-source backward with the row pipeline switched off (DARTOOL_ROUTER_RPIPE=1: the source loops run
     over a runtime N, the partials in slots where the per-shape rule puts them), which the default (rpipe 2, in the
     other interpreter checks) no longer reaches, against float64 in the interpreter: the plain routers (N = 1 and
     small N), the LayerNorm-fused ones and the shared prefix's routers."""
-    env = dict(os.environ, TRITON_INTERPRET="1", DARTOOL_ROUTER_RPIPE="1",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick", "--no-model",
-                        "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=1200)
-    assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    _interpreter_check_router_ln_prefix(DARTOOL_ROUTER_RPIPE="1")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
@@ -617,12 +623,7 @@ def test_interpreter_check_lean_backward():
     gradient term added straight into the partial), the default at D >= 1024 only, so the interpreter's small widths
     reach it only when forced (DARTOOL_ROUTER_LEAN=3): the plain routers (the row-pipelined few-source path and the
     two-source loop), the LayerNorm-fused ones and the shared prefix's routers against float64."""
-    env = dict(os.environ, TRITON_INTERPRET="1", DARTOOL_ROUTER_LEAN="3",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick", "--no-model",
-                        "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=1200)
-    assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    _interpreter_check_router_ln_prefix(DARTOOL_ROUTER_LEAN="3")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its bundled ptxas compiles without a GPU)")

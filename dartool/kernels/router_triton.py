@@ -504,7 +504,7 @@ def _router_bwd_kernel(
     # registers, each source's u term added straight into the query-gradient partial (part) instead of a per-row
     # u summed into it at the row's end (one [D] row of registers fewer in the source loop; the fp32 sums' order
     # changes). At D = 1152 the row-pipelined backward spills ~100 registers a row otherwise (Nsight Compute,
-    # benchmarks/results/s26_b-ncu-xl32: 1.4 M local loads + stores a launch, L2 at 79 %).
+    # benchmarks/results/s26_b-ncu-xl32: 1.2-1.4 M local loads + stores a launch, L2 75-79 % busy).
     # NC > 0 (bwd_config's "rpipe", ROW_PIPE): N is that constant, the source loops are unrolled, and the row
     # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
     # memory while this row computes). Needs UNROLL 1, no ACCUM, and slots (LN_SLOT, PART_SLOT) only with SLOT_ASM
@@ -928,11 +928,13 @@ ROW_SLOTS = int(os.environ.get("DARTOOL_ROUTER_RSLOT", "0"))
 # Only the row-pipelined few-source backward holds both (elsewhere part_slot already re-reads g), so that is where it
 # acts. Per shape: 3 at D >= 1024, 0 below; DARTOOL_ROUTER_LEAN=k at import sets k for every shape. Nsight Compute on
 # an H100 (session 26, benchmarks/results/s26_b-ncu-xl32): at SiT-XL/2 b32 the few-source backwards (255
-# registers) spilled ~100 registers a row, 1.4 M local loads + stores a launch against ~1.2 M global ones, L2 79 %
-# busy, long-scoreboard waits 45 % of the stalls; sm_90 ptxas (D = 1152, LayerNorm fused, prefix, rpipe 2): stack
-# 464 -> 312 (1) / 384 (2) / 232 (3) bytes. Inside the static c4 step (H100, benchmarks/results/s26_c-lean): router
-# backward SiT-XL/2 b32 4.87 -> 4.59 (1) -> 4.41 ms (3); SiT-B/2 b256 (D = 768, no spills to remove) 8.21 -> 8.56 ms
-# with 3, hence off there. MAXNREG 168 on top (12 warps an SM, more spills): 7.68 ms (XL/2), 11.78 (B/2).
+# registers) spilled ~100 registers a row, 1.2-1.4 M local loads + stores a launch (about as many as their global
+# loads, stores and async copies), L2 75-79 % busy, long-scoreboard waits 45-57 % of the stalls; sm_90 ptxas
+# (D = 1152, LayerNorm fused, prefix, rpipe 2): stack 464 -> 312 (1) / 384 (2) / 232 (3) bytes. Inside the static
+# c4 step (H100, benchmarks/results/s26_c-lean): router backward SiT-XL/2 b32 4.87 -> 4.59 (1) -> 4.41 ms (3);
+# SiT-B/2 b256 (D = 768, no spills to remove) 8.21 -> 8.56 ms with 3, hence off there. MAXNREG 168 on top (12
+# warps an SM, more spills): 7.68 ms (XL/2), 11.78 (B/2). Paired under CUDA graphs on an H100 (s26_d): SiT-XL/2
+# static c4 / residual 1.108 -> 1.092 (b32), 1.108 -> 1.098 (b64).
 LEAN: "int | None" = int(os.environ["DARTOOL_ROUTER_LEAN"]) if os.environ.get("DARTOOL_ROUTER_LEAN") else None
 # MAXNREG (DARTOOL_ROUTER_MAXNREG=k at import; 0: off): caps the backward kernel's registers per thread (Triton's
 # maxnreg), so more warps fit an SM (255 -> 8 warps, 168 -> 12, 128 -> 16) at the cost of spills. Experimental.
