@@ -925,8 +925,8 @@ ROW_SLOTS = int(os.environ.get("DARTOOL_ROUTER_RSLOT", "0"))
 
 # LEAN: fewer registers held across the backward's row loop (the kernel's LEAN, a bit mask): 1, g re-read per row;
 # 2, the query-gradient partial takes each source's term directly (static / static_t queries, partial in registers).
-# Only the row-pipelined few-source backward holds both (elsewhere part_slot already re-reads g), so that is where it
-# acts. Per shape: 3 at D >= 1024, 0 below; DARTOOL_ROUTER_LEAN=k at import sets k for every shape. Nsight Compute on
+# At D >= 1024 only the few-source backward holds both (part_slot 0; elsewhere part_slot re-reads g and keeps the
+# partial in a slot), so that is where it acts. Per shape: 3 at D >= 1024, 0 below; DARTOOL_ROUTER_LEAN=k at import sets k for every shape. Nsight Compute on
 # an H100 (session 26, benchmarks/results/s26_b-ncu-xl32): at SiT-XL/2 b32 the few-source backwards (255
 # registers) spilled ~100 registers a row, 1.2-1.4 M local loads + stores a launch (about as many as their global
 # loads, stores and async copies), L2 75-79 % busy, long-scoreboard waits 45-57 % of the stalls; sm_90 ptxas
