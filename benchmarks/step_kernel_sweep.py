@@ -17,24 +17,23 @@ time is ignored: each row is the summed device time of the kernels of one kind, 
 steps.
 
 A variant is a space-separated list of ``KERNEL.KEY=INT`` settings over the per-shape default at N = 9 of the
-model's width (applied to every router of the step):
-``fwd.`` / ``bwd.`` (the router kernels: ``router_triton``'s configuration keys; ``pipe`` > 1 also sets unroll 1,
-prefetch 0 unless given), ``pfwd.`` / ``pbwd.`` (``prefix_config``'s keys, forward / backward pass 1 or one-pass),
-``pgrad.`` (``grad_config``'s keys, the two-pass backward's pass 2), ``rt.few`` / ``rt.rpipe`` / ``rt.rslot``
-(``router_triton.FEW_SOURCES``, the per-shape rule's source count / ``ROW_PIPE``, the row-pipelined few-source
-backward's depth / ``ROW_SLOTS``, its partials in slots; with ``fwd.`` / ``bwd.`` settings the per-shape choice is
-off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``: LN-fused routers of at most this many sources recompute h in
-the backward, over the per-width rule ``recompute_h_max`` / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do
-so too, 0 or 1), ``rt.lean`` (``LEAN``, the backward's registers held across its row loop, a bit mask), ``rt.maxnreg``
-(``MAXNREG``, the backward's register cap). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for the
-model's width runs. ``--by-launch`` also splits the router kernels' time by what each launch reads: every
-``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a profiler range named for its source count
-and layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its
-partial; ``noh``: the backward recomputes h), printed per variant and kept in the JSON (``by_launch``: device ms
-per step and launches per step), with the ranges' sum against the router kinds' time as a check that the
-profiler put every kernel in its range (first run in session 26 on an H100: the sums agreed within 0.1 %). ``--ncu K``
-only runs K steps, for Nsight Compute (``reports/jobs/next_s26_ncu.sh``). Needs CUDA.
-"""
+model's width (applied to every router of the step): ``fwd.`` / ``bwd.`` (the router kernels: ``router_triton``'s
+configuration keys; ``pipe`` > 1 also sets unroll 1, prefetch 0 unless given), ``pfwd.`` / ``pbwd.``
+(``prefix_config``'s keys, forward / backward pass 1 or one-pass), ``pgrad.`` (``grad_config``'s keys, the two-pass
+backward's pass 2), ``rt.few`` / ``rt.rpipe`` / ``rt.rslot`` (``router_triton.FEW_SOURCES``, the per-shape rule's
+source count / ``ROW_PIPE``, the row-pipelined few-source backward's depth / ``ROW_SLOTS``, its partials in slots;
+with ``fwd.`` / ``bwd.`` settings the per-shape choice is off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``:
+LN-fused routers of at most this many sources recompute h in the backward, over the per-width rule
+``recompute_h_max`` / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do so too, 0 or 1), ``rt.lean``
+(``LEAN``, the backward's registers held across its row loop, a bit mask), ``rt.maxnreg`` (``MAXNREG``, the
+backward's register cap). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for
+the model's width runs. ``--by-launch`` also splits the router kernels' time by what each launch reads: every
+``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a profiler range named for its source count and
+layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its partial;
+``noh``: the backward recomputes h), printed per variant and kept in the JSON (``by_launch``: device ms per step and
+launches per step), with the ranges' sum against the router kinds' time as a check that the profiler put every
+kernel in its range (first run in session 26 on an H100: the sums agreed within 0.1 %). ``--ncu K`` only runs K
+steps, for Nsight Compute (``reports/jobs/next_s26_ncu.sh``). Needs CUDA."""
 import argparse
 import contextlib
 import itertools
@@ -70,8 +69,7 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 
 # rt.KEY: the router_triton module setting it sets
 RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS", "hmax": "RECOMPUTE_H_MAX_N",
-           "prh": "RECOMPUTE_H_PREFIX", "lean": "LEAN",
-           "maxnreg": "MAXNREG"}
+           "prh": "RECOMPUTE_H_PREFIX", "lean": "LEAN", "maxnreg": "MAXNREG"}
 
 
 def parse_variant(text: str) -> dict:

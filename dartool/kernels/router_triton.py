@@ -499,12 +499,9 @@ def _router_bwd_kernel(
     ATOMIC: tl.constexpr = 0, NC: tl.constexpr = 0, RPIPE: tl.constexpr = 1, SLOT_ASM: tl.constexpr = 0,
     LEAN: tl.constexpr = 0,
 ):
-    # LEAN (bwd_config's "lean", a bit mask; registers held across the row loop, session 26): 1, g re-read per row
-    # (as with PART_SLOT) rather than held for the program; 2, with a static / static_t query and the partial in
-    # registers, each source's u term added straight into the query-gradient partial (part) instead of a per-row
-    # u summed into it at the row's end (one [D] row of registers fewer in the source loop; the fp32 sums' order
-    # changes). At D = 1152 the row-pipelined backward spills ~100 registers a row otherwise (Nsight Compute,
-    # benchmarks/results/s26_b-ncu-xl32: 1.2-1.4 M local loads + stores a launch, L2 75-79 % busy).
+    # LEAN (bwd_config's "lean", a bit mask; the module's LEAN says why and where): 1 (G_ROW), g re-read per row
+    # rather than held for the program; 2 (U_PART), static / static_t with the partial in registers: each source's
+    # u term added straight into the query-gradient partial, no per-row u (the fp32 sums' order changes).
     # NC > 0 (bwd_config's "rpipe", ROW_PIPE): N is that constant, the source loops are unrolled, and the row
     # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
     # memory while this row computes). Needs UNROLL 1, no ACCUM, and slots (LN_SLOT, PART_SLOT) only with SLOT_ASM
@@ -926,15 +923,15 @@ ROW_SLOTS = int(os.environ.get("DARTOOL_ROUTER_RSLOT", "0"))
 # LEAN: fewer registers held across the backward's row loop (the kernel's LEAN, a bit mask): 1, g re-read per row;
 # 2, the query-gradient partial takes each source's term directly (static / static_t queries, partial in registers).
 # At D >= 1024 only the few-source backward holds both (part_slot 0; elsewhere part_slot re-reads g and keeps the
-# partial in a slot), so that is where it acts. Per shape: 3 at D >= 1024, 0 below; DARTOOL_ROUTER_LEAN=k at import sets k for every shape. Nsight Compute on
-# an H100 (session 26, benchmarks/results/s26_b-ncu-xl32): at SiT-XL/2 b32 the few-source backwards (255
-# registers) spilled ~100 registers a row, 1.2-1.4 M local loads + stores a launch (about as many as their global
-# loads, stores and async copies), L2 75-79 % busy, long-scoreboard waits 45-57 % of the stalls; sm_90 ptxas
-# (D = 1152, LayerNorm fused, prefix, rpipe 2): stack 464 -> 312 (1) / 384 (2) / 232 (3) bytes. Inside the static
-# c4 step (H100, benchmarks/results/s26_c-lean): router backward SiT-XL/2 b32 4.87 -> 4.59 (1) -> 4.41 ms (3);
-# SiT-B/2 b256 (D = 768, no spills to remove) 8.21 -> 8.56 ms with 3, hence off there. MAXNREG 168 on top (12
-# warps an SM, more spills): 7.68 ms (XL/2), 11.78 (B/2). Paired under CUDA graphs on an H100 (s26_d): SiT-XL/2
-# static c4 / residual 1.108 -> 1.092 (b32), 1.108 -> 1.098 (b64).
+# partial in a slot), so that is where it acts. Per shape: 3 at D >= 1024, 0 below; DARTOOL_ROUTER_LEAN=k at import
+# sets k for every shape. Nsight Compute on an H100 (session 26, benchmarks/results/s26_b-ncu-xl32): at SiT-XL/2 b32
+# the few-source backwards (255 registers) spilled ~100 registers a row, 1.2-1.4 M local loads + stores a launch
+# (about as many as their global loads, stores and async copies), L2 75-79 % busy, long-scoreboard waits 45-57 % of
+# the stalls; sm_90 ptxas (D = 1152, LayerNorm fused, prefix, rpipe 2): stack 464 -> 312 (1) / 384 (2) / 232 (3)
+# bytes. Inside the static c4 step (H100, benchmarks/results/s26_c-lean): router backward SiT-XL/2 b32 4.87 -> 4.59
+# (1) -> 4.41 ms (3); SiT-B/2 b256 (D = 768, no spills to remove) 8.21 -> 8.56 ms with 3, hence off there. MAXNREG
+# 168 on top (12 warps an SM, more spills): 7.68 ms (XL/2), 11.78 (B/2). Paired under CUDA graphs on an H100
+# (s26_d): SiT-XL/2 static c4 / residual 1.108 -> 1.092 (b32), 1.108 -> 1.098 (b64).
 LEAN: "int | None" = int(os.environ["DARTOOL_ROUTER_LEAN"]) if os.environ.get("DARTOOL_ROUTER_LEAN") else None
 # MAXNREG (DARTOOL_ROUTER_MAXNREG=k at import; 0: off): caps the backward kernel's registers per thread (Triton's
 # maxnreg), so more warps fit an SM (255 -> 8 warps, 168 -> 12, 128 -> 16) at the cost of spills. Experimental.
