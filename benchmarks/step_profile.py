@@ -43,23 +43,25 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="XL")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--query", default="static")
+    ap.add_argument("--query", action="append", default=None, choices=["static", "static_t", "dynamic"],
+                    help="DAR query (repeatable: one DAR model per query and chunk against one residual; default static)")
     ap.add_argument("--chunk", type=int, action="append", default=None,
                     help="DAR chunk size S (repeatable: one DAR model per S against one residual; default 4)")
     ap.add_argument("--compiled", action="store_true", help="profile torch.compile'd steps (no taps A/B)")
     ap.add_argument("--rows", type=int, default=18)
     a = ap.parse_args()
     chunks = list(dict.fromkeys(a.chunk or [4]))
+    queries = list(dict.fromkeys(a.query or ["static"]))
     from dartool.bench import event_ms, train_step_bench
     from dartool.kernels import dispatch
 
     if not a.compiled:
-        a.chunk = chunks[0]
+        a.chunk, query = chunks[0], queries[0]
         rows = []
         for taps in (True, False):
             dispatch.TAP_SOURCES = taps
-            variants = [("dar", a.query, a.chunk, True)] if not taps else [("residual", "static", 4, True),
-                                                                             ("dar", a.query, a.chunk, True)]
+            variants = [("dar", query, a.chunk, True)] if not taps else [("residual", "static", 4, True),
+                                                                           ("dar", query, a.chunk, True)]
             for r in train_step_bench(a.size, a.batch, variants, compiled=False, steps=8):
                 r["taps"] = taps
                 rows.append(r)
@@ -74,11 +76,11 @@ def main() -> int:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     totals: dict = {}
-    chunk_of: dict = {}
-    for routing, chunk in [("residual", 4)] + [("dar", c) for c in chunks]:
-        label = routing if routing == "residual" else f"DAR c{chunk}"
-        chunk_of[label] = chunk
-        cfg = model_config(a.size, 2, routing=routing, query=a.query, chunk_size=chunk)
+    arm_of: dict = {}
+    for routing, query, chunk in [("residual", "static", 4)] + [("dar", q, c) for q in queries for c in chunks]:
+        label = routing if routing == "residual" else f"DAR {query} c{chunk}"
+        arm_of[label] = (query, chunk)
+        cfg = model_config(a.size, 2, routing=routing, query=query, chunk_size=chunk)
         with torch.device("cuda"):
             model = SiT(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -133,7 +135,8 @@ def main() -> int:
             print(f"  {k:16s} residual {r:7.1f}  {label} {d:7.1f}  extra {d - r:+7.1f}")
         routers = sum(totals[label].get(k, 0.0) for k in ROUTER_KINDS)
         rest = sum(v for k, v in totals[label].items() if k not in ROUTER_KINDS)
-        floor = as_built(a.size, a.batch, chunk_of[label], a.query)["total"] / rate * 1e3
+        query, chunk = arm_of[label]
+        floor = as_built(a.size, a.batch, chunk, query)["total"] / rate * 1e3
         pct = 100 * floor / max(routers, 1e-9)
         print(f"  routers + prefix passes {routers:.1f} ms against their as-built byte floor {floor:.1f} ms "
               f"(dartool.kernels.traffic at the copy rate {rate / 1e12:.2f} TB/s: {pct:.0f} %); "
