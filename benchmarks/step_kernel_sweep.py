@@ -22,12 +22,12 @@ configuration keys; ``pipe`` > 1 also sets unroll 1, prefetch 0 unless given), `
 (``prefix_config``'s keys, forward / backward pass 1 or one-pass), ``pgrad.`` (``grad_config``'s keys, the two-pass
 backward's pass 2), ``rt.few`` / ``rt.rpipe`` / ``rt.rslot`` (``router_triton.FEW_SOURCES``, the per-shape rule's
 source count / ``ROW_PIPE``, the row-pipelined few-source backward's depth / ``ROW_SLOTS``, its partials in slots;
-with ``fwd.`` / ``bwd.`` settings the per-shape choice is off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``:
+``rt.dynrpipe``: ``DYN_ROW_PIPE_N``, dynamic routers of at most this many sources row-pipelined too; with ``fwd.`` / ``bwd.`` settings the per-shape choice is off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``:
 LN-fused routers of at most this many sources recompute h in the backward, over the per-width rule
 ``recompute_h_max`` / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do so too, 0 or 1), ``rt.lean``
 (``LEAN``, the backward's registers held across its row loop, a bit mask), ``rt.maxnreg`` (``MAXNREG``, the
 backward's register cap). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for
-the model's width runs. ``--by-launch`` also splits the router kernels' time by what each launch reads: every
+the model's width runs; ``--json`` is rewritten after every row. ``--by-launch`` also splits the router kernels' time by what each launch reads: every
 ``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a profiler range named for its source count and
 layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its partial;
 ``noh``: the backward recomputes h), printed per variant and kept in the JSON (``by_launch``: device ms per step and
@@ -68,7 +68,8 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 
 
 # rt.KEY: the router_triton module setting it sets
-RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS", "hmax": "RECOMPUTE_H_MAX_N",
+RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS", "dynrpipe": "DYN_ROW_PIPE_N",
+           "hmax": "RECOMPUTE_H_MAX_N",
            "prh": "RECOMPUTE_H_PREFIX", "lean": "LEAN", "maxnreg": "MAXNREG"}
 
 
@@ -207,6 +208,18 @@ def main(argv=None) -> int:
     head = (f"{'variant':42s}" + "".join(f"{k:>12s}" for k, _ in KINDS) + f"{'routers+pfx':>12s}{'all':>9s}"
             + f"{'peak GB':>9s}")
     print(head)
+    def save() -> None:   # after every row, atomically: a job cut by its time limit keeps the rows it timed
+        if not a.json:
+            return
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(size=a.size, batch=a.batch, chunk=a.chunk, query=a.query, card=torch.cuda.get_device_name(),
+                    date=time.strftime("%Y-%m-%d %H:%M"), commit=os.environ.get("DARTOOL_COMMIT", "unknown"),
+                    base_fwd=base_fwd, base_bwd=base_bwd, prefix_fwd=pt.prefix_config(D, False),
+                    prefix_bwd=pt.prefix_config(D, True), prefix_grad=pt.grad_config(D))
+        tmp = a.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        tmp.replace(a.json)
+
     for text in variants:
         v = parse_variant(text)
         f, b = dict(base_fwd), dict(base_bwd)
@@ -261,15 +274,7 @@ def main(argv=None) -> int:
             if "by_launch" in row:   # the ranges must account for the router kinds' time (else: attribution failed)
                 print(f"    {'sum of the ranges':24s} {sum(v['ms'] for v in row['by_launch'].values()):8.3f} ms / "
                       f"step against router fwd + bwd {row['router fwd'] + row['router bwd']:.3f}", flush=True)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = dict(size=a.size, batch=a.batch, chunk=a.chunk, query=a.query, card=torch.cuda.get_device_name(),
-                    date=time.strftime("%Y-%m-%d %H:%M"), commit=os.environ.get("DARTOOL_COMMIT", "unknown"),
-                    base_fwd=base_fwd, base_bwd=base_bwd, prefix_fwd=pt.prefix_config(D, False),
-                    prefix_bwd=pt.prefix_config(D, True), prefix_grad=pt.grad_config(D))
-        tmp = a.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-        tmp.replace(a.json)
+        save()
     return 0
 
 

@@ -597,13 +597,14 @@ def test_kernel_resources_report_compiles_without_a_gpu(capsys):
         assert 0 < regs <= 255 and stack >= 0
 
 
-def _interpreter_check_router_ln_prefix(**env_vars: str) -> None:
-    """The float64 check's router, LayerNorm-fused and shared-prefix parts (quick) in the Triton interpreter, in a
-    subprocess with these environment variables set (the kernels' module settings are read at import)."""
+def _interpreter_check_router_ln_prefix(parts: str = "router,ln-fused,shared-prefix", **env_vars: str) -> None:
+    """The float64 check's router, LayerNorm-fused and shared-prefix parts (or ``parts``; quick) in the Triton
+    interpreter, in a subprocess with these environment variables set (the kernels' module settings are read at
+    import)."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                **env_vars)
     p = subprocess.run([sys.executable, "-m", "dartool.kernels.check", "--interpret", "--quick", "--no-model",
-                        "--only", "router,ln-fused,shared-prefix"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        "--only", parts], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=1200)
     assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
 
@@ -615,6 +616,39 @@ def test_interpreter_check_without_the_row_pipelined_backward():
     other interpreter checks) no longer reaches, against float64 in the interpreter: the plain routers (N = 1 and
     small N), the LayerNorm-fused ones and the shared prefix's routers."""
     _interpreter_check_router_ln_prefix(DARTOOL_ROUTER_RPIPE="1")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_interpreter_check_dynamic_row_pipelined_backward():
+    """Dynamic routers on the row-pipelined backward (DYN_ROW_PIPE_N, off by default; forced here for every source
+    count the check has, up to 18): the next rows' q is fetched while a row's dq is written over its own q. The plain
+    routers (N = 1 to 18), the LayerNorm-fused ones and a dynamic model's recomputed queries against float64."""
+    _interpreter_check_router_ln_prefix("router,ln-fused,dynamic-recompute", DARTOOL_ROUTER_DYN_RPIPE="18",
+                                        DARTOOL_ROUTER_LEAN="3")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_dynamic_row_pipeline_only_where_asked(monkeypatch):
+    """DYN_ROW_PIPE_N = k puts dynamic routers of at most k sources (never more than DYN_ROW_PIPE_MAX_N) on the
+    row-pipelined backward, with the source loop unpipelined; static routers and larger ones keep their choice."""
+    from dartool.kernels import router_triton as rt
+
+    if not rt._AUTO["bwd"]:
+        pytest.skip("DARTOOL_ROUTER_BWD is set")
+    monkeypatch.setattr(rt, "ROW_PIPE", 2)
+    monkeypatch.setattr(rt, "DYN_ROW_PIPE_N", 0)
+    off = {n: rt.bwd_config(n, 1152, dynamic=True) for n in (1, 8, 9)}
+    static = rt.bwd_config(6, 768)
+    assert not any("rpipe" in c for c in off.values())
+    monkeypatch.setattr(rt, "DYN_ROW_PIPE_N", 8)
+    for n in (1, 8):
+        c = rt.bwd_config(n, 1152, dynamic=True)
+        assert (c["rpipe"], c["pipe"], c["unroll"], c["prefetch"]) == (2, 1, 1, 0)
+        assert {k: v for k, v in c.items() if k not in ("rpipe", "rslot", "pipe")} == \
+            {k: v for k, v in off[n].items() if k != "pipe"}
+    assert rt.bwd_config(9, 1152, dynamic=True) == off[9] and rt.bwd_config(6, 768) == static
+    monkeypatch.setattr(rt, "DYN_ROW_PIPE_N", 99)
+    assert "rpipe" not in rt.bwd_config(rt.DYN_ROW_PIPE_MAX_N + 1, 1152, dynamic=True)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")

@@ -908,6 +908,15 @@ FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 ROW_PIPE = int(os.environ.get("DARTOOL_ROUTER_RPIPE", "2"))
 ROW_PIPE_MAX_N = 8
 
+# DYN_ROW_PIPE_N (DARTOOL_ROUTER_DYN_RPIPE=k at import; 0: off): dynamic routers of at most k sources run the
+# row-pipelined backward too (ROW_PIPE deep, the partials in registers, the source loop unpipelined), the next rows'
+# q fetched with their h, dy and sources (each row's dq is still written over its own q after its q is read).
+# Session 27 (H100, benchmarks/results/s27_a-dynamic-xl32): inside a SiT-XL/2 b32 dynamic c4 step the dynamic
+# backward costs ~140 us a launch at N = 1 and 250 at N = 4, against 58 / 142 for the static routers' row-pipelined
+# backward of as many sources; it is latency-bound the same way (one row's dependent loads at a time per warp).
+DYN_ROW_PIPE_N = int(os.environ.get("DARTOOL_ROUTER_DYN_RPIPE", "0"))
+DYN_ROW_PIPE_MAX_N = 18
+
 # Experimental, off by default because it is slower (session 23): ROW_SLOTS (DARTOOL_ROUTER_RSLOT=k at import; a
 # bit mask, 1: the dshift / dscale partials, 2: the query-gradient partial) keeps those partials of the
 # row-pipelined backward in the program's memory slots (ln_slot, part_slot) instead of registers, their loads made
@@ -1007,6 +1016,8 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
                 cfg.update(pipe=1, part_slot=0)
         if ROW_PIPE > 1 and N <= FEW_SOURCES and not dynamic:
             cfg.update(rpipe=ROW_PIPE, rslot=ROW_SLOTS)
+        if ROW_PIPE > 1 and dynamic and N <= min(DYN_ROW_PIPE_N, DYN_ROW_PIPE_MAX_N):
+            cfg.update(rpipe=ROW_PIPE, rslot=ROW_SLOTS, pipe=1, unroll=1, prefetch=0)
         lean = LEAN if LEAN is not None else (3 if D >= 1024 else 0)
         if lean:
             cfg.update(lean=lean)
@@ -1339,7 +1350,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
         # ROW_SLOTS) puts them in slots read by inline asm. Not with in-kernel accumulation (tapped sources): a
         # source listed twice would have its accumulated gradient for the next row loaded ahead of this router's
         # own store to it
-        if N <= ROW_PIPE_MAX_N and mode != 2 and not any(flags):
+        if N <= (ROW_PIPE_MAX_N if mode != 2 else DYN_ROW_PIPE_MAX_N) and not any(flags):
             rslot = int(cfg.get("rslot", 0))
             cfg = dict(cfg, unroll=1, prefetch=0, pipe=1, ln_slot=rslot & 1, part_slot=(rslot >> 1) & 1)
         else:
