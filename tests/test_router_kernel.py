@@ -65,11 +65,13 @@ def test_backward_launch_configuration_per_shape():
     assert (wide["pipe"], rt.bwd_config(9, 1152, dynamic=True)["pipe"]) == (4, 3)
     assert rt.bwd_config(17, 1152) == wide
     # few sources (a c4 model's routers with shared prefixes): at D >= 1024 the static backward's source loop
-    # unpipelined; at every width its row loop pipelined (ROW_PIPE, session 23)
+    # unpipelined; at every width its row loop pipelined (ROW_PIPE, session 23), with a dynamic query only where
+    # asked (DYN_ROW_PIPE_N, session 27)
     rows = dict(rpipe=rt.ROW_PIPE, rslot=rt.ROW_SLOTS) if rt.ROW_PIPE > 1 else {}
     assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1, part_slot=0, **rows)) == (rt.FEW_SOURCES > 0)
     assert rt.bwd_config(1, 1152, dynamic=True)["pipe"] == 3 and rt.bwd_config(2, 768) == dict(narrow, **rows)
-    assert "rpipe" not in rt.bwd_config(5, 768)   # (dynamic routers: test_dynamic_row_pipeline_only_where_asked)
+    assert "rpipe" not in rt.bwd_config(2, 768, dynamic=True) or rt.DYN_ROW_PIPE_N >= 2
+    assert "rpipe" not in rt.bwd_config(5, 768)
     # fewer registers held across the backward's row loop (LEAN, session 26) at D >= 1024 only
     if rt.LEAN is None:
         assert wide["lean"] == 3 and "lean" not in narrow
@@ -631,15 +633,14 @@ def test_interpreter_check_dynamic_row_pipelined_backward():
 def test_dynamic_row_pipeline_only_where_asked(monkeypatch):
     """DYN_ROW_PIPE_N = k puts dynamic routers of at most k sources (never more than DYN_ROW_PIPE_MAX_N) on the
     row-pipelined backward, with the source loop unpipelined; static routers and larger ones keep their choice.
-    Unset, the per-width rule: every router of a c4 SiT-B/2 (N <= 12 at D < 1024), none at D >= 1024."""
+    Off (0) by default: it paid in eager steps only (session 27)."""
     from dartool.kernels import router_triton as rt
 
     if not rt._AUTO["bwd"]:
         pytest.skip("DARTOOL_ROUTER_BWD is set")
+    if not os.environ.get("DARTOOL_ROUTER_DYN_RPIPE"):
+        assert rt.DYN_ROW_PIPE_N == 0
     monkeypatch.setattr(rt, "ROW_PIPE", 2)
-    monkeypatch.setattr(rt, "DYN_ROW_PIPE_N", None)
-    assert rt.bwd_config(12, 768, dynamic=True)["rpipe"] == 2 and "rpipe" not in rt.bwd_config(13, 768, dynamic=True)
-    assert not any("rpipe" in rt.bwd_config(n, 1152, dynamic=True) for n in (1, 4, 9))
     monkeypatch.setattr(rt, "DYN_ROW_PIPE_N", 0)
     off = {n: rt.bwd_config(n, 1152, dynamic=True) for n in (1, 8, 9)}
     static = rt.bwd_config(6, 768)
