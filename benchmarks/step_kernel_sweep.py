@@ -22,14 +22,15 @@ configuration keys; ``pipe`` > 1 also sets unroll 1, prefetch 0 unless given), `
 (``prefix_config``'s keys, forward / backward pass 1 or one-pass), ``pgrad.`` (``grad_config``'s keys, the two-pass
 backward's pass 2), ``rt.few`` / ``rt.rpipe`` / ``rt.rslot`` (``router_triton.FEW_SOURCES``, the per-shape rule's
 source count / ``ROW_PIPE``, the row-pipelined few-source backward's depth / ``ROW_SLOTS``, its partials in slots;
-``rt.dynrpipe``: ``DYN_ROW_PIPE_N``, dynamic routers of at most this many sources row-pipelined too; with ``fwd.`` / ``bwd.`` settings the per-shape choice is off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``:
+``rt.dynrpipe``: ``DYN_ROW_PIPE_N``, dynamic routers of at most this many sources row-pipelined too; with ``fwd.`` /
+``bwd.`` settings the per-shape choice is off), ``rt.hmax`` / ``rt.prh`` (``RECOMPUTE_H_MAX_N``:
 LN-fused routers of at most this many sources recompute h in the backward, over the per-width rule
 ``recompute_h_max`` / ``RECOMPUTE_H_PREFIX``: routers over a shared prefix do so too, 0 or 1), ``rt.lean``
 (``LEAN``, the backward's registers held across its row loop, a bit mask), ``rt.maxnreg`` (``MAXNREG``, the
 backward's register cap). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for
-the model's width runs; ``--json`` is rewritten after every row. ``--by-launch`` also splits the router kernels' time by what each launch reads: every
-``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a profiler range named for its source count and
-layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its partial;
+the model's width runs; ``--json`` is rewritten after every row. ``--by-launch`` also splits the router kernels'
+time by what each launch reads: every ``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a
+profiler range named for its source count and layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its partial;
 ``noh``: the backward recomputes h), printed per variant and kept in the JSON (``by_launch``: device ms per step and
 launches per step), with the ranges' sum against the router kinds' time as a check that the profiler put every
 kernel in its range (first run in session 26 on an H100: the sums agreed within 0.1 %). ``--ncu K`` only runs K
@@ -208,6 +209,7 @@ def main(argv=None) -> int:
     head = (f"{'variant':42s}" + "".join(f"{k:>12s}" for k, _ in KINDS) + f"{'routers+pfx':>12s}{'all':>9s}"
             + f"{'peak GB':>9s}")
     print(head)
+
     def save() -> None:   # after every row, atomically: a job cut by its time limit keeps the rows it timed
         if not a.json:
             return

@@ -44,7 +44,8 @@ def main() -> int:
     ap.add_argument("--size", default="XL")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--query", action="append", default=None, choices=["static", "static_t", "dynamic"],
-                    help="DAR query (repeatable: one DAR model per query and chunk against one residual; default static)")
+                    help="DAR query (repeatable: one DAR model per query and chunk against one residual; "
+                         "default static)")
     ap.add_argument("--chunk", type=int, action="append", default=None,
                     help="DAR chunk size S (repeatable: one DAR model per S against one residual; default 4)")
     ap.add_argument("--compiled", action="store_true", help="profile torch.compile'd steps (no taps A/B)")

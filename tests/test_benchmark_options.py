@@ -217,6 +217,10 @@ def test_step_kernel_sweep_parses_variants_and_sorts_kernels_into_kinds():
     assert sw.parse_variant("rt.rpipe=2") == {"rt": {"rpipe": 2}}
     assert sw.parse_variant("rt.lean=3 rt.maxnreg=168") == {"rt": {"lean": 3, "maxnreg": 168}}
     assert sw.RT_KEYS["lean"] == "LEAN" and sw.RT_KEYS["maxnreg"] == "MAXNREG"
+    assert sw.parse_variant("rt.dynrpipe=8 rt.rslot=1") == {"rt": {"dynrpipe": 8, "rslot": 1}}
+    if importlib.util.find_spec("triton") is not None:   # every rt. key names a setting the kernels' module has
+        from dartool.kernels import router_triton as rt
+        assert all(hasattr(rt, name) for name in sw.RT_KEYS.values()), sw.RT_KEYS
     for bad in ("bwd.rows", "rows=4", "ln.rows=4", "rt.pipe=1"):
         with pytest.raises(SystemExit, match="KERNEL.KEY=INT|rt.few, rt.rpipe"):
             sw.parse_variant(bad)

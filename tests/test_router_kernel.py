@@ -623,8 +623,8 @@ def test_interpreter_check_without_the_row_pipelined_backward():
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_interpreter_check_dynamic_row_pipelined_backward():
     """Dynamic routers on the row-pipelined backward (DYN_ROW_PIPE_N, off by default; forced here for every source
-    count the check has, up to 18): the next rows' q is fetched while a row's dq is written over its own q. The plain
-    routers (N = 1 to 18), the LayerNorm-fused ones and a dynamic model's recomputed queries against float64."""
+    count the check's quick cases have, up to 18): the next rows' q is fetched while a row's dq is written over its
+    own q. The plain routers, the LayerNorm-fused ones and a dynamic model's recomputed queries against float64."""
     _interpreter_check_router_ln_prefix("router,ln-fused,dynamic-recompute", DARTOOL_ROUTER_DYN_RPIPE="18",
                                         DARTOOL_ROUTER_LEAN="3")
 
