@@ -3,6 +3,7 @@ the Triton kernels' compiled variants."""
 import importlib.util
 
 import pytest
+import torch
 
 from tests.benchmark_scripts import load_benchmark
 
@@ -262,3 +263,35 @@ def test_step_kernel_sweep_by_launch_labels_and_restores_the_launchers():
         ("dar bwd N3 noh", 50.0, cpu), ("dar fwd N1 prefix", 520.0, cuda),      # a device annotation: not added
         ("dar bwd N2", 0.0, cpu), ("dar bwd N2", 70.0, cuda))]                 # host range without device time
     assert sw.launch_times(ev) == {"fwd N1 prefix": 0.5, "bwd N3 noh": 0.05, "bwd N2": 0.07}
+
+
+def test_launch_inputs_describes_tensors():
+    """launch_inputs.py's per-tensor note: dtype, contiguous or not, 16-byte aligned or not, '-' for an empty h."""
+    li = load_benchmark("launch_inputs")
+    x = torch.zeros(4, 8, dtype=torch.bfloat16)
+    assert li.describe(x) == "bf16 c a" and li.describe(x.t()) == "bf16 nc a"
+    assert li.describe(x.view(-1)[1:]) == "bf16 c u" and li.describe(torch.zeros(0)) == "-"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (its CPU interpreter)")
+def test_launch_inputs_runs_in_the_interpreter():
+    """The smoke run of launch_inputs.py (a tiny dynamic c4 SiT, eager, Triton's interpreter): one record per router
+    backward launch, no host-side copies of its inputs, and h recomputed only where the router has few sources."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "inputs.json"
+        env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root))
+        p = subprocess.run([sys.executable, "benchmarks/launch_inputs.py", "--size", "S", "--batch", "2", "--depth", "2",
+                            "--hidden", "64", "--input-size", "8", "--device", "cpu", "--modes", "eager",
+                            "--json", str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        recs = json.loads(out.read_text())["eager"]
+    assert len(recs) == 5 and all(r["copies"] == 0 for r in recs)      # 4 sublayer routers + the head's
+    assert all(r["recompute_h"] == (r["h"] == "-") for r in recs)

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""What the fused routers' backward launches are given in an eager and in a torch.compile'd training step: per
+launch its source count, the dtype / contiguity / 16-byte alignment of dy (or dh), h and the sources, whether h is
+recomputed, the row pipeline (NC, RPIPE), in-kernel accumulation, and how many of its inputs the host side had to
+copy first (``_aligned``: non-contiguous or misaligned tensors), with the launches that differ between the modes.
+
+Why (session 27): at SiT-B/2 b256 dynamic c4 on an H200 the same backward kernels took 25.6 ms a step compiled and
+19.9 ms eager, with the SM clock the same, and the compiled step had 26 device-to-device copies the eager one did
+not show. On the CPU (Triton's interpreter, tiny model) the inputs were alike; this runs the real shapes on CUDA.
+
+    PYTHONPATH=$PWD python3 benchmarks/launch_inputs.py --size B --batch 256 --query dynamic
+    TRITON_INTERPRET=1 PYTHONPATH=$PWD python3 benchmarks/launch_inputs.py --size S --batch 2 --depth 4 \\
+        --hidden 64 --input-size 8 --device cpu --modes eager      # a smoke run without a GPU
+"""
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+
+def describe(t: torch.Tensor) -> str:
+    """dtype, contiguity and 16-byte alignment of one tensor, e.g. 'bf16 c a' ('-' for empty)."""
+    if t.numel() == 0:
+        return "-"
+    short = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}.get(t.dtype, str(t.dtype))
+    return f"{short} {'c' if t.is_contiguous() else 'nc'} {'a' if t.data_ptr() % 16 == 0 else 'u'}"
+
+
+@contextlib.contextmanager
+def recording(rt):
+    """Inside the block every ``router_triton._bwd_prepare`` call appends one record (dict) to the yielded list;
+    ``_aligned`` copies made during it are counted. The originals are put back on leaving."""
+    records: list = []
+    prep, aligned = rt._bwd_prepare, rt._aligned
+    copies = [0]
+
+    def counting_aligned(x):
+        y = aligned(x)
+        copies[0] += y is not x and y.data_ptr() != x.data_ptr()
+        return y
+
+    def spy(dh, sources, q, g, h, lse, eps, *args, **kw):
+        copies[0] = 0
+        P = prep(dh, sources, q, g, h, lse, eps, *args, **kw)
+        m = P["meta"]
+        records.append(dict(N=len(sources), dy=describe(dh), h=describe(h), q=describe(q),
+                            sources=" | ".join(describe(s) for s in sources), recompute_h=bool(m["RECOMPUTE_H"]),
+                            NC=int(m["NC"]), RPIPE=int(m["RPIPE"]), ACCUM=bool(m["ACCUM"]), ln=bool(m["LN_MOD"]),
+                            copies=copies[0]))
+        return P
+
+    rt._bwd_prepare, rt._aligned = spy, counting_aligned
+    try:
+        yield records
+    finally:
+        rt._bwd_prepare, rt._aligned = prep, aligned
+
+
+def run_mode(mode: str, a) -> list:
+    from dartool.bench import _train_step
+    from dartool.kernels import dispatch
+    from dartool.kernels import router_triton as rt
+    from dartool.models import SiT, model_config
+
+    cfg = model_config(a.size, 2, routing="dar", query=a.query, chunk_size=a.chunk)
+    over = {k: v for k, v in (("depth", a.depth), ("hidden_size", a.hidden), ("input_size", a.input_size)) if v}
+    if a.hidden:
+        over["num_heads"] = max(1, a.hidden // 16)
+    if over:
+        cfg = cfg.replace(**over)
+    torch.manual_seed(0)
+    model = SiT(cfg).to(a.device)
+    dispatch.TAP_SOURCES = False      # as under torch.compile: every backward launch writes fresh gradients
+    step, _ = _train_step(model, cfg, a.batch, compiled=mode == "compiled", device=a.device)
+    cpu = a.device == "cpu"
+    with dispatch.fused(True, allow_cpu=True) if cpu else contextlib.nullcontext():
+        step(0)                       # warm-up (and compile)
+        with recording(rt) as records:
+            step(1)
+    return records
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="B")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--query", default="dynamic", choices=["static", "static_t", "dynamic"])
+    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--modes", default="eager,compiled", help="comma-separated: eager, compiled")
+    ap.add_argument("--depth", type=int, default=0, help="override (tiny CPU runs)")
+    ap.add_argument("--hidden", type=int, default=0, help="override (tiny CPU runs)")
+    ap.add_argument("--input-size", type=int, default=0, help="override (tiny CPU runs)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    if bad := sorted(set(modes) - {"eager", "compiled"}):
+        ap.error(f"--modes: unknown {', '.join(bad)}; choose eager, compiled")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: pass --device cpu with TRITON_INTERPRET=1 for a smoke run")
+    out = {m: run_mode(m, a) for m in modes}
+    keys = ("N", "dy", "h", "q", "recompute_h", "NC", "RPIPE", "ACCUM", "copies", "sources")
+    for m, recs in out.items():
+        print(f"\n{m}: {len(recs)} backward launches, {sum(r['copies'] for r in recs)} host-side input copies")
+        print("  " + "  ".join(f"{k:>11s}" for k in keys[:-1]) + "  sources")
+        for r in recs:
+            print("  " + "  ".join(f"{str(r[k]):>11s}" for k in keys[:-1]) + "  " + r["sources"])
+    if len(out) == 2:
+        e, c = out["eager"], out["compiled"]
+        diff = [i for i, (x, y) in enumerate(zip(e, c)) if x != y]
+        print(f"\nlaunches that differ between eager and compiled: {len(diff)} of {min(len(e), len(c))}"
+              + (f" (counts differ: {len(e)} / {len(c)})" if len(e) != len(c) else ""))
+        for i in diff[:20]:
+            print(f"  #{i}: eager {e[i]}\n       compiled {c[i]}")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
