@@ -30,11 +30,11 @@ LN-fused routers of at most this many sources recompute h in the backward, over 
 backward's register cap). Each row also gives the step's peak memory (GB). Without ``--variant`` a built-in grid for
 the model's width runs; ``--json`` is rewritten after every row. ``--by-launch`` also splits the router kernels'
 time by what each launch reads: every ``_router_fwd_kernel`` / ``_router_bwd_kernel`` launch runs inside a
-profiler range named for its source count and layout (``launch_label``: ``fwd N1 prefix`` is the first router of a shared chunk, which reads only its partial;
-``noh``: the backward recomputes h), printed per variant and kept in the JSON (``by_launch``: device ms per step and
-launches per step), with the ranges' sum against the router kinds' time as a check that the profiler put every
-kernel in its range (first run in session 26 on an H100: the sums agreed within 0.1 %). ``--ncu K`` only runs K
-steps, for Nsight Compute (``reports/jobs/next_s26_ncu.sh``). Needs CUDA."""
+profiler range named for its source count and layout (``launch_label``: ``fwd N1 prefix`` is the first router of a
+shared chunk, which reads only its partial; ``noh``: the backward recomputes h), printed per variant and kept in the
+JSON (``by_launch``: device ms per step and launches per step), with the ranges' sum against the router kinds' time
+as a check that the profiler put every kernel in its range (first run in session 26 on an H100: the sums agreed
+within 0.1 %). ``--ncu K`` only runs K steps, for Nsight Compute (``reports/jobs/next_s26_ncu.sh``). Needs CUDA."""
 import argparse
 import contextlib
 import itertools
@@ -70,8 +70,7 @@ GRID_NARROW = [  # D < 1024 (SiT-B/2): per-shape default rows=8, one warp, unrol
 
 # rt.KEY: the router_triton module setting it sets
 RT_KEYS = {"few": "FEW_SOURCES", "rpipe": "ROW_PIPE", "rslot": "ROW_SLOTS", "dynrpipe": "DYN_ROW_PIPE_N",
-           "hmax": "RECOMPUTE_H_MAX_N",
-           "prh": "RECOMPUTE_H_PREFIX", "lean": "LEAN", "maxnreg": "MAXNREG"}
+           "hmax": "RECOMPUTE_H_MAX_N", "prh": "RECOMPUTE_H_PREFIX", "lean": "LEAN", "maxnreg": "MAXNREG"}
 
 
 def parse_variant(text: str) -> dict:

@@ -1,6 +1,12 @@
 """The pure parts of the benchmark scripts' options: compile_options.py's variant specs, step_host.py's count of
 the Triton kernels' compiled variants."""
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -277,20 +283,13 @@ def test_launch_inputs_describes_tensors():
 def test_launch_inputs_runs_in_the_interpreter():
     """The smoke run of launch_inputs.py (a tiny dynamic c4 SiT, eager, Triton's interpreter): one record per router
     backward launch, no host-side copies of its inputs, and h recomputed only where the router has few sources."""
-    import json
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "inputs.json"
         env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root))
-        p = subprocess.run([sys.executable, "benchmarks/launch_inputs.py", "--size", "S", "--batch", "2", "--depth", "2",
-                            "--hidden", "64", "--input-size", "8", "--device", "cpu", "--modes", "eager",
-                            "--json", str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        p = subprocess.run([sys.executable, "benchmarks/launch_inputs.py", "--size", "S", "--batch", "2",
+                            "--depth", "2", "--hidden", "64", "--input-size", "8", "--device", "cpu",
+                            "--modes", "eager", "--json", str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
         recs = json.loads(out.read_text())["eager"]
     assert len(recs) == 5 and all(r["copies"] == 0 for r in recs)      # 4 sublayer routers + the head's
