@@ -289,7 +289,8 @@ def test_launch_inputs_runs_in_the_interpreter():
         env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root))
         p = subprocess.run([sys.executable, "benchmarks/launch_inputs.py", "--size", "S", "--batch", "2",
                             "--depth", "2", "--hidden", "64", "--input-size", "8", "--device", "cpu",
-                            "--modes", "eager", "--json", str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+                            "--modes", "eager", "--json", str(out)],
+                           cwd=root, env=env, capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
         recs = json.loads(out.read_text())["eager"]
     assert len(recs) == 5 and all(r["copies"] == 0 for r in recs)      # 4 sublayer routers + the head's
