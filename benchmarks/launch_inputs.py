@@ -31,12 +31,33 @@ def describe(t: torch.Tensor) -> str:
     return f"{short} {'c' if t.is_contiguous() else 'nc'} {'a' if t.data_ptr() % 16 == 0 else 'u'}"
 
 
+def timed_launch(launch, P, replays: int) -> tuple:
+    """(in-situ ms, replay ms): the launch's kernel time where the step put it, then the median of ``replays``
+    launches of the same kernel on the same arguments right after (CUDA events; a synchronize before each). A
+    replay re-adds into accumulating buffers and overwrites dq again: the step's numbers are wrong afterwards, so
+    only a step that is thrown away may be timed."""
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2 * (replays + 1))]
+    torch.cuda.synchronize()
+    ev[0].record()
+    launch(P)
+    ev[1].record()
+    for k in range(replays):
+        ev[2 * k + 2].record()
+        launch(P)
+        ev[2 * k + 3].record()
+    torch.cuda.synchronize()
+    times = [ev[2 * k].elapsed_time(ev[2 * k + 1]) for k in range(replays + 1)]
+    rep = sorted(times[1:])
+    return times[0], (rep[len(rep) // 2] if rep else float("nan"))
+
+
 @contextlib.contextmanager
-def recording(rt):
+def recording(rt, replays: int = -1):
     """Inside the block every ``router_triton._bwd_prepare`` call appends one record (dict) to the yielded list;
-    ``_aligned`` copies made during it are counted. The originals are put back on leaving."""
+    ``_aligned`` copies made during it are counted. ``replays`` >= 0 (CUDA): each record also gets the launch's
+    in-situ and replayed kernel times (:func:`timed_launch`). The originals are put back on leaving."""
     records: list = []
-    prep, aligned = rt._bwd_prepare, rt._aligned
+    prep, aligned, launch = rt._bwd_prepare, rt._aligned, rt._bwd_launch
     copies = [0]
 
     def counting_aligned(x):
@@ -51,14 +72,22 @@ def recording(rt):
         records.append(dict(N=len(sources), dy=describe(dh), h=describe(h), q=describe(q),
                             sources=" | ".join(describe(s) for s in sources), recompute_h=bool(m["RECOMPUTE_H"]),
                             NC=int(m["NC"]), RPIPE=int(m["RPIPE"]), ACCUM=bool(m["ACCUM"]), ln=bool(m["LN_MOD"]),
-                            copies=copies[0]))
+                            copies=copies[0], post=len(P["post"]), grid="x".join(map(str, P["grid"])),
+                            cfg=" ".join(f"{k}={v}" for k, v in sorted(m.items()) if not isinstance(v, bool)),
+                            src_span_mb=round((max(s.data_ptr() for s in sources) - min(s.data_ptr() for s in sources))
+                                              / 2**20, 1)))
         return P
 
+    def timing_launch(P):
+        records[-1]["ms"], records[-1]["replay_ms"] = timed_launch(launch, P, replays)
+
     rt._bwd_prepare, rt._aligned = spy, counting_aligned
+    if replays >= 0:
+        rt._bwd_launch = timing_launch
     try:
         yield records
     finally:
-        rt._bwd_prepare, rt._aligned = prep, aligned
+        rt._bwd_prepare, rt._aligned, rt._bwd_launch = prep, aligned, launch
 
 
 def run_mode(mode: str, a) -> list:
@@ -75,13 +104,19 @@ def run_mode(mode: str, a) -> list:
         cfg = cfg.replace(**over)
     torch.manual_seed(0)
     model = SiT(cfg).to(a.device)
-    dispatch.TAP_SOURCES = False      # as under torch.compile: every backward launch writes fresh gradients
+    dispatch.TAP_SOURCES = a.eager_taps and mode == "eager"   # off: every launch writes fresh gradients
     step, _ = _train_step(model, cfg, a.batch, compiled=mode == "compiled", device=a.device)
     cpu = a.device == "cpu"
     with dispatch.fused(True, allow_cpu=True) if cpu else contextlib.nullcontext():
         step(0)                       # warm-up (and compile)
         with recording(rt) as records:
             step(1)
+        if a.replays >= 0 and not cpu:
+            step(0)
+            with recording(rt, a.replays) as timed:
+                step(1)               # its numbers are spoilt by the replays: the last step of this model
+            for r, t in zip(records, timed):
+                r["ms"], r["replay_ms"] = round(t["ms"], 4), round(t["replay_ms"], 4)
     return records
 
 
@@ -97,6 +132,11 @@ def main(argv=None) -> int:
     ap.add_argument("--input-size", type=int, default=0, help="override (tiny CPU runs)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--replays", type=int, default=-1,
+                    help=">= 0 (CUDA): one more step times every backward launch in place and replayed this often")
+    ap.add_argument("--eager-taps", action="store_true",
+                    help="eager steps accumulate tapped sources' gradients in the kernel (the eager default); "
+                         "without it every launch writes fresh gradients, as under torch.compile")
     a = ap.parse_args(argv)
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if bad := sorted(set(modes) - {"eager", "compiled"}):
@@ -104,15 +144,23 @@ def main(argv=None) -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: pass --device cpu with TRITON_INTERPRET=1 for a smoke run")
     out = {m: run_mode(m, a) for m in modes}
-    keys = ("N", "dy", "h", "q", "recompute_h", "NC", "RPIPE", "ACCUM", "copies", "sources")
+    keys = ("N", "dy", "h", "q", "recompute_h", "NC", "RPIPE", "ACCUM", "copies", "post", "src_span_mb", "sources")
+    if a.replays >= 0:
+        keys = ("ms", "replay_ms") + keys
     for m, recs in out.items():
-        print(f"\n{m}: {len(recs)} backward launches, {sum(r['copies'] for r in recs)} host-side input copies")
+        print(f"\n{m}: {len(recs)} backward launches, {sum(r['copies'] for r in recs)} host-side input copies, "
+              f"{sum(r['post'] for r in recs)} gradients through a temporary")
+        if a.replays >= 0 and recs and "ms" in recs[0]:
+            print(f"  kernel time in the step {sum(r['ms'] for r in recs):.2f} ms, replayed at once "
+                  f"{sum(r['replay_ms'] for r in recs):.2f} ms (CUDA events, synchronized around each launch)")
         print("  " + "  ".join(f"{k:>11s}" for k in keys[:-1]) + "  sources")
         for r in recs:
             print("  " + "  ".join(f"{str(r[k]):>11s}" for k in keys[:-1]) + "  " + r["sources"])
     if len(out) == 2:
         e, c = out["eager"], out["compiled"]
-        diff = [i for i, (x, y) in enumerate(zip(e, c)) if x != y]
+        same = lambda x, y: {k: v for k, v in x.items() if k not in ("ms", "replay_ms", "src_span_mb")} == \
+            {k: v for k, v in y.items() if k not in ("ms", "replay_ms", "src_span_mb")}
+        diff = [i for i, (x, y) in enumerate(zip(e, c)) if not same(x, y)]
         print(f"\nlaunches that differ between eager and compiled: {len(diff)} of {min(len(e), len(c))}"
               + (f" (counts differ: {len(e)} / {len(c)})" if len(e) != len(c) else ""))
         for i in diff[:20]:
