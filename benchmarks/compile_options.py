@@ -8,8 +8,8 @@ residual of the same size in the same process: step time and peak memory (``dart
 A variant is QUERY:CHUNK[:KEY=VALUE[,KEY=VALUE]] (Inductor config keys, ints), optionally with
 ``group=N`` (dispatch.SHARED_PREFIX_GROUP, routers per shared prefix pass), ``regions=1`` (one graph per block) or
 ``blocks=1`` (the blocks' attention and MLP compiled only): ``dartool.models.compiling``'s modes, or ``accum=0``
-(no in-graph gradient accumulation, ``dartool.kernels.compiled_slots``; default on), or ``accmin=N`` (its reader
-threshold, ``compiled_slots.MIN_READERS``). Needs CUDA.
+(no in-graph gradient accumulation, ``dartool.kernels.compiled_slots``; default on), or ``accmin=N`` /
+``accpend=N`` (its thresholds, ``compiled_slots.MIN_READERS`` / ``MIN_PENDING``). Needs CUDA.
 """
 import argparse
 import json
@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str, bool, "int | None"]:
+def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str, bool, "int | None", "int | None"]:
     """QUERY:CHUNK[:K=V,...] -> (query, chunk, inductor options, prefix group or None, compile mode, in-graph
-    accumulation, its reader threshold or None)."""
+    accumulation, its reader threshold or None, its pending-gradient threshold or None)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         raise ValueError(f"--variant {spec!r}: write QUERY:CHUNK[:KEY=VALUE,...]")
@@ -34,13 +34,14 @@ def parse_variant(spec: str) -> tuple[str, int, dict, "int | None", str, bool, "
         opts[k] = int(v)
     group = opts.pop("group", None)
     regions, blocks, accum = opts.pop("regions", 0), opts.pop("blocks", 0), bool(opts.pop("accum", 1))
-    accmin = opts.pop("accmin", None)
-    if accmin is not None and accmin < 1:
-        raise ValueError(f"--variant {spec!r}: accmin must be >= 1")
+    accmin, accpend = opts.pop("accmin", None), opts.pop("accpend", None)
+    for name, v in (("accmin", accmin), ("accpend", accpend)):
+        if v is not None and v < 1:
+            raise ValueError(f"--variant {spec!r}: {name} must be >= 1")
     if regions and blocks:
         raise ValueError(f"--variant {spec!r}: regions=1 or blocks=1, not both")
     return (parts[0], int(parts[1]), opts, group, "regions" if regions else "blocks" if blocks else "full", accum,
-            accmin)
+            accmin, accpend)
 
 
 def main(argv=None) -> int:
@@ -69,12 +70,13 @@ def main(argv=None) -> int:
     rows = bench.train_step_bench(a.size, a.batch, [("residual", "static", 4, True)], compiled=True, steps=a.steps)
     base = rows[0]
     old_group = dispatch.SHARED_PREFIX_GROUP
-    old_accum, old_min = compiled_slots.ENABLED, compiled_slots.MIN_READERS
-    for query, chunk, opts, group, mode, accum, accmin in variants:
+    old_accum, old_min, old_pend = compiled_slots.ENABLED, compiled_slots.MIN_READERS, compiled_slots.MIN_PENDING
+    for query, chunk, opts, group, mode, accum, accmin, accpend in variants:
         compiling.OVERRIDE = opts
         dispatch.SHARED_PREFIX_GROUP = old_group if group is None else group
         compiled_slots.set_enabled(accum)
         compiled_slots.set_min_readers(old_min if accmin is None else accmin)
+        compiled_slots.set_min_pending(old_pend if accpend is None else accpend)
         compiled_slots.COUNTS.update(ops=0, adds=0)
         try:
             (r,) = bench.train_step_bench(a.size, a.batch, [("dar", query, chunk, True)], compiled=True,
@@ -83,7 +85,9 @@ def main(argv=None) -> int:
             compiling.OVERRIDE, dispatch.SHARED_PREFIX_GROUP = None, old_group
             compiled_slots.set_enabled(old_accum)
             compiled_slots.set_min_readers(old_min)
+            compiled_slots.set_min_pending(old_pend)
         r["accum"], r["accum_min"] = accum, old_min if accmin is None else accmin
+        r["accum_pending"] = old_pend if accpend is None else accpend
         r["accum_adds"] = dict(compiled_slots.COUNTS)     # calls of the *_into ops and the gradients they added
         r["inductor"], r["prefix_group"] = opts, dispatch.SHARED_PREFIX_GROUP if group is None else group
         r["compile_mode"] = mode

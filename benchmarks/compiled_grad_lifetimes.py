@@ -14,7 +14,8 @@ Session 14 (CPU, torch 2.13): c1 depth 4 (9 sources) kept 32 alive; one fused ke
 gradients after the last router's backward. See benchmarks/KERNEL_NOTES.md, session 14.
 
 Session 16: the routers sum shared sources' gradients in the graph (``dartool.kernels.compiled_slots``, in graphs
-with a source read by >= 20 router ops; ``--min-readers 1`` for these small models): c1 depth 4 keeps 9 alive
+with a source read by >= 20 router ops and >= 200 gradients waiting; ``--min-readers 1 --min-pending 1`` for these
+small models): c1 depth 4 keeps 9 alive
 (24 with ``DARTOOL_COMPILED_ACCUM=0``). The tool also lists any read of a buffer the ``*_into`` ops wrote by a
 kernel other than the dartool ops, and exits 1 if there is one (Inductor can schedule such reads before the writes).
 """
@@ -82,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an Inductor option (int)")
     ap.add_argument("--min-readers", type=int, default=None,
                     help="compiled_slots.MIN_READERS for this run (default: the module's; 1: every shared source)")
+    ap.add_argument("--min-pending", type=int, default=None,
+                    help="compiled_slots.MIN_PENDING for this run (default: the module's; 1: any)")
     ap.add_argument("--dump", default=None, metavar="PATH", help="write the compiled backward(s) here")
     ap.add_argument("--mode", default="full", help="dartool.models.compiling mode: full or regions (the most alive "
                                                   "in any one compiled backward)")
@@ -117,10 +120,12 @@ def main(argv=None) -> int:
         model, (x, y, s, _) = _small_model(a.query, a.chunk, a.depth, 32, 4, 4, 2, device,
                                            torch.Generator().manual_seed(0))
         torch._dynamo.reset()
-        if a.min_readers is not None:
-            from dartool.kernels import compiled_slots
+        from dartool.kernels import compiled_slots
 
+        if a.min_readers is not None:
             compiled_slots.MIN_READERS = a.min_readers
+        if a.min_pending is not None:
+            compiled_slots.MIN_PENDING = a.min_pending
         compiling.OVERRIDE = opts
         f = compiling.compile_model(model, a.mode)
         with dispatch.fused(True, allow_cpu=device == "cpu"):

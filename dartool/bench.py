@@ -1122,8 +1122,9 @@ def markdown(res: dict) -> str:
                  if sp["on"] else "off (DARTOOL_SHARED_PREFIX=0)") + ".", ""]
     ca = res.get("compiled_accum")
     if ca:
+        pend = (f" and at least {ca['min_pending']} gradients would wait for a sum" if "min_pending" in ca else "")
         L += ["Compiled source-gradient sums in the graph (`compiled_slots`, graphs where a source has at least "
-              f"{ca['min_readers']} reading router ops, i.e. S = 1): "
+              f"{ca['min_readers']} reading router ops{pend}: S = 1, and dynamic c4 at SiT-XL/2): "
               + ("on" if ca["on"] else "off (DARTOOL_COMPILED_ACCUM=0)") + ".", ""]
     chk = res.get("check")
     if chk:
@@ -1800,6 +1801,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
             from .kernels import compiled_slots
 
             res["compiled_accum"] = dict(on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
+                                         min_pending=compiled_slots.MIN_PENDING,
                                          ops_version=compiled_slots.OPS_VERSION)
         only = full if chosen_variants else None
         if compiled:

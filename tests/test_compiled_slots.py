@@ -17,12 +17,13 @@ from dartool.kernels import compiled_slots as cs
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _play(monkeypatch, reads_per_router, grads, min_readers=1):
+def _play(monkeypatch, reads_per_router, grads, min_readers=1, min_pending=1):
     """Routers r = 0.. read the sources named in reads_per_router[r] (forward order); each one's backward
     (reverse order) writes or adds grads[r][source] as a backward op would. Returns what every router hands back
     to autograd, in backward order, and the ctx objects."""
     monkeypatch.setattr(cs, "active", lambda sources=(): True)
     monkeypatch.setattr(cs, "MIN_READERS", min_readers)
+    monkeypatch.setattr(cs, "MIN_PENDING", min_pending)
     src = {n: torch.zeros(2, 3, requires_grad=True) for rs in reads_per_router for n in rs}
     ctxs = []
     for rs in reads_per_router:
@@ -76,6 +77,7 @@ def test_a_router_without_gradient_still_hands_on_the_sum(monkeypatch):
     """skip(): the router that would have handed a source's sum back got no output gradient: it hands the sum on."""
     monkeypatch.setattr(cs, "active", lambda sources=(): True)
     monkeypatch.setattr(cs, "MIN_READERS", 1)
+    monkeypatch.setattr(cs, "MIN_PENDING", 1)
     a = torch.zeros(2, 3, requires_grad=True)
     c0, c1 = SimpleNamespace(), SimpleNamespace()
     cs.note_readers(c0, [a])
@@ -98,6 +100,47 @@ def test_graphs_whose_sources_have_few_readers_take_the_plain_ops(monkeypatch):
     assert [f for _, _, f in handed] == [[0, 0, 0], [1, 1], [1]]
 
 
+def _dar_reads(num_sublayers: int, chunk: int) -> list:
+    """The sources every router of a DAR stream reads when none goes through a shared prefix (dynamic queries):
+    v_0 and the finished chunks' summaries, then the current chunk's raw outputs; the head last."""
+    reads, summaries, current = [], ["v0"], []
+    for l in range(num_sublayers):
+        if len(current) == chunk:
+            summaries, current = summaries + [f"c{len(summaries)}"], []
+        reads.append(summaries + current)
+        current = current + [f"o{l}"]
+    return reads + [summaries + current]
+
+
+@pytest.mark.parametrize("sublayers,chunk,most,pending,on", [
+    (24, 1, 25, 300, True),      # SiT-B/2, S = 1: every source read by all later routers
+    (24, 4, 25, 105, False),     # SiT-B/2 dynamic c4: v_0 by all 25, the rest by few (measured: off is faster)
+    (56, 4, 57, 465, True),      # SiT-XL/2 dynamic c4 (measured: on, the same time at less memory)
+    (24, 8, 25, 118, False),     # SiT-B/2 dynamic c8
+])
+def test_accumulation_only_where_many_gradients_would_wait(monkeypatch, sublayers, chunk, most, pending, on):
+    """The rule: some source read by >= MIN_READERS router ops AND >= MIN_PENDING gradients waiting for a sum in
+    all (a source read k times: k - 1). At the defaults, S = 1 and SiT-XL/2 dynamic c4 accumulate, SiT-B/2 dynamic
+    c4 / c8 do not, though v_0 has 25 readers there too."""
+    from dartool.models.sit import dar_source_plan
+
+    reads = _dar_reads(sublayers, chunk)
+    counts, head = dar_source_plan(sublayers, chunk)               # the model's own plan: the same source counts
+    assert [len(r) for r in reads] == counts + [head]
+    monkeypatch.setattr(cs, "active", lambda sources=(): True)
+    monkeypatch.setattr(cs, "MIN_READERS", 20)
+    monkeypatch.setattr(cs, "MIN_PENDING", 200)
+    src = {n: torch.zeros(1, requires_grad=True) for rs in reads for n in rs}
+    ctxs = [SimpleNamespace() for _ in reads]
+    for ctx, rs in zip(ctxs, reads):
+        cs.note_readers(ctx, [src[n] for n in rs])
+    group = ctxs[-1].reads[0].group
+    assert (group.most, group.pending) == (most, pending)
+    assert ctxs[-1].reads[0].on is on
+    into, _ = cs.buffers(ctxs[-1], [src[n] for n in reads[-1]])
+    assert (into is not None) is on
+
+
 def test_not_tracked_outside_compile():
     ctx = SimpleNamespace()
     cs.note_readers(ctx, [torch.zeros(2, requires_grad=True)])
@@ -105,25 +148,29 @@ def test_not_tracked_outside_compile():
     assert cs.buffers(ctx, [torch.zeros(2)]) == (None, [])
 
 
-def test_the_compile_cache_key_carries_the_ops_version_the_switch_and_the_threshold():
-    """torch.compile's caches key a graph on its forward only: the ops' version, the switch and the reader
-    threshold (both decide the backward) go into the key, beside a tag of the user's."""
+def test_the_compile_cache_key_carries_the_ops_version_the_switch_and_the_thresholds():
+    """torch.compile's caches key a graph on its forward only: the ops' version, the switch and the two
+    thresholds (all decide the backward) go into the key, beside a tag of the user's."""
     import torch.compiler.config as cc
 
-    old_tag, old_on, old_min = cc.cache_key_tag, cs.ENABLED, cs.MIN_READERS
+    old_tag, old_on, old_min, old_pend = cc.cache_key_tag, cs.ENABLED, cs.MIN_READERS, cs.MIN_PENDING
     try:
         cc.cache_key_tag = "mine"
         cs.set_enabled(False)
-        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum0-min{old_min}"
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum0-min{old_min}-pend{old_pend}"
         cs.set_enabled(True)
         cs.set_min_readers(7)
-        assert cs.MIN_READERS == 7
-        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum1-min7"
+        cs.set_min_pending(50)
+        assert (cs.MIN_READERS, cs.MIN_PENDING) == (7, 50)
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum1-min7-pend50"
         with pytest.raises(ValueError, match=">= 1"):
             cs.set_min_readers(0)
+        with pytest.raises(ValueError, match=">= 1"):
+            cs.set_min_pending(0)
     finally:
         cs.set_enabled(old_on)
         cs.set_min_readers(old_min)
+        cs.set_min_pending(old_pend)
         cc.cache_key_tag = old_tag
 
 
@@ -147,6 +194,7 @@ def test_compiled_c1_keeps_one_gradient_buffer_per_source_and_reads_them_only_th
     the *_into ops wrote (the tool exits 1 if one does)."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     p = subprocess.run([sys.executable, "benchmarks/compiled_grad_lifetimes.py", "--chunk", "1", "--depth", "4",
-                        "--min-readers", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                        "--min-readers", "1", "--min-pending", "1"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "at most 9 alive" in p.stdout

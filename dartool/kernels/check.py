@@ -804,7 +804,7 @@ def compiled_accum_check(device: str, interpret: bool) -> list[dict]:
     """Under torch.compile the routers' backward ops add each shared source's gradient into one buffer
     (:mod:`dartool.kernels.compiled_slots`): a small DAR SiT compiled with that accumulation on and off, each
     against the eager fused model (loss and every parameter gradient), and the adds counted (on: some; off:
-    none). Every shared source takes part here (MIN_READERS 1: these models are small). Compile caches are off,
+    none). Every shared source takes part here (MIN_READERS and MIN_PENDING 1: these models are small). Compile caches are off,
     so each setting is compiled fresh."""
     from . import compiled_slots
 
@@ -813,12 +813,12 @@ def compiled_accum_check(device: str, interpret: bool) -> list[dict]:
     else:
         variants, size = [("static", 1, 4), ("static", 4, 4), ("dynamic", 2, 4)], (384, 6, 16)
     gen = torch.Generator().manual_seed(5)
-    old_on, old_min = compiled_slots.ENABLED, compiled_slots.MIN_READERS
-    compiled_slots.MIN_READERS = 1
+    old_on, old_min, old_pend = compiled_slots.ENABLED, compiled_slots.MIN_READERS, compiled_slots.MIN_PENDING
+    compiled_slots.MIN_READERS = compiled_slots.MIN_PENDING = 1
     try:
         return [_compiled_accum_case(q, c, d, size, device, interpret, gen) for q, c, d in variants]
     finally:
-        compiled_slots.MIN_READERS = old_min
+        compiled_slots.MIN_READERS, compiled_slots.MIN_PENDING = old_min, old_pend
         compiled_slots.set_enabled(old_on)
 
 

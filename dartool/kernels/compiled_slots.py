@@ -17,10 +17,10 @@ opaque copy; the others return no gradient for it. Inductor re-inplaces the muta
 source has one gradient buffer from its first gradient to its last. Routers whose sources are no longer shared
 call the plain op, which returns fresh gradients.
 
-Only where it pays (:data:`MIN_READERS`: graphs with S = 1, measured) and only while tracing under
-torch.compile: the counts live in Python and are read once per trace, and the graph that results is a fixed
+Only where it pays (:data:`MIN_READERS` and :data:`MIN_PENDING`: graphs where many gradients would wait for
+Inductor's sums, measured) and only while tracing under torch.compile: the counts live in Python and are read once per trace, and the graph that results is a fixed
 function. ``DARTOOL_COMPILED_ACCUM=0`` turns it off (every router returns fresh gradients and Inductor sums them,
-as before session 16); ``DARTOOL_COMPILED_ACCUM_MIN`` sets the threshold. The float64 check's ``compiled-accum``
+as before session 16); ``DARTOOL_COMPILED_ACCUM_MIN`` and ``DARTOOL_COMPILED_ACCUM_PENDING`` set the thresholds. The float64 check's ``compiled-accum``
 part compares both settings against the eager model.
 """
 from __future__ import annotations
@@ -43,14 +43,14 @@ ENABLED = env_flag("DARTOOL_COMPILED_ACCUM", True)
 # graph on its forward graph, which holds only the forward ops: without this a backward compiled by an older
 # dartool (or with accumulation switched the other way) is loaded and calls the backward ops with the old
 # arguments. The version and the switch go into ``torch.compiler.config.cache_key_tag`` (kept beside any tag of
-# the user's), and so does the reader threshold (:data:`MIN_READERS`), which decides the backward too.
+# the user's), and so do the thresholds (:data:`MIN_READERS`, :data:`MIN_PENDING`), which decide the backward too.
 OPS_VERSION = 2
 
 
 def _tag_caches() -> None:
     import torch.compiler.config as cc
 
-    own = f"dartool-ops-{OPS_VERSION}-accum{int(ENABLED)}-min{MIN_READERS}"
+    own = f"dartool-ops-{OPS_VERSION}-accum{int(ENABLED)}-min{MIN_READERS}-pend{MIN_PENDING}"
     old = getattr(cc, "cache_key_tag", None)
     if old is None:                        # a torch without the tag: its caches cannot be told apart
         return
@@ -74,6 +74,15 @@ def set_min_readers(n: int) -> None:
     _tag_caches()
 
 
+def set_min_pending(n: int) -> None:
+    """Set :data:`MIN_PENDING` for graphs compiled from now on (and the compile caches' key with it)."""
+    global MIN_PENDING
+    if int(n) < 1:
+        raise ValueError(f"the pending-gradient threshold must be >= 1, got {n}")
+    MIN_PENDING = int(n)
+    _tag_caches()
+
+
 # calls of the ``*_into`` backward ops and the source gradients they added to a running sum (the float64 check
 # reads them to tell that accumulation happened)
 COUNTS = {"ops": 0, "adds": 0}
@@ -87,12 +96,21 @@ COUNTS = {"ops": 0, "adds": 0}
 # 3 % (dynamic) slower with it: Inductor's one fused sum per source is nearly free when few gradients wait. S = 8
 # (17 readers) was not measured with it and stays below the threshold.
 MIN_READERS = int(os.environ.get("DARTOOL_COMPILED_ACCUM_MIN", "20"))
+
+# ... and only where, summed over the group's sources, at least this many gradients would wait for Inductor's sum
+# (a source read by k router ops: k - 1 of them). MIN_READERS alone took dynamic c4 for S = 1: a dynamic router
+# reads v_0 and the chunk summaries itself (a per-token query shares no prefix), so v_0 has 25 (B/2) / 57 (XL/2)
+# readers, but the rest of the sources few. Measured (session 28, H200, under CUDA graphs): SiT-B/2 b256
+# dynamic c4, 105 waiting, accumulation cost time at the same memory (step 1.382 on / 1.344 off over the residual,
+# memory 1.099 both; session 16: paired 1.368 / 1.328 on the H100); SiT-XL/2 b32 dynamic c4, 465 waiting, the same
+# time and less memory with it (paired 1.422 / 1.417, memory 1.105 / 1.139). S = 1: 300 (B/2), 1596 (XL/2).
+MIN_PENDING = int(os.environ.get("DARTOOL_COMPILED_ACCUM_PENDING", "200"))
 _tag_caches()
 
 
 class _Group:
     """The sources whose readers overlap (in practice one traced graph): accumulation is decided for them
-    together, by the most readers any of them has."""
+    together, by the most readers any of them has and the gradients that would wait for a sum."""
 
     __slots__ = ("members", "most")
 
@@ -100,23 +118,29 @@ class _Group:
         self.members: list = []
         self.most = 0
 
+    @property
+    def pending(self) -> int:
+        """Summed over the sources: their readers but one (the gradients Inductor would keep until the sum)."""
+        return sum(max(m.readers - 1, 0) for m in self.members)
+
 
 class _Reads:
     """One traced source: how many router ops still have to run their backward for it, and the gradient that the
     ones which ran have accumulated (a traced tensor, mutated by each backward op in turn)."""
 
-    __slots__ = ("ref", "left", "acc", "group")
+    __slots__ = ("ref", "left", "readers", "acc", "group")
 
     def __init__(self, t: Tensor) -> None:
         self.ref = weakref.ref(t)
         self.left = 0
+        self.readers = 0           # router ops that read it (counted in the forward; ``left`` counts down after)
         self.acc: "Tensor | None" = None
         self.group = _Group()
         self.group.members.append(self)
 
     @property
     def on(self) -> bool:
-        return self.group.most >= MIN_READERS
+        return self.group.most >= MIN_READERS and self.group.pending >= MIN_PENDING
 
 
 def _merge(reads: Sequence[_Reads]) -> None:
@@ -164,6 +188,7 @@ def note_readers(ctx, sources: Sequence[Tensor]) -> None:
             if ids.count(id(s)) == 1 and s.requires_grad:
                 reads[i] = _reads_of(s)
                 reads[i].left += 1
+                reads[i].readers += 1
         live = [r for r in reads if r is not None]
         if live:
             _merge(live)
