@@ -65,12 +65,13 @@ def test_backward_launch_configuration_per_shape():
     assert (wide["pipe"], rt.bwd_config(9, 1152, dynamic=True)["pipe"]) == (4, 3)
     assert rt.bwd_config(17, 1152) == wide
     # few sources (a c4 model's routers with shared prefixes): at D >= 1024 the static backward's source loop
-    # unpipelined; at every width its row loop pipelined (ROW_PIPE, session 23), with a dynamic query only where
-    # asked (DYN_ROW_PIPE_N, session 27)
+    # unpipelined; at every width its row loop pipelined (ROW_PIPE, session 23), with a dynamic query at D < 1024
+    # (DYN_ROW_PIPE_N, sessions 27-28)
     rows = dict(rpipe=rt.ROW_PIPE, rslot=rt.ROW_SLOTS) if rt.ROW_PIPE > 1 else {}
     assert (rt.bwd_config(rt.FEW_SOURCES, 1152) == dict(wide, pipe=1, part_slot=0, **rows)) == (rt.FEW_SOURCES > 0)
     assert rt.bwd_config(1, 1152, dynamic=True)["pipe"] == 3 and rt.bwd_config(2, 768) == dict(narrow, **rows)
-    assert "rpipe" not in rt.bwd_config(2, 768, dynamic=True) or rt.DYN_ROW_PIPE_N >= 2
+    assert ("rpipe" in rt.bwd_config(2, 768, dynamic=True)) == (
+        rt.ROW_PIPE > 1 and (rt.DYN_ROW_PIPE_N is None or rt.DYN_ROW_PIPE_N >= 2))
     assert "rpipe" not in rt.bwd_config(5, 768)
     # fewer registers held across the backward's row loop (LEAN, session 26) at D >= 1024 only
     if rt.LEAN is None:
@@ -622,7 +623,7 @@ def test_interpreter_check_without_the_row_pipelined_backward():
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_interpreter_check_dynamic_row_pipelined_backward():
-    """Dynamic routers on the row-pipelined backward (DYN_ROW_PIPE_N, off by default; forced here for every source
+    """Dynamic routers on the row-pipelined backward (DYN_ROW_PIPE_N, off at D >= 1024; forced here for every source
     count the check's quick cases have, up to 18): the next rows' q is fetched while a row's dq is written over its
     own q. The plain routers, the LayerNorm-fused ones and a dynamic model's recomputed queries against float64."""
     _interpreter_check_router_ln_prefix("router,ln-fused,dynamic-recompute", DARTOOL_ROUTER_DYN_RPIPE="18",
@@ -633,14 +634,18 @@ def test_interpreter_check_dynamic_row_pipelined_backward():
 def test_dynamic_row_pipeline_only_where_asked(monkeypatch):
     """DYN_ROW_PIPE_N = k puts dynamic routers of at most k sources (never more than DYN_ROW_PIPE_MAX_N) on the
     row-pipelined backward, with the source loop unpipelined; static routers and larger ones keep their choice.
-    Off (0) by default: it paid in eager steps only (session 27)."""
+    Unset, the per-width rule: every router of a c4 SiT-B/2 (N <= 12 at D < 1024), none at D >= 1024 (sessions
+    27-28)."""
     from dartool.kernels import router_triton as rt
 
     if not rt._AUTO["bwd"]:
         pytest.skip("DARTOOL_ROUTER_BWD is set")
     if not os.environ.get("DARTOOL_ROUTER_DYN_RPIPE"):
-        assert rt.DYN_ROW_PIPE_N == 0
+        assert rt.DYN_ROW_PIPE_N is None
     monkeypatch.setattr(rt, "ROW_PIPE", 2)
+    monkeypatch.setattr(rt, "DYN_ROW_PIPE_N", None)
+    assert rt.bwd_config(12, 768, dynamic=True)["rpipe"] == 2 and "rpipe" not in rt.bwd_config(13, 768, dynamic=True)
+    assert not any("rpipe" in rt.bwd_config(n, 1152, dynamic=True) for n in (1, 4, 9))
     monkeypatch.setattr(rt, "DYN_ROW_PIPE_N", 0)
     off = {n: rt.bwd_config(n, 1152, dynamic=True) for n in (1, 8, 9)}
     static = rt.bwd_config(6, 768)

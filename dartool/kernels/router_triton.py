@@ -908,18 +908,24 @@ FEW_SOURCES = int(os.environ.get("DARTOOL_ROUTER_FEW", "4"))
 ROW_PIPE = int(os.environ.get("DARTOOL_ROUTER_RPIPE", "2"))
 ROW_PIPE_MAX_N = 8
 
-# DYN_ROW_PIPE_N (DARTOOL_ROUTER_DYN_RPIPE=k at import; default 0, off): dynamic routers of at most k sources run
-# the row-pipelined backward too (ROW_PIPE deep, the partials in registers, the source loop unpipelined; the next
-# rows' q is fetched with their h, dy and sources, and each row's dq is still written over its own q after that
-# row's q is read). Off because it pays only in eager mode. Session 27 (H200s, SiT-B/2 b256 dynamic c4): eager
-# (benchmarks/step_kernel_sweep.py --query dynamic, results/s27_b-dyn-rpipe-h200) router backward 19.90 ms a step
-# -> 17.82 (k = 4) -> 15.61 (8) -> 15.40 (12; its routers have N <= 10), rpipe 3 22.66; but compiled
-# (step_profile.py --compiled, results/s27_d-compiled-profile-B-h200) 25.49 -> 27.11 ms with k = 12, and the
-# paired CUDA-graph step (results/s27_c-dyn-rpipe-B-h200) 125.8 -> 127.0 ms (two cards, rounds within +-1.5 ms).
-# SiT-XL/2 b32 eager: 15.28 -> 15.12 (4 or 8) -> 29.43 (18): at D = 1152 it spills (sm_90 ptxas, LayerNorm fused:
-# 272-496 stack bytes at N = 1-9; D = 768: 0 up to N = 4, 120 at N = 9). The float64 check passes with k = 18 on
-# an H200 (every router case, LayerNorm-fused, dynamic recompute, compiled dynamic, model; s27_c).
-DYN_ROW_PIPE_N = int(os.environ.get("DARTOOL_ROUTER_DYN_RPIPE", "0"))
+# DYN_ROW_PIPE_N: dynamic routers of at most this many sources run the row-pipelined backward too (ROW_PIPE deep,
+# the partials in registers, the source loop unpipelined; the next rows' q is fetched with their h, dy and sources,
+# and each row's dq is still written over its own q after that row's q is read). Never on a launch that adds into
+# tapped / accumulated source gradients (in-kernel accumulation: eager DAR by default, and compiled graphs where
+# compiled_slots accumulates). Per shape: 12 at D < 1024 (every router of a c4 SiT-B/2), 0 (off) at D >= 1024;
+# DARTOOL_ROUTER_DYN_RPIPE=k at import sets k for every shape.
+# Session 27 (H200s, SiT-B/2 b256 dynamic c4, eager in-step sweep without taps, results/s27_b-dyn-rpipe-h200): the
+# dynamic router backward 19.90 ms a step -> 17.82 (k = 4) -> 15.61 (8) -> 15.40 (12; its routers have N <= 10),
+# rpipe 3 22.66. It was turned off again when the compiled step did not gain (s27_c / s27_d): its launches all
+# accumulated there (compiled_slots counted v_0's 25 readers), so the kernel hardly ran. Session 28, with the
+# compiled accumulation off at SiT-B/2 dynamic c4 (compiled_slots.MIN_PENDING): paired under CUDA graphs, H200s,
+# 1.341 / 1.329 without it against 1.305 / 1.305 with k = 12 (two cards each, results/s28_d-accum-rule-B-h200;
+# s28_c: 1.313 / 1.309). SiT-XL/2 b32 eager: 15.28 -> 15.12 (4 or 8) -> 29.43 (18): at D = 1152 it spills (sm_90
+# ptxas, LayerNorm fused: 272-496 stack bytes at N = 1-9; D = 768: 0 up to N = 4, 120 at N = 9), hence off there.
+# The float64 check passes with k = 18 on an H200 (every router case, LayerNorm-fused, dynamic recompute, compiled
+# dynamic, model; s27_c).
+DYN_ROW_PIPE_N: "int | None" = (int(os.environ["DARTOOL_ROUTER_DYN_RPIPE"]) if os.environ.get("DARTOOL_ROUTER_DYN_RPIPE")
+                                else None)
 DYN_ROW_PIPE_MAX_N = 18
 
 # Experimental, off by default because it is slower (session 23): ROW_SLOTS (DARTOOL_ROUTER_RSLOT=k at import; a
@@ -1021,7 +1027,8 @@ def bwd_config(N: int, D: int, dynamic: bool = False) -> dict:
                 cfg.update(pipe=1, part_slot=0)
         if ROW_PIPE > 1 and N <= FEW_SOURCES and not dynamic:
             cfg.update(rpipe=ROW_PIPE, rslot=ROW_SLOTS)
-        if ROW_PIPE > 1 and dynamic and N <= min(DYN_ROW_PIPE_N, DYN_ROW_PIPE_MAX_N):
+        dyn_n = DYN_ROW_PIPE_N if DYN_ROW_PIPE_N is not None else (12 if D < 1024 else 0)
+        if ROW_PIPE > 1 and dynamic and N <= min(dyn_n, DYN_ROW_PIPE_MAX_N):
             cfg.update(rpipe=ROW_PIPE, rslot=ROW_SLOTS, pipe=1, unroll=1, prefetch=0)
         lean = LEAN if LEAN is not None else (3 if D >= 1024 else 0)
         if lean:
