@@ -65,21 +65,23 @@ def set_enabled(on: bool) -> None:
     _tag_caches()
 
 
+def _threshold(n: int, what: str) -> int:
+    if int(n) < 1:
+        raise ValueError(f"the {what} threshold must be >= 1, got {n}")
+    return int(n)
+
+
 def set_min_readers(n: int) -> None:
     """Set :data:`MIN_READERS` for graphs compiled from now on (and the compile caches' key with it)."""
     global MIN_READERS
-    if int(n) < 1:
-        raise ValueError(f"the reader threshold must be >= 1, got {n}")
-    MIN_READERS = int(n)
+    MIN_READERS = _threshold(n, "reader")
     _tag_caches()
 
 
 def set_min_pending(n: int) -> None:
     """Set :data:`MIN_PENDING` for graphs compiled from now on (and the compile caches' key with it)."""
     global MIN_PENDING
-    if int(n) < 1:
-        raise ValueError(f"the pending-gradient threshold must be >= 1, got {n}")
-    MIN_PENDING = int(n)
+    MIN_PENDING = _threshold(n, "pending-gradient")
     _tag_caches()
 
 
