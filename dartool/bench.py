@@ -1124,7 +1124,7 @@ def markdown(res: dict) -> str:
     if ca:
         pend = (f" and at least {ca['min_pending']} gradients would wait for a sum" if "min_pending" in ca else "")
         L += ["Compiled source-gradient sums in the graph (`compiled_slots`, graphs where a source has at least "
-              f"{ca['min_readers']} reading router ops{pend}: S = 1, and dynamic c4 at SiT-XL/2): "
+              f"{ca['min_readers']} reading router ops{pend}; at the defaults S = 1, and dynamic c4 at SiT-XL/2): "
               + ("on" if ca["on"] else "off (DARTOOL_COMPILED_ACCUM=0)") + ".", ""]
     chk = res.get("check")
     if chk:

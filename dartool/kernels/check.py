@@ -804,8 +804,8 @@ def compiled_accum_check(device: str, interpret: bool) -> list[dict]:
     """Under torch.compile the routers' backward ops add each shared source's gradient into one buffer
     (:mod:`dartool.kernels.compiled_slots`): a small DAR SiT compiled with that accumulation on and off, each
     against the eager fused model (loss and every parameter gradient), and the adds counted (on: some; off:
-    none). Every shared source takes part here (MIN_READERS and MIN_PENDING 1: these models are small). Compile caches are off,
-    so each setting is compiled fresh."""
+    none). Every shared source takes part here (MIN_READERS and MIN_PENDING 1: these models are small). Compile
+    caches are off, so each setting is compiled fresh."""
     from . import compiled_slots
 
     if interpret:

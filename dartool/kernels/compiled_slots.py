@@ -18,10 +18,11 @@ source has one gradient buffer from its first gradient to its last. Routers whos
 call the plain op, which returns fresh gradients.
 
 Only where it pays (:data:`MIN_READERS` and :data:`MIN_PENDING`: graphs where many gradients would wait for
-Inductor's sums, measured) and only while tracing under torch.compile: the counts live in Python and are read once per trace, and the graph that results is a fixed
-function. ``DARTOOL_COMPILED_ACCUM=0`` turns it off (every router returns fresh gradients and Inductor sums them,
-as before session 16); ``DARTOOL_COMPILED_ACCUM_MIN`` and ``DARTOOL_COMPILED_ACCUM_PENDING`` set the thresholds. The float64 check's ``compiled-accum``
-part compares both settings against the eager model.
+Inductor's sums, measured) and only while tracing under torch.compile: the counts live in Python and are read once
+per trace, and the graph that results is a fixed function. ``DARTOOL_COMPILED_ACCUM=0`` turns it off (every router
+returns fresh gradients and Inductor sums them, as before session 16); ``DARTOOL_COMPILED_ACCUM_MIN`` and
+``DARTOOL_COMPILED_ACCUM_PENDING`` set the thresholds. The float64 check's ``compiled-accum`` part compares both
+settings against the eager model.
 """
 from __future__ import annotations
 
