@@ -1122,9 +1122,10 @@ def markdown(res: dict) -> str:
                  if sp["on"] else "off (DARTOOL_SHARED_PREFIX=0)") + ".", ""]
     ca = res.get("compiled_accum")
     if ca:
-        pend = (f" and at least {ca['min_pending']} gradients would wait for a sum" if "min_pending" in ca else "")
+        where = (f" and at least {ca['min_pending']} gradients would wait for a sum; at the defaults S = 1, and "
+                 "dynamic c4 at SiT-XL/2" if "min_pending" in ca else ", i.e. S = 1")    # results before session 28
         L += ["Compiled source-gradient sums in the graph (`compiled_slots`, graphs where a source has at least "
-              f"{ca['min_readers']} reading router ops{pend}; at the defaults S = 1, and dynamic c4 at SiT-XL/2): "
+              f"{ca['min_readers']} reading router ops{where}): "
               + ("on" if ca["on"] else "off (DARTOOL_COMPILED_ACCUM=0)") + ".", ""]
     chk = res.get("check")
     if chk:

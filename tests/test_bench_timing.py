@@ -93,7 +93,8 @@ def test_results_name_the_switches_they_ran_under(monkeypatch, tmp_path):
 
 
 def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
-    """The compiled rows depend on dartool.kernels.compiled_slots' switch and threshold: the results say which."""
+    """The compiled rows depend on dartool.kernels.compiled_slots' switch and thresholds: the results say which
+    (results written before session 28 have no pending-gradient threshold)."""
     from dartool import bench
 
     env = bench.env_info()
@@ -101,6 +102,9 @@ def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
     assert "at least 20 reading router ops, i.e. S = 1): on." in on
     off = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(on=False, min_readers=20, ops_version=2)})
     assert "off (DARTOOL_COMPILED_ACCUM=0)" in off
+    now = bench.markdown({"env": env, "skipped": [],
+                          "compiled_accum": dict(on=True, min_readers=20, min_pending=200, ops_version=2)})
+    assert "at least 20 reading router ops and at least 200 gradients would wait for a sum" in now
 
 
 def test_markdown_shows_the_hosts_work_per_eager_step():
