@@ -7,6 +7,9 @@ copy first (``_aligned``: non-contiguous or misaligned tensors), with the launch
 Why (session 27): at SiT-B/2 b256 dynamic c4 on an H200 the same backward kernels took 25.6 ms a step compiled and
 19.9 ms eager, with the SM clock the same, and the compiled step had 26 device-to-device copies the eager one did
 not show. On the CPU (Triton's interpreter, tiny model) the inputs were alike; this runs the real shapes on CUDA.
+Found (session 28, ``--replays 5``): the launches differ only in ACCUM — under torch.compile 24 of 25 added into
+running gradient sums in the kernel (``compiled_slots``), where the eager sweep's wrote fresh ones; the copies are
+the finished sums leaving through ``dartool::grad_out``.
 
     PYTHONPATH=$PWD python3 benchmarks/launch_inputs.py --size B --batch 256 --query dynamic
     TRITON_INTERPRET=1 PYTHONPATH=$PWD python3 benchmarks/launch_inputs.py --size S --batch 2 --depth 4 \\

@@ -11,10 +11,12 @@ Why in a step: the per-shape configurations (``router_triton.fwd_config`` / ``bw
 unshared model (N = 6 / 9 / 17 / 57) and at SiT-XL/2 b64 / b128, while a c4 model with shared prefixes runs
 routers of 1-4 sources (a partial plus up to three raw outputs) and, at 32 images per GPU, half the rows. The
 compiled step's profile (``step_profile.py --compiled``, session 22) has the routers + prefix passes at 30-34 % of
-their as-built byte floor. Kernel time does not depend on how the step is driven, so the step here is eager
-(source taps off, as under torch.compile, so every backward launch is the one the compiled step makes) and host
-time is ignored: each row is the summed device time of the kernels of one kind, median over ``--steps`` profiled
-steps.
+their as-built byte floor. Kernel time does not depend on how the step is driven, so the step here is eager and
+host time is ignored: each row is the summed device time of the kernels of one kind, median over ``--steps``
+profiled steps. Source taps are off unless ``--taps``: every backward launch writes fresh gradients, as the compiled
+step's do where ``compiled_slots`` does not accumulate (static c4, SiT-B/2 dynamic c4). Where it does (S = 1,
+SiT-XL/2 dynamic c4) and in the eager default the launches add into running sums (about 40 % more bytes: session
+28 found session 27's "compiled is 28 % slower" to be exactly that): pass ``--taps`` to time those.
 
 A variant is a space-separated list of ``KERNEL.KEY=INT`` settings over the per-shape default at N = 9 of the
 model's width (applied to every router of the step): ``fwd.`` / ``bwd.`` (the router kernels: ``router_triton``'s
@@ -165,6 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--by-launch", action="store_true",
                     help="also split the router kernels' time by source count and layout (launch_label)")
+    ap.add_argument("--taps", action="store_true",
+                    help="tapped sources (the eager default): shared sources' gradients accumulate in the kernels")
     ap.add_argument("--ncu", type=int, default=0, metavar="STEPS",
                     help="only run this many steps at the default configuration, no profiler, no timing: for Nsight "
                          "Compute to pick launches from (ncu -k regex:_router_bwd_kernel --launch-skip ...)")
@@ -183,7 +187,7 @@ def main(argv=None) -> int:
 
     D = SIZES[a.size][1]
     variants = a.variant if a.variant is not None else (GRID_WIDE if D >= 1024 else GRID_NARROW)
-    dispatch.TAP_SOURCES = False
+    dispatch.TAP_SOURCES = a.taps
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
     cfg = model_config(a.size, 2, routing="dar", query=a.query, chunk_size=a.chunk)
@@ -204,7 +208,8 @@ def main(argv=None) -> int:
     dyn = a.query == "dynamic"
     base_fwd, base_bwd = rt.fwd_config(9, D), rt.bwd_config(9, D, dyn)   # the choice at unshared source counts
     rows = []
-    print(f"SiT-{a.size}/2 b{a.batch} DAR {a.query} c{a.chunk}, {torch.cuda.get_device_name()}: device ms per step")
+    print(f"SiT-{a.size}/2 b{a.batch} DAR {a.query} c{a.chunk}, {torch.cuda.get_device_name()}, source taps "
+          f"{'on' if a.taps else 'off'}: device ms per step")
     head = (f"{'variant':42s}" + "".join(f"{k:>12s}" for k, _ in KINDS) + f"{'routers+pfx':>12s}{'all':>9s}"
             + f"{'peak GB':>9s}")
     print(head)
@@ -213,7 +218,8 @@ def main(argv=None) -> int:
         if not a.json:
             return
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = dict(size=a.size, batch=a.batch, chunk=a.chunk, query=a.query, card=torch.cuda.get_device_name(),
+        meta = dict(size=a.size, batch=a.batch, chunk=a.chunk, query=a.query, taps=a.taps,
+                    card=torch.cuda.get_device_name(),
                     date=time.strftime("%Y-%m-%d %H:%M"), commit=os.environ.get("DARTOOL_COMMIT", "unknown"),
                     base_fwd=base_fwd, base_bwd=base_bwd, prefix_fwd=pt.prefix_config(D, False),
                     prefix_bwd=pt.prefix_config(D, True), prefix_grad=pt.grad_config(D))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Written in session 27, NOT yet run. Why the compiled SiT-B/2 b256 dynamic c4 step's router backwards take 25.6 ms
+# Written in session 27, never run: superseded by s28_a.sh (session 28).
+# Why the compiled SiT-B/2 b256 dynamic c4 step's router backwards take 25.6 ms
 # against 19.9 ms eager for the same kernels (H200, s27_d / s27_e; not the SM clock): (1) benchmarks/launch_inputs.py
 # prints what every backward launch is given in each mode (dtypes, contiguity, alignment, host-side copies, row
 # pipeline) and the launches that differ; (2) Nsight Compute on one N = 6 dynamic backward launch in each mode
