@@ -924,8 +924,8 @@ ROW_PIPE_MAX_N = 8
 # ptxas, LayerNorm fused: 272-496 stack bytes at N = 1-9; D = 768: 0 up to N = 4, 120 at N = 9), hence off there.
 # The float64 check passes with k = 18 on an H200 (every router case, LayerNorm-fused, dynamic recompute, compiled
 # dynamic, model; s27_c).
-DYN_ROW_PIPE_N: "int | None" = (int(os.environ["DARTOOL_ROUTER_DYN_RPIPE"]) if os.environ.get("DARTOOL_ROUTER_DYN_RPIPE")
-                                else None)
+_DYN_RPIPE_ENV = os.environ.get("DARTOOL_ROUTER_DYN_RPIPE")
+DYN_ROW_PIPE_N: "int | None" = int(_DYN_RPIPE_ENV) if _DYN_RPIPE_ENV else None
 DYN_ROW_PIPE_MAX_N = 18
 
 # Experimental, off by default because it is slower (session 23): ROW_SLOTS (DARTOOL_ROUTER_RSLOT=k at import; a
