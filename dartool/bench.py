@@ -1127,6 +1127,11 @@ def markdown(res: dict) -> str:
         L += ["Compiled source-gradient sums in the graph (`compiled_slots`, graphs where a source has at least "
               f"{ca['min_readers']} reading router ops{where}): "
               + ("on" if ca["on"] else "off (DARTOOL_COMPILED_ACCUM=0)") + ".", ""]
+    ln_h = (rc or {}).get("ln_h") or (ca or {}).get("ln_h")
+    if ln_h:                                                             # results from session 29 on
+        L += ["LayerNorm-fused routers keep their output h for the backward "
+              + ("in the LayerNorm output's dtype (bf16 under bf16 autocast)" if ln_h == "auto"
+                 else "in float32 (DARTOOL_ROUTER_H=fp32)") + ".", ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -1767,7 +1772,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         from .kernels import router_triton as rt
 
         res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
-                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
+                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN, ln_h=rt.LN_H,
                                     shared_prefix=dict(on=dispatch.SHARED_PREFIX, min_summaries=dispatch.SHARED_PREFIX_MIN,
                                                        max_width=dispatch.SHARED_PREFIX_MAX_D,
                                                        partial={"auto": "the model's compute dtype",
@@ -1803,7 +1808,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
 
             res["compiled_accum"] = dict(on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
                                          min_pending=compiled_slots.MIN_PENDING,
-                                         ops_version=compiled_slots.OPS_VERSION)
+                                         ops_version=compiled_slots.OPS_VERSION, ln_h=compiled_slots.ln_h_mode())
         only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,

@@ -105,6 +105,11 @@ def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
     now = bench.markdown({"env": env, "skipped": [],
                           "compiled_accum": dict(on=True, min_readers=20, min_pending=200, ops_version=2)})
     assert "at least 20 reading router ops and at least 200 gradients would wait for a sum" in now
+    assert "keep their output h" not in now                       # results before session 29 do not say
+    for mode, says in (("auto", "in the LayerNorm output's dtype"), ("fp32", "in float32 (DARTOOL_ROUTER_H=fp32)")):
+        md = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(
+            on=True, min_readers=20, min_pending=200, ops_version=3, ln_h=mode)})
+        assert f"LayerNorm-fused routers keep their output h for the backward {says}" in md
 
 
 def test_markdown_shows_the_hosts_work_per_eager_step():

@@ -149,20 +149,23 @@ def test_not_tracked_outside_compile():
 
 
 def test_the_compile_cache_key_carries_the_ops_version_the_switch_and_the_thresholds():
-    """torch.compile's caches key a graph on its forward only: the ops' version, the switch and the two
-    thresholds (all decide the backward) go into the key, beside a tag of the user's."""
+    """torch.compile's caches key a graph on its forward only: the ops' version, the switch, the two
+    thresholds and the dtype LN-fused routers keep h in (all decide the backward) go into the key, beside a tag
+    of the user's."""
     import torch.compiler.config as cc
 
     old_tag, old_on, old_min, old_pend = cc.cache_key_tag, cs.ENABLED, cs.MIN_READERS, cs.MIN_PENDING
     try:
         cc.cache_key_tag = "mine"
         cs.set_enabled(False)
-        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum0-min{old_min}-pend{old_pend}"
+        h = cs.ln_h_mode()
+        assert h in ("auto", "fp32")
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum0-min{old_min}-pend{old_pend}-h{h}"
         cs.set_enabled(True)
         cs.set_min_readers(7)
         cs.set_min_pending(50)
         assert (cs.MIN_READERS, cs.MIN_PENDING) == (7, 50)
-        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum1-min7-pend50"
+        assert cc.cache_key_tag == f"mine,dartool-ops-{cs.OPS_VERSION}-accum1-min7-pend50-h{h}"
         with pytest.raises(ValueError, match=">= 1"):
             cs.set_min_readers(0)
         with pytest.raises(ValueError, match=">= 1"):

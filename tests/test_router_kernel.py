@@ -472,6 +472,53 @@ print("ok", recomputed, worst)
     assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
+def test_ln_fused_router_keeps_h_in_the_layernorm_outputs_dtype():
+    """Session 29: an LN-fused router keeps h for the backward in y's dtype when that is 16-bit (bf16 autocast),
+    in float32 with DARTOOL_ROUTER_H=fp32 (``set_ln_h``); the compile ops' fakes agree with the kernels, and the
+    compile caches' key carries the mode (Triton interpreter)."""
+    code = """
+import torch
+import torch.compiler.config as cc
+from dartool.kernels import compiled_slots as cs, prefix_triton as pt, router_triton as rt
+bf, f32 = torch.bfloat16, torch.float32
+g = torch.Generator().manual_seed(0)
+B, T, D = 2, 5, 40
+srcs = [torch.randn(B, T, D, generator=g)] + [torch.randn(B, T, D, generator=g).to(bf) for _ in range(2)]
+q, gain = torch.randn(D, generator=g), 1 + 0.1 * torch.randn(D, generator=g)
+shift, scale = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+seen = {}
+for mode in ("auto", "fp32"):
+    rt.set_ln_h(mode)
+    assert cs.ln_h_mode() == mode and cc.cache_key_tag.endswith(f"-h{mode}"), cc.cache_key_tag
+    for y_dtype in (bf, f32):
+        y, h, lse = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, scale, 1e-6, y_dtype, True)
+        fy, fh, flse = rt._router_ln_fwd_fake(srcs, q, gain, 1e-6, shift, scale, 1e-6, y_dtype, True)
+        assert (y.dtype, h.dtype, lse.dtype) == (fy.dtype, fh.dtype, flse.dtype), (mode, y_dtype, h.dtype, fh.dtype)
+        assert fh.shape == h.shape == (B, T, D)
+        part = torch.randn(B, T, D, generator=g).to(bf)
+        ph = pt._router_ln_prefix_fwd_fake(part, lse, srcs[1:], q, gain, 1e-6, shift, scale, 1e-6, y_dtype, True)[1]
+        assert ph.dtype == h.dtype, (ph.dtype, h.dtype)
+        seen[mode, y_dtype] = h.dtype
+        if mode == "auto" and y_dtype == bf:
+            _, h32, _ = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, scale, 1e-6, f32, True)
+            # one bf16 step at most (round-to-nearest on the GPU; the interpreter may truncate)
+            assert ((h.float() - h32).abs() <= 2 ** -7 * h32.abs()).all(), "h is y's forward h, rounded"
+assert seen == {("auto", bf): bf, ("auto", f32): f32, ("fp32", bf): f32, ("fp32", f32): f32}, seen
+try:
+    rt.set_ln_h("fp16")
+except ValueError as e:
+    assert "DARTOOL_ROUTER_H" in str(e)
+else:
+    raise AssertionError("fp16 accepted")
+print("ok")
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("DARTOOL_ROUTER_H", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
 def test_cuda_fused_router_matches_float64_reference():

@@ -327,14 +327,53 @@ def model_check(device: str, interpret: bool, quick: bool = False) -> list[dict]
     return res
 
 
+def _ln_amp_reference(srcs, q, g, shift, scale, dy, kind: str, device: str):
+    """For the LN-fused router under bf16 autocast: float64 autograd of router -> LayerNorm -> modulate with a
+    dynamic query rounded as autocast rounds it (q = v_prev W^T in bf16, its gradient passed straight through to
+    W and v_prev), ((y, grads), and the relative errors of the PyTorch reference module (``Router``, then
+    F.layer_norm and the modulate) run under the same autocast: what the bf16 bound means here."""
+    import torch.nn.functional as F
+
+    from ..models.sit import Router
+    from . import dispatch
+
+    N, D = len(srcs), srcs[0].shape[-1]
+    labels = [f"dv{i}" for i in range(N)] + ["dW" if kind == "dynamic" else "dq", "dg", "dshift", "dscale"]
+    leaves = [t.detach().double().requires_grad_() for t in (*srcs, q, g, shift, scale)]
+    if kind == "dynamic":
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+            q16 = F.linear(srcs[N - 1].detach(), q.detach())
+        qe = leaves[N - 1] @ leaves[N].t()
+        q_ref = qe + (q16.double() - qe).detach()
+    else:
+        q_ref = leaves[N]
+    h, _ = reference_router(leaves[:N], q_ref, leaves[N + 1], 1e-6)
+    y = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
+    want = (y, torch.autograd.grad(y, leaves, dy.double()))
+    ins = [t.detach().requires_grad_() for t in (*srcs, q, g, shift, scale)]
+    r = Router(D, kind).to(device)
+    with torch.no_grad():
+        r.norm.weight.copy_(g)
+    r.norm.eps = 1e-6
+    with dispatch.fused(False), torch.autocast(device, dtype=torch.bfloat16):
+        qm = F.linear(ins[N - 1], ins[N]) if kind == "dynamic" else ins[N]
+        hm = r(ins[:N], qm)
+        ym = (F.layer_norm(hm, (D,), eps=1e-6) * (1 + ins[N + 3][:, None]) + ins[N + 2][:, None]).to(torch.bfloat16)
+    # the gain's gradient reaches the module's own weight: hand it over in the place of g's
+    got = torch.autograd.grad(ym, ins[:N + 1] + [r.norm.weight] + ins[N + 2:], dy.to(ym.dtype))
+    return want, {k: rel(a, b) for k, a, b in zip(labels, got, want[1])}
+
+
 def ln_check(device: str, interpret: bool) -> list[dict]:
     """The router with the LayerNorm + adaLN modulate fused in (``router_triton.fused_router_ln``, and
     ``fused_dynamic_router_ln`` for a dynamic query q = v_prev W^T with v_prev the last source) against float64
     autograd of router -> F.layer_norm -> modulate on the same rounded inputs: y and the gradients of every
     source, the query (W for a dynamic one), the RMSNorm gain, shift and scale; eager, the custom op
     torch.compile runs, the backward with its partials in registers and in memory slots (``ln_slot`` and
-    ``part_slot`` both off, both on), and h recomputed in the backward instead of kept
-    (``keep_h_for``; eager and op; also y without gradients, where h is never written)."""
+    ``part_slot`` both off, both on), h recomputed in the backward instead of kept
+    (``keep_h_for``; eager and op; also y without gradients, where h is never written), and under bf16 autocast
+    (y in bf16, the bf16 bound) with h kept in float32 (``amp-h32``) and in bf16 (``amp-h16``, eager and op;
+    ``router_triton.LN_H``)."""
     import torch.nn.functional as F
 
     from . import router_triton as rt
@@ -367,12 +406,17 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
         y_ref = F.layer_norm(h, (D,), eps=1e-6) * (1 + leaves[N + 3][:, None]) + leaves[N + 2][:, None]
         want = torch.autograd.grad(y_ref, leaves, dy.double())
         tol = 1e-4 if dt == torch.float32 else 1.6e-2
+        amp_want, amp_ref = _ln_amp_reference(srcs, q, g, shift, scale, dy, kind, device)
         # eager, the custom op, the backward's partials in registers / in slots, and h recomputed (keep_h=False)
         # "sums": the partials reduced by torch sums instead of atomics (rt.atomic_reduce), eager and the op
-        for path in ("eager", "op", "regs", "slots", "noh", "noh-op", "sums", "sums-op"):
-            old = rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H
+        for path in ("eager", "op", "regs", "slots", "noh", "noh-op", "sums", "sums-op", "amp-h32", "amp-h16",
+                     "amp-h16-op"):
+            old = rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H, rt.LN_H
             rt.EAGER_AUTOGRAD_FN, rt.POISON = not path.endswith("op"), True   # unwritten outputs are NaN
             rt.RECOMPUTE_H = "all" if path.startswith("noh") else "none"
+            amp = path.startswith("amp")   # bf16 autocast: y (and the query) in bf16, h kept as LN_H says
+            if amp:
+                rt.LN_H = "fp32" if path == "amp-h32" else "auto"
             # the backward keeping its partials in registers ("regs": ln_slot = part_slot = 0) or in memory slots
             # ("slots": both 1), whatever the per-shape default is
             slots = {"regs": 0, "slots": 1}.get(path)
@@ -387,8 +431,10 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
                                                           ins[N + 3], 1e-6)
                     return rt.fused_router_ln(ins[:N], ins[N], ins[N + 1], 1e-6, ins[N + 2], ins[N + 3], 1e-6)
 
+                ac = torch.autocast(device, dtype=bf) if amp else contextlib.nullcontext()
                 with cfg:
-                    y = run()
+                    with ac:
+                        y = run()
                     got = torch.autograd.grad(y, ins, dy.to(y.dtype))
                     if path == "noh":
                         with torch.no_grad():
@@ -397,14 +443,22 @@ def ln_check(device: str, interpret: bool) -> list[dict]:
                 if path == "noh":
                     errs["y_nograd"] = rel(y_nograd, y_ref)
                 labels = [f"dv{i}" for i in range(N)] + ["dW" if kind == "dynamic" else "dq", "dg", "dshift", "dscale"]
-                errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
-                ok = all(math.isfinite(v) and v < tol for v in errs.values())
+                if amp:   # against float64 on the autocast-rounded query; the bound: bf16's or twice the module's
+                    errs = {"y": rel(y, amp_want[0])}
+                    errs.update({k: rel(a, b) for k, a, b in zip(labels, got, amp_want[1])})
+                    bound = {k: max(1.6e-2, 2 * amp_ref.get(k, 0.0)) for k in errs}
+                else:
+                    errs.update({k: rel(a, b) for k, a, b in zip(labels, got, want)})
+                if amp and y.dtype != bf:
+                    raise AssertionError(f"y came out {y.dtype} under bf16 autocast")
+                ok = all(math.isfinite(v) and v < (bound[k] if amp else tol) for k, v in errs.items())
             except Exception as e:
                 errs, ok = {"error": f"{type(e).__name__}: {e}"}, False
             finally:
-                rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H = old
+                rt.EAGER_AUTOGRAD_FN, rt.POISON, rt.RECOMPUTE_H, rt.LN_H = old
             worst = max(((v, k) for k, v in errs.items() if isinstance(v, float)), default=(float("nan"), "-"))
-            out.append(dict(name=f"{name}-{path}", N=N, D=D, worst_rel=worst[0], worst=worst[1], tol=tol,
+            out.append(dict(name=f"{name}-{path}", N=N, D=D, worst_rel=worst[0], worst=worst[1],
+                            tol=1.6e-2 if amp else tol,
                             **({"error": errs["error"]} if "error" in errs else {}), ok=bool(ok)))
     return out
 

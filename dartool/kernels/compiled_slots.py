@@ -27,6 +27,7 @@ settings against the eager model.
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 from typing import Sequence
 
@@ -44,14 +45,23 @@ ENABLED = env_flag("DARTOOL_COMPILED_ACCUM", True)
 # graph on its forward graph, which holds only the forward ops: without this a backward compiled by an older
 # dartool (or with accumulation switched the other way) is loaded and calls the backward ops with the old
 # arguments. The version and the switch go into ``torch.compiler.config.cache_key_tag`` (kept beside any tag of
-# the user's), and so do the thresholds (:data:`MIN_READERS`, :data:`MIN_PENDING`), which decide the backward too.
-OPS_VERSION = 2
+# the user's), and so do the thresholds (:data:`MIN_READERS`, :data:`MIN_PENDING`), which decide the backward too,
+# and the dtype LN-fused routers keep h in (``router_triton.LN_H``; 3: h 16-bit by default, session 29).
+OPS_VERSION = 3
+
+
+def ln_h_mode() -> str:
+    """``router_triton.LN_H`` (the dtype LN-fused routers keep h in; it shapes the compiled graphs too): read from
+    that module once loaded (it imports this one, so not before; no Triton needed here), else from the
+    environment variable it reads."""
+    rt = sys.modules.get(__name__.rsplit(".", 1)[0] + ".router_triton")
+    return getattr(rt, "LN_H", None) or os.environ.get("DARTOOL_ROUTER_H", "auto").strip().lower() or "auto"
 
 
 def _tag_caches() -> None:
     import torch.compiler.config as cc
 
-    own = f"dartool-ops-{OPS_VERSION}-accum{int(ENABLED)}-min{MIN_READERS}-pend{MIN_PENDING}"
+    own = f"dartool-ops-{OPS_VERSION}-accum{int(ENABLED)}-min{MIN_READERS}-pend{MIN_PENDING}-h{ln_h_mode()}"
     old = getattr(cc, "cache_key_tag", None)
     if old is None:                        # a torch without the tag: its caches cannot be told apart
         return

@@ -25,7 +25,7 @@ prefix source's gradient from all K routers at once::
     dv_i    = sum_k beta_ki dpart_k + ds_ki rinv_i w_k - ds_ki s_ki rinv_i^2 v_i / D,   w_k = q_k g_k / sqrt(D)
     u_k    += ds_ki rinv_i v_i / sqrt(D)                 dq_k = g_k sum_rows u_k,  dg_k = sum_rows q_k u_k
 
-Router k's backward needs its h (fp32) for the LayerNorm and delta: kept by its forward, or, for routers of few
+Router k's backward needs its h (``router_triton.ln_h_dtype``) for the LayerNorm and delta: kept by its forward, or, for routers of few
 sources (``router_triton.keep_h_for``, the partial counted; since session 24), recomputed in the backward from
 part_k, lam_k and its raw sources, the partial (bf16) saved instead of h.
 
@@ -700,7 +700,7 @@ def _bwd_impl(dparts: list[Tensor], glam: Tensor, sources: list[Tensor], qs: Ten
 def _router_ln_prefix_fwd_impl(part: Tensor, lam: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, eps: float,
                                shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype, keep_h: bool = True
                                ) -> tuple[Tensor, Tensor, Tensor]:
-    """A router with a shared prefix (part, lam) as source 0, LayerNorm + modulate fused: (y, h fp32, lse); h is
+    """A router with a shared prefix (part, lam) as source 0, LayerNorm + modulate fused: (y, h, lse); h is
     empty ([0]) without ``keep_h``: the backward recomputes it from the partial, lam and the raw sources."""
     P = rt._fwd_prepare(sources, q, g, eps, False, False, ln=(shift, scale, ln_eps, y_dtype), keep_h=keep_h,
                         prefix=(part, lam))
@@ -780,7 +780,7 @@ def router_ln_prefix_fwd(part: Tensor, lam: Tensor, sources: list[Tensor], q: Te
                          shift: Tensor, scale: Tensor, ln_eps: float,
                          y_dtype: torch.dtype, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Router + LayerNorm + modulate with a shared prefix (part, lam) as source 0 ahead of the raw ``sources``:
-    y [B, T, D] in y_dtype, h [B, T, D] fp32 (or [0] without ``keep_h``: the backward recomputes it from the
+    y [B, T, D] in y_dtype, h [B, T, D] in ``rt.ln_h_dtype`` (or [0] without ``keep_h``: the backward recomputes it from the
     partial), lse [B, T] fp32."""
     return _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
@@ -789,7 +789,7 @@ def router_ln_prefix_fwd(part: Tensor, lam: Tensor, sources: list[Tensor], q: Te
 def _router_ln_prefix_fwd_fake(part, lam, sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h):
     B, T, D = part.shape
     return (part.new_empty((B, T, D), dtype=y_dtype),
-            part.new_empty((B, T, D) if keep_h else (0,), dtype=torch.float32),
+            part.new_empty((B, T, D) if keep_h else (0,), dtype=rt.ln_h_dtype(y_dtype)),
             part.new_empty((B, T), dtype=torch.float32))
 
 
@@ -922,7 +922,7 @@ def fused_router_ln_prefix(part: Tensor, lam: Tensor, sources: Sequence[Tensor],
                            shift: Tensor, scale: Tensor, ln_eps: float, y_dtype: torch.dtype) -> Tensor:
     """modulate(LayerNorm(router(prefix + sources, q)), shift, scale) with the prefix given as its state
     (part, lam) from :func:`shared_prefix`: y [B, T, D] in ``y_dtype`` (what the unshared router would give:
-    ``router_triton._y_dtype`` of prefix + raw sources). ``sources``: the raw ones (may be none). h (fp32) is
+    ``router_triton._y_dtype`` of prefix + raw sources). ``sources``: the raw ones (may be none). h is
     kept for the backward, or recomputed there from the partial and the raw sources, as for an unshared router of
     1 + len(sources) sources (:func:`router_triton.keep_h_for`); never written without gradients."""
     sources = rt._as_kernel_sources(sources) if sources else []

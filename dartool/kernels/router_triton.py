@@ -1214,7 +1214,7 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
                  want_h32: bool = False, ln: "tuple | None" = None, keep_h: bool = True,
                  prefix: "tuple | None" = None) -> dict:
     """``ln`` = (shift [B, D], scale [B, D], ln_eps, y_dtype): also write y = LN(h) (1 + scale) + shift in
-    y_dtype (``P["y"]``); h is then written in float32 (the backward needs it at full precision), or, with
+    y_dtype (``P["y"]``); h is then written in :func:`ln_h_dtype` (y_dtype at 16 bits unless ``LN_H`` is fp32), or, with
     ``keep_h=False``, not at all (h comes back empty, [0]; the backward recomputes it from the sources).
     ``prefix`` = (partial, lse) of a shared prefix (:mod:`prefix_triton`), read as source 0 ahead of
     ``sources`` (the raw ones); needs ``ln`` and no logits (without ``keep_h`` the backward recomputes h from
@@ -1230,8 +1230,8 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
     dev = src0.device
     out_dtype = src0.dtype if not rest else torch.promote_types(src0.dtype, rest[0].dtype)
     if ln is not None:
-        out_dtype = torch.float32
         shift, mscale, ln_eps, y_dtype = ln
+        out_dtype = ln_h_dtype(y_dtype)
         y = _empty((B, T, D), y_dtype, dev)
         (shift, sh_sb), (mscale, sc_sb) = _mod_rows(shift, B, D), _mod_rows(mscale, B, D)
     write_h = ln is None or keep_h
@@ -1283,7 +1283,7 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     does no separate add per reader. ``dq_into_q``: a per-token query the caller owns and no longer needs
     (a dynamic router's recomputed q) receives dq in place: each row's q is read before its dq is written,
     by the same program. ``ln`` = (scale [B, D], ln_eps): ``dh`` is dy, the gradient of the fused
-    LayerNorm + modulate's output, and h the float32 router output; dshift and dscale come back too. An empty
+    LayerNorm + modulate's output, and h the router output (float32 or 16-bit, :func:`ln_h_dtype`); dshift and dscale come back too. An empty
     ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
     ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
     kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D] in ``pdtype``, the partial's; ``P["glam"]``
@@ -1475,7 +1475,7 @@ def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor
 
 def _fwd_ln_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, mscale: Tensor,
                  ln_eps: float, y_dtype: torch.dtype, keep_h: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """The router with the following LayerNorm + modulate fused in: (y, h fp32 (or [0] without ``keep_h``: the
+    """The router with the following LayerNorm + modulate fused in: (y, h in :func:`ln_h_dtype` (or [0] without ``keep_h``: the
     backward recomputes it), lse)."""
     P = _fwd_prepare(sources, q, g, eps, False, False, ln=(shift, mscale, ln_eps, y_dtype), keep_h=keep_h)
     _fwd_launch(P)
@@ -1714,7 +1714,7 @@ router_fwd_dynamic.register_autograd(_backward_dynamic, setup_context=_setup_con
 @torch.library.custom_op("dartool::router_ln_fwd", mutates_args=())
 def router_ln_fwd(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, scale: Tensor,
                   ln_eps: float, y_dtype: torch.dtype, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Router + LayerNorm + modulate for torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (or [0] without
+    """Router + LayerNorm + modulate for torch.compile: y [B,T,D] in y_dtype, h [B,T,D] (:func:`ln_h_dtype`; [0] without
     ``keep_h``: the backward recomputes it), lse [B,T] fp32."""
     return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
@@ -1723,7 +1723,8 @@ def router_ln_fwd(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift
 def _router_ln_fwd_fake(sources, q, g, eps, shift, scale, ln_eps, y_dtype, keep_h):
     B, T, D = sources[0].shape
     s0 = sources[0]
-    return (s0.new_empty((B, T, D), dtype=y_dtype), s0.new_empty((B, T, D) if keep_h else (0,), dtype=torch.float32),
+    return (s0.new_empty((B, T, D), dtype=y_dtype),
+            s0.new_empty((B, T, D) if keep_h else (0,), dtype=ln_h_dtype(y_dtype)),
             s0.new_empty((B, T), dtype=torch.float32))
 
 
@@ -1819,8 +1820,8 @@ def fused_router_ln(sources: Sequence[Tensor], q: Tensor, g: Tensor, eps: float,
     """modulate(LayerNorm(router(sources, q)), shift, scale) in one kernel per pass: y [B, T, D].
 
     shift, scale: [B, D] (adaLN). The LayerNorm has no affine (DiT's). y comes out in the autocast dtype inside
-    an autocast region (what the next GEMM reads), else in h's dtype; h itself is kept in float32 for the
-    backward only, or recomputed there from the sources (:func:`keep_h_for`). Differentiable in every source, q,
+    an autocast region (what the next GEMM reads), else in h's dtype; h itself is kept (in :func:`ln_h_dtype`)
+    for the backward only, or recomputed there from the sources (:func:`keep_h_for`). Differentiable in every source, q,
     g, shift and scale."""
     sources = _as_kernel_sources(sources)
     y_dtype = _y_dtype(sources)
@@ -1931,7 +1932,7 @@ def router_ln_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: T
                           scale: Tensor, ln_eps: float, y_dtype: torch.dtype, q_dtype: torch.dtype,
                           prev_index: int, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """A dynamic router (q = v_prev W^T, recomputed in the backward) with the LayerNorm + modulate fused in, for
-    torch.compile: y [B,T,D] in y_dtype, h [B,T,D] fp32 (for the backward), lse [B,T] fp32. No argument has a
+    torch.compile: y [B,T,D] in y_dtype, h [B,T,D] (for the backward, :func:`ln_h_dtype`), lse [B,T] fp32. No argument has a
     default (see :func:`router_fwd_dynamic`)."""
     q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
     return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
@@ -2088,7 +2089,35 @@ RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
 # (save_q: a single router saves it; the model asks dispatch.saves_query, DARTOOL_SAVE_QUERY_LAST)
 # ... and add the projection's gradient dq W into v_prev's source gradient in place (=0: a separate dv_prev)
 FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
-# LN-fused routers: keep h (fp32) for the backward, or recompute it there from the sources (keep_h_for), where
+# LN-fused routers keep h for the backward in the LayerNorm output's dtype (bf16 under bf16 autocast; session 29),
+# or in float32 as before (DARTOOL_ROUTER_H=fp32). Safe at 16 bits because there h feeds only the LayerNorm: its
+# backward's dh is orthogonal to h - mean(h) and to 1, so delta = dh . h is ~0 and the cancellation that made a
+# bf16 h unusable for routers without the LayerNorm (session 1: dq / dg errors 3e-2) cannot happen; what is left
+# is xhat rounded to bf16 in the LayerNorm's backward (relative 2^-9). Halves h's memory and traffic.
+LN_H = os.environ.get("DARTOOL_ROUTER_H", "auto").strip().lower() or "auto"
+
+
+def ln_h_dtype(y_dtype: torch.dtype) -> torch.dtype:
+    """The dtype an LN-fused router keeps its output h in for the backward (``LN_H``): ``auto``, the LayerNorm
+    output's dtype ``y_dtype`` (float32 where that is wider than 16 bits); ``fp32``, always float32."""
+    if LN_H not in ("auto", "fp32"):
+        raise ValueError(f"DARTOOL_ROUTER_H={LN_H!r}: use auto (h in the LayerNorm output's dtype) or fp32")
+    if LN_H == "fp32" or y_dtype not in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return y_dtype
+
+
+def set_ln_h(mode: str) -> None:
+    """Set :data:`LN_H` (``auto`` or ``fp32``) for routers run from now on, and the compile caches' key with it."""
+    global LN_H
+    mode = str(mode).strip().lower()
+    if mode not in ("auto", "fp32"):
+        raise ValueError(f"DARTOOL_ROUTER_H={mode!r}: use auto (h in the LayerNorm output's dtype) or fp32")
+    LN_H = mode
+    _cslots._tag_caches()
+
+
+# LN-fused routers: keep h (see LN_H) for the backward, or recompute it there from the sources (keep_h_for), where
 # they have at most RECOMPUTE_H_MAX_N sources (None: per width and query, recompute_h_max)
 RECOMPUTE_H = os.environ.get("DARTOOL_RECOMPUTE_H", "auto")
 RECOMPUTE_H_MAX_N: "int | None" = None
@@ -2109,7 +2138,7 @@ def recompute_h_max(D: int, dynamic: bool = False) -> int:
 
 
 def keep_h_for(N: int, D: int, prefix: bool = False, dynamic: bool = False) -> bool:
-    """Whether a router with the LayerNorm fused in keeps its output h (float32) for the backward, or lets the
+    """Whether a router with the LayerNorm fused in keeps its output h (:func:`ln_h_dtype`) for the backward, or lets the
     backward recompute it from its N sources and lse (one more pass over the sources; no [B, T, D] fp32 kept).
     Per row, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the backward;
     recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto``
