@@ -25,7 +25,7 @@ QS=DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0
 ( bench 1 B_pair_h32 245 paired "--sizes B" dynamic-c4 DARTOOL_ROUTER_H=fp32
   bench 1 B_graphs_h16_k16 230 graphs "--sizes B" dynamic-c4 DARTOOL_ROUTER_H=auto DARTOOL_SAVE_QUERY_LAST=16 ) &
 ( bench 2 XL_pair_h16 330 paired "--sizes XL --xl-batch 32" static-c4,dynamic-c4 DARTOOL_ROUTER_H=auto
-  bench 2 XL_graphs_h16 230 graphs "--sizes XL --xl-batch 32" dynamic-c4 DARTOOL_ROUTER_H=auto ) &
+  bench 2 XL_graphs_h16 235 graphs "--sizes XL --xl-batch 32" dynamic-c4 DARTOOL_ROUTER_H=auto ) &
 ( bench 3 XL_pair_h16_qs 330 paired "--sizes XL --xl-batch 32" dynamic-c4 DARTOOL_ROUTER_H=auto $QS
   bench 3 B_pair_h16_qs 225 paired "--sizes B" dynamic-c4 DARTOOL_ROUTER_H=auto $QS ) &
 wait
