@@ -427,6 +427,32 @@ def test_interpreter_check_quick_vec4():
     assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
 
 
+def test_which_dynamic_routers_save_their_query(monkeypatch):
+    """DARTOOL_SAVE_QUERY_LAST: ``auto`` (default) saves q in every router at widths >= 1024 and in the last two
+    thirds below, but in none where h is kept in float32 (DARTOOL_ROUTER_H=fp32) or the LayerNorm is not fused
+    (session 28's default); ``all``; a number K; anything else is refused with what to use."""
+    from dartool.kernels import compiled_slots, dispatch
+
+    monkeypatch.setattr(dispatch, "SAVE_QUERY_LAST", "auto")
+    monkeypatch.setattr(dispatch, "FUSE_LN", True)
+    monkeypatch.setattr(compiled_slots, "ln_h_mode", lambda: "auto")
+    assert dispatch.save_query_count(25, 768) == 17 and dispatch.save_query_count(57, 1152) == 57
+    assert [dispatch.saves_query(r, 25, 768) for r in range(25)] == [False] * 8 + [True] * 17
+    assert all(dispatch.saves_query(r, 57, 1152) for r in range(57))
+    monkeypatch.setattr(compiled_slots, "ln_h_mode", lambda: "fp32")
+    assert dispatch.save_query_count(57, 1152) == 0 and not dispatch.saves_query(56, 57, 1152)
+    monkeypatch.setattr(compiled_slots, "ln_h_mode", lambda: "auto")
+    monkeypatch.setattr(dispatch, "FUSE_LN", False)
+    assert dispatch.save_query_count(25, 768) == 0
+    for v, want in (("all", 25), ("12", 12), (40, 25), ("0", 0)):
+        monkeypatch.setattr(dispatch, "SAVE_QUERY_LAST", v)
+        assert dispatch.save_query_count(25, 768) == want, v
+    for bad in ("most", "-1"):
+        monkeypatch.setattr(dispatch, "SAVE_QUERY_LAST", bad)
+        with pytest.raises(ValueError, match="DARTOOL_SAVE_QUERY_LAST.*auto, all or a number"):
+            dispatch.save_query_count(25, 768)
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_save_query_for_the_last_routers_only():
     """DARTOOL_SAVE_QUERY_LAST=K: the last K dynamic routers (the head's included) save q for the backward, the
@@ -436,7 +462,8 @@ import torch
 from dartool.diffusion import diffusion_loss
 from dartool.kernels import dispatch, router_triton as rt
 from dartool.models import SiT, model_config
-assert [dispatch.saves_query(r, 5) for r in range(5)] == [False] * 5
+dispatch.SAVE_QUERY_LAST = "0"
+assert [dispatch.saves_query(r, 5, 48) for r in range(5)] == [False] * 5
 calls = {"n": 0}
 real = rt._FusedDynamicRouterLNFn.apply
 def counting(*a):
@@ -460,7 +487,7 @@ for k in (0, 2):
         diffusion_loss(model, x, y, s, eps=torch.randn(2, 4, 8, 8, generator=g)).backward()
     grads[k] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     recomputed[k] = calls["n"]
-assert [dispatch.saves_query(r, 5) for r in range(5)] == [False, False, False, True, True]
+assert [dispatch.saves_query(r, 5, 48) for r in range(5)] == [False, False, False, True, True]
 assert recomputed == {0: 5, 2: 3}, recomputed
 worst = max(((grads[2][n] - grads[0][n]).norm() / grads[0][n].norm().clamp_min(1e-12)).item() for n in grads[0])
 assert worst < 1e-5, worst

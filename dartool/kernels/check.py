@@ -730,6 +730,7 @@ def recompute_check(device: str, interpret: bool) -> dict:
         return f
 
     old = router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN
+    old_last, dispatch.SAVE_QUERY_LAST = dispatch.SAVE_QUERY_LAST, "0"     # every router by the switch above
     # save q; recompute it (eager autograd.Function); recompute it (the custom op torch.compile runs)
     modes = {"save": (False, True), "recompute": (True, True), "recompute-op": (True, False)}
     try:
@@ -760,6 +761,7 @@ def recompute_check(device: str, interpret: bool) -> dict:
                          {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None})
     finally:
         router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN = old
+        dispatch.SAVE_QUERY_LAST = old_last
         for fn, _ in fns.values():
             del fn.apply                          # back to autograd.Function.apply
         for name, (op, _) in ops.items():
@@ -820,6 +822,7 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
         backend = aot_autograd(fw_compiler=fw, bw_compiler=lambda gm, ex: make_boxed_func(gm),
                                partition_fn=min_cut_rematerialization_partition)
         old, old_ln, old_h = router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN, router_triton.RECOMPUTE_H
+        old_last, dispatch.SAVE_QUERY_LAST = dispatch.SAVE_QUERY_LAST, "0"  # every router by the switch
         router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN = recompute, fuse_ln
         router_triton.RECOMPUTE_H = recompute_h
         torch._dynamo.reset()
@@ -836,6 +839,7 @@ def compiled_saved_check(device: str, interpret: bool) -> dict:
             loss.backward()
         finally:
             router_triton.RECOMPUTE_DYNAMIC_QUERY, dispatch.FUSE_LN, router_triton.RECOMPUTE_H = old, old_ln, old_h
+            dispatch.SAVE_QUERY_LAST = old_last
             torch._dynamo.reset()
         return info["saved"]
 

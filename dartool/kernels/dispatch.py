@@ -244,17 +244,43 @@ def shares_prefix(D: int, summaries: int, forced: "bool | None" = None) -> bool:
     return SHARED_PREFIX and D < SHARED_PREFIX_MAX_D
 
 
-# Dynamic routers on the fused path recompute q = W v_prev in the backward, except the last SAVE_QUERY_LAST
-# routers of a model (the head's included), which save it: a memory budget between the two (q is one [B, T, D]
-# of the autocast dtype per router; the last routers' are freed first in the backward).
-# DARTOOL_SAVE_QUERY_LAST=K; 0 (default): every router recomputes (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: none does).
-SAVE_QUERY_LAST = int(os.environ.get("DARTOOL_SAVE_QUERY_LAST", "0") or 0)
+# Dynamic routers on the fused path recompute q = W v_prev in the backward, except the last ones of a model (the
+# head's included), which save it: a memory budget between the two (q is one [B, T, D] of the autocast dtype per
+# router, alive at the backward's peak). DARTOOL_SAVE_QUERY_LAST: ``auto`` (default), ``all``, or a number K of
+# routers (0: every router recomputes; DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0: none does, whatever this says).
+# ``auto`` (session 29): with the LayerNorm fused in and h kept in bf16 (router_triton.LN_H), the memory h gives
+# back pays for the queries: every router saves q at widths >= 1024, the last two thirds below (17 of SiT-B/2's
+# 25), none with h in float32 or the LayerNorm unfused (session 28's default). Paired under CUDA graphs on H200s
+# (benchmarks/results/s29_b-*): SiT-XL/2 b32 dynamic c4 1.425 -> 1.338, memory 1.058 -> 1.119; SiT-B/2 b256
+# 1.308 -> 1.286 (last 16), memory 1.109, where all 25 (1.268) needed 1.169 of the residual's memory.
+SAVE_QUERY_LAST = os.environ.get("DARTOOL_SAVE_QUERY_LAST", "auto")
 
 
-def saves_query(r: int, n_routers: int) -> bool:
-    """Whether dynamic router r (0-based, of n_routers) is one of the last SAVE_QUERY_LAST, which save q for the
-    backward on the fused path (the reference path saves what autograd saves anyway)."""
-    return r >= n_routers - SAVE_QUERY_LAST
+def save_query_count(n_routers: int, D: int) -> int:
+    """How many of a model's n_routers dynamic routers (the last ones) save q for the backward (``SAVE_QUERY_LAST``;
+    width D)."""
+    v = str(SAVE_QUERY_LAST).strip().lower()
+    if v in ("", "auto"):
+        from .compiled_slots import ln_h_mode
+
+        if not FUSE_LN or ln_h_mode() == "fp32":
+            return 0
+        return n_routers if D >= 1024 else -(-2 * n_routers // 3)
+    if v == "all":
+        return n_routers
+    try:
+        k = int(v)
+    except ValueError:
+        k = -1
+    if k < 0:
+        raise ValueError(f"DARTOOL_SAVE_QUERY_LAST={SAVE_QUERY_LAST!r}: use auto, all or a number of routers (>= 0)")
+    return min(k, n_routers)
+
+
+def saves_query(r: int, n_routers: int, D: int) -> bool:
+    """Whether dynamic router r (0-based, of n_routers, width D) is one of the last :func:`save_query_count`, which
+    save q for the backward on the fused path (the reference path saves what autograd saves anyway)."""
+    return r >= n_routers - save_query_count(n_routers, D)
 
 
 def hooks_idle(points: Sequence[torch.nn.Module]) -> bool:

@@ -481,7 +481,7 @@ class SiT(nn.Module):
         if not isinstance(stream, DARStream):
             return stream
         router, sources = self.routers[r], stream.sources(final)
-        save_q = router.kind == "dynamic" and _kernels.dispatch.saves_query(r, len(self.routers))
+        save_q = router.kind == "dynamic" and _kernels.dispatch.saves_query(r, len(self.routers), router.dim)
         if fuse_ln:
             if router.kind == "dynamic":
                 if _kernels.use_fused(router, sources, stream.last):
