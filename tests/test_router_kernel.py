@@ -204,9 +204,12 @@ def test_as_built_floor_follows_the_kernels_switches(monkeypatch):
     """traffic.as_built: the fused LayerNorm off is the own-reads floor (the bench's router_traffic_bytes); dynamic
     queries never share prefixes; shared prefixes only on chunks of SHARED_PREFIX_MIN summaries or more; partials
     in fp32 cost 2 bytes per element more for each of the 5 partial reads / writes (forward: write, read;
-    backward: write, read, read) of every router that reads one."""
+    backward: write, read, read) of every router that reads one; each kept h in bf16 (2 bytes), or in float32
+    with DARTOOL_ROUTER_H=fp32."""
     from dartool.bench import router_traffic_bytes
-    from dartool.kernels import dispatch, traffic
+    from dartool.kernels import compiled_slots, dispatch, traffic
+
+    monkeypatch.setattr(compiled_slots, "ln_h_mode", lambda: "auto")
 
     monkeypatch.setattr(traffic, "_keep_h_rule", lambda size, dynamic: None)   # every h kept (recompute: below)
     monkeypatch.setattr(dispatch, "FUSE_LN", True)
@@ -216,7 +219,12 @@ def test_as_built_floor_follows_the_kernels_switches(monkeypatch):
     monkeypatch.setattr(dispatch, "PREFIX_PARTIAL", "auto")
     u = 32 * 256 * 1152
     static, dyn = traffic.as_built("XL", 32, 4, "static"), traffic.as_built("XL", 32, 4, "dynamic")
-    assert dyn == traffic.router_bytes("XL", 32, 4, ln_fused=True)
+    assert dyn == traffic.router_bytes("XL", 32, 4, ln_fused=True, h_bytes=2)
+    monkeypatch.setattr(compiled_slots, "ln_h_mode", lambda: "fp32")
+    dyn32 = traffic.as_built("XL", 32, 4, "dynamic")
+    assert dyn32 == traffic.router_bytes("XL", 32, 4, ln_fused=True)
+    assert dyn32["fwd"] - dyn["fwd"] == dyn32["bwd"] - dyn["bwd"] == 2 * u * 57      # 56 sublayers + the head
+    monkeypatch.setattr(compiled_slots, "ln_h_mode", lambda: "auto")
     assert static["total"] < 0.6 * dyn["total"]
     readers = sum(len(grp) - 1 for c0 in range(0, 56, 4)
                   for grp in [traffic.chunk_routers(56, 4)[c0:c0 + 4]] if grp[0][0] >= 3)
@@ -258,26 +266,33 @@ def test_traffic_counts_routers_that_recompute_h():
     # only prefix routers of <= 2 sources recompute (the D >= 1024 rule): 2 of each shared group of 4
     two = traffic.router_bytes("XL", 32, 4, keep_h=lambda n, p: not (p and n <= 2), **kw)
     assert kept["fwd"] - two["fwd"] == 4 * u * 2 * 12           # 12 chunks share their prefix
+    # kept h in bf16 (h_bytes=2, session 29): half an fp32 h's bytes fewer each way per router that keeps it
+    kept16 = traffic.router_bytes("XL", 32, 4, h_bytes=2, **kw)
+    assert kept["fwd"] - kept16["fwd"] == kept["bwd"] - kept16["bwd"] == 2 * u * (L + 1)
+    assert traffic.router_bytes("XL", 32, 4, h_bytes=2, keep_h=lambda n, p: False, **kw) == none
+    assert traffic.router_bytes("XL", 32, 4, h_bytes=2) == traffic.router_bytes("XL", 32, 4)   # unfused: not counted
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs Triton (router_triton.keep_h_for)")
 def test_as_built_floor_follows_keep_h_for(monkeypatch):
-    """as_built asks router_triton.keep_h_for, at its current settings, which routers recompute h."""
-    from dartool.kernels import dispatch, router_triton as rt, traffic
+    """as_built asks router_triton.keep_h_for, at its current settings, which routers recompute h (each kept h in
+    bf16, router_triton.LN_H auto)."""
+    from dartool.kernels import compiled_slots, dispatch, router_triton as rt, traffic
 
+    monkeypatch.setattr(compiled_slots, "ln_h_mode", lambda: "auto")
     monkeypatch.setattr(dispatch, "FUSE_LN", True)
     monkeypatch.setattr(rt, "RECOMPUTE_H", "none")
     kept = traffic.as_built("XL", 32, 4, "static")
     monkeypatch.setattr(rt, "RECOMPUTE_H", "all")
-    assert kept["total"] - traffic.as_built("XL", 32, 4, "static")["total"] == 2 * 4 * 32 * 256 * 1152 * 57
+    assert kept["total"] - traffic.as_built("XL", 32, 4, "static")["total"] == 2 * 2 * 32 * 256 * 1152 * 57
     monkeypatch.setattr(rt, "RECOMPUTE_H", "auto")
     monkeypatch.setattr(rt, "RECOMPUTE_H_MAX_N", None)
     auto = traffic.as_built("XL", 32, 4, "static")["total"]
-    assert kept["total"] - 2 * 4 * 32 * 256 * 1152 * 57 < auto < kept["total"]
+    assert kept["total"] - 2 * 2 * 32 * 256 * 1152 * 57 < auto < kept["total"]
     # auto at D = 1152, static queries: routers of <= 2 sources (a partial counted) recompute
     rule = traffic.router_bytes("XL", 32, 4, shared=True, ln_fused=True, partial_bytes=2,
                                 min_summaries=dispatch.SHARED_PREFIX_MIN, group=dispatch.SHARED_PREFIX_GROUP,
-                                keep_h=lambda n, prefix: n > 2)
+                                keep_h=lambda n, prefix: n > 2, h_bytes=2)
     assert auto == rule["total"]
 
 

@@ -25,7 +25,9 @@ written once::
 u is summed over a program's rows in registers; static / static_t queries reduce those partial sums
 (one [D] row per program) on the host side with torch, dynamic queries get dq per row from the kernel.
 When h is 16-bit (all sources bf16/fp16) the forward also writes an fp32 copy of h for delta: with the
-bf16 h, dq/dg errors reached 3e-2 (the cancellation in dalpha_i - delta).
+bf16 h, dq/dg errors reached 3e-2 (the cancellation in dalpha_i - delta). With the LayerNorm + modulate fused in,
+h feeds only the LayerNorm, whose dh is orthogonal to h - mean(h) and to 1 (delta ~ 0): there h is kept in the
+LayerNorm output's dtype, bf16 under autocast (:data:`LN_H`, session 29).
 
 Sources are passed as pointer lists, so chunked source sets need no copy: source 0 (v_0, fp32 under
 autocast because the position embedding is fp32) is a tensor argument with its own dtype; sources
@@ -2140,8 +2142,9 @@ def recompute_h_max(D: int, dynamic: bool = False) -> int:
 def keep_h_for(N: int, D: int, prefix: bool = False, dynamic: bool = False) -> bool:
     """Whether a router with the LayerNorm fused in keeps its output h (:func:`ln_h_dtype`) for the backward, or lets the
     backward recompute it from its N sources and lse (one more pass over the sources; no [B, T, D] fp32 kept).
-    Per row, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the backward;
-    recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto``
+    Per row element, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the
+    backward in float32, 4 and 2 in bf16 (:data:`LN_H`, the default since session 29; the thresholds below were
+    tuned with float32); recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto``
     recomputes up to :func:`recompute_h_max` sources (width D; ``dynamic`` queries); ``all`` everywhere (least
     memory); ``none`` never. Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``. ``prefix``: a router
     over a shared prefix (its N counts the partial; bf16, so its recompute reads 2N bytes a row), unless

@@ -25,6 +25,9 @@ sources bf16 (``bf16_stream``: all in bf16). Two layouts the kernels use change 
   row's work, so the second read is a cache hit, not DRAM traffic (a floor counts what must cross DRAM).
   :func:`as_built` follows ``keep_h_for`` where Triton is importable (the kernels' own rule, overrides included)
   and counts every h kept where it is not (no fused kernels run there).
+* ``h_bytes`` (with ``ln_fused``): bytes per element of a kept h, 2 since session 29 (``router_triton.LN_H`` auto:
+  kept in the LayerNorm output's bf16), 4 with ``DARTOOL_ROUTER_H=fp32``; the fp32 stream the residual's LayerNorm
+  reads (what the fused kernels save, ``hb`` below) does not change.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def chunk_routers(num_sublayers: int, chunk: int) -> list[tuple[int, int]]:
 def router_bytes(size: str, batch: int, chunk: int = 4, tokens: int = 256, *, bf16_stream: bool = False,
                  shared: bool = False, ln_fused: bool = False, partial_bytes: int = 4,
                  min_summaries: "int | None" = None, group: int = 0,
-                 keep_h: Optional[KeepH] = None) -> dict[str, float]:
+                 keep_h: Optional[KeepH] = None, h_bytes: "int | None" = None) -> dict[str, float]:
     """Bytes all routers of one training step move: ``dict(fwd, bwd, total)``.
 
     ``shared``: chunks share their prefix. With ``min_summaries`` None a chunk shares wherever that moves fewer
@@ -53,7 +56,8 @@ def router_bytes(size: str, batch: int, chunk: int = 4, tokens: int = 256, *, bf
     ``dispatch.SHARED_PREFIX_MIN``). ``group``: at most this many routers per prefix pass (0: the whole chunk;
     groups of one router read their own sources), ``partial_bytes``: bytes per element of a partial (2 where the
     kernels keep them in bf16). ``keep_h`` (counted only with ``ln_fused``; None: every router keeps its h): a
-    router for which it says False writes no h in the forward and reads none in the backward."""
+    router for which it says False writes no h in the forward and reads none in the backward. ``h_bytes`` (counted
+    only with ``ln_fused``; None: as the stream, 4 or 2 with ``bf16_stream``): bytes per element of a kept h."""
     from ..models import SIZES
     from ..models.sit import dar_source_plan
 
@@ -67,8 +71,10 @@ def router_bytes(size: str, batch: int, chunk: int = 4, tokens: int = 256, *, bf
     def src(n: int) -> int:                      # bytes of n sources, v_0 among them
         return v0 + 2 * u * (n - 1)
 
+    hk = h_bytes * u if (ln_fused and h_bytes) else hb   # bytes of a kept h
+
     def h_once(n: int, prefix: bool) -> int:     # a router's h bytes in each direction: 0 where it recomputes h
-        return 0 if ln_fused and keep_h is not None and not keep_h(n, prefix) else hb
+        return 0 if ln_fused and keep_h is not None and not keep_h(n, prefix) else hk
 
     def single(n: int) -> tuple[int, int]:       # (forward, backward) of a router reading its own n sources
         return src(n) + h_once(n, False), 2 * src(n) + hb + h_once(n, False)
@@ -116,15 +122,17 @@ def as_built(size: str, batch: int, chunk: int, query: str, tokens: int = 256) -
     LayerNorm fused in (``FUSE_LN``), and with it, for static / static_t queries, shared prefixes on chunks of at
     least ``SHARED_PREFIX_MIN`` summaries in groups of ``SHARED_PREFIX_GROUP`` routers, partials in bf16 unless
     ``DARTOOL_PREFIX_PARTIAL=fp32``; routers of few sources recomputing h in the backward
-    (``router_triton.keep_h_for``, where Triton is importable)."""
+    (``router_triton.keep_h_for``, where Triton is importable), each kept h in ``router_triton.LN_H``'s dtype
+    (bf16 by default, as under bf16 autocast)."""
     from . import dispatch
+    from .compiled_slots import ln_h_mode
 
     ln = bool(dispatch.FUSE_LN)
     shared = ln and bool(dispatch.SHARED_PREFIX) and query != "dynamic"
     return router_bytes(size, batch, chunk, tokens, shared=shared, ln_fused=ln,
                         partial_bytes=4 if dispatch.PREFIX_PARTIAL == "fp32" else 2,
                         min_summaries=dispatch.SHARED_PREFIX_MIN, group=dispatch.SHARED_PREFIX_GROUP,
-                        keep_h=_keep_h_rule(size, query == "dynamic"))
+                        keep_h=_keep_h_rule(size, query == "dynamic"), h_bytes=4 if ln_h_mode() == "fp32" else 2)
 
 
 def _keep_h_rule(size: str, dynamic: bool) -> Optional[KeepH]:
