@@ -2120,9 +2120,10 @@ def set_ln_h(mode: str) -> None:
 
 
 # LN-fused routers: keep h (see LN_H) for the backward, or recompute it there from the sources (keep_h_for), where
-# they have at most RECOMPUTE_H_MAX_N sources (None: per width and query, recompute_h_max)
+# they have at most RECOMPUTE_H_MAX_N sources (None: per width and query, recompute_h_max; DARTOOL_RECOMPUTE_H_MAX=N)
 RECOMPUTE_H = os.environ.get("DARTOOL_RECOMPUTE_H", "auto")
-RECOMPUTE_H_MAX_N: "int | None" = None
+RECOMPUTE_H_MAX_N: "int | None" = (int(os.environ["DARTOOL_RECOMPUTE_H_MAX"])
+                                   if os.environ.get("DARTOOL_RECOMPUTE_H_MAX", "").strip() else None)
 # ... and routers over a shared prefix (prefix_triton) by the same rule, their partial counted as a source
 # (DARTOOL_RECOMPUTE_H_PREFIX=0: they always keep h, as before session 24)
 RECOMPUTE_H_PREFIX = env_flag("DARTOOL_RECOMPUTE_H_PREFIX", True)
