@@ -1129,9 +1129,17 @@ def markdown(res: dict) -> str:
               + ("on" if ca["on"] else "off (DARTOOL_COMPILED_ACCUM=0)") + ".", ""]
     ln_h = (rc or {}).get("ln_h") or (ca or {}).get("ln_h")
     if ln_h:                                                             # results from session 29 on
+        sq = (ca or {}).get("save_query_last")
+        kept = ("" if sq is None else
+                "; dynamic routers keep q for the backward: every one (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0)"
+                if not ca.get("recompute_query", True) else
+                "; dynamic routers keep q for the backward: " + (
+                    "all at widths >= 1024, the last two thirds below (auto)" if sq.strip().lower() in ("", "auto")
+                    and ln_h == "auto" else "none (auto with h in float32)" if sq.strip().lower() in ("", "auto")
+                    else f"the last {sq} (DARTOOL_SAVE_QUERY_LAST)"))
         L += ["LayerNorm-fused routers keep their output h for the backward "
               + ("in the LayerNorm output's dtype (bf16 under bf16 autocast)" if ln_h == "auto"
-                 else "in float32 (DARTOOL_ROUTER_H=fp32)") + ".", ""]
+                 else "in float32 (DARTOOL_ROUTER_H=fp32)") + kept + ".", ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -1772,7 +1780,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         from .kernels import router_triton as rt
 
         res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
-                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN, ln_h=rt.LN_H,
+                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
+                                    ln_h=rt.LN_H,
                                     shared_prefix=dict(on=dispatch.SHARED_PREFIX, min_summaries=dispatch.SHARED_PREFIX_MIN,
                                                        max_width=dispatch.SHARED_PREFIX_MAX_D,
                                                        partial={"auto": "the model's compute dtype",
@@ -1804,11 +1813,17 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         if eager:
             _eager_rows(res, out, sizes_b, full, deadline, ran, inputs)
         if compiled or graphs or paired:
-            from .kernels import compiled_slots
+            from .envflags import env_flag
+            from .kernels import compiled_slots, dispatch
 
+            rt_mod = sys.modules.get("dartool.kernels.router_triton")   # loaded with the models; else its env
+            recompute_q = bool(getattr(rt_mod, "RECOMPUTE_DYNAMIC_QUERY",
+                                       env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)))
             res["compiled_accum"] = dict(on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
                                          min_pending=compiled_slots.MIN_PENDING,
-                                         ops_version=compiled_slots.OPS_VERSION, ln_h=compiled_slots.ln_h_mode())
+                                         ops_version=compiled_slots.OPS_VERSION, ln_h=compiled_slots.ln_h_mode(),
+                                         save_query_last=str(dispatch.SAVE_QUERY_LAST),
+                                         recompute_query=recompute_q)
         only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,

@@ -110,6 +110,16 @@ def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
         md = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(
             on=True, min_readers=20, min_pending=200, ops_version=3, ln_h=mode)})
         assert f"LayerNorm-fused routers keep their output h for the backward {says}" in md
+    for sq, rq, says in (("auto", True, "all at widths >= 1024, the last two thirds below (auto)"),
+                         ("12", True, "the last 12 (DARTOOL_SAVE_QUERY_LAST)"),
+                         ("auto", False, "every one (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0)")):
+        md = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(
+            on=True, min_readers=20, min_pending=200, ops_version=3, ln_h="auto", save_query_last=sq,
+            recompute_query=rq)})
+        assert "dynamic routers keep q for the backward: " + says in md, md
+    md = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(
+        on=True, min_readers=20, min_pending=200, ops_version=3, ln_h="fp32", save_query_last="auto")})
+    assert "in float32 (DARTOOL_ROUTER_H=fp32); dynamic routers keep q for the backward: none" in md
 
 
 def test_markdown_shows_the_hosts_work_per_eager_step():

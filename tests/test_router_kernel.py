@@ -442,6 +442,24 @@ def test_interpreter_check_quick_vec4():
     assert p.returncode == 0 and "PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs Triton (router_triton)")
+def test_recompute_h_max_from_the_environment():
+    """DARTOOL_RECOMPUTE_H_MAX=N sets the most sources a router may have and still recompute h, at every width and
+    query kind; unset, the per-width rule holds."""
+    code = """
+from dartool.kernels import router_triton as rt
+assert rt.RECOMPUTE_H_MAX_N == 5
+assert rt.recompute_h_max(768, dynamic=True) == rt.recompute_h_max(1152) == 5
+assert rt.keep_h_for(6, 768, dynamic=True) and not rt.keep_h_for(5, 1152)
+print("ok")
+"""
+    env = dict(os.environ, DARTOOL_RECOMPUTE_H_MAX="5",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("DARTOOL_RECOMPUTE_H", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
 def test_which_dynamic_routers_save_their_query(monkeypatch):
     """DARTOOL_SAVE_QUERY_LAST: ``auto`` (default) saves q in every router at widths >= 1024 and in the last two
     thirds below, but in none where h is kept in float32 (DARTOOL_ROUTER_H=fp32) or the LayerNorm is not fused

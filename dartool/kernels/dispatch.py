@@ -251,8 +251,8 @@ def shares_prefix(D: int, summaries: int, forced: "bool | None" = None) -> bool:
 # ``auto`` (session 29): with the LayerNorm fused in and h kept in bf16 (router_triton.LN_H), the memory h gives
 # back pays for the queries: every router saves q at widths >= 1024, the last two thirds below (17 of SiT-B/2's
 # 25), none with h in float32 or the LayerNorm unfused (session 28's default). Paired under CUDA graphs on H200s
-# (benchmarks/results/s29_b-*): SiT-XL/2 b32 dynamic c4 1.425 -> 1.338, memory 1.058 -> 1.119; SiT-B/2 b256
-# 1.308 -> 1.286 (last 16), memory 1.109, where all 25 (1.268) needed 1.169 of the residual's memory.
+# (benchmarks/results/s29_b-*, s29_c-*): SiT-XL/2 b32 dynamic c4 1.425 -> 1.324, memory 1.058 -> 1.119; SiT-B/2
+# b256 1.308 -> 1.279 (last 17), memory 1.116, where all 25 (1.268) needed 1.169 of the residual's memory.
 SAVE_QUERY_LAST = os.environ.get("DARTOOL_SAVE_QUERY_LAST", "auto")
 
 

@@ -25,9 +25,9 @@ prefix source's gradient from all K routers at once::
     dv_i    = sum_k beta_ki dpart_k + ds_ki rinv_i w_k - ds_ki s_ki rinv_i^2 v_i / D,   w_k = q_k g_k / sqrt(D)
     u_k    += ds_ki rinv_i v_i / sqrt(D)                 dq_k = g_k sum_rows u_k,  dg_k = sum_rows q_k u_k
 
-Router k's backward needs its h (``router_triton.ln_h_dtype``) for the LayerNorm and delta: kept by its forward, or, for routers of few
-sources (``router_triton.keep_h_for``, the partial counted; since session 24), recomputed in the backward from
-part_k, lam_k and its raw sources, the partial (bf16) saved instead of h.
+Router k's backward needs its h (``router_triton.ln_h_dtype``) for the LayerNorm and delta: kept by its forward, or,
+for routers of few sources (``router_triton.keep_h_for``, the partial counted; since session 24), recomputed in the
+backward from part_k, lam_k and its raw sources, the partial (bf16) saved instead of h.
 
 (dpart_k, glam_k) is a private protocol between the two custom ops (``dartool::prefix_fwd`` and
 ``dartool::router_ln_prefix_fwd``): the router op's gradient for lam_k is *not* d(loss)/d(lam_k) on its own; the
@@ -780,8 +780,8 @@ def router_ln_prefix_fwd(part: Tensor, lam: Tensor, sources: list[Tensor], q: Te
                          shift: Tensor, scale: Tensor, ln_eps: float,
                          y_dtype: torch.dtype, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Router + LayerNorm + modulate with a shared prefix (part, lam) as source 0 ahead of the raw ``sources``:
-    y [B, T, D] in y_dtype, h [B, T, D] in ``rt.ln_h_dtype`` (or [0] without ``keep_h``: the backward recomputes it from the
-    partial), lse [B, T] fp32."""
+    y [B, T, D] in y_dtype, h [B, T, D] in ``rt.ln_h_dtype`` (or [0] without ``keep_h``: the backward recomputes it
+    from the partial), lse [B, T] fp32."""
     return _router_ln_prefix_fwd_impl(part, lam, list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
 

@@ -1216,8 +1216,8 @@ def _fwd_prepare(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, want_l
                  want_h32: bool = False, ln: "tuple | None" = None, keep_h: bool = True,
                  prefix: "tuple | None" = None) -> dict:
     """``ln`` = (shift [B, D], scale [B, D], ln_eps, y_dtype): also write y = LN(h) (1 + scale) + shift in
-    y_dtype (``P["y"]``); h is then written in :func:`ln_h_dtype` (y_dtype at 16 bits unless ``LN_H`` is fp32), or, with
-    ``keep_h=False``, not at all (h comes back empty, [0]; the backward recomputes it from the sources).
+    y_dtype (``P["y"]``); h is then written in :func:`ln_h_dtype` (y_dtype at 16 bits unless ``LN_H`` is fp32), or,
+    with ``keep_h=False``, not at all (h comes back empty, [0]; the backward recomputes it from the sources).
     ``prefix`` = (partial, lse) of a shared prefix (:mod:`prefix_triton`), read as source 0 ahead of
     ``sources`` (the raw ones); needs ``ln`` and no logits (without ``keep_h`` the backward recomputes h from
     the partial, its lse and the raw sources)."""
@@ -1285,8 +1285,9 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
     does no separate add per reader. ``dq_into_q``: a per-token query the caller owns and no longer needs
     (a dynamic router's recomputed q) receives dq in place: each row's q is read before its dq is written,
     by the same program. ``ln`` = (scale [B, D], ln_eps): ``dh`` is dy, the gradient of the fused
-    LayerNorm + modulate's output, and h the router output (float32 or 16-bit, :func:`ln_h_dtype`); dshift and dscale come back too. An empty
-    ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the sources and lse first.
+    LayerNorm + modulate's output, and h the router output (float32 or 16-bit, :func:`ln_h_dtype`); dshift and
+    dscale come back too. An empty ``h`` ([0], a forward with ``keep_h=False``): the kernel recomputes h from the
+    sources and lse first.
     ``plam``: the forward read a shared prefix with this lse as source 0 (``sources`` are the raw ones); the
     kernel writes the prefix's gradients (``P["dpre"]`` [B, T, D] in ``pdtype``, the partial's; ``P["glam"]``
     [B, T], float32); with an empty ``h`` the kernel recomputes h from the prefix's partial ``ppart`` (and lse
@@ -1477,8 +1478,8 @@ def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor
 
 def _fwd_ln_impl(sources: list[Tensor], q: Tensor, g: Tensor, eps: float, shift: Tensor, mscale: Tensor,
                  ln_eps: float, y_dtype: torch.dtype, keep_h: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """The router with the following LayerNorm + modulate fused in: (y, h in :func:`ln_h_dtype` (or [0] without ``keep_h``: the
-    backward recomputes it), lse)."""
+    """The router with the following LayerNorm + modulate fused in: (y, h in :func:`ln_h_dtype` (or [0] without
+    ``keep_h``: the backward recomputes it), lse)."""
     P = _fwd_prepare(sources, q, g, eps, False, False, ln=(shift, mscale, ln_eps, y_dtype), keep_h=keep_h)
     _fwd_launch(P)
     h, lse, _, _ = P["out"]
@@ -1934,8 +1935,8 @@ def router_ln_fwd_dynamic(sources: list[Tensor], v_prev: Tensor, W: Tensor, g: T
                           scale: Tensor, ln_eps: float, y_dtype: torch.dtype, q_dtype: torch.dtype,
                           prev_index: int, keep_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """A dynamic router (q = v_prev W^T, recomputed in the backward) with the LayerNorm + modulate fused in, for
-    torch.compile: y [B,T,D] in y_dtype, h [B,T,D] (for the backward, :func:`ln_h_dtype`), lse [B,T] fp32. No argument has a
-    default (see :func:`router_fwd_dynamic`)."""
+    torch.compile: y [B,T,D] in y_dtype, h [B,T,D] (for the backward, :func:`ln_h_dtype`), lse [B,T] fp32. No
+    argument has a default (see :func:`router_fwd_dynamic`)."""
     q, _, _ = _project(v_prev, W, q_dtype)                                           # [B, T, D]
     return _fwd_ln_impl(list(sources), q, g, eps, shift, scale, ln_eps, y_dtype, keep_h)
 
@@ -2141,15 +2142,14 @@ def recompute_h_max(D: int, dynamic: bool = False) -> int:
 
 
 def keep_h_for(N: int, D: int, prefix: bool = False, dynamic: bool = False) -> bool:
-    """Whether a router with the LayerNorm fused in keeps its output h (:func:`ln_h_dtype`) for the backward, or lets the
-    backward recompute it from its N sources and lse (one more pass over the sources; no [B, T, D] fp32 kept).
-    Per row element, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the
-    backward in float32, 4 and 2 in bf16 (:data:`LN_H`, the default since session 29; the thresholds below were
-    tuned with float32); recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto``
-    recomputes up to :func:`recompute_h_max` sources (width D; ``dynamic`` queries); ``all`` everywhere (least
-    memory); ``none`` never. Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``. ``prefix``: a router
-    over a shared prefix (its N counts the partial; bf16, so its recompute reads 2N bytes a row), unless
-    ``RECOMPUTE_H_PREFIX`` is off."""
+    """Whether a router with the LayerNorm fused in keeps its output h (:func:`ln_h_dtype`) for the backward, or lets
+    the backward recompute it from its N sources and lse (one more pass over the sources; no [B, T, D] h kept). Per row
+    element, keeping h costs 8 bytes of traffic (written, read back) and 4 bytes of memory until the backward in
+    float32, 4 and 2 in bf16 (:data:`LN_H`, the default since session 29; the thresholds below were tuned with float32);
+    recomputing it costs one more read of the sources, 2N + 2 bytes (bf16 sources, fp32 v_0). ``auto`` recomputes up to
+    :func:`recompute_h_max` sources (width D; ``dynamic`` queries); ``all`` everywhere (least memory); ``none`` never.
+    Set with DARTOOL_RECOMPUTE_H or by assigning ``RECOMPUTE_H``. ``prefix``: a router over a shared prefix (its N
+    counts the partial; bf16, so its recompute reads 2N bytes a row), unless ``RECOMPUTE_H_PREFIX`` is off."""
     if RECOMPUTE_H not in ("auto", "all", "none"):
         raise ValueError(f"DARTOOL_RECOMPUTE_H={RECOMPUTE_H!r}: use auto, all or none")
     if prefix and not RECOMPUTE_H_PREFIX:
