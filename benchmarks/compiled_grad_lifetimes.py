@@ -123,9 +123,9 @@ def main(argv=None) -> int:
         from dartool.kernels import compiled_slots
 
         if a.min_readers is not None:
-            compiled_slots.MIN_READERS = a.min_readers
+            compiled_slots.set_min_readers(a.min_readers)
         if a.min_pending is not None:
-            compiled_slots.MIN_PENDING = a.min_pending
+            compiled_slots.set_min_pending(a.min_pending)
         compiling.OVERRIDE = opts
         f = compiling.compile_model(model, a.mode)
         with dispatch.fused(True, allow_cpu=device == "cpu"):

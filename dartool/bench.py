@@ -1078,6 +1078,23 @@ def _floor_cell(r: dict, own: str, built: str, fmt: str) -> str:
     return f"{_f(r.get(own), fmt)} / **{_f(r.get(built), fmt)}**"
 
 
+def _kept_queries(ca: dict, ln_h: str) -> str:
+    """The Markdown's words for which dynamic routers kept q for the backward (``compiled_accum``; '' before
+    session 29)."""
+    sq = ca.get("save_query_last")
+    if sq is None:
+        return ""
+    if not ca.get("recompute_query", True):
+        which = "every one (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0)"
+    elif sq.strip().lower() not in ("", "auto"):
+        which = f"the last {sq} (DARTOOL_SAVE_QUERY_LAST)"
+    elif ln_h == "auto":
+        which = "all at widths >= 1024, the last two thirds below (auto)"
+    else:
+        which = "none (auto with h in float32)"
+    return "; dynamic routers keep q for the backward: " + which
+
+
 def markdown(res: dict) -> str:
     e = res["env"]
     L = [f"# dartool bench — {e.get('card')} — {e['date']}", "",
@@ -1129,17 +1146,9 @@ def markdown(res: dict) -> str:
               + ("on" if ca["on"] else "off (DARTOOL_COMPILED_ACCUM=0)") + ".", ""]
     ln_h = (rc or {}).get("ln_h") or (ca or {}).get("ln_h")
     if ln_h:                                                             # results from session 29 on
-        sq = (ca or {}).get("save_query_last")
-        kept = ("" if sq is None else
-                "; dynamic routers keep q for the backward: every one (DARTOOL_RECOMPUTE_DYNAMIC_QUERY=0)"
-                if not ca.get("recompute_query", True) else
-                "; dynamic routers keep q for the backward: " + (
-                    "all at widths >= 1024, the last two thirds below (auto)" if sq.strip().lower() in ("", "auto")
-                    and ln_h == "auto" else "none (auto with h in float32)" if sq.strip().lower() in ("", "auto")
-                    else f"the last {sq} (DARTOOL_SAVE_QUERY_LAST)"))
         L += ["LayerNorm-fused routers keep their output h for the backward "
               + ("in the LayerNorm output's dtype (bf16 under bf16 autocast)" if ln_h == "auto"
-                 else "in float32 (DARTOOL_ROUTER_H=fp32)") + kept + ".", ""]
+                 else "in float32 (DARTOOL_ROUTER_H=fp32)") + _kept_queries(ca or {}, ln_h) + ".", ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))

@@ -23,7 +23,8 @@ def test_compile_options_parses_variants_and_rejects_bad_ones():
         "static", 1, {"realize_acc_reads_threshold": 2}, None, "full", False, None, None)
     assert co.parse_variant("static:4:blocks=1")[4] == "blocks"
     for bad, why in (("static", "QUERY:CHUNK"), ("static:x", "QUERY:CHUNK"), ("static:4:foo", "KEY=VALUE"),
-                     ("static:4:accmin=0", "accmin"), ("static:4:accpend=0", "accpend"), ("static:4:regions=1,blocks=1", "not both")):
+                     ("static:4:accmin=0", "accmin"), ("static:4:accpend=0", "accpend"),
+                     ("static:4:regions=1,blocks=1", "not both")):
         with pytest.raises(ValueError, match=why):
             co.parse_variant(bad)
 

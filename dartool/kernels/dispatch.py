@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..envflags import env_flag
+from . import compiled_slots as _cslots
 
 _state = {
     "enabled": env_flag("DARTOOL_FUSED", True),
@@ -261,9 +262,7 @@ def save_query_count(n_routers: int, D: int) -> int:
     width D)."""
     v = str(SAVE_QUERY_LAST).strip().lower()
     if v in ("", "auto"):
-        from .compiled_slots import ln_h_mode
-
-        if not FUSE_LN or ln_h_mode() == "fp32":
+        if not FUSE_LN or _cslots.ln_h_mode() == "fp32":
             return 0
         return n_routers if D >= 1024 else -(-2 * n_routers // 3)
     if v == "all":

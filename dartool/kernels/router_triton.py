@@ -2097,14 +2097,19 @@ FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
 # backward's dh is orthogonal to h - mean(h) and to 1, so delta = dh . h is ~0 and the cancellation that made a
 # bf16 h unusable for routers without the LayerNorm (session 1: dq / dg errors 3e-2) cannot happen; what is left
 # is xhat rounded to bf16 in the LayerNorm's backward (relative 2^-9). Halves h's memory and traffic.
-LN_H = os.environ.get("DARTOOL_ROUTER_H", "auto").strip().lower() or "auto"
+def _ln_h_checked(mode: str) -> str:
+    mode = str(mode).strip().lower()
+    if mode not in ("auto", "fp32"):
+        raise ValueError(f"DARTOOL_ROUTER_H={mode!r}: use auto (h in the LayerNorm output's dtype) or fp32")
+    return mode
+
+
+LN_H = _ln_h_checked(_cslots.ln_h_mode())   # the environment's (this module has no LN_H yet while it loads)
 
 
 def ln_h_dtype(y_dtype: torch.dtype) -> torch.dtype:
     """The dtype an LN-fused router keeps its output h in for the backward (``LN_H``): ``auto``, the LayerNorm
     output's dtype ``y_dtype`` (float32 where that is wider than 16 bits); ``fp32``, always float32."""
-    if LN_H not in ("auto", "fp32"):
-        raise ValueError(f"DARTOOL_ROUTER_H={LN_H!r}: use auto (h in the LayerNorm output's dtype) or fp32")
     if LN_H == "fp32" or y_dtype not in (torch.bfloat16, torch.float16):
         return torch.float32
     return y_dtype
@@ -2113,10 +2118,7 @@ def ln_h_dtype(y_dtype: torch.dtype) -> torch.dtype:
 def set_ln_h(mode: str) -> None:
     """Set :data:`LN_H` (``auto`` or ``fp32``) for routers run from now on, and the compile caches' key with it."""
     global LN_H
-    mode = str(mode).strip().lower()
-    if mode not in ("auto", "fp32"):
-        raise ValueError(f"DARTOOL_ROUTER_H={mode!r}: use auto (h in the LayerNorm output's dtype) or fp32")
-    LN_H = mode
+    LN_H = _ln_h_checked(mode)
     _cslots._tag_caches()
 
 
