@@ -54,6 +54,24 @@ def timed_launch(launch, P, replays: int) -> tuple:
     return times[0], (rep[len(rep) // 2] if rep else float("nan"))
 
 
+def dq_swapped(P: dict) -> "dict | None":
+    """A dynamic launch's arguments with dq the other way round: written over q (``dq_into_q``, the recompute
+    path) where the step gave a fresh buffer, or into a fresh buffer where it was written over q; None for
+    static launches. Used to time the same launch both ways (session 30: the recompute path's launches ran ~20 %
+    slower at SiT-XL/2 b32 with every other input alike). Writing dq over a kept q spoils the step."""
+    if P.get("mode") != 2:
+        return None
+    args = list(P["args"])
+    q, dq = args[7], args[14]                         # _bwd_prepare's qc and dq_rows
+    if dq.data_ptr() == q.data_ptr():
+        args[14] = torch.empty_like(dq)
+    elif q.shape == dq.shape and q.dtype == dq.dtype and q.is_contiguous():
+        args[14] = q
+    else:
+        return None
+    return dict(P, args=tuple(args))
+
+
 @contextlib.contextmanager
 def recording(rt, replays: int = -1):
     """Inside the block every ``router_triton._bwd_prepare`` call appends one record (dict) to the yielded list;
@@ -75,6 +93,7 @@ def recording(rt, replays: int = -1):
         records.append(dict(N=len(sources), dy=describe(dh), h=describe(h), q=describe(q),
                             sources=" | ".join(describe(s) for s in sources), recompute_h=bool(m["RECOMPUTE_H"]),
                             NC=int(m["NC"]), RPIPE=int(m["RPIPE"]), ACCUM=bool(m["ACCUM"]), ln=bool(m["LN_MOD"]),
+                            dq_over_q=bool(m["DYNAMIC"]) and P["args"][14].data_ptr() == P["args"][7].data_ptr(),
                             copies=copies[0], post=len(P["post"]), grid="x".join(map(str, P["grid"])),
                             cfg=" ".join(f"{k}={v}" for k, v in sorted(m.items()) if not isinstance(v, bool)),
                             src_span_mb=round((max(s.data_ptr() for s in sources) - min(s.data_ptr() for s in sources))
@@ -83,6 +102,8 @@ def recording(rt, replays: int = -1):
 
     def timing_launch(P):
         records[-1]["ms"], records[-1]["replay_ms"] = timed_launch(launch, P, replays)
+        if (S := dq_swapped(P)) is not None and replays > 0:      # the same launch with dq the other way
+            records[-1]["swapped_dq_replay_ms"] = timed_launch(launch, S, replays)[1]
 
     rt._bwd_prepare, rt._aligned = spy, counting_aligned
     if replays >= 0:
@@ -120,6 +141,8 @@ def run_mode(mode: str, a) -> list:
                 step(1)               # its numbers are spoilt by the replays: the last step of this model
             for r, t in zip(records, timed):
                 r["ms"], r["replay_ms"] = round(t["ms"], 4), round(t["replay_ms"], 4)
+                if "swapped_dq_replay_ms" in t:
+                    r["swapped_dq_replay_ms"] = round(t["swapped_dq_replay_ms"], 4)
     return records
 
 
@@ -147,22 +170,30 @@ def main(argv=None) -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: pass --device cpu with TRITON_INTERPRET=1 for a smoke run")
     out = {m: run_mode(m, a) for m in modes}
-    keys = ("N", "dy", "h", "q", "recompute_h", "NC", "RPIPE", "ACCUM", "copies", "post", "src_span_mb", "sources")
+    keys = ("N", "dy", "h", "q", "dq_over_q", "recompute_h", "NC", "RPIPE", "ACCUM", "copies", "post", "src_span_mb",
+            "sources")
     if a.replays >= 0:
-        keys = ("ms", "replay_ms") + keys
+        keys = ("ms", "replay_ms", "swapped_dq_replay_ms") + keys
     for m, recs in out.items():
         print(f"\n{m}: {len(recs)} backward launches, {sum(r['copies'] for r in recs)} host-side input copies, "
               f"{sum(r['post'] for r in recs)} gradients through a temporary")
         if a.replays >= 0 and recs and "ms" in recs[0]:
             print(f"  kernel time in the step {sum(r['ms'] for r in recs):.2f} ms, replayed at once "
                   f"{sum(r['replay_ms'] for r in recs):.2f} ms (CUDA events, synchronized around each launch)")
+            sw = [r for r in recs if "swapped_dq_replay_ms" in r]
+            if sw:
+                n_over = sum(r["dq_over_q"] for r in sw)
+                print(f"  {len(sw)} dynamic launches ({n_over} writing dq over q) replayed with dq the other way: "
+                      f"{sum(r['swapped_dq_replay_ms'] for r in sw):.2f} ms against "
+                      f"{sum(r['replay_ms'] for r in sw):.2f} ms as the step had them")
         print("  " + "  ".join(f"{k:>11s}" for k in keys[:-1]) + "  sources")
         for r in recs:
-            print("  " + "  ".join(f"{str(r[k]):>11s}" for k in keys[:-1]) + "  " + r["sources"])
+            print("  " + "  ".join(f"{str(r.get(k, '-')):>11s}" for k in keys[:-1]) + "  " + r["sources"])
     if len(out) == 2:
         e, c = out["eager"], out["compiled"]
-        same = lambda x, y: {k: v for k, v in x.items() if k not in ("ms", "replay_ms", "src_span_mb")} == \
-            {k: v for k, v in y.items() if k not in ("ms", "replay_ms", "src_span_mb")}
+        timing = ("ms", "replay_ms", "swapped_dq_replay_ms", "src_span_mb")
+        same = lambda x, y: {k: v for k, v in x.items() if k not in timing} == \
+            {k: v for k, v in y.items() if k not in timing}
         diff = [i for i, (x, y) in enumerate(zip(e, c)) if not same(x, y)]
         print(f"\nlaunches that differ between eager and compiled: {len(diff)} of {min(len(e), len(c))}"
               + (f" (counts differ: {len(e)} / {len(c)})" if len(e) != len(c) else ""))

@@ -44,22 +44,30 @@ def peak_buffers(trace: list[dict], n_forward: int, top: int = 12) -> dict:
     for i, ev in enumerate(trace):
         act, addr, size = ev.get("action"), ev.get("addr"), int(ev.get("size", 0))
         if act == "alloc":
-            live[addr] = (size, ev.get("frames", []))
+            live[addr] = (size, ev.get("frames", []), i)
             total += size
             if total > peak:
                 peak, peak_at, peak_live = total, i, dict(live)
         elif act == "free_completed" and addr in live:
             total -= live.pop(addr)[0]
-    blocks = sorted(((sz, _where(fr)) for sz, fr in peak_live.values()), reverse=True)
-    by_site: dict = {}
-    for sz, w in blocks:
-        n, b = by_site.get(w, (0, 0))
-        by_site[w] = (n + 1, b + sz)
-    sites = sorted(by_site.items(), key=lambda kv: -kv[1][1])[:top]
+    blocks = sorted(((sz, _where(fr), i >= n_forward) for sz, fr, i in peak_live.values()), reverse=True)
+
+    def sites_of(bl):
+        by_site: dict = {}
+        for sz, w, _ in bl:
+            n, b = by_site.get(w, (0, 0))
+            by_site[w] = (n + 1, b + sz)
+        return [dict(where=w, blocks=n, gb=b / 1e9)
+                for w, (n, b) in sorted(by_site.items(), key=lambda kv: -kv[1][1])[:top]]
+
+    in_bwd = [x for x in blocks if x[2]]
     return dict(peak_gb=peak / 1e9, peak_event=peak_at, phase="forward" if peak_at < n_forward else "backward",
                 live_blocks=len(peak_live),
-                largest=[dict(gb=sz / 1e9, where=w) for sz, w in blocks[:top]],
-                by_site=[dict(where=w, blocks=n, gb=b / 1e9) for w, (n, b) in sites])
+                # the allocation that reached the peak, and what the backward itself had allocated and kept by then
+                peak_site=_where(trace[peak_at].get("frames", [])) if peak_at >= 0 else "?",
+                from_backward_gb=sum(x[0] for x in in_bwd) / 1e9, from_backward_blocks=len(in_bwd),
+                largest=[dict(gb=sz / 1e9, where=w, backward=bw) for sz, w, bw in blocks[:top]],
+                by_site=sites_of(blocks), by_site_backward=sites_of(in_bwd))
 
 
 def measure(size: str, batch: int, variant: str, compiled: bool, steps: int = 3, peak: int = 0,
@@ -144,6 +152,10 @@ def main(argv=None) -> int:
             print(f"  peak {pb['peak_gb']:.2f} GB above the step's start, in the {pb['phase']}, "
                   f"{pb['live_blocks']} blocks live; by allocation site:")
             for x in pb["by_site"]:
+                print(f"    {x['gb']:7.3f} GB in {x['blocks']:4d} blocks  {x['where']}")
+            print(f"  reached at {pb['peak_site']}; {pb['from_backward_gb']:.2f} GB of it in "
+                  f"{pb['from_backward_blocks']} blocks the backward allocated, by site:")
+            for x in pb["by_site_backward"]:
                 print(f"    {x['gb']:7.3f} GB in {x['blocks']:4d} blocks  {x['where']}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

@@ -281,6 +281,19 @@ def test_launch_inputs_describes_tensors():
     assert li.describe(x.view(-1)[1:]) == "bf16 c u" and li.describe(torch.zeros(0)) == "-"
 
 
+def test_launch_inputs_swaps_dq_both_ways():
+    """dq_swapped: a dynamic launch that wrote dq over q gets a fresh dq buffer, one with a fresh buffer gets q
+    itself; a static launch (mode 0 / 1) is left alone."""
+    li = load_benchmark("launch_inputs")
+    q = torch.zeros(2, 3, 8)
+    args = [None] * 7 + [q] + [None] * 6 + [q] + [None] * 5
+    fresh = li.dq_swapped(dict(mode=2, args=tuple(args)))["args"][14]
+    assert fresh.data_ptr() != q.data_ptr() and fresh.shape == q.shape and fresh.dtype == q.dtype
+    args[14] = torch.zeros_like(q)
+    assert li.dq_swapped(dict(mode=2, args=tuple(args)))["args"][14] is q
+    assert li.dq_swapped(dict(mode=0, args=tuple(args))) is None
+
+
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (its CPU interpreter)")
 def test_launch_inputs_runs_in_the_interpreter():
     """The smoke run of launch_inputs.py (a tiny dynamic c4 SiT, eager, Triton's interpreter): one record per router
@@ -297,3 +310,6 @@ def test_launch_inputs_runs_in_the_interpreter():
         recs = json.loads(out.read_text())["eager"]
     assert len(recs) == 5 and all(r["copies"] == 0 for r in recs)      # 4 sublayer routers + the head's
     assert all(r["recompute_h"] == (r["h"] == "-") for r in recs)
+    from dartool.kernels import dispatch
+    # the routers that recompute q (the first ones below D = 1024) write dq over it, the others into a fresh buffer
+    assert sum(r["dq_over_q"] for r in recs) == 5 - dispatch.save_query_count(5, 64)

@@ -29,4 +29,9 @@ def test_peak_replay_names_the_blocks_alive_at_the_peak():
     assert r["by_site"][0] == dict(where="sit.py:10 forward", blocks=2, gb=200e-9)
     assert r["by_site"][1]["where"] == "cabc.py:77 call" and r["by_site"][1]["blocks"] == 2
     assert [x["gb"] for x in r["largest"]] == [100e-9, 100e-9, 60e-9, 50e-9]
+    assert [x["backward"] for x in r["largest"]] == [False, False, True, True]
+    # what the backward itself allocated and still held at the peak, and the allocation that reached it
+    assert abs(r["from_backward_gb"] - 110e-9) < 1e-15 and r["from_backward_blocks"] == 2
+    assert r["by_site_backward"] == [dict(where="cabc.py:77 call", blocks=2, gb=110e-9)]
+    assert r["peak_site"] == "cabc.py:77 call"
     assert m.peak_buffers(trace[:2], n_forward=3)["phase"] == "forward"
