@@ -734,15 +734,19 @@ def recompute_check(device: str, interpret: bool) -> dict:
 
     old = router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN
     old_last, dispatch.SAVE_QUERY_LAST = dispatch.SAVE_QUERY_LAST, "0"     # every router by the switch above
-    # save q; recompute it (eager autograd.Function); recompute it (the custom op torch.compile runs)
-    modes = {"save": (False, True), "recompute": (True, True), "recompute-op": (True, False)}
+    # save q; recompute it (eager autograd.Function); recompute it (the custom op torch.compile runs); the op with
+    # dq written the other way (over the recomputed q or into a fresh buffer, router_triton.DQ_OVER_Q)
+    dq_default = router_triton.DQ_OVER_Q
+    modes = {"save": (False, True, dq_default), "recompute": (True, True, dq_default),
+             "recompute-op": (True, False, dq_default), "recompute-op-dq": (True, False, not dq_default)}
     try:
         for k, (fn, _) in fns.items():
             fn.apply = counting(k)
         for name in ops:
             setattr(router_triton, name, counting_op(name))
-        for mode, (recompute, eager_fn) in modes.items():
+        for mode, (recompute, eager_fn, dq_over_q) in modes.items():
             router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN = recompute, eager_fn
+            router_triton.DQ_OVER_Q = dq_over_q
             model.zero_grad(set_to_none=True)
             saved = []
 
@@ -764,6 +768,7 @@ def recompute_check(device: str, interpret: bool) -> dict:
                          {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None})
     finally:
         router_triton.RECOMPUTE_DYNAMIC_QUERY, router_triton.EAGER_AUTOGRAD_FN = old
+        router_triton.DQ_OVER_Q = dq_default
         dispatch.SAVE_QUERY_LAST = old_last
         for fn, _ in fns.values():
             del fn.apply                          # back to autograd.Function.apply
@@ -773,14 +778,15 @@ def recompute_check(device: str, interpret: bool) -> dict:
     q_bytes = bs * (size // 2) ** 2 * d * (2 if device == "cuda" else 4)     # one query per router
     tol = 1e-2 if device == "cuda" else 1e-5
     l0, b0, g0 = out["save"]
-    res = dict(name="dynamic-recompute", routers_recomputed=calls["fn"], routers_recomputed_op=calls["op"],
-               prev_grad_folded=calls["fn_folded"], prev_grad_folded_op=calls["op_folded"],
+    res = dict(name="dynamic-recompute", routers_recomputed=calls["fn"], routers_recomputed_op=calls["op"] // 2,
+               prev_grad_folded=calls["fn_folded"], prev_grad_folded_op=calls["op_folded"] // 2,
+               dq_over_q=dq_default,
                saved_mb_before=b0 / 2**20, tol=tol)
     # the projection's gradient is added into v_prev's source gradient (the routers whose last source is v_prev)
     folds = router_triton.FOLD_PREV_GRAD
-    ok = (calls["fn"] == n_routers and calls["op"] == n_routers
-          and (not folds or (calls["fn_folded"] > 0 and calls["op_folded"] == calls["fn_folded"])))
-    for mode in ("recompute", "recompute-op"):
+    ok = (calls["fn"] == n_routers and calls["op"] == 2 * n_routers
+          and (not folds or (calls["fn_folded"] > 0 and calls["op_folded"] == 2 * calls["fn_folded"])))
+    for mode in ("recompute", "recompute-op", "recompute-op-dq"):
         l1, b1, g1 = out[mode]
         worst = max((rel(g1[n], g0[n]), n) for n in g0 if g0[n].norm() > 0)
         key = mode.replace("-", "_")

@@ -1606,7 +1606,7 @@ def _dynamic_bwd(dh: Tensor, sources: list[Tensor], v_prev: Tensor, W: Tensor, g
     ``h`` the float32 router output; dmod = (dshift, dscale) [B, D] float32 (else None). ``into``: the compiled
     ``*_into`` ops' gradient buffers (see :func:`_bwd_prepare`); v_prev's part goes into its source's buffer."""
     q, vq, Wq = _project(v_prev, W, q_dtype)
-    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=True, ln=ln, into=into)  # dq overwrites q
+    P = _bwd_prepare(dh, list(sources), q, g, h, lse, eps, slots, dq_into_q=DQ_OVER_Q, ln=ln, into=into)
     _bwd_launch(P)
     dvs, dq, dg = _bwd_finish(P)
     del q, P["q"]
@@ -2092,6 +2092,12 @@ RECOMPUTE_DYNAMIC_QUERY = env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)
 # (save_q: a single router saves it; the model asks dispatch.saves_query, DARTOOL_SAVE_QUERY_LAST)
 # ... and add the projection's gradient dq W into v_prev's source gradient in place (=0: a separate dv_prev)
 FOLD_PREV_GRAD = env_flag("DARTOOL_FOLD_PREV_GRAD", True)
+# ... and the kernel writes dq into a fresh buffer, not over the recomputed q (DARTOOL_DQ_OVER_Q=1: over q, as
+# before session 30). Same kernel, same arguments otherwise, yet writing over q made every dynamic backward launch
+# ~20 % slower (H200, SiT-XL/2 b32 compiled, the step's 57 launches replayed both ways: 18.3 ms over q, 14.7 ms
+# fresh; benchmarks/launch_inputs.py, results/s30_b). The fresh buffer is one [B, T, D] in q's dtype, alive from
+# the kernel to the projection's GEMMs.
+DQ_OVER_Q = env_flag("DARTOOL_DQ_OVER_Q", False)
 # LN-fused routers keep h for the backward in the LayerNorm output's dtype (bf16 under bf16 autocast; session 29),
 # or in float32 as before (DARTOOL_ROUTER_H=fp32). Safe at 16 bits because there h feeds only the LayerNorm: its
 # backward's dh is orthogonal to h - mean(h) and to 1, so delta = dh . h is ~0 and the cancellation that made a
