@@ -69,7 +69,14 @@ def main(argv=None) -> int:
                          "it; fwd.KEY / bwd.KEY for one); repeated: every combination. pipe=1,2,3 also sets unroll 1, "
                          "prefetch 0 where pipe > 1")
     ap.add_argument("--set", action="append", default=[], help="KEY=V: a fixed key for every variant (as --sweep), applied after the sweep's keys")
+    ap.add_argument("--writes", default="fresh",
+                    help="comma-separated, how the backward writes its gradients (each timed, same inputs): fresh "
+                         "(new buffers), over-q (a dynamic query's dq over q, DQ_OVER_Q), into (given buffers, the "
+                         "compiled *_into ops starting a sum), accum (added into them: ACCUM)")
     a = ap.parse_args(argv)
+    writes = [w.strip() for w in a.writes.split(",") if w.strip()]
+    if bad := sorted(set(writes) - {"fresh", "over-q", "into", "accum"}):
+        ap.error(f"--writes: unknown {', '.join(bad)}; choose fresh, over-q, into, accum")
     import torch
 
     from dartool.bench import _router_inputs, bench_ms, copy_bandwidth, env_info
@@ -92,29 +99,37 @@ def main(argv=None) -> int:
             rt._fwd_launch(Pf)
             h, lse = Pf["out"][0], Pf["out"][1]
             fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
+            bufs = [torch.empty_like(x) for x in srcs]          # the *_into ops' gradient buffers, one per source
+            into, acc = (bufs, [0] * N), (bufs, [1] * N)
             for label, fcfg, cfg in _variants(rt.fwd_config(N, D), rt.bwd_config(N, D, dynamic=query == "dynamic"),
                                               a.sweep + (["vec4=0,1"] if a.vec4 else []), a.set):
-                with rt.configs(fwd=fcfg, bwd=cfg):
-                    Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)
-                    Pb = rt._bwd_prepare(dy, srcs, q, gain, h, lse, 1e-6, ln=(mscale, 1e-6))
-                    if a.ncu:
-                        for _ in range(5):
-                            rt._fwd_launch(Pf)
-                            rt._bwd_launch(Pb)
-                        torch.cuda.synchronize()
-                        print(f"launched {spec} {query} {cfg}")
+                for how in writes:
+                    if how == "over-q" and query != "dynamic":
                         continue
-                    f_ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 60)
-                    b_ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 60)
-                k = rt.LAST_KERNELS.get("bwd")
-                r = dict(shape=spec, query=query, variant=label, fwd_config=fcfg, fwd_ms=f_ms, bwd_ms=b_ms, fwd_pct_floor=100 * fb / bw / (f_ms * 1e-3),
-                         bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=cfg,
-                         bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
-                rows.append(r)
-                print(f"{spec:9s} {query:8s} {label:18s} fwd {f_ms:7.3f} ms "
-                      f"({r['fwd_pct_floor']:4.1f} % of floor)   bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  "
-                      f"regs {r['bwd_registers']} spills {r['bwd_spills']}", flush=True)
-            del Pf, Pb, srcs, q, h, lse
+                    with rt.configs(fwd=fcfg, bwd=cfg):
+                        Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)
+                        Pb = rt._bwd_prepare(dy, srcs, q.clone() if how == "over-q" else q, gain, h, lse, 1e-6,
+                                             dq_into_q=how == "over-q", ln=(mscale, 1e-6),
+                                             into=into if how == "into" else acc if how == "accum" else None)
+                        if a.ncu:
+                            for _ in range(5):
+                                rt._fwd_launch(Pf)
+                                rt._bwd_launch(Pb)
+                            torch.cuda.synchronize()
+                            print(f"launched {spec} {query} {how} {cfg}")
+                            continue
+                        f_ms = bench_ms(lambda: rt._fwd_launch(Pf), 10, 60)
+                        b_ms = bench_ms(lambda: rt._bwd_launch(Pb), 10, 60)
+                    k = rt.LAST_KERNELS.get("bwd")
+                    r = dict(shape=spec, query=query, variant=label, writes=how, fwd_config=fcfg, fwd_ms=f_ms,
+                             bwd_ms=b_ms, fwd_pct_floor=100 * fb / bw / (f_ms * 1e-3),
+                             bwd_pct_floor=100 * bb / bw / (b_ms * 1e-3), bwd_config=cfg,
+                             bwd_registers=getattr(k, "n_regs", None), bwd_spills=getattr(k, "n_spills", None))
+                    rows.append(r)
+                    print(f"{spec:9s} {query:8s} {label:18s} {how:7s} fwd {f_ms:7.3f} ms "
+                          f"({r['fwd_pct_floor']:4.1f} % of floor)   bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  "
+                          f"regs {r['bwd_registers']} spills {r['bwd_spills']}", flush=True)
+            del Pf, Pb, srcs, q, h, lse, bufs, into, acc
             torch.cuda.empty_cache()
     if a.json and rows:
         Path(a.json).write_text(json.dumps(dict(env=env, copy_bytes_per_s=bw, rows=rows), indent=1, default=str))
