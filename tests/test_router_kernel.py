@@ -579,6 +579,46 @@ print("ok")
     assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its CPU interpreter)")
+def test_recomputed_query_gets_dq_in_a_fresh_buffer_unless_asked():
+    """Session 30: a dynamic router that recomputes q writes dq into a fresh buffer by default (writing it over q
+    made the launches ~20 % slower at XL/2); DARTOOL_DQ_OVER_Q=1 (``DQ_OVER_Q``) writes over q as before. Both give
+    the same gradients (Triton interpreter)."""
+    code = """
+import torch
+from dartool.kernels import router_triton as rt
+assert rt.DQ_OVER_Q is False
+g = torch.Generator().manual_seed(0)
+B, T, D = 2, 5, 32
+srcs = [torch.randn(B, T, D, generator=g) for _ in range(3)]
+v_prev, W = srcs[-1], torch.randn(D, D, generator=g) / D ** 0.5
+gain = 1 + 0.1 * torch.randn(D, generator=g)
+q0 = rt._project(v_prev, W, torch.float32)[0]
+h, lse, _, _ = rt._fwd_impl(srcs, q0, gain, 1e-6, False, True)
+dh = torch.randn(B, T, D, generator=g)
+real_prepare, seen, out = rt._bwd_prepare, [], {}
+
+def spy(dh, sources, q, *a, **kw):
+    P = real_prepare(dh, sources, q, *a, **kw)
+    seen.append(P["dq_rows"].data_ptr() == q.data_ptr())
+    return P
+
+rt._bwd_prepare = spy
+for over in (False, True):
+    rt.DQ_OVER_Q = over
+    dvs, dvp, dW, dg, _ = rt._dynamic_bwd(dh, srcs, v_prev, W, gain, h, lse, 1e-6, torch.float32)
+    out[over] = [x.clone() for x in (*dvs, dvp, dW, dg)]
+assert seen == [False, True], seen
+for a, b in zip(out[False], out[True]):
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+print("ok")
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("DARTOOL_DQ_OVER_Q", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
 def test_cuda_fused_router_matches_float64_reference():
