@@ -1149,6 +1149,12 @@ def markdown(res: dict) -> str:
         L += ["LayerNorm-fused routers keep their output h for the backward "
               + ("in the LayerNorm output's dtype (bf16 under bf16 autocast)" if ln_h == "auto"
                  else "in float32 (DARTOOL_ROUTER_H=fp32)") + _kept_queries(ca or {}, ln_h) + ".", ""]
+    if ca and "dq_over_q" in ca:                                         # results from session 30 on
+        L += ["Dynamic routers that recompute q write dq "
+              + ("over it (DARTOOL_DQ_OVER_Q=1)" if ca["dq_over_q"] else "into a fresh buffer")
+              + "; launches that add into gradient sums "
+              + ("may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1)." if ca.get("row_pipe_accum")
+                 else "stay off the row-pipelined backward."), ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -1832,7 +1838,11 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                                          min_pending=compiled_slots.MIN_PENDING,
                                          ops_version=compiled_slots.OPS_VERSION, ln_h=compiled_slots.ln_h_mode(),
                                          save_query_last=str(dispatch.SAVE_QUERY_LAST),
-                                         recompute_query=recompute_q)
+                                         recompute_query=recompute_q,
+                                         dq_over_q=bool(getattr(rt_mod, "DQ_OVER_Q",
+                                                                env_flag("DARTOOL_DQ_OVER_Q", False))),
+                                         row_pipe_accum=bool(getattr(rt_mod, "ROW_PIPE_ACCUM",
+                                                                     env_flag("DARTOOL_ROW_PIPE_ACCUM", False))))
         only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,

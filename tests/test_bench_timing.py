@@ -120,6 +120,15 @@ def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
     md = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(
         on=True, min_readers=20, min_pending=200, ops_version=3, ln_h="fp32", save_query_last="auto")})
     assert "in float32 (DARTOOL_ROUTER_H=fp32); dynamic routers keep q for the backward: none" in md
+    assert "write dq" not in md                                   # results before session 30 do not say
+    for over, rp, says in ((False, False, "write dq into a fresh buffer; launches that add into gradient sums stay "
+                                          "off the row-pipelined backward."),
+                           (True, True, "write dq over it (DARTOOL_DQ_OVER_Q=1); launches that add into gradient "
+                                        "sums may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1).")):
+        md = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(
+            on=True, min_readers=20, min_pending=200, ops_version=3, ln_h="auto", save_query_last="auto",
+            recompute_query=True, dq_over_q=over, row_pipe_accum=rp)})
+        assert "Dynamic routers that recompute q " + says in md, md
 
 
 def test_markdown_shows_the_hosts_work_per_eager_step():

@@ -619,6 +619,58 @@ print("ok")
     assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its CPU interpreter)")
+def test_accumulating_launches_may_take_the_row_pipeline():
+    """ROW_PIPE_ACCUM (session 30, off by default): a launch that adds into running gradient sums takes the
+    row-pipelined backward when every sum has an address of its own, and adds exactly the gradients a fresh launch
+    writes; off, or with two positions sharing a sum, it stays on the plain loop (Triton interpreter)."""
+    code = """
+import torch
+from dartool.kernels import router_triton as rt
+g = torch.Generator().manual_seed(0)
+B, T, D = 2, 6, 32
+for query, N, ln in (("static", 3, False), ("static_t", 4, False), ("dynamic", 6, False), ("dynamic", 1, False),
+                     ("static", 4, True), ("dynamic", 5, True)):
+    srcs = [torch.randn(B, T, D, generator=g) for _ in range(N)]
+    q = {"static": torch.randn(D, generator=g), "static_t": torch.randn(B, 1, D, generator=g),
+         "dynamic": torch.randn(B, T, D, generator=g)}[query]
+    gain = 1 + 0.1 * torch.randn(D, generator=g)
+    dh = torch.randn(B, T, D, generator=g)
+    if ln:        # the LayerNorm + modulate fused in: dh is dy, h the router output kept for the backward
+        shift, scale = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+        _, h, lse = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, scale, 1e-6, torch.float32, True)
+        kw = dict(ln=(scale, 1e-6))
+    else:
+        h, lse, _, _ = rt._fwd_impl(srcs, q, gain, 1e-6, False, True)
+        kw = {}
+    P = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, **kw)
+    rt._bwd_launch(P)
+    fresh, dq0, dg0 = rt._bwd_finish(P)
+    assert P["meta"]["NC"] > 0 and not P["meta"]["ACCUM"], (query, N, P["meta"])
+    for on in (False, True):
+        rt.ROW_PIPE_ACCUM = on
+        sums = [torch.randn(B, T, D, generator=g) for _ in range(N)]
+        start = [x.clone() for x in sums]
+        P = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, into=(sums, [1] * N), **kw)
+        assert P["meta"]["ACCUM"] and (P["meta"]["NC"] > 0) == on, (query, N, on, P["meta"]["NC"])
+        rt._bwd_launch(P)
+        _, dq, dg = rt._bwd_finish(P)
+        for s0, s1, f in zip(start, sums, fresh):
+            assert torch.allclose(s1, s0 + f, rtol=1e-5, atol=1e-5), (query, N, on)
+        assert torch.allclose(dq, dq0, rtol=1e-5, atol=1e-6) and torch.allclose(dg, dg0, rtol=1e-5, atol=1e-6)
+    if N > 1:      # two positions adding into one buffer: the plain loop, whatever the switch
+        shared = torch.zeros(B, T, D)
+        P = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, into=([shared] * 2 + sums[2:], [1] * N), **kw)
+        assert P["meta"]["NC"] == 0
+    rt.ROW_PIPE_ACCUM = False
+print("ok")
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("DARTOOL_ROW_PIPE_ACCUM", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
 def test_cuda_fused_router_matches_float64_reference():

@@ -895,9 +895,11 @@ def _compiled_accum_case(query: str, chunk: int, depth: int, size: tuple, device
     import torch._inductor.config as iconfig
 
     from . import compiled_slots, dispatch
+    from . import router_triton as rt
 
     model, batch = _small_model(query, chunk, depth, *size, 4 if device == "cuda" else 2, device, gen)
-    row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True)
+    # row_pipe_accum: accumulating launches may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1)
+    row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True, row_pipe_accum=rt.ROW_PIPE_ACCUM)
     with dispatch.fused(True, allow_cpu=interpret):
         ref = _loss_and_grads(model, batch, device)
         for on in (True, False):

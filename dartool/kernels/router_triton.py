@@ -926,6 +926,24 @@ ROW_PIPE_MAX_N = 8
 # ptxas, LayerNorm fused: 272-496 stack bytes at N = 1-9; D = 768: 0 up to N = 4, 120 at N = 9), hence off there.
 # The float64 check passes with k = 18 on an H200 (every router case, LayerNorm-fused, dynamic recompute, compiled
 # dynamic, model; s27_c).
+# ROW_PIPE_ACCUM (DARTOOL_ROW_PIPE_ACCUM=1; off, not yet timed on a GPU): let launches that add into running
+# gradient sums (ACCUM) take the row-pipelined backward too, where every sum they add into is a buffer of its own
+# (no two sources' gradients at one address). Each row's sums are then that row's own addresses, so loading row
+# r+1's ahead cannot read around row r's store; what the rule above guards against is a source listed twice, whose
+# second position would load the sum before the first position's store. Session 30 (H200, router_kernels_bench.py
+# --writes, results/s30_d): an accumulating SiT-B/2 launch, off the row pipeline, took 1.088 ms against 0.710 fresh
+# (N = 6, dynamic) and 0.918 / 0.574 (static); at XL/2, where neither is row-pipelined, +17-26 %. This is why
+# compiled_slots' accumulation cost SiT-B/2 dynamic c4 0.04 of step ratio (s30_c).
+ROW_PIPE_ACCUM = env_flag("DARTOOL_ROW_PIPE_ACCUM", False)
+
+
+def _sums_apart(outs: Sequence[Tensor], flags: Sequence[int]) -> bool:
+    """True when every gradient buffer a launch adds into (flag 1) is at an address no other output of the launch
+    starts at: accumulation that the row-pipelined backward may run (``ROW_PIPE_ACCUM``)."""
+    ptrs = [o.data_ptr() for o in outs]
+    return all(ptrs.count(p) == 1 for p, f in zip(ptrs, flags) if f)
+
+
 _DYN_RPIPE_ENV = os.environ.get("DARTOOL_ROUTER_DYN_RPIPE")
 DYN_ROW_PIPE_N: "int | None" = int(_DYN_RPIPE_ENV) if _DYN_RPIPE_ENV else None
 DYN_ROW_PIPE_MAX_N = 18
@@ -1364,8 +1382,9 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
         # the row-pipelined backward: one source a step, the partials in registers unless "rslot" (a bit mask,
         # ROW_SLOTS) puts them in slots read by inline asm. Not with in-kernel accumulation (tapped sources): a
         # source listed twice would have its accumulated gradient for the next row loaded ahead of this router's
-        # own store to it
-        if N <= (ROW_PIPE_MAX_N if mode != 2 else DYN_ROW_PIPE_MAX_N) and not any(flags):
+        # own store to it (ROW_PIPE_ACCUM: unless every sum has an address of its own)
+        accum_ok = not any(flags) or (ROW_PIPE_ACCUM and _sums_apart(outs, flags))
+        if N <= (ROW_PIPE_MAX_N if mode != 2 else DYN_ROW_PIPE_MAX_N) and accum_ok:
             rslot = int(cfg.get("rslot", 0))
             cfg = dict(cfg, unroll=1, prefetch=0, pipe=1, ln_slot=rslot & 1, part_slot=(rslot >> 1) & 1)
         else:
