@@ -29,6 +29,15 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CUDA = torch.cuda.is_available()
 
 
+def _run_interpreted(code: str, unset: str, timeout: int = 300) -> None:
+    """Run ``code`` in a fresh Python under Triton's interpreter (TRITON_INTERPRET=1 must be set before Triton loads),
+    with the environment variable ``unset`` removed so the module default is what runs; it must print "ok"."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop(unset, None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
 def _tiny(query="static", chunk=2, depth=2):
     cfg = model_config("S", 2, input_size=8, routing="dar", query=query, chunk_size=chunk).replace(
         depth=depth, hidden_size=64, num_heads=4)
@@ -526,10 +535,7 @@ worst = max(((grads[2][n] - grads[0][n]).norm() / grads[0][n].norm().clamp_min(1
 assert worst < 1e-5, worst
 print("ok", recomputed, worst)
 """
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("DARTOOL_SAVE_QUERY_LAST", None)
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    _run_interpreted(code, "DARTOOL_SAVE_QUERY_LAST")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
@@ -573,10 +579,7 @@ else:
     raise AssertionError("fp16 accepted")
 print("ok")
 """
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("DARTOOL_ROUTER_H", None)
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    _run_interpreted(code, "DARTOOL_ROUTER_H")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its CPU interpreter)")
@@ -613,10 +616,7 @@ for a, b in zip(out[False], out[True]):
     assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
 print("ok")
 """
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("DARTOOL_DQ_OVER_Q", None)
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    _run_interpreted(code, "DARTOOL_DQ_OVER_Q")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its CPU interpreter)")
@@ -665,10 +665,7 @@ for query, N, ln in (("static", 3, False), ("static_t", 4, False), ("dynamic", 6
     rt.ROW_PIPE_ACCUM = False
 print("ok")
 """
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("DARTOOL_ROW_PIPE_ACCUM", None)
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    _run_interpreted(code, "DARTOOL_ROW_PIPE_ACCUM", timeout=600)
 
 
 @pytest.mark.cuda

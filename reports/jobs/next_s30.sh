@@ -12,13 +12,7 @@ source reports/jobs/gpu_env.sh >/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T0=$(date +%s)
 R=/tmp/r; mkdir -p $R
-bench() {   # bench GPU NAME TIMEOUT PARTS SIZE-ARGS VARIANTS ENV...
-  local G=$1 N=$2 TO=$3 P=$4 S=$5 V=$6; shift 6
-  env "$@" CUDA_VISIBLE_DEVICES=$G timeout $TO python3 -m dartool bench --parts $P --paired-rounds 6 \
-    --paired-mode cudagraphs $S --variants $V --compile-budget $((TO - 15)) --time-budget $((TO - 10)) \
-    --out $R/$N > $R/$N.log 2>&1
-  echo "$N ($*) rc $? at $(( $(date +%s) - T0 )) s" >> $R/status
-}
+source reports/jobs/bench_arm.sh
 ( for RA in 0 1; do
     DARTOOL_ROW_PIPE_ACCUM=$RA CUDA_VISIBLE_DEVICES=0 timeout 120 python3 benchmarks/router_kernels_bench.py \
       --shape B:256:6 --shape B:256:10 --shape XL:32:10 --query dynamic --query static --writes fresh,accum \
