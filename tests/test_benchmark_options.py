@@ -297,19 +297,24 @@ def test_launch_inputs_swaps_dq_both_ways():
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (its CPU interpreter)")
 def test_launch_inputs_runs_in_the_interpreter():
     """The smoke run of launch_inputs.py (a tiny dynamic c4 SiT, eager, Triton's interpreter): one record per router
-    backward launch, no host-side copies of its inputs, and h recomputed only where the router has few sources."""
-    root = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "inputs.json"
-        env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root))
-        p = subprocess.run([sys.executable, "benchmarks/launch_inputs.py", "--size", "S", "--batch", "2",
-                            "--depth", "2", "--hidden", "64", "--input-size", "8", "--device", "cpu",
-                            "--modes", "eager", "--json", str(out)],
-                           cwd=root, env=env, capture_output=True, text=True, timeout=900)
-        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-        recs = json.loads(out.read_text())["eager"]
-    assert len(recs) == 5 and all(r["copies"] == 0 for r in recs)      # 4 sublayer routers + the head's
-    assert all(r["recompute_h"] == (r["h"] == "-") for r in recs)
+    backward launch, no host-side copies of its inputs, h recomputed only where the router has few sources, and
+    dq written over q only by the routers that recompute q, and only with DARTOOL_DQ_OVER_Q=1."""
     from dartool.kernels import dispatch
-    # the routers that recompute q (the first ones below D = 1024) write dq over it, the others into a fresh buffer
-    assert sum(r["dq_over_q"] for r in recs) == 5 - dispatch.save_query_count(5, 64)
+
+    root = Path(__file__).resolve().parents[1]
+    over = {}
+    for flag in ("0", "1"):
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "inputs.json"
+            env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root), DARTOOL_DQ_OVER_Q=flag)
+            p = subprocess.run([sys.executable, "benchmarks/launch_inputs.py", "--size", "S", "--batch", "2",
+                                "--depth", "2", "--hidden", "64", "--input-size", "8", "--device", "cpu",
+                                "--modes", "eager", "--json", str(out)],
+                               cwd=root, env=env, capture_output=True, text=True, timeout=900)
+            assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+            recs = json.loads(out.read_text())["eager"]
+        assert len(recs) == 5 and all(r["copies"] == 0 for r in recs)      # 4 sublayer routers + the head's
+        assert all(r["recompute_h"] == (r["h"] == "-") for r in recs)
+        over[flag] = sum(r["dq_over_q"] for r in recs)
+    # the routers that recompute q are the first ones below D = 1024 (the others keep q: dq into a fresh buffer)
+    assert over == {"0": 0, "1": 5 - dispatch.save_query_count(5, 64)}, over

@@ -506,7 +506,8 @@ def _router_bwd_kernel(
     # u term added straight into the query-gradient partial, no per-row u (the fp32 sums' order changes).
     # NC > 0 (bwd_config's "rpipe", ROW_PIPE): N is that constant, the source loops are unrolled, and the row
     # loop, now innermost, is a software pipeline RPIPE deep (the next rows' h, dy and sources fetched into shared
-    # memory while this row computes). Needs UNROLL 1, no ACCUM, and slots (LN_SLOT, PART_SLOT) only with SLOT_ASM
+    # memory while this row computes). Needs UNROLL 1, no ACCUM (unless every sum has its own address,
+    # ROW_PIPE_ACCUM), and slots (LN_SLOT, PART_SLOT) only with SLOT_ASM
     # (a slot's tl.load + store at one address in a pipelined loop would read the value from before the previous
     # row's store; an inline-asm load stays in its row's stage).
     pid_t = tl.program_id(0)
@@ -912,7 +913,7 @@ ROW_PIPE_MAX_N = 8
 
 # DYN_ROW_PIPE_N: dynamic routers of at most this many sources run the row-pipelined backward too (ROW_PIPE deep,
 # the partials in registers, the source loop unpipelined; the next rows' q is fetched with their h, dy and sources,
-# and each row's dq is still written over its own q after that row's q is read). Never on a launch that adds into
+# and with DQ_OVER_Q each row's dq is still written over its own q after that row's q is read). Never on a launch that adds into
 # tapped / accumulated source gradients (in-kernel accumulation: eager DAR by default, and compiled graphs where
 # compiled_slots accumulates). Per shape: 12 at D < 1024 (every router of a c4 SiT-B/2), 0 (off) at D >= 1024;
 # DARTOOL_ROUTER_DYN_RPIPE=k at import sets k for every shape.
@@ -926,6 +927,10 @@ ROW_PIPE_MAX_N = 8
 # ptxas, LayerNorm fused: 272-496 stack bytes at N = 1-9; D = 768: 0 up to N = 4, 120 at N = 9), hence off there.
 # The float64 check passes with k = 18 on an H200 (every router case, LayerNorm-fused, dynamic recompute, compiled
 # dynamic, model; s27_c).
+_DYN_RPIPE_ENV = os.environ.get("DARTOOL_ROUTER_DYN_RPIPE")
+DYN_ROW_PIPE_N: "int | None" = int(_DYN_RPIPE_ENV) if _DYN_RPIPE_ENV else None
+DYN_ROW_PIPE_MAX_N = 18
+
 # ROW_PIPE_ACCUM (DARTOOL_ROW_PIPE_ACCUM=1; off, not yet timed on a GPU): let launches that add into running
 # gradient sums (ACCUM) take the row-pipelined backward too, where every sum they add into is a buffer of its own
 # (no two sources' gradients at one address). Each row's sums are then that row's own addresses, so loading row
@@ -943,10 +948,6 @@ def _sums_apart(outs: Sequence[Tensor], flags: Sequence[int]) -> bool:
     ptrs = [o.data_ptr() for o in outs]
     return all(ptrs.count(p) == 1 for p, f in zip(ptrs, flags) if f)
 
-
-_DYN_RPIPE_ENV = os.environ.get("DARTOOL_ROUTER_DYN_RPIPE")
-DYN_ROW_PIPE_N: "int | None" = int(_DYN_RPIPE_ENV) if _DYN_RPIPE_ENV else None
-DYN_ROW_PIPE_MAX_N = 18
 
 # Experimental, off by default because it is slower (session 23): ROW_SLOTS (DARTOOL_ROUTER_RSLOT=k at import; a
 # bit mask, 1: the dshift / dscale partials, 2: the query-gradient partial) keeps those partials of the
