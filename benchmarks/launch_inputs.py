@@ -54,6 +54,14 @@ def timed_launch(launch, P, replays: int) -> tuple:
     return times[0], (rep[len(rep) // 2] if rep else float("nan"))
 
 
+_Q_ARG, _DQ_ARG = 7, 14          # positions of q (qc) and dq (dq_rows) in _bwd_prepare's kernel arguments
+
+
+def dq_over_q(P: dict) -> bool:
+    """Whether a prepared launch writes dq over its (dynamic) q."""
+    return bool(P["meta"]["DYNAMIC"]) and P["args"][_DQ_ARG].data_ptr() == P["args"][_Q_ARG].data_ptr()
+
+
 def dq_swapped(P: dict) -> "dict | None":
     """A dynamic launch's arguments with dq the other way round: written over q (``dq_into_q``, the recompute
     path) where the step gave a fresh buffer, or into a fresh buffer where it was written over q; None for
@@ -62,11 +70,11 @@ def dq_swapped(P: dict) -> "dict | None":
     if P.get("mode") != 2:
         return None
     args = list(P["args"])
-    q, dq = args[7], args[14]                         # _bwd_prepare's qc and dq_rows
+    q, dq = args[_Q_ARG], args[_DQ_ARG]
     if dq.data_ptr() == q.data_ptr():
-        args[14] = torch.empty_like(dq)
+        args[_DQ_ARG] = torch.empty_like(dq)
     elif q.shape == dq.shape and q.dtype == dq.dtype and q.is_contiguous():
-        args[14] = q
+        args[_DQ_ARG] = q
     else:
         return None
     return dict(P, args=tuple(args))
@@ -93,7 +101,7 @@ def recording(rt, replays: int = -1):
         records.append(dict(N=len(sources), dy=describe(dh), h=describe(h), q=describe(q),
                             sources=" | ".join(describe(s) for s in sources), recompute_h=bool(m["RECOMPUTE_H"]),
                             NC=int(m["NC"]), RPIPE=int(m["RPIPE"]), ACCUM=bool(m["ACCUM"]), ln=bool(m["LN_MOD"]),
-                            dq_over_q=bool(m["DYNAMIC"]) and P["args"][14].data_ptr() == P["args"][7].data_ptr(),
+                            dq_over_q=dq_over_q(P),
                             copies=copies[0], post=len(P["post"]), grid="x".join(map(str, P["grid"])),
                             cfg=" ".join(f"{k}={v}" for k, v in sorted(m.items()) if not isinstance(v, bool)),
                             src_span_mb=round((max(s.data_ptr() for s in sources) - min(s.data_ptr() for s in sources))

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             h, lse = Pf["out"][0], Pf["out"][1]
             fb, bb = floor_bytes(N, B, T, D, query == "dynamic")
             bufs = [torch.empty_like(x) for x in srcs]          # the *_into ops' gradient buffers, one per source
-            into, acc = (bufs, [0] * N), (bufs, [1] * N)
+            given = {"into": (bufs, [0] * N), "accum": (bufs, [1] * N)}     # start the sums / add into them
             for label, fcfg, cfg in _variants(rt.fwd_config(N, D), rt.bwd_config(N, D, dynamic=query == "dynamic"),
                                               a.sweep + (["vec4=0,1"] if a.vec4 else []), a.set):
                 for how in writes:
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                         Pf = rt._fwd_prepare(srcs, q, gain, 1e-6, False, False, ln=ln)
                         Pb = rt._bwd_prepare(dy, srcs, q.clone() if how == "over-q" else q, gain, h, lse, 1e-6,
                                              dq_into_q=how == "over-q", ln=(mscale, 1e-6),
-                                             into=into if how == "into" else acc if how == "accum" else None)
+                                             into=given.get(how))
                         if a.ncu:
                             for _ in range(5):
                                 rt._fwd_launch(Pf)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                     print(f"{spec:9s} {query:8s} {label:18s} {how:7s} fwd {f_ms:7.3f} ms "
                           f"({r['fwd_pct_floor']:4.1f} % of floor)   bwd {b_ms:7.3f} ms ({r['bwd_pct_floor']:4.1f} %)  "
                           f"regs {r['bwd_registers']} spills {r['bwd_spills']}", flush=True)
-            del Pf, Pb, srcs, q, h, lse, bufs, into, acc
+            del Pf, Pb, srcs, q, h, lse, bufs, given
             torch.cuda.empty_cache()
     if a.json and rows:
         Path(a.json).write_text(json.dumps(dict(env=env, copy_bytes_per_s=bw, rows=rows), indent=1, default=str))

@@ -1795,8 +1795,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
         from .kernels import router_triton as rt
 
         res["router_config"] = dict(fwd=dict(rt.FWD_CONFIG), bwd=dict(rt.BWD_CONFIG), bwd_per_shape=rt._AUTO["bwd"],
-                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN,
-                                    ln_h=rt.LN_H,
+                                    fwd_per_shape=rt._AUTO["fwd"], fuse_ln=dispatch.FUSE_LN, ln_h=rt.LN_H,
                                     shared_prefix=dict(on=dispatch.SHARED_PREFIX, min_summaries=dispatch.SHARED_PREFIX_MIN,
                                                        max_width=dispatch.SHARED_PREFIX_MAX_D,
                                                        partial={"auto": "the model's compute dtype",
@@ -1832,17 +1831,17 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
             from .kernels import compiled_slots, dispatch
 
             rt_mod = sys.modules.get("dartool.kernels.router_triton")   # loaded with the models; else its env
-            recompute_q = bool(getattr(rt_mod, "RECOMPUTE_DYNAMIC_QUERY",
-                                       env_flag("DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True)))
-            res["compiled_accum"] = dict(on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
-                                         min_pending=compiled_slots.MIN_PENDING,
-                                         ops_version=compiled_slots.OPS_VERSION, ln_h=compiled_slots.ln_h_mode(),
-                                         save_query_last=str(dispatch.SAVE_QUERY_LAST),
-                                         recompute_query=recompute_q,
-                                         dq_over_q=bool(getattr(rt_mod, "DQ_OVER_Q",
-                                                                env_flag("DARTOOL_DQ_OVER_Q", False))),
-                                         row_pipe_accum=bool(getattr(rt_mod, "ROW_PIPE_ACCUM",
-                                                                     env_flag("DARTOOL_ROW_PIPE_ACCUM", False))))
+
+            def rt_flag(name: str, var: str, default: bool) -> bool:
+                return bool(getattr(rt_mod, name, env_flag(var, default)))
+
+            res["compiled_accum"] = dict(
+                on=compiled_slots.ENABLED, min_readers=compiled_slots.MIN_READERS,
+                min_pending=compiled_slots.MIN_PENDING, ops_version=compiled_slots.OPS_VERSION,
+                ln_h=compiled_slots.ln_h_mode(), save_query_last=str(dispatch.SAVE_QUERY_LAST),
+                recompute_query=rt_flag("RECOMPUTE_DYNAMIC_QUERY", "DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True),
+                dq_over_q=rt_flag("DQ_OVER_Q", "DARTOOL_DQ_OVER_Q", False),
+                row_pipe_accum=rt_flag("ROW_PIPE_ACCUM", "DARTOOL_ROW_PIPE_ACCUM", False))
         only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,

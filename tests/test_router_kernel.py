@@ -467,6 +467,10 @@ print("ok")
     env.pop("DARTOOL_RECOMPUTE_H", None)
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and "ok" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    env["DARTOOL_RECOMPUTE_H_MAX"] = "five"                     # refused at import, saying what to use
+    p = subprocess.run([sys.executable, "-c", "import dartool.kernels.router_triton"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "DARTOOL_RECOMPUTE_H_MAX='five': use a number of sources" in p.stderr, p.stderr[-2000:]
 
 
 def test_which_dynamic_routers_save_their_query(monkeypatch):

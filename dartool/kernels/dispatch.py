@@ -26,6 +26,7 @@ probes) are added by the tap node, so the result is the same either way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Iterator, Sequence
 
@@ -259,10 +260,15 @@ SAVE_QUERY_LAST = os.environ.get("DARTOOL_SAVE_QUERY_LAST", "auto")
 
 def save_query_count(n_routers: int, D: int) -> int:
     """How many of a model's n_routers dynamic routers (the last ones) save q for the backward (``SAVE_QUERY_LAST``;
-    width D)."""
-    v = str(SAVE_QUERY_LAST).strip().lower()
+    width D). Asked once per dynamic router and step: the answer is cached per setting."""
+    return _save_query_count(str(SAVE_QUERY_LAST), bool(FUSE_LN), _cslots.ln_h_mode(), n_routers, D)
+
+
+@functools.lru_cache(maxsize=64)
+def _save_query_count(setting: str, fuse_ln: bool, ln_h: str, n_routers: int, D: int) -> int:
+    v = setting.strip().lower()
     if v in ("", "auto"):
-        if not FUSE_LN or _cslots.ln_h_mode() == "fp32":
+        if not fuse_ln or ln_h == "fp32":
             return 0
         return n_routers if D >= 1024 else -(-2 * n_routers // 3)
     if v == "all":
@@ -272,7 +278,7 @@ def save_query_count(n_routers: int, D: int) -> int:
     except ValueError:
         k = -1
     if k < 0:
-        raise ValueError(f"DARTOOL_SAVE_QUERY_LAST={SAVE_QUERY_LAST!r}: use auto, all or a number of routers (>= 0)")
+        raise ValueError(f"DARTOOL_SAVE_QUERY_LAST={setting!r}: use auto, all or a number of routers (>= 0)")
     return min(k, n_routers)
 
 

@@ -1490,8 +1490,8 @@ def _bwd_finish(P: dict):
 
 
 def _bwd_impl(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Tensor, lse: Tensor, eps: float,
-              slots: "Sequence | None" = None, dq_into_q: bool = False):
-    P = _bwd_prepare(dh, sources, q, g, h, lse, eps, slots, dq_into_q)
+              slots: "Sequence | None" = None):
+    P = _bwd_prepare(dh, sources, q, g, h, lse, eps, slots)
     _bwd_launch(P)
     return _bwd_finish(P)
 
@@ -2151,8 +2151,17 @@ def set_ln_h(mode: str) -> None:
 # LN-fused routers: keep h (see LN_H) for the backward, or recompute it there from the sources (keep_h_for), where
 # they have at most RECOMPUTE_H_MAX_N sources (None: per width and query, recompute_h_max; DARTOOL_RECOMPUTE_H_MAX=N)
 RECOMPUTE_H = os.environ.get("DARTOOL_RECOMPUTE_H", "auto")
-RECOMPUTE_H_MAX_N: "int | None" = (int(os.environ["DARTOOL_RECOMPUTE_H_MAX"])
-                                   if os.environ.get("DARTOOL_RECOMPUTE_H_MAX", "").strip() else None)
+def _recompute_h_max_env() -> "int | None":
+    v = os.environ.get("DARTOOL_RECOMPUTE_H_MAX", "").strip()
+    if not v:
+        return None
+    if not v.isdigit():
+        raise ValueError(f"DARTOOL_RECOMPUTE_H_MAX={v!r}: use a number of sources (>= 0), or unset it for the "
+                         "per-width rule")
+    return int(v)
+
+
+RECOMPUTE_H_MAX_N: "int | None" = _recompute_h_max_env()
 # ... and routers over a shared prefix (prefix_triton) by the same rule, their partial counted as a source
 # (DARTOOL_RECOMPUTE_H_PREFIX=0: they always keep h, as before session 24)
 RECOMPUTE_H_PREFIX = env_flag("DARTOOL_RECOMPUTE_H_PREFIX", True)
