@@ -1153,8 +1153,9 @@ def markdown(res: dict) -> str:
         L += ["Dynamic routers that recompute q write dq "
               + ("over it (DARTOOL_DQ_OVER_Q=1)" if ca["dq_over_q"] else "into a fresh buffer")
               + "; launches that add into gradient sums "
-              + ("may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1)." if ca.get("row_pipe_accum")
-                 else "stay off the row-pipelined backward."), ""]
+              + ("may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1)" if ca.get("row_pipe_accum")
+                 else "stay off the row-pipelined backward")
+              + (f", launched with {ca['accum_bwd']} (DARTOOL_ROUTER_BWD_ACCUM)." if ca.get("accum_bwd") else "."), ""]
     chk = res.get("check")
     if chk:
         n_ok = sum(c["ok"] for c in chk["cases"]) + sum(m["ok"] for m in chk.get("models", []))
@@ -1841,7 +1842,8 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                 ln_h=compiled_slots.ln_h_mode(), save_query_last=str(dispatch.SAVE_QUERY_LAST),
                 recompute_query=rt_flag("RECOMPUTE_DYNAMIC_QUERY", "DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True),
                 dq_over_q=rt_flag("DQ_OVER_Q", "DARTOOL_DQ_OVER_Q", False),
-                row_pipe_accum=rt_flag("ROW_PIPE_ACCUM", "DARTOOL_ROW_PIPE_ACCUM", False))
+                row_pipe_accum=rt_flag("ROW_PIPE_ACCUM", "DARTOOL_ROW_PIPE_ACCUM", False),
+                accum_bwd=os.environ.get("DARTOOL_ROUTER_BWD_ACCUM", ""))
         only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,

@@ -672,6 +672,72 @@ print("ok")
     _run_interpreted(code, "DARTOOL_ROW_PIPE_ACCUM", timeout=600)
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs Triton (router_triton)")
+def test_accum_launch_config_is_read_as_key_value_pairs(monkeypatch):
+    """DARTOOL_ROUTER_BWD_ACCUM: key=integer pairs; pipe > 1 drops the unrolled loop (as a --sweep does); anything
+    else is refused with what to write."""
+    from dartool.kernels import router_triton as rt
+
+    monkeypatch.setenv("DARTOOL_ROUTER_BWD_ACCUM", "")
+    assert rt._parse_cfg_pairs("DARTOOL_ROUTER_BWD_ACCUM") == {}
+    monkeypatch.setenv("DARTOOL_ROUTER_BWD_ACCUM", "pipe=2, num_warps=2")
+    assert rt._parse_cfg_pairs("DARTOOL_ROUTER_BWD_ACCUM") == dict(pipe=2, num_warps=2, unroll=1, prefetch=0)
+    monkeypatch.setenv("DARTOOL_ROUTER_BWD_ACCUM", "unroll=2,prefetch=1")
+    assert rt._parse_cfg_pairs("DARTOOL_ROUTER_BWD_ACCUM") == dict(unroll=2, prefetch=1)
+    for bad in ("pipe", "pipe=two", "warps=2", "pipe=-1"):
+        monkeypatch.setenv("DARTOOL_ROUTER_BWD_ACCUM", bad)
+        with pytest.raises(ValueError, match="key=integer pairs"):
+            rt._parse_cfg_pairs("DARTOOL_ROUTER_BWD_ACCUM")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its CPU interpreter)")
+def test_accumulating_launches_take_their_own_config():
+    """ACCUM_BWD (DARTOOL_ROUTER_BWD_ACCUM): launches that add into running sums off the row pipeline run with its
+    keys, fresh launches keep the shape's configuration, and the sums are start + the fresh launch's gradients
+    (Triton interpreter; dynamic and static, plain and LayerNorm-fused)."""
+    code = """
+import torch
+from dartool.kernels import router_triton as rt
+g = torch.Generator().manual_seed(1)
+B, T, D = 2, 6, 32
+for extra in (dict(pipe=2, unroll=1, prefetch=0), dict(unroll=2, prefetch=1, pipe=1)):
+    for query, N, ln in (("dynamic", 5, False), ("static", 4, True), ("dynamic", 3, True)):
+        srcs = [torch.randn(B, T, D, generator=g) for _ in range(N)]
+        q = torch.randn(B, T, D, generator=g) if query == "dynamic" else torch.randn(D, generator=g)
+        gain = 1 + 0.1 * torch.randn(D, generator=g)
+        dh = torch.randn(B, T, D, generator=g)
+        if ln:
+            shift, scale = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+            _, h, lse = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, scale, 1e-6, torch.float32, True)
+            kw = dict(ln=(scale, 1e-6))
+        else:
+            h, lse, _, _ = rt._fwd_impl(srcs, q, gain, 1e-6, False, True)
+            kw = {}
+        rt.ACCUM_BWD = extra
+        P = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, **kw)
+        fresh_meta = dict(P["meta"])
+        rt._bwd_launch(P)
+        fresh, dq0, dg0 = rt._bwd_finish(P)
+        sums = [torch.randn(B, T, D, generator=g) for _ in range(N)]
+        start = [x.clone() for x in sums]
+        P = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, into=(sums, [1] * N), **kw)
+        m = P["meta"]
+        assert m["ACCUM"] and m["NC"] == 0 and m["PIPE"] == extra["pipe"] and m["UNROLL"] == extra["unroll"] \
+            and m["PREFETCH"] == bool(extra["prefetch"]), (query, N, extra, m)
+        rt.ACCUM_BWD = {}
+        P0 = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, **kw)
+        assert {k: P0["meta"][k] for k in ("PIPE", "UNROLL", "PREFETCH", "NC")} == \
+            {k: fresh_meta[k] for k in ("PIPE", "UNROLL", "PREFETCH", "NC")}, "fresh launches keep their config"
+        rt._bwd_launch(P)
+        _, dq, dg = rt._bwd_finish(P)
+        for s0, s1, f in zip(start, sums, fresh):
+            assert torch.allclose(s1, s0 + f, rtol=1e-5, atol=1e-5), (query, N, extra)
+        assert torch.allclose(dq, dq0, rtol=1e-5, atol=1e-6) and torch.allclose(dg, dg0, rtol=1e-5, atol=1e-6)
+print("ok")
+"""
+    _run_interpreted(code, "DARTOOL_ROUTER_BWD_ACCUM", timeout=600)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs CUDA and triton")
 def test_cuda_fused_router_matches_float64_reference():

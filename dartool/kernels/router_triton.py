@@ -931,15 +931,46 @@ _DYN_RPIPE_ENV = os.environ.get("DARTOOL_ROUTER_DYN_RPIPE")
 DYN_ROW_PIPE_N: "int | None" = int(_DYN_RPIPE_ENV) if _DYN_RPIPE_ENV else None
 DYN_ROW_PIPE_MAX_N = 18
 
-# ROW_PIPE_ACCUM (DARTOOL_ROW_PIPE_ACCUM=1; off, not yet timed on a GPU): let launches that add into running
+# ROW_PIPE_ACCUM (DARTOOL_ROW_PIPE_ACCUM=1; off: timed in session 31, no gain): let launches that add into running
 # gradient sums (ACCUM) take the row-pipelined backward too, where every sum they add into is a buffer of its own
 # (no two sources' gradients at one address). Each row's sums are then that row's own addresses, so loading row
 # r+1's ahead cannot read around row r's store; what the rule above guards against is a source listed twice, whose
 # second position would load the sum before the first position's store. Session 30 (H200, router_kernels_bench.py
-# --writes, results/s30_d): an accumulating SiT-B/2 launch, off the row pipeline, took 1.088 ms against 0.710 fresh
-# (N = 6, dynamic) and 0.918 / 0.574 (static); at XL/2, where neither is row-pipelined, +17-26 %. This is why
-# compiled_slots' accumulation cost SiT-B/2 dynamic c4 0.04 of step ratio (s30_c).
+# --writes, results/s30_d) had an accumulating SiT-B/2 launch at 1.088 ms against 0.710 fresh (N = 6, dynamic)
+# and guessed the row pipeline's absence was why. Session 31 (results/s31_a): with this on, the same launch takes
+# the row pipeline (255 registers, 34 spills instead of 246 / 0) and 1.101 ms; N = 10 gets slower (1.713 ->
+# 1.969); static launches, never row-pipelined, pay the same +60 % (0.580 -> 0.930). B/2 b256 dynamic c4, every q
+# kept, compiled accumulation on, paired under graphs: 1.320 with it, 1.305 without (s30_c). What an accumulating
+# launch pays is the read of the running sums, ~2x what those bytes cost at the copy rate (s31_c: the compiled
+# B/2 step's 25 router backwards 15.3 -> 23.3 ms; Inductor's kernels 20.0 -> 16.5 ms, 1.25 ms of copies added).
 ROW_PIPE_ACCUM = env_flag("DARTOOL_ROW_PIPE_ACCUM", False)
+
+_BWD_KEYS = ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot", "part_slot",
+             "vec4", "pipe", "lean", "maxnreg")
+
+
+def _parse_cfg_pairs(name: str) -> dict:
+    """Launch-configuration keys from ``name``'s "key=value,key=value" (integers); pipe > 1 takes unroll 1, prefetch 0
+    as a --sweep of pipe does. Refused with what to write when malformed."""
+    raw = os.environ.get(name, "").strip()
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        k, sep, v = (x.strip() for x in part.partition("="))
+        if not sep or k not in _BWD_KEYS or not v.isdigit():
+            raise ValueError(f"{name}={raw!r}: write key=integer pairs joined by commas (e.g. pipe=2 or "
+                             f"unroll=2,prefetch=1); keys: {', '.join(_BWD_KEYS)}")
+        out[k] = int(v)
+    if out.get("pipe", 1) > 1:
+        out.update(unroll=1, prefetch=0)
+    return out
+
+
+# ACCUM_BWD (DARTOOL_ROUTER_BWD_ACCUM="pipe=2", "unroll=2,prefetch=1", ...; empty by default; session 31): launch-
+# configuration keys applied to backward launches that add into running gradient sums (ACCUM) and run off the row
+# pipeline, over what bwd_config chose for the shape. At SiT-B/2 the dynamic backward's configuration is the row
+# pipeline's (pipe 1, unroll 1, prefetch 0): an accumulating launch that falls back from it runs a loop that
+# loads each source and then each running sum with nothing in flight ahead of it.
+ACCUM_BWD = _parse_cfg_pairs("DARTOOL_ROUTER_BWD_ACCUM")
 
 
 def _sums_apart(outs: Sequence[Tensor], flags: Sequence[int]) -> bool:
@@ -1390,6 +1421,8 @@ def _bwd_prepare(dh: Tensor, sources: list[Tensor], q: Tensor, g: Tensor, h: Ten
             cfg = dict(cfg, unroll=1, prefetch=0, pipe=1, ln_slot=rslot & 1, part_slot=(rslot >> 1) & 1)
         else:
             cfg = dict(cfg, rpipe=1)
+    if ACCUM_BWD and any(flags) and cfg.get("rpipe", 1) <= 1:
+        cfg = dict(cfg, **ACCUM_BWD)
     rows = max(cfg["rows"], cfg["block_r"])
     n_tprog = triton.cdiv(T, rows)
     atomic = atomic_reduce()
