@@ -121,13 +121,16 @@ def test_markdown_says_whether_compiled_gradient_sums_ran_in_the_graph():
         on=True, min_readers=20, min_pending=200, ops_version=3, ln_h="fp32", save_query_last="auto")})
     assert "in float32 (DARTOOL_ROUTER_H=fp32); dynamic routers keep q for the backward: none" in md
     assert "write dq" not in md                                   # results before session 30 do not say
-    for over, rp, says in ((False, False, "write dq into a fresh buffer; launches that add into gradient sums stay "
-                                          "off the row-pipelined backward."),
-                           (True, True, "write dq over it (DARTOOL_DQ_OVER_Q=1); launches that add into gradient "
-                                        "sums may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1).")):
+    for over, rp, acc, says in (
+            (False, False, "", "write dq into a fresh buffer; launches that add into gradient sums stay off the "
+                               "row-pipelined backward."),
+            (True, True, "", "write dq over it (DARTOOL_DQ_OVER_Q=1); launches that add into gradient sums may take "
+                             "the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1)."),
+            (False, False, "pipe=3", "write dq into a fresh buffer; launches that add into gradient sums stay off the "
+                                     "row-pipelined backward, launched with pipe=3 (DARTOOL_ROUTER_BWD_ACCUM).")):
         md = bench.markdown({"env": env, "skipped": [], "compiled_accum": dict(
             on=True, min_readers=20, min_pending=200, ops_version=3, ln_h="auto", save_query_last="auto",
-            recompute_query=True, dq_over_q=over, row_pipe_accum=rp)})
+            recompute_query=True, dq_over_q=over, row_pipe_accum=rp, accum_bwd=acc)})
         assert "Dynamic routers that recompute q " + says in md, md
 
 

@@ -428,6 +428,25 @@ def test_check_only_rejects_an_unknown_part():
     assert p.returncode == 2 and "--only: unknown part(s) bogus" in p.stderr
 
 
+def test_check_only_runs_a_named_part_that_quick_leaves_out(monkeypatch):
+    """--quick leaves the compiled parts and --no-model the model out of a full run, but a part asked for by name
+    (--only) runs: before session 31 `--quick --only compiled-accum` ran nothing and reported FAIL."""
+    from dartool.kernels import check
+
+    ran = []
+    for fn, part, one in (("compiled_accum_check", "compiled-accum", False),
+                          ("compiled_saved_check", "compiled-dynamic-saved", True), ("model_check", "model", False)):
+        def stub(*a, _p=part, _one=one, **k):   # as the real ones return: one row, or a list of rows
+            ran.append(_p)
+            return dict(name=_p, ok=True) if _one else [dict(name=_p, ok=True)]
+        monkeypatch.setattr(check, fn, stub)
+    for part in ("compiled-accum", "compiled-dynamic-saved", "model"):
+        out = check.run_all(device="cpu", quick=True, model=False, only=[part])
+        assert out["ok"] and [m["name"] for m in out["models"]] == [part] and ran[-1] == part, out
+    out = check.run_all(device="cpu", quick=True, model=False, only=["tapped-sources"])
+    assert "compiled-accum" not in [m["name"] for m in out["models"]] and len(ran) == 3
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (CI): the interpreter check needs it")
 def test_interpreter_check_only_shared_prefix():
     """--only runs the named parts and nothing else (here the shared-prefix kernels against float64)."""

@@ -898,8 +898,10 @@ def _compiled_accum_case(query: str, chunk: int, depth: int, size: tuple, device
     from . import router_triton as rt
 
     model, batch = _small_model(query, chunk, depth, *size, 4 if device == "cuda" else 2, device, gen)
-    # row_pipe_accum: accumulating launches may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1)
-    row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True, row_pipe_accum=rt.ROW_PIPE_ACCUM)
+    # row_pipe_accum: accumulating launches may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1);
+    # accum_bwd: their launch keys off it (DARTOOL_ROUTER_BWD_ACCUM)
+    row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True, row_pipe_accum=rt.ROW_PIPE_ACCUM,
+               accum_bwd=",".join(f"{k}={v}" for k, v in rt.ACCUM_BWD.items()) or "-")
     with dispatch.fused(True, allow_cpu=interpret):
         ref = _loss_and_grads(model, batch, device)
         for on in (True, False):
@@ -1016,10 +1018,12 @@ def _run_all(device: "str | None", interpret: bool, verbose: bool, model: bool, 
               ("shared-prefix-model", lambda: shared_model_check(device, interpret)),
               ("tapped-sources", lambda: [tap_check(device, interpret)]),
               ("dynamic-recompute", lambda: [recompute_check(device, interpret)])]
-    if not quick:
+    named = set(only or ())       # parts asked for by name run even where --quick / --no-model would leave them out
+    if not quick or "compiled-dynamic-saved" in named:
         checks.append(("compiled-dynamic-saved", lambda: [compiled_saved_check(device, interpret)]))
+    if not quick or "compiled-accum" in named:
         checks.append(("compiled-accum", lambda: compiled_accum_check(device, interpret)))
-    if model:
+    if model or "model" in named:
         checks.append(("model", lambda: model_check(device, interpret, quick)))
     checks = [(name, run) for name, run in checks if name in wanted]
     models = []

@@ -941,7 +941,7 @@ DYN_ROW_PIPE_MAX_N = 18
 # the row pipeline (255 registers, 34 spills instead of 246 / 0) and 1.101 ms; N = 10 gets slower (1.713 ->
 # 1.969); static launches, never row-pipelined, pay the same +60 % (0.580 -> 0.930). B/2 b256 dynamic c4, every q
 # kept, compiled accumulation on, paired under graphs: 1.320 with it, 1.305 without (s30_c). What an accumulating
-# launch pays is the read of the running sums, ~2x what those bytes cost at the copy rate (s31_c: the compiled
+# launch pays is the read of the running sums, 1.5-2.3x what those bytes cost at the copy rate (s31_c: the compiled
 # B/2 step's 25 router backwards 15.3 -> 23.3 ms; Inductor's kernels 20.0 -> 16.5 ms, 1.25 ms of copies added).
 ROW_PIPE_ACCUM = env_flag("DARTOOL_ROW_PIPE_ACCUM", False)
 
@@ -969,7 +969,10 @@ def _parse_cfg_pairs(name: str) -> dict:
 # configuration keys applied to backward launches that add into running gradient sums (ACCUM) and run off the row
 # pipeline, over what bwd_config chose for the shape. At SiT-B/2 the dynamic backward's configuration is the row
 # pipeline's (pipe 1, unroll 1, prefetch 0): an accumulating launch that falls back from it runs a loop that
-# loads each source and then each running sum with nothing in flight ahead of it.
+# loads each source and then each running sum with nothing in flight ahead of it. Session 31 (H200): pipe=3 takes
+# such a launch at B:256:6 / :10 from 1.106 / 1.712 to 0.902 / 1.296 ms in router_kernels_bench.py (results/s31_d),
+# but not in the step: B/2 b256 dynamic c4, every q kept, accumulation on, paired 1.307 (1.305 without), the step's
+# 25 router backwards 23.8 ms (23.3 without; results/s31_e). Hence empty by default.
 ACCUM_BWD = _parse_cfg_pairs("DARTOOL_ROUTER_BWD_ACCUM")
 
 
