@@ -642,30 +642,40 @@ print("ok")
     _run_interpreted(code, "DARTOOL_DQ_OVER_Q")
 
 
+# Shared by the interpreted backward tests: one router's forward on random inputs, what its backward is given
+_BWD_INPUTS = """
+import torch
+from dartool.kernels import router_triton as rt
+B, T, D = 2, 6, 32
+
+
+def bwd_inputs(query, N, ln, g):
+    \"\"\"(sources, q, gain, dh, h, lse, extra _bwd_prepare kwargs) for a router of N sources; with ``ln`` the
+    LayerNorm + modulate fused in (dh is dy, h the router output kept for the backward).\"\"\"
+    srcs = [torch.randn(B, T, D, generator=g) for _ in range(N)]
+    q = {"static": lambda: torch.randn(D, generator=g), "static_t": lambda: torch.randn(B, 1, D, generator=g),
+         "dynamic": lambda: torch.randn(B, T, D, generator=g)}[query]()
+    gain = 1 + 0.1 * torch.randn(D, generator=g)
+    dh = torch.randn(B, T, D, generator=g)
+    if ln:
+        shift, scale = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+        _, h, lse = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, scale, 1e-6, torch.float32, True)
+        return srcs, q, gain, dh, h, lse, dict(ln=(scale, 1e-6))
+    h, lse, _, _ = rt._fwd_impl(srcs, q, gain, 1e-6, False, True)
+    return srcs, q, gain, dh, h, lse, {}
+"""
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (its CPU interpreter)")
 def test_accumulating_launches_may_take_the_row_pipeline():
     """ROW_PIPE_ACCUM (session 30, off by default): a launch that adds into running gradient sums takes the
     row-pipelined backward when every sum has an address of its own, and adds exactly the gradients a fresh launch
     writes; off, or with two positions sharing a sum, it stays on the plain loop (Triton interpreter)."""
-    code = """
-import torch
-from dartool.kernels import router_triton as rt
+    code = _BWD_INPUTS + """
 g = torch.Generator().manual_seed(0)
-B, T, D = 2, 6, 32
 for query, N, ln in (("static", 3, False), ("static_t", 4, False), ("dynamic", 6, False), ("dynamic", 1, False),
                      ("static", 4, True), ("dynamic", 5, True)):
-    srcs = [torch.randn(B, T, D, generator=g) for _ in range(N)]
-    q = {"static": torch.randn(D, generator=g), "static_t": torch.randn(B, 1, D, generator=g),
-         "dynamic": torch.randn(B, T, D, generator=g)}[query]
-    gain = 1 + 0.1 * torch.randn(D, generator=g)
-    dh = torch.randn(B, T, D, generator=g)
-    if ln:        # the LayerNorm + modulate fused in: dh is dy, h the router output kept for the backward
-        shift, scale = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
-        _, h, lse = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, scale, 1e-6, torch.float32, True)
-        kw = dict(ln=(scale, 1e-6))
-    else:
-        h, lse, _, _ = rt._fwd_impl(srcs, q, gain, 1e-6, False, True)
-        kw = {}
+    srcs, q, gain, dh, h, lse, kw = bwd_inputs(query, N, ln, g)
     P = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, **kw)
     rt._bwd_launch(P)
     fresh, dq0, dg0 = rt._bwd_finish(P)
@@ -714,24 +724,11 @@ def test_accumulating_launches_take_their_own_config():
     """ACCUM_BWD (DARTOOL_ROUTER_BWD_ACCUM): launches that add into running sums off the row pipeline run with its
     keys, fresh launches keep the shape's configuration, and the sums are start + the fresh launch's gradients
     (Triton interpreter; dynamic and static, plain and LayerNorm-fused)."""
-    code = """
-import torch
-from dartool.kernels import router_triton as rt
+    code = _BWD_INPUTS + """
 g = torch.Generator().manual_seed(1)
-B, T, D = 2, 6, 32
 for extra in (dict(pipe=2, unroll=1, prefetch=0), dict(unroll=2, prefetch=1, pipe=1)):
     for query, N, ln in (("dynamic", 5, False), ("static", 4, True), ("dynamic", 3, True)):
-        srcs = [torch.randn(B, T, D, generator=g) for _ in range(N)]
-        q = torch.randn(B, T, D, generator=g) if query == "dynamic" else torch.randn(D, generator=g)
-        gain = 1 + 0.1 * torch.randn(D, generator=g)
-        dh = torch.randn(B, T, D, generator=g)
-        if ln:
-            shift, scale = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
-            _, h, lse = rt._fwd_ln_impl(srcs, q, gain, 1e-6, shift, scale, 1e-6, torch.float32, True)
-            kw = dict(ln=(scale, 1e-6))
-        else:
-            h, lse, _, _ = rt._fwd_impl(srcs, q, gain, 1e-6, False, True)
-            kw = {}
+        srcs, q, gain, dh, h, lse, kw = bwd_inputs(query, N, ln, g)
         rt.ACCUM_BWD = extra
         P = rt._bwd_prepare(dh, srcs, q, gain, h, lse, 1e-6, **kw)
         fresh_meta = dict(P["meta"])

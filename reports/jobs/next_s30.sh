@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Written in session 30, not run as such: session 31 ran it in two x2 calls (x4 not lent), s31_a.sh and s31_b.sh.
 # Written in session 30, not run (its device time was spent): KERNEL_NOTES "Session 30 — Next" 1 and 3, one
 # nvidia-h200-x4 call, ~9.5 min. Carry the zarr wheels and .commit.
 #   GPU 0: ROW_PIPE_ACCUM (accumulating launches on the row-pipelined backward) per launch, on and off, same
