@@ -54,7 +54,7 @@ COMPILE_MODES = ("full", "regions", "blocks", "cudagraphs")
 # do both). Why: a DAR step's host work (the routers' custom ops, their offset tables and Triton launches) is about
 # 150-220 ms at SiT-XL/2 on an H100 host, so at the DiT recipe's 32 images per GPU the compiled DAR c4 step waits
 # for the host: 181.6 ms against the residual's 81.3 under ``full`` on an H100 (session 17), 138.9 against 70.9 on
-# an H200. Under ``cudagraphs`` (session 18, 2026-11-27; README "What DAR costs"): residual 78.8 / static c4 85.3
+# an H200. Under ``cudagraphs`` (session 18, 2026-11-27; benchmarks/COSTS.md): residual 78.8 / static c4 85.3
 # (1.08x) / dynamic c4 110.9 ms on the H100, 69.3 / 74.6 (1.076x) / 94.2 ms on the H200; B/2 b256 static c4 1.081,
 # XL/2 b64 1.071 (H200) -- against a residual whose stream was transposed (session 21); with it contiguous:
 # XL/2 b32 66.4-67.3 / 74.6-74.9 (1.114-1.123x) / 94.3-94.7 ms, B/2 b256 static c4 1.110-1.113 (H200s). The

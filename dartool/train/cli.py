@@ -103,7 +103,7 @@ def train(
     data_limit: Optional[int] = typer.Option(None, help="Train on the first N images of a seeded permutation."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32 | fp64 (CPU tests)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    compile_mode: Optional[str] = typer.Option(None, help="With --compile: auto (default: cudagraphs on CUDA, full elsewhere) | cudagraphs (one graph, replayed as CUDA graphs: no per-step host work, which DAR's routers need where the GPU's work per step is small, e.g. SiT-XL/2 at 32 images per GPU; CUDA only) | full (one graph) | regions (a graph per block) | blocks (attention and MLP only). regions and blocks are slower (README, What DAR costs)."),
+    compile_mode: Optional[str] = typer.Option(None, help="With --compile: auto (default: cudagraphs on CUDA, full elsewhere) | cudagraphs (one graph, replayed as CUDA graphs: no per-step host work, which DAR's routers need where the GPU's work per step is small, e.g. SiT-XL/2 at 32 images per GPU; CUDA only) | full (one graph) | regions (a graph per block) | blocks (attention and MLP only). regions and blocks are slower (benchmarks/COSTS.md)."),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls on CUDA (default on)."),
     strategy: Optional[str] = typer.Option(None, help="ddp (default) | fsdp2 (documented, not implemented yet)."),
     time_budget: Optional[float] = typer.Option(None, help="Seconds of training; then the final checkpoint, eval, probe and report still run. With several seeds each gets an equal share of training time, and each seed's final eval and probe come on top."),

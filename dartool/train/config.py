@@ -286,7 +286,7 @@ class TrainConfig:
     def resolve_compile_mode(self, device_type: str) -> "TrainConfig":
         """This config with ``compile_mode="auto"`` made concrete for the device: ``cudagraphs`` on CUDA (never
         slower than ``full`` in the project's measurements, and DAR's routers need it where the GPU has little work
-        per step: README, What DAR costs), ``full`` elsewhere. Any other mode is kept as given."""
+        per step: benchmarks/COSTS.md), ``full`` elsewhere. Any other mode is kept as given."""
         if self.compile_mode != "auto":
             return self
         return dataclasses.replace(self, compile_mode="cudagraphs" if device_type == "cuda" else "full")

@@ -225,7 +225,7 @@ class Trainer:
                 and any(a.routing == "dar" for a in cfg.arms)):
             self.note_once("cudagraphs", "DAR compiled as one graph waits for the host where the GPU has little work "
                                          "per step (SiT-XL/2 at 32 images per GPU: about 2x the residual's step); "
-                                         "--compile-mode cudagraphs measured 1.08x there (README, What DAR costs)")
+                                         "--compile-mode cudagraphs measured 1.08x there (benchmarks/COSTS.md)")
         runs = []
         names = {a.name: n for a, s, n in cfg.run_names() if s == seed}
         for arm, model in zip(cfg.arms, models):
