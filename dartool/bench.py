@@ -1843,7 +1843,7 @@ def run_bench(out: Path, *, quick: bool = False, compile: bool = True, compile_b
                 recompute_query=rt_flag("RECOMPUTE_DYNAMIC_QUERY", "DARTOOL_RECOMPUTE_DYNAMIC_QUERY", True),
                 dq_over_q=rt_flag("DQ_OVER_Q", "DARTOOL_DQ_OVER_Q", False),
                 row_pipe_accum=rt_flag("ROW_PIPE_ACCUM", "DARTOOL_ROW_PIPE_ACCUM", False),
-                accum_bwd=os.environ.get("DARTOOL_ROUTER_BWD_ACCUM", ""))
+                accum_bwd=rt_mod.accum_bwd_text() if rt_mod else os.environ.get("DARTOOL_ROUTER_BWD_ACCUM", ""))
         only = full if chosen_variants else None
         if compiled:
             _compiled_rows(res, out, sizes_b, min(deadline, time.time() + compile_budget_s), ran,

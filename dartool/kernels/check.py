@@ -901,7 +901,7 @@ def _compiled_accum_case(query: str, chunk: int, depth: int, size: tuple, device
     # row_pipe_accum: accumulating launches may take the row-pipelined backward (DARTOOL_ROW_PIPE_ACCUM=1);
     # accum_bwd: their launch keys off it (DARTOOL_ROUTER_BWD_ACCUM)
     row = dict(name=f"compiled-accum-{query}-c{chunk}", ok=True, row_pipe_accum=rt.ROW_PIPE_ACCUM,
-               accum_bwd=",".join(f"{k}={v}" for k, v in rt.ACCUM_BWD.items()) or "-")
+               accum_bwd=rt.accum_bwd_text() or "-")
     with dispatch.fused(True, allow_cpu=interpret):
         ref = _loss_and_grads(model, batch, device)
         for on in (True, False):

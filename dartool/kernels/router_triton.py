@@ -869,10 +869,10 @@ def _parse_env(name: str, keys: Sequence[str], default: dict) -> dict:
 
 FWD_CONFIG = _parse_env("DARTOOL_ROUTER_FWD", ("block_r", "num_warps", "num_stages", "split", "unroll", "prefetch",
                                                "vec4", "pipe"), _DEFAULT_FWD)
-BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD",
-                        ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot",
-                         "part_slot", "vec4", "pipe"),
-                        _DEFAULT_BWD)
+# DARTOOL_ROUTER_BWD's positional keys; DARTOOL_ROUTER_BWD_ACCUM (ACCUM_BWD) names them and two more
+_BWD_POSITIONAL = ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot", "part_slot",
+                   "vec4", "pipe")
+BWD_CONFIG = _parse_env("DARTOOL_ROUTER_BWD", _BWD_POSITIONAL, _DEFAULT_BWD)
 
 
 # Per-shape backward configuration (sweeps on an H200 with inputs laid out as in a bf16 training step,
@@ -945,8 +945,11 @@ DYN_ROW_PIPE_MAX_N = 18
 # B/2 step's 25 router backwards 15.3 -> 23.3 ms; Inductor's kernels 20.0 -> 16.5 ms, 1.25 ms of copies added).
 ROW_PIPE_ACCUM = env_flag("DARTOOL_ROW_PIPE_ACCUM", False)
 
-_BWD_KEYS = ("block_r", "rows", "num_warps", "num_stages", "split", "unroll", "prefetch", "ln_slot", "part_slot",
-             "vec4", "pipe", "lean", "maxnreg")
+_BWD_KEYS = _BWD_POSITIONAL + ("lean", "maxnreg")
+
+
+def _pipe_cfg(pipe: int) -> dict:
+    return dict(pipe=pipe, unroll=1, prefetch=0) if pipe > 1 else dict(pipe=1)
 
 
 def _parse_cfg_pairs(name: str) -> dict:
@@ -960,8 +963,8 @@ def _parse_cfg_pairs(name: str) -> dict:
             raise ValueError(f"{name}={raw!r}: write key=integer pairs joined by commas (e.g. pipe=2 or "
                              f"unroll=2,prefetch=1); keys: {', '.join(_BWD_KEYS)}")
         out[k] = int(v)
-    if out.get("pipe", 1) > 1:
-        out.update(unroll=1, prefetch=0)
+    if "pipe" in out:
+        out.update(_pipe_cfg(out["pipe"]))
     return out
 
 
@@ -974,6 +977,12 @@ def _parse_cfg_pairs(name: str) -> dict:
 # but not in the step: B/2 b256 dynamic c4, every q kept, accumulation on, paired 1.307 (1.305 without), the step's
 # 25 router backwards 23.8 ms (23.3 without; results/s31_e). Hence empty by default.
 ACCUM_BWD = _parse_cfg_pairs("DARTOOL_ROUTER_BWD_ACCUM")
+
+
+def accum_bwd_text() -> str:
+    """:data:`ACCUM_BWD` as the bench's and the check's records write it ("pipe=3,unroll=1,prefetch=0"; '' when
+    empty)."""
+    return ",".join(f"{k}={v}" for k, v in ACCUM_BWD.items())
 
 
 def _sums_apart(outs: Sequence[Tensor], flags: Sequence[int]) -> bool:
@@ -1048,10 +1057,6 @@ VEC4: "int | None" = int(os.environ["DARTOOL_ROUTER_VEC4"]) if os.environ.get("D
 # sweep-XL-NVIDIA-H200-20261126-1457.json): two warps 20-40 % slower; 4 rows 3 % faster alone, but the compiled
 # XL/2 step was 1 % slower (compiled-XL-bwd-rows-NVIDIA-H200-20261126-1501.json), so 8 rows stay.
 PIPE: "int | None" = int(os.environ["DARTOOL_ROUTER_PIPE"]) if os.environ.get("DARTOOL_ROUTER_PIPE") else None
-
-
-def _pipe_cfg(pipe: int) -> dict:
-    return dict(pipe=pipe, unroll=1, prefetch=0) if pipe > 1 else dict(pipe=1)
 
 
 # The per-shape choices below were timed on an H200 with the kernels alone, laid out as in a bf16 training step
